@@ -1,0 +1,25 @@
+"""regbench: a benchmarking suite for deformable image registration.
+
+Data flows one way: dataset → pair → method → registration → metrics → store → report.
+"""
+
+from .check import check_method
+from .errors import ConfigError, DataError, InputError, RegbenchError, RegistryError
+from .interface import STRUCTURES, Method, Pair, Registration, TrainableMethod
+from .registry import (
+    create_dataset,
+    create_method,
+    list_datasets,
+    list_methods,
+    register_dataset,
+    register_method,
+)
+from .warp import warp, warp_label
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "STRUCTURES", "ConfigError", "DataError", "InputError", "Method", "Pair", "RegbenchError", "Registration",
+    "RegistryError", "TrainableMethod", "check_method", "create_dataset", "create_method", "list_datasets",
+    "list_methods", "register_dataset", "register_method", "warp", "warp_label", "__version__",
+]

@@ -1,0 +1,204 @@
+"""``check_method``: one call that proves a method plugin conforms (cf. scikit-learn's check_estimator).
+
+Checks run on small synthetic pairs: output types, shapes and dtypes; finite values; the moved image agrees
+with the returned flow under regbench's warper (catches swapped channels or normalised units); an identical
+pair gives ~zero motion; warped labels stay in the label set; the same seed gives the same result; bad input
+(shapes differ) raises; trainable methods survive a save/load round trip.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .interface import Registration, is_trainable
+from .registry import METHODS
+from .warp import warp
+
+# An identical pair should move nothing: mean |u| below this many pixels.
+IDENTITY_TOLERANCE_PX = 0.1
+# Moved image vs warp(moving, flow): interpolation schemes differ a little between libraries.
+CONSISTENCY_TOLERANCE_MSE = 2e-3
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class CheckReport:
+    method: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    def __str__(self) -> str:
+        lines = [f"{'PASS' if r.passed else 'FAIL'} {r.name}" + (f": {r.message}" if r.message else "") for r in self.results]
+        lines.append(f"{self.method}: {sum(r.passed for r in self.results)}/{len(self.results)} checks passed")
+        return "\n".join(lines)
+
+
+def _sample_pairs(size: int = 64, n: int = 4) -> list[Any]:
+    from .registry import create_dataset
+
+    ds = create_dataset("synthetic", n_subjects=4, image_size=size, seed=123)
+    pairs = [p for s in ds.subjects() for p in ds.subject_pairs(s)]
+    return pairs[1 : 1 + n]
+
+
+def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_failure: bool = False, **options: Any) -> CheckReport:
+    """Run the conformance checks; a name is built with ``create_method`` (with the profile's options).
+
+    For a method object, the determinism check builds a second one with ``type(method)()`` when possible.
+    """
+    if isinstance(method_or_name, str):
+        factory = METHODS.get(method_or_name)
+        profile_options = getattr(factory, "profile_options", None)
+        opts = {**(profile_options(profile) if callable(profile_options) and profile else {}), **options}
+
+        def make() -> Any:
+            return METHODS.create(method_or_name, **opts)
+
+        method = make()
+        name = method_or_name
+    else:
+        method = method_or_name
+        name = getattr(method, "name", type(method).__name__)
+        make = (lambda: type(method)()) if _constructible(type(method)) else None  # noqa: E731
+
+    report = CheckReport(name)
+    pairs = _sample_pairs()
+    train, evaluate_pair = pairs[:3], pairs[3]
+
+    def check(check_name: str, fn: Callable[[], str | None]) -> None:
+        try:
+            message = fn()
+            report.results.append(CheckResult(check_name, True, message or ""))
+        except AssertionError as exc:
+            report.results.append(CheckResult(check_name, False, str(exc)))
+        except Exception as exc:
+            report.results.append(CheckResult(check_name, False, f"raised {type(exc).__name__}: {exc}".splitlines()[0]))
+            if not str(exc):
+                report.results[-1].message += " " + traceback.format_exc(limit=1).splitlines()[-1]
+
+    state: dict[str, Any] = {}
+
+    def has_name() -> None:
+        assert isinstance(getattr(method, "name", None), str) and method.name, "method has no string 'name'"
+
+    def fits() -> str:
+        if not is_trainable(method):
+            return "not trainable (no fit/save/load): skipped"
+        method.fit(train, train[:1], workdir=None)
+        return "fit on 3 pairs"
+
+    def registers() -> None:
+        reg = method.register(evaluate_pair.fixed, evaluate_pair.moving)
+        assert isinstance(reg, Registration), f"register() returned {type(reg).__name__}, not Registration"
+        state["reg"] = reg
+
+    def shapes() -> None:
+        reg, shape = state["reg"], evaluate_pair.fixed.shape
+        assert reg.moved.shape == shape, f"moved image has shape {reg.moved.shape}, expected {shape}"
+        assert reg.flow.shape == (2, *shape), f"flow has shape {reg.flow.shape}, expected {(2, *shape)} (row, column channels)"
+        assert reg.moved.dtype == np.float32, f"moved image dtype is {reg.moved.dtype}, expected float32"
+        assert reg.flow.dtype == np.float32, f"flow dtype is {reg.flow.dtype}, expected float32"
+
+    def finite() -> None:
+        reg = state["reg"]
+        assert np.isfinite(reg.moved).all(), "moved image has non-finite values"
+        assert np.isfinite(reg.flow).all(), "flow has non-finite values"
+
+    def consistent() -> str:
+        reg = state["reg"]
+        err = float(np.mean((warp(evaluate_pair.moving, reg.flow) - reg.moved) ** 2))
+        assert err < CONSISTENCY_TOLERANCE_MSE, (
+            f"moved image differs from warp(moving, flow) (MSE {err:.2e} ≥ {CONSISTENCY_TOLERANCE_MSE:.0e}): "
+            "is the flow in pixels, channel 0 rows, channel 1 columns?"
+        )
+        return f"MSE {err:.1e}"
+
+    def identity() -> str:
+        reg = method.register(evaluate_pair.fixed, evaluate_pair.fixed.copy())
+        motion = float(np.abs(reg.flow).mean())
+        assert motion < IDENTITY_TOLERANCE_PX, f"identical pair gives mean |flow| {motion:.3f} px (≥ {IDENTITY_TOLERANCE_PX})"
+        return f"mean |flow| {motion:.1e} px"
+
+    def labels() -> None:
+        reg = state["reg"]
+        warped = reg.warp_label(evaluate_pair.moving_label)
+        assert warped.shape == evaluate_pair.moving_label.shape, f"warped label shape {warped.shape}"
+        extra = set(np.unique(warped)) - set(np.unique(evaluate_pair.moving_label)) - {0}
+        assert not extra, f"warped labels contain values not in the label set: {sorted(extra)}"
+
+    def deterministic() -> str | None:
+        if make is None:
+            return "cannot build a second instance: skipped"
+        other = make()
+        if is_trainable(other):
+            other.fit(train, train[:1], workdir=None)  # a second training with the same seed
+        a = method.register(evaluate_pair.fixed, evaluate_pair.moving)
+        b = other.register(evaluate_pair.fixed, evaluate_pair.moving)
+        diff = float(np.abs(a.flow - b.flow).max())
+        assert diff < 1e-4, f"two runs with the same seed differ by up to {diff:.2e} px"
+        return None
+
+    def rejects_bad_input() -> None:
+        try:
+            method.register(evaluate_pair.fixed, evaluate_pair.moving[:-3, :])
+        except Exception:
+            return
+        raise AssertionError("images of different shapes were accepted without an error")
+
+    def save_load() -> str:
+        if not is_trainable(method):
+            return "not trainable: skipped"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            method.save(path)
+            clone = make() if make else method
+            clone.load(path)
+        a = method.register(evaluate_pair.fixed, evaluate_pair.moving).flow
+        b = clone.register(evaluate_pair.fixed, evaluate_pair.moving).flow
+        assert np.allclose(a, b, atol=1e-5), "save/load changed the registration"
+        return "round trip identical"
+
+    check("name", has_name)
+    check("fit", fits)
+    check("register", registers)
+    if "reg" in state:
+        check("shapes and dtypes", shapes)
+        check("finite outputs", finite)
+        check("moved agrees with flow", consistent)
+        check("label warping", labels)
+    check("identical pair gives ~zero motion", identity)
+    check("same seed, same result", deterministic)
+    check("rejects images of different shapes", rejects_bad_input)
+    check("save/load round trip", save_load)
+    if raise_on_failure and not report.ok:
+        raise AssertionError(str(report))
+    return report
+
+
+def _constructible(cls: type) -> bool:
+    import inspect
+
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in sig.parameters.values())

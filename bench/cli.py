@@ -1,0 +1,138 @@
+"""The ``regbench`` command line. Every subcommand's --help is the reference; README quotes it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import PROFILES, load_config
+from .errors import RegbenchError
+
+log = logging.getLogger("regbench")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with RunConfig keys (flags given here override it)")
+    p.add_argument("--dataset", help="dataset name (default: synthetic)")
+    p.add_argument("--root", help="dataset root folder, for datasets read from disk")
+    p.add_argument("--profile", choices=list(PROFILES), help="smoke | quick (default) | paper")
+    p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
+    p.add_argument("--seed", type=int, help="global seed (default 0)")
+    p.add_argument("--device", help="auto (default: CUDA when available) | cpu | cuda[:N]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regbench",
+        description="Benchmark deformable image registration methods (reproduces GSMorph, MICCAI 2023).",
+    )
+    parser.add_argument("--version", action="version", version=f"regbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cases)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run (or resume) a benchmark and write per_case.csv, summary.csv, table.tex, manifest.json",
+                       description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
+                       "the same command again resumes. Other settings into the same --out are refused.")
+    _add_run_arguments(p)
+    p.add_argument("--methods", help="comma-separated names or patterns, e.g. 'initial,voxelmorph-*' (default: all)")
+    p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores)")
+    p.add_argument("--max-pairs", type=int, dest="max_test_pairs", help="evaluate only the first N test pairs")
+    p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sub.add_parser("methods", help="list registered methods")
+    sub.add_parser("datasets", help="list registered datasets")
+
+    p = sub.add_parser("check-method", help="run the conformance checks on a registered method")
+    p.add_argument("name")
+    p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="settings to build it with (default smoke)")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace):
+    dataset_options = {"root": args.root} if getattr(args, "root", None) else None
+    return load_config(
+        args.config,
+        dataset=args.dataset,
+        profile=args.profile,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        methods=getattr(args, "methods", None),
+        jobs=getattr(args, "jobs", None),
+        max_test_pairs=getattr(args, "max_test_pairs", None),
+        dataset_options=dataset_options,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    config = _config_from_args(args)
+    result = run(config, progress=not args.no_progress, retrain=args.retrain)
+    print(f"run directory: {result.run_dir}")
+    for name in sorted(set(result.evaluated) | set(result.skipped)):
+        print(f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored")
+    summary = result.run_dir / "summary.csv"
+    if summary.exists():
+        import pandas as pd
+
+        df = pd.read_csv(summary)
+        cols = ["method", "n_cases", "n_failed", "dice_mean", "hd95_mean", "mse_mean", "njd_mean", "time_s_mean"]
+        with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
+            print(df[cols].to_string(index=False))
+    for name, why in result.failed_methods.items():
+        print(f"regbench: error: method {name} did not run: {why}", file=sys.stderr)
+    return 1 if result.failed_methods else 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .registry import METHODS
+
+    for name in METHODS.names():
+        print(name)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .registry import DATASETS
+
+    for name in DATASETS.names():
+        print(name)
+    return 0
+
+
+def cmd_check_method(args: argparse.Namespace) -> int:
+    from .check import check_method
+
+    report = check_method(args.name, profile=args.profile)
+    print(report)
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except RegbenchError as exc:
+        print(f"regbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regbench: interrupted; finished cases are stored, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

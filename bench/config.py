@@ -1,0 +1,125 @@
+"""Run configuration: profiles (smoke, quick, paper), YAML/flag loading with strict keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is. Methods read their own per-profile settings through ``profile_options``."""
+
+    name: str
+    description: str
+    dataset_options: dict[str, dict[str, Any]]  # defaults per dataset name
+    max_test_pairs: int | None = None
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        "smoke",
+        "seconds: a tiny synthetic set at 64 px, a few training steps; for tests and check-method",
+        {"synthetic": {"n_subjects": 8, "image_size": 64}},
+        max_test_pairs=12,
+    ),
+    "quick": Profile(
+        "quick",
+        "the README demo: all methods on the synthetic default at 64 px (3 mm pixels), short training; "
+        "≤ 10 minutes on 2 CPU cores",
+        {"synthetic": {"n_subjects": 40, "image_size": 64}},
+    ),
+    "paper": Profile(
+        "paper",
+        "the paper's settings: 128×128 images, AdamW lr 5e-3, batch 32, 500 epochs, seed 3407 (GPU)",
+        {"synthetic": {"n_subjects": 100, "image_size": 128}},
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        close = difflib.get_close_matches(name, PROFILES, n=1)
+        raise ConfigError(f"unknown profile {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f"; use one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class RunConfig:
+    """Everything ``regbench run`` needs. YAML files use the same keys; unknown keys are errors."""
+
+    dataset: str = "synthetic"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["*"])
+    profile: str = "quick"
+    jobs: int = 1
+    out: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hd95_convention: str = "pooled"
+    jacobian_scheme: str = "central"
+    max_test_pairs: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
+        get_profile(self.profile)
+        if self.hd95_convention not in HD95_CONVENTIONS:
+            raise ConfigError(f"hd95_convention {self.hd95_convention!r} is not one of {HD95_CONVENTIONS}")
+        if self.jacobian_scheme not in JACOBIAN_SCHEMES:
+            raise ConfigError(f"jacobian_scheme {self.jacobian_scheme!r} is not one of {JACOBIAN_SCHEMES}")
+        if not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
+            raise ConfigError(f"jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        for key in ("dataset_options", "method_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise ConfigError(f"{key} must be a mapping, got {type(getattr(self, key)).__name__}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("results") / f"{self.dataset}-{self.profile}"
+
+    def resolved_max_test_pairs(self) -> int | None:
+        return self.max_test_pairs if self.max_test_pairs is not None else get_profile(self.profile).max_test_pairs
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """A RunConfig from an optional YAML file, then flag overrides (None means 'not given')."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
+        unknown = [k for k in loaded if k not in config_keys()]
+        if unknown:
+            hints = "; ".join(
+                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(str(k), config_keys(), n=1)) else "")
+                for k in unknown
+            )
+            raise ConfigError(f"config file {path}: unknown key {hints}. Known keys: {', '.join(config_keys())}")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad configuration: {exc}") from None

@@ -1,0 +1,56 @@
+"""What a run records about where it ran: package versions, git commit, machine, device."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("regbench", "numpy", "scipy", "pandas", "torch", "SimpleITK", "antspyx", "medpy", "nibabel", "joblib", "seaborn")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the regbench source tree, when it is a git checkout (editable installs)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "git_commit": git_commit(),
+        "machine": {"node": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "device": device_name(),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

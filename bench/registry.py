@@ -1,0 +1,184 @@
+"""Name → factory registries for methods and datasets, with lazy built-ins and entry-point plugins.
+
+Built-in plugins are imported only when one of their names is asked for (importing torch or ANTs to list
+names would cost seconds). Third-party packages add names through the entry-point groups
+``regbench.methods`` and ``regbench.datasets``; an entry point may point at a module that registers with the
+decorator, or at a factory object, which is then registered under the entry point's name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import inspect
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from .errors import ConfigError, RegistryError
+
+
+class Registry:
+    """One kind of plugin (methods or datasets): names, their factories and where they come from."""
+
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]) -> None:
+        self.kind = kind
+        self.group = group
+        self._builtins = dict(builtins)  # name -> module that registers it on import
+        self._factories: dict[str, Callable[..., Any]] = {}
+        self._origins: dict[str, str] = {}
+        self._entry_points: dict[str, Any] | None = None
+
+    # -- registration -----------------------------------------------------------------------------
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@register_method("name")`` on a class or factory function."""
+
+        def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(name, factory)
+            return factory
+
+        return decorator
+
+    def add(self, name: str, factory: Callable[..., Any]) -> None:
+        if not name or name != name.strip().lower() or "," in name:
+            raise RegistryError(f"{self.kind} name {name!r} must be non-empty, lower-case and contain no comma")
+        origin = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
+        if name in self._factories:
+            raise RegistryError(
+                f"{self.kind} {name!r} is already registered (by {self._origins[name]}); "
+                f"cannot register it again for {origin}"
+            )
+        self._factories[name] = factory
+        self._origins[name] = origin
+
+    # -- discovery --------------------------------------------------------------------------------
+    def _plugin_entry_points(self) -> dict[str, Any]:
+        if self._entry_points is None:
+            self._entry_points = {ep.name: ep for ep in entry_points(group=self.group)}
+        return self._entry_points
+
+    def names(self) -> list[str]:
+        """Every known name, built-in or plugin, without importing any plugin."""
+        return sorted(set(self._builtins) | set(self._factories) | set(self._plugin_entry_points()))
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Names matching a shell-style pattern (``voxelmorph-*``); several patterns may be comma-separated."""
+        patterns = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+        return [n for n in self.names() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+    def resolve(self, spec: str | list[str]) -> list[str]:
+        """Expand comma-separated names and patterns, keeping order; an unmatched entry is an error."""
+        items = spec.split(",") if isinstance(spec, str) else list(spec)
+        out: list[str] = []
+        for item in (i.strip() for i in items):
+            if not item:
+                continue
+            matched = self.list(item) if any(c in item for c in "*?[") else ([item] if item in self.names() else [])
+            if not matched:
+                raise RegistryError(self._unknown_message(item))
+            out.extend(m for m in matched if m not in out)
+        return out
+
+    def _unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}."
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory for ``name``, importing its built-in module or entry point on first use."""
+        if name not in self._factories:
+            if name in self._builtins:
+                importlib.import_module(self._builtins[name])
+            elif name in self._plugin_entry_points():
+                loaded = self._plugin_entry_points()[name].load()
+                if name not in self._factories and callable(loaded) and not inspect.ismodule(loaded):
+                    self.add(name, loaded)
+            if name not in self._factories:
+                if name in self.names():
+                    raise RegistryError(f"{self.kind} {name!r} is listed but its module did not register it")
+                raise RegistryError(self._unknown_message(name))
+        return self._factories[name]
+
+    def create(self, name: str, **options: Any) -> Any:
+        """Build ``name`` with keyword options; an option the factory does not take is a clear error."""
+        factory = self.get(name)
+        accepted = _accepted_options(factory)
+        if accepted is not None:
+            unknown = sorted(set(options) - accepted)
+            if unknown:
+                close = {u: difflib.get_close_matches(u, sorted(accepted), n=1) for u in unknown}
+                hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for u, c in close.items())
+                raise ConfigError(
+                    f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}."
+                )
+        obj = factory(**options)
+        if getattr(obj, "name", None) in (None, ""):
+            try:
+                obj.name = name
+            except AttributeError:
+                pass
+        return obj
+
+
+def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
+    """Keyword names a factory takes, or None where it takes **kwargs (then it checks them itself)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+
+
+METHODS = Registry(
+    "method",
+    "regbench.methods",
+    {
+        "initial": "regbench.methods.initial",
+    },
+)
+DATASETS = Registry(
+    "dataset",
+    "regbench.datasets",
+    {
+        "synthetic": "regbench.datasets.synthetic",
+    },
+)
+
+# The paper's row order; plugins follow in registration order.
+PAPER_METHOD_ORDER = [
+    "initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
+    "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph",
+]
+
+
+def register_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a method factory (a class or function returning an object with ``register(fixed, moving)``)."""
+    return METHODS.register(name)
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a dataset factory (returning an object with ``pairs(split)``)."""
+    return DATASETS.register(name)
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    return METHODS.list(pattern)
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    return DATASETS.list(pattern)
+
+
+def create_method(name: str, **options: Any) -> Any:
+    return METHODS.create(name, **options)
+
+
+def create_dataset(name: str, **options: Any) -> Any:
+    return DATASETS.create(name, **options)
+
+
+def method_sort_key(name: str) -> tuple[int, str]:
+    """Paper order first, then anything else alphabetically."""
+    return (PAPER_METHOD_ORDER.index(name), "") if name in PAPER_METHOD_ORDER else (len(PAPER_METHOD_ORDER), name)

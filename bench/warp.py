@@ -1,0 +1,52 @@
+"""The one spatial transformer of regbench, shared by every method, metric and test.
+
+Convention: a flow has shape (2, H, W) in pixels; channel 0 is the row (y) displacement, channel 1 the column
+(x) displacement, as in the authors' reference code. A flow ``u`` maps the fixed grid into the moving image:
+``moved(p) = moving(p + u(p))``. Sampling is ``grid_sample(align_corners=True)`` with zero padding: bilinear
+for images, nearest for label maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def identity_grid(shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
+    """Pixel coordinates, shape (ndim, *shape), float32; channel order matches the flow's (row, column[, ...])."""
+    axes = [torch.arange(s, dtype=torch.float32, device=device) for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def warp_tensor(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear", grid: torch.Tensor | None = None) -> torch.Tensor:
+    """Warp a batch ``image`` (N, C, *S) with ``flow`` (N, ndim, *S) in pixels; differentiable."""
+    spatial = image.shape[2:]
+    if grid is None:
+        grid = identity_grid(tuple(spatial), device=flow.device)
+    coords = grid.unsqueeze(0) + flow
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in spatial], device=flow.device, dtype=flow.dtype)
+    coords = coords * scale.view(1, -1, *([1] * len(spatial))) - 1.0
+    # grid_sample wants the last dimension ordered (x, y[, z]): reverse our (row, column[, ...]) order.
+    coords = coords.movedim(1, -1).flip(-1)
+    return F.grid_sample(image, coords, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def warp(image: np.ndarray, flow: np.ndarray, mode: str = "bilinear") -> np.ndarray:
+    """Warp one 2-D/3-D numpy image with a (ndim, *S) pixel flow. ``mode``: 'bilinear' or 'nearest'."""
+    image = np.asarray(image)
+    flow = np.asarray(flow, dtype=np.float32)
+    if flow.shape != (image.ndim, *image.shape):
+        raise ValueError(f"flow shape {flow.shape} does not fit image shape {image.shape}: expected {(image.ndim, *image.shape)}")
+    with torch.no_grad():
+        out = warp_tensor(
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
+            torch.from_numpy(np.ascontiguousarray(flow))[None],
+            mode=mode,
+        )[0, 0].numpy()
+    return out.astype(image.dtype) if mode == "nearest" else out.astype(np.float32)
+
+
+def warp_label(label: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Warp an integer label map with nearest-neighbour sampling (labels stay in the label set)."""
+    return warp(label, flow, mode="nearest")

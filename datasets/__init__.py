@@ -1,0 +1,1 @@
+"""Dataset plugins. Each registers with ``@register_dataset`` and returns Pairs per split."""

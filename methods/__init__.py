@@ -1,0 +1,1 @@
+"""Method plugins, one module per method family. Each registers with ``@register_method``."""

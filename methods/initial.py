@@ -1,0 +1,19 @@
+"""``initial``: no registration (zero flow, moved = moving); the table's baseline row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..interface import Registration, validate_images
+from ..registry import register_method
+
+
+@register_method("initial")
+class Initial:
+    """Identity transform: the overlap the pair has before any registration."""
+
+    name = "initial"
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
+        fixed, moving = validate_images(fixed, moving)
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), dtype=np.float32))
