@@ -1,0 +1,92 @@
+"""Shared fixtures: small synthetic pairs and a throw-away third-party plugin package."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PLUGIN_MODULE = '''
+"""A third-party plugin package, installed for the tests through a dist-info entry point."""
+import os
+import time
+
+import numpy as np
+
+from regbench import Registration, register_method
+from regbench.interface import validate_images
+
+
+@register_method("slow-initial")
+class SlowInitial:
+    """Identity with a delay, so a run can be killed part-way."""
+
+    name = "slow-initial"
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        time.sleep(float(os.environ.get("REGBENCH_TEST_DELAY", "0.3")))
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+
+class Flaky:
+    """Raises on every other slice: the runner must record those and go on."""
+
+    name = "flaky"
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        if int(fixed.sum() * 1000) % 2:
+            raise RuntimeError("flaky method failed on purpose")
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+'''
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding package ``regbench_testplugin`` and its dist-info (entry points)."""
+    root = tmp_path_factory.mktemp("plugins")
+    (root / "regbench_testplugin.py").write_text(PLUGIN_MODULE)
+    info = root / "regbench_testplugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: regbench-testplugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent(
+            """
+            [regbench.methods]
+            slow-initial = regbench_testplugin
+            flaky = regbench_testplugin:Flaky
+            """
+        )
+    )
+    return root
+
+
+@pytest.fixture
+def with_plugins(plugin_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Put the test plugin on sys.path and PYTHONPATH (for subprocesses) and rescan entry points."""
+    from regbench.registry import METHODS
+
+    monkeypatch.syspath_prepend(str(plugin_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]))
+    saved = (METHODS._entry_points, dict(METHODS._factories), dict(METHODS._origins))
+    METHODS._entry_points = None
+    sys.modules.pop("regbench_testplugin", None)
+    yield plugin_path
+    METHODS._entry_points, METHODS._factories, METHODS._origins = saved[0], saved[1], saved[2]
+    sys.modules.pop("regbench_testplugin", None)
+
+
+@pytest.fixture(scope="session")
+def small_dataset():
+    from regbench import create_dataset
+
+    return create_dataset("synthetic", n_subjects=5, image_size=64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def pairs(small_dataset):
+    return [p for s in small_dataset.subjects()[:2] for p in small_dataset.subject_pairs(s)]

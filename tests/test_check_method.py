@@ -1,0 +1,46 @@
+"""check_method: passes on every registered method, and catches a broken plugin."""
+
+import numpy as np
+import pytest
+
+from regbench import Registration, check_method, list_methods
+from regbench.interface import validate_images
+
+FAST = ["initial"]
+
+
+@pytest.mark.parametrize("name", [m for m in list_methods() if m in FAST])
+def test_builtin_methods_conform(name):
+    report = check_method(name, profile="smoke")
+    assert report.ok, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [m for m in list_methods() if m not in FAST])
+def test_every_other_registered_method_conforms(name):
+    report = check_method(name, profile="smoke")
+    assert report.ok, str(report)
+
+
+class SwappedChannels:
+    """A broken plugin: it shifts the image by columns but reports the flow with channels swapped."""
+
+    name = "swapped"
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        flow = np.zeros((2, *fixed.shape), np.float32)
+        flow[1] = 2.0
+        from regbench import warp
+
+        return Registration(moved=warp(moving, flow), flow=flow[::-1].copy())
+
+
+def test_check_method_reports_each_failure_in_one_line():
+    report = check_method(SwappedChannels())
+    failed = {r.name: r.message for r in report.failures}
+    assert "moved agrees with flow" in failed and "channel 0 rows" in failed["moved agrees with flow"]
+    assert "identical pair gives ~zero motion" in failed
+    assert "rejects images of different shapes" not in failed
+    assert all("\n" not in m for m in failed.values())
+    assert not report.ok

@@ -1,0 +1,149 @@
+"""Metrics against independent references: medpy (Dice, HD95 with spacing), SimpleITK and np.gradient
+(Jacobian determinant), on random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from medpy.metric import binary as medpy_binary
+from scipy import ndimage
+
+from regbench import Pair, Registration
+from regbench.metrics import METRICS, dice, evaluate, hd95, jacobian_determinant, mse, njd, sdlogj
+
+
+def random_mask(rng: np.random.Generator, shape=(64, 64)) -> np.ndarray:
+    """A random blob: thresholded smoothed noise, never empty."""
+    field = ndimage.gaussian_filter(rng.normal(size=shape), sigma=rng.uniform(2, 5))
+    mask = field > np.quantile(field, rng.uniform(0.6, 0.9))
+    mask[shape[0] // 2, shape[1] // 2] = True
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_dice_matches_medpy(seed):
+    rng = np.random.default_rng(seed)
+    a, b = random_mask(rng), random_mask(rng)
+    assert dice(a, b) == pytest.approx(medpy_binary.dc(a, b), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_hd95_matches_medpy_with_anisotropic_spacing(seed):
+    rng = np.random.default_rng(100 + seed)
+    a, b = random_mask(rng), random_mask(rng)
+    spacing = (float(rng.uniform(0.7, 2.0)), float(rng.uniform(0.7, 2.0)))
+    assert hd95(a, b, spacing) == pytest.approx(medpy_binary.hd95(a, b, voxelspacing=spacing), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hd95_max_convention_matches_medpy_directed_distances(seed):
+    """'max' = the larger directed 95th percentile (MONAI / DeepMind convention), from medpy's distances."""
+    rng = np.random.default_rng(200 + seed)
+    a, b = random_mask(rng), random_mask(rng)
+    directed = getattr(medpy_binary, "__surface_distances")
+    ref = max(np.percentile(directed(a, b, (1.5, 1.0)), 95), np.percentile(directed(b, a, (1.5, 1.0)), 95))
+    assert hd95(a, b, (1.5, 1.0), "max") == pytest.approx(ref, abs=1e-6)
+
+
+def test_hd95_scales_with_spacing_in_mm():
+    a = np.zeros((40, 40), bool)
+    b = np.zeros((40, 40), bool)
+    a[10:20, 10:20] = True
+    b[13:23, 10:20] = True  # shifted 3 rows
+    assert hd95(a, b, (1.0, 1.0)) == pytest.approx(3.0)
+    assert hd95(a, b, (2.0, 1.0)) == pytest.approx(6.0)  # rows are 2 mm apart
+    assert hd95(a, b, (1.0, 2.0)) == pytest.approx(3.0)
+
+
+def random_flow(rng: np.random.Generator, shape=(48, 56), amplitude=3.0) -> np.ndarray:
+    return np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 3) * amplitude * 6 for _ in range(2)]).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jacobian_matches_np_gradient_reference(seed):
+    flow = random_flow(np.random.default_rng(seed))
+    grads = [np.gradient(flow[c]) for c in range(2)]
+    j = np.empty(flow.shape[1:] + (2, 2))
+    for c in range(2):
+        for k in range(2):
+            j[..., c, k] = grads[c][k] + (c == k)
+    assert np.allclose(jacobian_determinant(flow), np.linalg.det(j), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jacobian_matches_simpleitk_inside_the_border(seed):
+    """SimpleITK wants the x (column) component first; its border pixels use zero-flux Neumann central
+    differences (half of np.gradient's one-sided difference), so the documented difference is the border."""
+    flow = random_flow(np.random.default_rng(50 + seed))
+    image = sitk.GetImageFromArray(np.stack([flow[1], flow[0]], axis=-1), isVector=True)
+    ref = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(image))
+    ours = jacobian_determinant(flow)
+    assert np.allclose(ours[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-6)
+    # Feeding (row, column) instead silently transposes the Jacobian: the determinant is unchanged for
+    # the (symmetric) identity part only, so a real field shows the difference.
+    swapped = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(sitk.GetImageFromArray(np.stack([flow[0], flow[1]], -1), isVector=True)))
+    assert not np.allclose(swapped[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-3)
+
+
+def test_njd_counts_folds_in_percent():
+    flow = np.zeros((2, 20, 20))
+    assert njd(flow) == 0.0
+    assert sdlogj(flow) == pytest.approx(0.0)
+    # u_row = -2·row on rows 5..9 maps them backwards: det = 1 + ∂u_r/∂r = -1 there.
+    flow[0, 5:10, :] = -2.0 * np.arange(5, 10)[:, None]
+    det = jacobian_determinant(flow, "forward")
+    assert (det < 0).any()
+    assert njd(flow, "forward") == pytest.approx(100.0 * (det < 0).mean())
+    assert 0 < njd(flow) < 100
+
+
+def test_forward_and_central_schemes_agree_on_affine_flow():
+    r, c = np.meshgrid(np.arange(30.0), np.arange(30.0), indexing="ij")
+    flow = np.stack([0.1 * r + 0.05 * c, -0.2 * c])
+    expected = (1.1) * (0.8) - 0.05 * 0.0
+    assert np.allclose(jacobian_determinant(flow, "central"), expected)
+    assert np.allclose(jacobian_determinant(flow, "forward")[:-1, :-1], expected)
+
+
+def test_mse():
+    a = np.zeros((4, 4))
+    b = np.full((4, 4), 0.5)
+    assert mse(a, b) == pytest.approx(0.25)
+
+
+def test_metric_specs_carry_unit_and_direction():
+    assert METRICS["dice"].higher_is_better and METRICS["dice"].unit == "fraction"
+    assert not METRICS["hd95"].higher_is_better and METRICS["hd95"].unit == "mm"
+    assert METRICS["njd"].unit == "%" and not METRICS["njd"].higher_is_better
+
+
+def _pair(fixed_label, moving_label, spacing=(1.0, 1.0)):
+    img = np.linspace(0, 1, fixed_label.size, dtype=np.float32).reshape(fixed_label.shape)
+    return Pair(img, img, fixed_label, moving_label, spacing, "s", 0)
+
+
+def test_absent_structures_are_skipped_and_counted_not_silently_dropped():
+    fixed = np.zeros((32, 32), np.uint8)
+    fixed[8:20, 8:20] = 3  # LV
+    fixed[4:8, 8:20] = 2  # Myo; no RV anywhere
+    moving = fixed.copy()
+    reg = Registration(moved=np.zeros((32, 32), np.float32), flow=np.zeros((2, 32, 32), np.float32))
+    row = evaluate(_pair(fixed, moving), reg)
+    assert np.isnan(row["dice_rv"]) and np.isnan(row["hd95_rv"])
+    assert row["n_skipped"] == 2 and row["skipped"] == "dice_rv;hd95_rv"
+    assert row["dice"] == pytest.approx(1.0)  # mean over LV and Myo only
+    assert row["hd95"] == pytest.approx(0.0)
+
+
+def test_structure_missing_from_one_map_scores_zero_dice():
+    fixed = np.zeros((32, 32), np.uint8)
+    fixed[8:20, 8:20] = 3
+    fixed[20:24, 8:20] = 1  # RV only in the fixed map
+    moving = np.where(fixed == 1, 0, fixed).astype(np.uint8)
+    reg = Registration(moved=np.zeros((32, 32), np.float32), flow=np.zeros((2, 32, 32), np.float32))
+    row = evaluate(_pair(fixed, moving), reg)
+    assert row["dice_rv"] == 0.0
+    assert np.isnan(row["hd95_rv"])
+    assert "hd95_rv" in row["skipped"] and "dice_rv" not in row["skipped"]
+    assert row["dice"] == pytest.approx((1.0 + 0.0) / 2)  # LV and RV evaluated; Myo absent from both

@@ -1,0 +1,63 @@
+"""Registry: decorator, patterns, close-match errors, double registration, entry-point plugins."""
+
+import subprocess
+import sys
+
+import pytest
+
+from regbench import ConfigError, RegistryError, create_method, list_datasets, list_methods, register_method
+from regbench.registry import METHODS, Registry
+
+
+def test_builtins_are_listed_without_importing_them():
+    assert "initial" in list_methods()
+    assert "synthetic" in list_datasets()
+    assert list_methods("init*") == ["initial"]
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(RegistryError, match=r"unknown method 'inital'\. Did you mean 'initial'"):
+        create_method("inital")
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ConfigError, match=r"method 'initial' has no option 'iterations'"):
+        create_method("initial", iterations=3)
+
+
+def test_registering_a_name_twice_fails():
+    reg = Registry("method", "regbench.test-none", {})
+    reg.add("a", lambda: None)
+    with pytest.raises(RegistryError, match="already registered"):
+        reg.add("a", lambda: None)
+    with pytest.raises(RegistryError, match="already registered"):
+        register_method("initial")(type("Other", (), {}))
+
+
+def test_resolve_patterns_keeps_order_and_rejects_unmatched():
+    reg = Registry("method", "regbench.test-none", {})
+    for n in ("b-1", "b-2", "a"):
+        reg.add(n, lambda: None)
+    assert reg.resolve("a,b-*") == ["a", "b-1", "b-2"]
+    with pytest.raises(RegistryError, match="unknown method 'c-\\*'"):
+        reg.resolve("c-*")
+
+
+def test_entry_point_plugins_appear_everywhere(with_plugins):
+    assert {"slow-initial", "flaky"} <= set(list_methods())
+    method = create_method("flaky")  # an entry point naming a class (no decorator)
+    assert method.name == "flaky"
+    assert create_method("slow-initial").name == "slow-initial"  # a module that registers itself
+    out = subprocess.run([sys.executable, "-m", "regbench.cli", "methods"], capture_output=True, text=True, check=True)
+    assert "slow-initial" in out.stdout.split()
+
+
+def test_no_top_level_methods_or_datasets_package_is_installed():
+    import importlib.util
+
+    import regbench
+
+    for name in ("methods", "datasets"):
+        spec = importlib.util.find_spec(name)
+        assert spec is None or "regbench" not in str(spec.origin or ""), f"top-level {name!r} comes from regbench"
+    assert regbench.methods.__name__ == "regbench.methods" if hasattr(regbench, "methods") else True

@@ -1,0 +1,132 @@
+"""The runner end to end: files written, resume after a kill, refusals, failing cases recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from regbench import ConfigError, RegistryError
+from regbench.config import RunConfig, load_config
+from regbench.runner import run
+
+RUN_FILES = ("per_case.csv", "summary.csv", "table.tex", "manifest.json")
+
+
+def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "regbench.cli", *args], capture_output=True, text=True, env=env, check=check)
+
+
+def test_smoke_run_writes_the_four_files(tmp_path):
+    out = tmp_path / "run"
+    proc = cli("run", "--dataset", "synthetic", "--methods", "initial", "--profile", "smoke", "--out", str(out), "--no-progress")
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    df = pd.read_csv(out / "per_case.csv")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(df) == manifest["test_pairs"] == 12  # smoke profile: at most 12 test pairs
+    assert df[["subject", "slice"]].drop_duplicates().shape[0] == len(df)
+    assert (df["status"] == "ok").all()
+    assert 0.4 < df["dice"].mean() < 0.75  # the synthetic pairs' initial overlap
+    assert (df["njd"] == 0).all() and df["params"].isna().all()
+    assert manifest["environment"]["packages"]["torch"]
+    assert manifest["fingerprint"]["dataset_options"]["image_size"] == 64
+    table = (out / "table.tex").read_text()
+    assert r"\toprule" in table and "Initial" in table and r"$\pm$" in table
+    assert "initial" in proc.stdout
+
+
+def _stable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["time_s"])
+
+
+def test_killed_run_resumes_to_the_same_table(tmp_path, with_plugins):
+    env = {**os.environ, "REGBENCH_TEST_DELAY": "0.25"}
+    args = ["run", "--methods", "initial,slow-initial", "--profile", "smoke", "--no-progress"]
+    reference = tmp_path / "reference"
+    cli(*args, "--out", str(reference), env={**env, "REGBENCH_TEST_DELAY": "0"})
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "regbench.cli", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cases = out / "cases.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if cases.exists() and sum(1 for line in cases.read_text().splitlines() if '"slow-initial"' in line) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = cases.read_text().count("\n")
+    assert 12 < stored < 24, "the kill should land part-way through slow-initial"
+    assert not (out / "per_case.csv").exists()
+
+    resumed = cli(*args, "--out", str(out), env=env)
+    assert f"slow-initial: {24 - stored} pairs computed, {stored - 12} already stored" in resumed.stdout
+    a, b = pd.read_csv(reference / "per_case.csv"), pd.read_csv(out / "per_case.csv")
+    pd.testing.assert_frame_equal(_stable(a), _stable(b))
+
+
+def test_torn_last_line_is_dropped_and_recomputed(tmp_path):
+    out = tmp_path / "run"
+    config = RunConfig(methods=["initial"], profile="smoke", out=str(out))
+    run(config, progress=False)
+    cases = out / "cases.jsonl"
+    lines = cases.read_text().splitlines(keepends=True)
+    cases.write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])  # killed mid-write
+    result = run(config, progress=False)
+    assert result.evaluated["initial"] == 7 and result.skipped["initial"] == 5
+    assert len(pd.read_csv(out / "per_case.csv")) == 12
+
+
+def test_adding_methods_is_allowed_other_settings_are_refused(tmp_path, with_plugins):
+    out = tmp_path / "run"
+    run(RunConfig(methods=["initial"], profile="smoke", out=str(out)), progress=False)
+    os.environ["REGBENCH_TEST_DELAY"] = "0"
+    result = run(RunConfig(methods=["initial", "slow-initial"], profile="smoke", out=str(out)), progress=False)
+    assert result.skipped["initial"] == 12 and result.evaluated["slow-initial"] == 12
+    with pytest.raises(ConfigError, match=r"holds a run with other settings \(seed: 0 there, 1 now\)"):
+        run(RunConfig(methods=["initial"], profile="smoke", out=str(out), seed=1), progress=False)
+    with pytest.raises(ConfigError, match="dataset_options"):
+        run(RunConfig(methods=["initial"], profile="smoke", out=str(out), dataset_options={"n_subjects": 9}), progress=False)
+
+
+def test_failing_cases_are_recorded_and_the_run_goes_on(tmp_path, with_plugins):
+    out = tmp_path / "run"
+    run(RunConfig(methods=["flaky", "initial"], profile="smoke", out=str(out)), progress=False)
+    df = pd.read_csv(out / "per_case.csv")
+    flaky = df[df.method == "flaky"]
+    failed = flaky[flaky.status == "failed"]
+    assert 0 < len(failed) < len(flaky)
+    assert (failed["reason"] == "RuntimeError: flaky method failed on purpose").all()
+    assert failed["dice"].isna().all()
+    assert (df[df.method == "initial"].status == "ok").all()
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    assert summary.loc["flaky", "n_failed"] == len(failed)
+
+
+def test_bad_input_messages(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: synthetic\nmethod: initial\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'method' \(did you mean 'methods'\?\)"):
+        load_config(bad)
+    with pytest.raises(RegistryError, match="unknown dataset 'synthtic'.*'synthetic'"):
+        run(RunConfig(dataset="synthtic", methods=["initial"], profile="smoke", out=str(tmp_path / "x")), progress=False)
+    proc = cli("run", "--methods", "voxlemorph", "--profile", "smoke", "--out", str(tmp_path / "y"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("regbench: error: unknown method 'voxlemorph'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_yaml_config_and_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("methods: [initial]\nprofile: smoke\nseed: 4\n")
+    config = load_config(cfg, seed=5)
+    assert config.methods == ["initial"] and config.profile == "smoke" and config.seed == 5
