@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-method", help="run the conformance checks on a registered method")
     p.add_argument("name")
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="settings to build it with (default smoke)")
+    p = sub.add_parser("perf", help="print timings: seconds per pair, --jobs speed-up, training-step cost",
+                       description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
+                       "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
+                       "training-step time relative to voxelmorph-m and inference ms per pair.")
+    p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
+    p.add_argument("--pairs", type=int, default=24, help="pairs to time (default 24)")
+    p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
     return parser
 
 
@@ -114,7 +122,22 @@ def cmd_check_method(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method}
+def cmd_perf(args: argparse.Namespace) -> int:
+    from .interface import is_trainable
+    from .perf import benchmark_pairs, format_case_timings, time_cases
+    from .registry import METHODS
+
+    names = METHODS.resolve(args.methods)
+    pairs = benchmark_pairs(args.size, args.pairs)
+    classical = [n for n in names if not is_trainable(METHODS.create(n))]
+    rows = []
+    for name in classical:
+        rows.append(time_cases(name, pairs, jobs=args.jobs))
+        print(format_case_timings(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_case_timings(rows), flush=True)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,6 +136,9 @@ METHODS = Registry(
     "regbench.methods",
     {
         "initial": "regbench.methods.initial",
+        "demons": "regbench.methods.demons",
+        "demons-fastsym": "regbench.methods.demons",
+        "syn": "regbench.methods.syn",
     },
 )
 DATASETS = Registry(

@@ -6,7 +6,7 @@ import pytest
 from regbench import Registration, check_method, list_methods
 from regbench.interface import validate_images
 
-FAST = ["initial"]
+FAST = ["initial", "demons", "demons-fastsym", "syn"]
 
 
 @pytest.mark.parametrize("name", [m for m in list_methods() if m in FAST])

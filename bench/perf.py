@@ -1,0 +1,84 @@
+"""``regbench perf``: timings that belong in a benchmark, not in unit tests.
+
+- Registration time per pair (the registration alone: no file I/O, no metrics), in one process.
+- Throughput of the runner's case loop (registration + metrics) with ``--jobs 1`` and ``--jobs N``, after
+  warming the worker pool (one registration per worker), and the speed-up.
+- For trainable methods: the time of one training step relative to ``voxelmorph-m``'s (WeightedSum) on the
+  same batch, and inference ms per pair at batch 1 (eval mode, no_grad, warm-up, synchronised on GPU).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from .config import RunConfig
+from .interface import is_trainable
+from .registry import METHODS, create_dataset
+from .runner import _iterate_cases, limit_threads
+
+
+@dataclass
+class CaseTiming:
+    method: str
+    size: int
+    pairs: int
+    seconds_per_pair: float
+    seconds_std: float
+    wall_jobs1: float
+    wall_jobsn: float
+    jobs: int
+
+    @property
+    def speedup(self) -> float:
+        return self.wall_jobs1 / self.wall_jobsn
+
+
+def benchmark_pairs(size: int, n_pairs: int, seed: int = 0) -> list[Any]:
+    ds = create_dataset("synthetic", n_subjects=max(6, n_pairs // 6 + 2), image_size=size, seed=seed)
+    pairs = [p for s in ds.subjects() for p in ds.subject_pairs(s)]
+    return pairs[:n_pairs]
+
+
+def time_cases(name: str, pairs: Sequence[Any], jobs: int = 2, options: dict[str, Any] | None = None) -> CaseTiming:
+    method = METHODS.create(name, **(options or {}))
+    if is_trainable(method):
+        raise ValueError(f"{name} is trainable: its timings come from the training-step benchmark")
+    limit_threads(1)  # one thread per registration, as each worker of a parallel run has
+    method.register(pairs[0].fixed, pairs[0].moving)  # warm-up (imports, first-call allocations)
+    times = []
+    for p in pairs:
+        start = time.perf_counter()
+        method.register(p.fixed, p.moving)
+        times.append(time.perf_counter() - start)
+    config = RunConfig(methods=[name], jobs=1)
+    start = time.perf_counter()
+    list(_iterate_cases(method, pairs, config))
+    wall1 = time.perf_counter() - start
+    # Start the worker pool and let each worker register once: ANTs loads its library (~1.3 s) on the
+    # first call in a process, a one-off cost a real run spreads over all its pairs.
+    Parallel(n_jobs=jobs)(delayed(_warm_up)(method, pairs[0]) for _ in range(2 * jobs))
+    config = RunConfig(methods=[name], jobs=jobs)
+    start = time.perf_counter()
+    list(_iterate_cases(method, pairs, config))
+    walln = time.perf_counter() - start
+    return CaseTiming(name, pairs[0].fixed.shape[0], len(pairs), float(np.mean(times)), float(np.std(times)), wall1, walln, jobs)
+
+
+def _warm_up(method: Any, pair: Any) -> None:
+    limit_threads(1)
+    method.register(pair.fixed, pair.moving)
+
+
+def format_case_timings(rows: Sequence[CaseTiming]) -> str:
+    lines = [f"{'method':<16}{'size':>6}{'pairs':>7}{'s/pair (1 thread)':>20}{'wall --jobs 1':>15}{'wall --jobs N':>15}{'speed-up':>10}"]
+    for r in rows:
+        lines.append(
+            f"{r.method:<16}{r.size:>6}{r.pairs:>7}{r.seconds_per_pair:>12.4f} ± {r.seconds_std:.4f}"
+            f"{r.wall_jobs1:>14.2f}s{r.wall_jobsn:>13.2f}s (N={r.jobs}){r.speedup:>6.2f}×"
+        )
+    return "\n".join(lines)
