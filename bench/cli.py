@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
     p.add_argument("--pairs", type=int, default=24, help="pairs to time (default 24)")
     p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
+    p.add_argument("--batch", type=int, default=16, help="training batch for the step timing of deep methods (default 16)")
+    p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
     return parser
 
 
@@ -124,16 +126,22 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     from .interface import is_trainable
-    from .perf import benchmark_pairs, format_case_timings, time_cases
+    from .perf import benchmark_pairs, format_case_timings, format_step_timings, time_cases, time_training_steps
     from .registry import METHODS
 
     names = METHODS.resolve(args.methods)
-    pairs = benchmark_pairs(args.size, args.pairs)
-    classical = [n for n in names if not is_trainable(METHODS.create(n))]
-    rows = []
-    for name in classical:
-        rows.append(time_cases(name, pairs, jobs=args.jobs))
-        print(format_case_timings(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_case_timings(rows), flush=True)
+    trainable = [n for n in names if is_trainable(METHODS.create(n))]
+    classical = [n for n in names if n not in trainable]
+    if classical:
+        pairs = benchmark_pairs(args.size, args.pairs)
+        rows = []
+        for name in classical:
+            rows.append(time_cases(name, pairs, jobs=args.jobs))
+            print(format_case_timings(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_case_timings(rows), flush=True)
+    if trainable:
+        if "voxelmorph-m" not in trainable:
+            trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
+        print(format_step_timings(time_training_steps(trainable, args.size, args.batch, device=args.device)))
     return 0
 
 

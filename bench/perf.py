@@ -82,3 +82,72 @@ def format_case_timings(rows: Sequence[CaseTiming]) -> str:
             f"{r.wall_jobs1:>14.2f}s{r.wall_jobsn:>13.2f}s (N={r.jobs}){r.speedup:>6.2f}×"
         )
     return "\n".join(lines)
+
+
+@dataclass
+class StepTiming:
+    method: str
+    size: int
+    batch: int
+    step_s: float
+    inference_ms: float
+    inference_std_ms: float
+
+
+def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, steps: int = 5, device: str = "auto", repeats: int = 20) -> list[StepTiming]:
+    """Seconds per training step on one fixed batch (after one warm-up step), and inference ms per pair."""
+    import torch
+
+    from .trainer import PlainObjective
+
+    pairs = benchmark_pairs(size, batch)
+    out = []
+    for name in names:
+        method = METHODS.create(name, device=device, batch_size=batch)
+        model = method.model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimiser = torch.optim.AdamW(params, lr=5e-3)
+        fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None]).to(method.device)
+        moving = torch.from_numpy(np.stack([p.moving for p in pairs])[:, None]).to(method.device)
+        from .trainer import Trainer
+
+        trainer = Trainer(method.settings, method.combiner, method.device, method.objective)
+        objective = method.objective or PlainObjective()
+        setattr(method.combiner, "generator", torch.Generator(device=method.device).manual_seed(0))
+        generator = getattr(method.combiner, "generator")
+        times = []
+        for i in range(steps + 1):
+            _sync(method.device)
+            start = time.perf_counter()
+            trainer.step(model, params, optimiser, objective, moving, fixed, generator)
+            _sync(method.device)
+            if i:  # the first step is warm-up
+                times.append(time.perf_counter() - start)
+        model.eval()
+        infer = []
+        for i in range(repeats + 3):
+            p = pairs[i % len(pairs)]
+            _sync(method.device)
+            start = time.perf_counter()
+            method.register(p.fixed, p.moving)
+            _sync(method.device)
+            if i >= 3:
+                infer.append(1000 * (time.perf_counter() - start))
+        out.append(StepTiming(name, size, batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer))))
+    return out
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph-m") -> str:
+    ref = next((r.step_s for r in rows if r.method == reference), None)
+    lines = [f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"]
+    for r in rows:
+        rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
+        lines.append(f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}")
+    return "\n".join(lines)

@@ -139,6 +139,12 @@ METHODS = Registry(
         "demons": "regbench.methods.demons",
         "demons-fastsym": "regbench.methods.demons",
         "syn": "regbench.methods.syn",
+        "voxelmorph-s": "regbench.methods.voxelmorph",
+        "voxelmorph-m": "regbench.methods.voxelmorph",
+        "voxelmorph-l": "regbench.methods.voxelmorph",
+        "gs-agr": "regbench.methods.gradient_surgery",
+        "gs-pcgrad": "regbench.methods.gradient_surgery",
+        "gsmorph": "regbench.methods.gradient_surgery",
     },
 )
 DATASETS = Registry(

@@ -1,0 +1,137 @@
+"""DeepRegistration: the method object every deep variant is (U-Net + trainer + a combiner).
+
+It adapts the trained network to the method interface: ``register`` pads the pair to a multiple of 16,
+runs the network in eval mode without gradients, crops back, and returns the flow and moved image;
+``fit`` trains with the one :class:`~regbench.trainer.Trainer`; ``save``/``load`` use
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .interface import Pair, Registration, validate_images
+from .metrics import evaluate
+from .nn import SpatialTransformer, UNet, count_parameters
+from .store import atomic_write_bytes
+from .trainer import PROFILE_SETTINGS, EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, resolve_device
+
+
+class RegistrationNet(nn.Module):
+    """U-Net + spatial transformer, the deployed network of every deep variant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unet = UNet()
+        self.transformer = SpatialTransformer()
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        return self.unet(moving, fixed)
+
+    @property
+    def multiple(self) -> int:
+        return self.unet.multiple
+
+
+class DeepRegistration:
+    """A learned method: ``combiner`` decides how the similarity and smoothness gradients combine."""
+
+    parallel_safe = True  # on CPU; the runner evaluates CUDA models in the main process
+
+    def __init__(
+        self,
+        name: str,
+        combiner: GradientCombiner,
+        settings: TrainSettings,
+        device: str = "auto",
+        model: nn.Module | None = None,
+        objective: Objective | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.name = name
+        self.combiner = combiner
+        self.settings = settings
+        self.device = resolve_device(device)
+        self.parallel_safe = self.device.type == "cpu"
+        torch.manual_seed(settings.seed)
+        self.model = (model or RegistrationNet()).to(self.device)
+        self.model.eval()
+        self.objective = objective
+        self.progress = progress
+        self.history: list[EpochRecord] = []
+        self.callbacks: list[Callable[[EpochRecord], None]] = []
+
+    @classmethod
+    def profile_options(cls, profile: str) -> dict[str, Any]:
+        return dict(PROFILE_SETTINGS.get(profile, {}))
+
+    # -- method interface ------------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    def fit(self, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair] = (), workdir: Path | None = None) -> list[EpochRecord]:
+        trainer = Trainer(self.settings, self.combiner, self.device, self.objective, list(self.callbacks), self.progress)
+        if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+        self.history = trainer.fit(self.model, train_pairs, val_pairs, workdir, validate=self.validate)
+        return self.history
+
+    def validate(self, pairs: Sequence[Pair]) -> tuple[float, float]:
+        """Mean Dice and NJD over ``pairs`` with the suite's own metrics (the model's current weights)."""
+        rows = [evaluate(p, self.register(p.fixed, p.moving)) for p in pairs]
+        return float(np.nanmean([r["dice"] for r in rows])), float(np.mean([r["njd"] for r in rows]))
+
+    @torch.no_grad()
+    def flow_batch(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """Flows for a batch (N, 1, H, W) on the model's device; pads to the network's multiple."""
+        h, w = fixed.shape[-2:]
+        m = self.model.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            fixed = F.pad(fixed, (0, pw, 0, ph))
+            moving = F.pad(moving, (0, pw, 0, ph))
+        flow = self.model(moving, fixed)
+        return flow[..., :h, :w]
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
+        fixed, moving = validate_images(fixed, moving)
+        self.model.eval()
+        f = torch.from_numpy(fixed)[None, None].to(self.device)
+        m = torch.from_numpy(moving)[None, None].to(self.device)
+        with torch.no_grad():
+            flow = self.flow_batch(m, f)
+            moved = self.model.transformer(m, flow)
+        return Registration(moved=moved[0, 0].cpu().numpy(), flow=flow[0].cpu().numpy().astype(np.float32))
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "settings": asdict(self.settings), "name": self.name}, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+    def load(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise ConfigError(f"model file {path} does not exist") from None
+        except Exception as exc:
+            raise ConfigError(f"model file {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        if state.get("name") not in (None, self.name):
+            raise ConfigError(f"model file {path} holds {state.get('name')!r}, not {self.name!r}")
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+
+
+def settings_from_options(options: dict[str, Any]) -> TrainSettings:
+    unknown = set(options) - TrainSettings.names()
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TrainSettings.names())}")
+    return TrainSettings(**options)

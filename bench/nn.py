@@ -1,0 +1,84 @@
+"""The paper's registration network: a U-Net that outputs a flow, and the spatial transformer.
+
+Architecture (the authors' reference code): input = moving and fixed concatenated (2 channels); a bias-free
+3×3 conv to 16 features; encoder blocks of (3×3 conv → BatchNorm → LeakyReLU(0.01)) × 2 with 16, 32, 64,
+128, 256 features and 2×2 max-pooling between levels; decoder: bilinear ×2 up-sampling, concatenation with
+the skip, the same blocks back to 16; flow head 3×3 conv 16→2, weights ~ N(0, 1e-5), bias 0. Other convs
+Kaiming-normal (fan_out). 1,968,002 parameters in 75 tensors. Flow channels: rows, then columns (pixels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .warp import identity_grid, warp_tensor
+
+FEATURES = (16, 32, 64, 128, 256)
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
+            nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
+        )
+
+
+class UNet(nn.Module):
+    """(moving, fixed) → flow (N, 2, H, W) in pixels. H and W must be multiples of 2^(levels−1)."""
+
+    def __init__(self, features: tuple[int, ...] = FEATURES) -> None:
+        super().__init__()
+        self.features = tuple(features)
+        self.stem = nn.Conv2d(2, features[0], 3, padding=1, bias=False)
+        self.encoder = nn.ModuleList(
+            ConvBlock(features[max(i - 1, 0)], f) for i, f in enumerate(features)
+        )
+        self.decoder = nn.ModuleList(
+            ConvBlock(features[i + 1] + features[i], features[i]) for i in reversed(range(len(features) - 1))
+        )
+        self.flow = nn.Conv2d(features[0], 2, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.flow.weight, 0.0, 1e-5)
+        nn.init.zeros_(self.flow.bias)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (len(self.features) - 1)
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        x = self.stem(torch.cat([moving, fixed], dim=1))
+        skips = []
+        for i, block in enumerate(self.encoder):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.flow(x)
+
+
+class SpatialTransformer(nn.Module):
+    """Warps with regbench's one warper; caches the identity grid per shape and device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._grids: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+        key = (tuple(flow.shape[2:]), flow.device)
+        if key not in self._grids:
+            self._grids[key] = identity_grid(key[0], device=flow.device)
+        return warp_tensor(image, flow, mode=mode, grid=self._grids[key])
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

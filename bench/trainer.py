@@ -1,0 +1,313 @@
+"""One trainer for every deep registration method; variants differ only in their gradient combiner.
+
+Per step: one forward pass gives the similarity loss (MSE, or NCC) and the smoothness loss (mean |forward
+difference| of the flow, "l1", as the reference code; or "l2"). The trainer takes both gradients from that one
+forward pass (two ``torch.autograd.grad`` calls, retaining the graph for the first) and hands them to a
+:class:`GradientCombiner`, which returns the update per parameter tensor. A combiner that only needs
+``g_sim + λ·g_reg`` says so (``needs_separate_gradients = False``) and gets one backward pass of the summed
+loss: the same update at the cost of one backward pass.
+
+A model may bring its own :class:`Objective` (how the two losses are formed from a batch): HyperMorph uses
+this to weight the losses per sample by its λ; the loop, checkpoints and logging stay this one.
+
+Checkpoints (model, optimiser, RNG states, history) are written atomically after every epoch; ``fit``
+resumes from the last one, and the result equals an uninterrupted run on CPU with the same seed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .interface import Pair
+from .store import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("regbench.trainer")
+
+Gradients = list[torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def mse_loss(moved: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(moved, fixed)
+
+
+def ncc_loss(moved: torch.Tensor, fixed: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
+    """Negative local normalised cross-correlation (VoxelMorph's), window × window."""
+    kernel = torch.ones(1, 1, window, window, device=moved.device, dtype=moved.dtype)
+    pad = window // 2
+    n = window * window
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, kernel, padding=pad)
+
+    mu_i, mu_j = box(moved) / n, box(fixed) / n
+    cross = box(moved * fixed) - mu_i * mu_j * n
+    var_i = box(moved * moved) - mu_i * mu_i * n
+    var_j = box(fixed * fixed) - mu_j * mu_j * n
+    return -torch.mean(cross * cross / (var_i * var_j + eps))
+
+
+def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
+    """Mean |forward difference| (l1) or its square (l2) of the flow, averaged over both axes."""
+    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
+    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
+    if penalty == "l1":
+        return (dy.abs().mean() + dx.abs().mean()) / 2
+    if penalty == "l2":
+        return ((dy**2).mean() + (dx**2).mean()) / 2
+    raise ConfigError(f"smoothness penalty must be 'l1' or 'l2', got {penalty!r}")
+
+
+def per_sample_mse(moved: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    return ((moved - fixed) ** 2).flatten(1).mean(1)
+
+
+def per_sample_smoothness(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
+    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
+    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
+    f = torch.abs if penalty == "l1" else torch.square
+    return (f(dy).flatten(1).mean(1) + f(dx).flatten(1).mean(1)) / 2
+
+
+SIMILARITY = {"mse": mse_loss, "ncc": ncc_loss}
+
+
+# ------------------------------------------------------------------------------------------- combiners
+class GradientCombiner(Protocol):
+    """Turns the two per-tensor gradient lists into the update; returns (update, share of conflicting groups)."""
+
+    needs_separate_gradients: bool
+
+    def __call__(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor | None]: ...
+
+
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass
+class TrainSettings:
+    """Training settings; defaults are the paper's (AdamW, lr 5e-3, batch 32, 500 epochs, seed 3407)."""
+
+    epochs: int = 500
+    batch_size: int = 32
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    seed: int = 3407
+    similarity: str = "mse"
+    smoothness: str = "l1"
+    val_every: int = 5
+    max_val_pairs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITY:
+            raise ConfigError(f"similarity must be one of {sorted(SIMILARITY)}, got {self.similarity!r}")
+        if self.smoothness not in ("l1", "l2"):
+            raise ConfigError(f"smoothness must be 'l1' or 'l2', got {self.smoothness!r}")
+        for name in ("epochs", "batch_size", "val_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    # A few steps on tiny data: seconds.
+    "smoke": {"epochs": 2, "batch_size": 4, "val_every": 1, "max_val_pairs": 4},
+    # The README demo: 64-px images, short training that fits the 10-minute budget with the other methods.
+    "quick": {"epochs": 10, "batch_size": 16, "val_every": 2, "max_val_pairs": 16},
+    "paper": {},
+}
+
+
+# ---------------------------------------------------------------------------------------------- objective
+class Objective(Protocol):
+    """Forms (similarity loss, smoothness loss) for a batch; returns them and the flow."""
+
+    def __call__(self, model: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class PlainObjective:
+    """sim(moved, fixed) and smooth(flow), as VoxelMorph and GSMorph."""
+
+    similarity: str = "mse"
+    smoothness: str = "l1"
+
+    def __call__(self, model: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        flow = model(moving, fixed)
+        moved = model.transformer(moving, flow)
+        return SIMILARITY[self.similarity](moved, fixed), smoothness_loss(flow, self.smoothness)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss_sim: float
+    loss_reg: float
+    conflict_share: float | None
+    val_dice: float | None = None
+    val_njd: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Trainer:
+    """Fits a model (an ``nn.Module`` with ``forward(moving, fixed) -> flow`` and ``.transformer``)."""
+
+    settings: TrainSettings
+    combiner: GradientCombiner
+    device: torch.device
+    objective: Objective | None = None
+    callbacks: list[Callable[[EpochRecord], None]] = field(default_factory=list)
+    progress: bool = True
+
+    def fit(
+        self,
+        model: torch.nn.Module,
+        train_pairs: Sequence[Pair],
+        val_pairs: Sequence[Pair] = (),
+        workdir: Path | None = None,
+        validate: Callable[[Sequence[Pair]], tuple[float, float]] | None = None,
+    ) -> list[EpochRecord]:
+        s = self.settings
+        objective = self.objective or PlainObjective(s.similarity, s.smoothness)
+        if not train_pairs:
+            raise ConfigError("no training pairs: the dataset's train split is empty")
+        fixed, moving = _stack(train_pairs, self.device)
+        n = fixed.shape[0]
+        batch = min(s.batch_size, n)
+        steps_per_epoch = max(n // batch, 1)  # drop the last incomplete batch, as the reference code
+        torch.manual_seed(s.seed)
+        order_rng = torch.Generator().manual_seed(s.seed)
+        noise_rng = torch.Generator(device=self.device).manual_seed(s.seed + 1)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimiser = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        history: list[EpochRecord] = []
+        start_epoch = 0
+        checkpoint = workdir / "checkpoint.pt" if workdir else None
+        if checkpoint is not None and checkpoint.exists():
+            state = torch.load(checkpoint, map_location=self.device, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            order_rng.set_state(state["order_rng"])
+            noise_rng.set_state(state["noise_rng"].to(noise_rng.get_state().device))
+            torch.set_rng_state(state["torch_rng"])
+            history = [EpochRecord(**r) for r in _records(state["history"])]
+            start_epoch = int(state["epoch"])
+            log.info("resuming %s from epoch %d", workdir, start_epoch)
+        setattr(self.combiner, "generator", noise_rng)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=s.epochs, initial=start_epoch, desc="training", unit="epoch", disable=not self.progress, leave=False)
+        for epoch in range(start_epoch, s.epochs):
+            model.train()
+            started = time.perf_counter()
+            order = torch.randperm(n, generator=order_rng).to(self.device)
+            sums = torch.zeros(3, device=self.device)  # sim, reg, conflict share: summed on the device
+            for step in range(steps_per_epoch):
+                idx = order[step * batch : (step + 1) * batch]
+                sim, reg, share = self.step(model, params, optimiser, objective, moving[idx], fixed[idx], noise_rng)
+                share_t = torch.as_tensor(float("nan") if share is None else share, device=self.device)
+                sums += torch.stack([sim.detach(), reg.detach(), share_t.detach().float()])
+            means = (sums / steps_per_epoch).tolist()  # one host sync per epoch
+            record = EpochRecord(epoch + 1, means[0], means[1], None if math.isnan(means[2]) else means[2])
+            if validate is not None and val_pairs and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.epochs):
+                model.eval()
+                record.val_dice, record.val_njd = validate(list(val_pairs)[: s.max_val_pairs])
+            record.seconds = time.perf_counter() - started
+            history.append(record)
+            if checkpoint is not None:
+                self._save_checkpoint(checkpoint, model, optimiser, order_rng, noise_rng, epoch + 1, history)
+                write_history(workdir / "history.csv", history)
+            bar.set_postfix(sim=f"{record.loss_sim:.4f}", reg=f"{record.loss_reg:.4f}", **({"val_dice": f"{record.val_dice:.3f}"} if record.val_dice is not None else {}))
+            bar.update(1)
+            for callback in self.callbacks:
+                callback(record)
+        bar.close()
+        model.eval()
+        return history
+
+    def step(self, model, params, optimiser, objective, moving, fixed, generator):
+        """One update; returns the two losses (tensors, no host sync) and the conflict share."""
+        optimiser.zero_grad(set_to_none=True)
+        sim, reg = objective(model, moving, fixed, generator)
+        if getattr(self.combiner, "needs_separate_gradients", True):
+            g_sim = torch.autograd.grad(sim, params, retain_graph=True, allow_unused=True)
+            g_reg = torch.autograd.grad(reg, params, allow_unused=True)
+            # Parameters a loss does not reach get a zero gradient rather than None.
+            g_sim = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_sim)]
+            g_reg = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_reg)]
+            update, share = self.combiner(g_sim, g_reg)
+            for p, g in zip(params, update):
+                p.grad = g
+        else:
+            (sim + self.combiner.weight * reg).backward()
+            share = None
+        optimiser.step()
+        return sim, reg, share
+
+    @staticmethod
+    def _save_checkpoint(path, model, optimiser, order_rng, noise_rng, epoch, history) -> None:
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
+                "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state().cpu(),
+                "torch_rng": torch.get_rng_state(),
+                "history": [[r.epoch, r.loss_sim, r.loss_reg, _nan(r.conflict_share), _nan(r.val_dice), _nan(r.val_njd), r.seconds] for r in history],
+            },
+            buffer,
+        )
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _records(rows: Any) -> list[dict[str, Any]]:
+    keys = ["epoch", "loss_sim", "loss_reg", "conflict_share", "val_dice", "val_njd", "seconds"]
+    out = []
+    for row in rows:
+        rec = dict(zip(keys, [float(v) for v in row]))
+        rec["epoch"] = int(rec["epoch"])
+        for k in ("conflict_share", "val_dice", "val_njd"):
+            rec[k] = None if math.isnan(rec[k]) else rec[k]
+        out.append(rec)
+    return out
+
+
+def write_history(path: Path, history: Sequence[EpochRecord]) -> None:
+    import pandas as pd
+
+    atomic_write_text(path, pd.DataFrame([asdict(r) for r in history]).to_csv(index=False))
+
+
+def _stack(pairs: Sequence[Pair], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes = {p.fixed.shape for p in pairs}
+    if len(shapes) != 1:
+        raise ConfigError(f"training pairs must share one image shape, got {sorted(shapes)}")
+    fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None].astype(np.float32)).to(device)
+    moving = torch.from_numpy(np.stack([p.moving for p in pairs])[:, None].astype(np.float32)).to(device)
+    return fixed, moving
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here")
+    return torch.device(device)

@@ -1,0 +1,161 @@
+"""Deep registration: the network, the combiners' exact rules on hand-made gradients, the trainer's two
+gradients, training lowers the loss for every variant, and resume equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from regbench import create_method
+from regbench.methods.gradient_surgery import AgreementRandom, GlobalProjection, LayerwiseProjection
+from regbench.methods.voxelmorph import WeightedSum
+from regbench.nn import UNet, count_parameters
+from regbench.trainer import PlainObjective, TrainSettings
+
+DEEP = ["voxelmorph-s", "voxelmorph-m", "voxelmorph-l", "gs-agr", "gs-pcgrad", "gsmorph"]
+
+
+def test_unet_matches_the_reference_network():
+    net = UNet()
+    assert count_parameters(net) == 1_968_002  # the paper's "1.96M"
+    assert len(list(net.parameters())) == 75  # parameter groups for layer-wise surgery
+    flow = net(torch.rand(2, 1, 128, 128), torch.rand(2, 1, 128, 128))
+    assert flow.shape == (2, 2, 128, 128)
+    assert flow.abs().max() < 1e-2  # flow head initialised near zero
+
+
+def grads(*arrays):
+    return [torch.tensor(a, dtype=torch.float64) for a in arrays]
+
+
+def test_layerwise_projection_is_algorithm_1_per_tensor():
+    g_sim = grads([1.0, 0.0], [1.0, 1.0])
+    g_reg = grads([-1.0, 1.0], [1.0, 0.0])  # group 0 conflicts (dot −1), group 1 does not (dot 1)
+    update, share = LayerwiseProjection()(g_sim, g_reg)
+    assert torch.allclose(update[0], torch.tensor([0.5, 0.5], dtype=torch.float64))  # g − (−1/2)·g_reg
+    assert torch.equal(update[1], g_sim[1])  # untouched, and g_reg is not added
+    assert float(share) == 0.5
+    for u, r in zip(update, g_reg):
+        assert float((u * r).sum()) >= -1e-12  # no remaining conflict in any group
+
+
+def test_global_projection_uses_the_whole_network():
+    g_sim = grads([1.0, 0.0], [1.0, 1.0])
+    g_reg = grads([-3.0, 1.0], [1.0, 0.0])  # group 0 conflicts, group 1 agrees; total dot = −3 + 1 = −2 < 0
+    update, share = GlobalProjection()(g_sim, g_reg)
+    coef = -2.0 / (9 + 1 + 1)
+    assert torch.allclose(update[0], g_sim[0] - coef * g_reg[0])
+    assert torch.allclose(update[1], g_sim[1] - coef * g_reg[1])  # projected too: one decision for all
+    assert float(share) == 1.0
+    total = sum(float((u * r).sum()) for u, r in zip(update, g_reg))
+    assert abs(total) < 1e-12
+    # Whole-network agreement: nothing changes even where a single group conflicts.
+    update, share = GlobalProjection()(grads([1.0, 0.0], [5.0, 0.0]), grads([-1.0, 0.0], [1.0, 0.0]))
+    assert torch.equal(update[0], torch.tensor([1.0, 0.0], dtype=torch.float64)) and float(share) == 0.0
+
+
+def test_agreement_keeps_agreeing_elements_and_replaces_the_rest_with_scaled_noise():
+    combiner = AgreementRandom()
+    combiner.generator = torch.Generator().manual_seed(0)
+    g_sim = grads([1.0, -2.0, 3.0, -4.0])
+    g_reg = grads([2.0, 1.0, 5.0, 1.0])  # signs agree at elements 0 and 2
+    update, share = combiner(g_sim, g_reg)
+    assert update[0][0] == 1.0 and update[0][2] == 3.0
+    assert float(share) == 0.5
+    noise = torch.randn(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2.5  # mean |g_sim|
+    assert torch.allclose(update[0][[1, 3]], noise[[1, 3]])
+
+
+def test_weighted_sum():
+    update, share = WeightedSum(0.1)(grads([1.0, 2.0]), grads([10.0, -10.0]))
+    assert torch.allclose(update[0], torch.tensor([2.0, 1.0], dtype=torch.float64)) and share is None
+
+
+def test_trainer_gradients_equal_two_independent_backward_passes(pairs):
+    """The two gradients from one forward pass equal those of two separate forward/backward passes."""
+    method = create_method("gsmorph", device="cpu", epochs=1, batch_size=2)
+    model = method.model.train()
+    moving = torch.from_numpy(np.stack([p.moving for p in pairs[:2]])[:, None])
+    fixed = torch.from_numpy(np.stack([p.fixed for p in pairs[:2]])[:, None])
+    params = [p for p in model.parameters()]
+    captured = {}
+
+    def capture(g_sim, g_reg):
+        captured["sim"], captured["reg"] = [g.clone() for g in g_sim], [g.clone() for g in g_reg]
+        return LayerwiseProjection()(g_sim, g_reg)
+
+    from regbench.trainer import Trainer
+
+    trainer = Trainer(TrainSettings(epochs=1, batch_size=2), capture, torch.device("cpu"))
+    capture.needs_separate_gradients = True  # type: ignore[attr-defined]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    optimiser = torch.optim.SGD(params, lr=0.0)
+    trainer.step(model, params, optimiser, PlainObjective(), moving, fixed, None)
+    for loss_index, key in ((0, "sim"), (1, "reg")):
+        model.load_state_dict(state)
+        model.zero_grad()
+        losses = PlainObjective()(model, moving, fixed, None)
+        losses[loss_index].backward()
+        for p, g in zip(params, captured[key]):
+            expected = torch.zeros_like(p) if p.grad is None else p.grad
+            assert torch.allclose(g, expected, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", DEEP)
+def test_a_few_training_steps_lower_the_loss(name, small_dataset):
+    train = small_dataset.pairs("train")
+    method = create_method(name, device="cpu", epochs=6, batch_size=8, lr=5e-3)
+    history = method.fit(train)
+    first, last = history[0], history[-1]
+    assert last.loss_sim < first.loss_sim, [(h.loss_sim, h.loss_reg) for h in history]
+    if name != "voxelmorph-s" and name != "gs-agr":
+        assert last.conflict_share is not None or name.startswith("voxelmorph")
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_dataset):
+    train = small_dataset.pairs("train")[:16]
+    options = dict(device="cpu", epochs=3, batch_size=4)
+    straight = create_method("gsmorph", **options)
+    straight.fit(train, workdir=tmp_path / "straight")
+
+    interrupted = create_method("gsmorph", **options)
+
+    def stop_after_first(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    interrupted.callbacks.append(stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(train, workdir=tmp_path / "resumed")
+    resumed = create_method("gsmorph", **options)  # a fresh process would build it anew
+    history = resumed.fit(train, workdir=tmp_path / "resumed")
+    assert [h.epoch for h in history] == [1, 2, 3]
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_saved_model_loads_with_weights_only_and_gives_the_same_flow(tmp_path, pairs):
+    method = create_method("voxelmorph-m", device="cpu", epochs=1, batch_size=4)
+    method.fit(pairs[:8])
+    method.save(tmp_path / "m.pt")
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert state["name"] == "voxelmorph-m"
+    clone = create_method("voxelmorph-m", device="cpu")
+    clone.load(tmp_path / "m.pt")
+    p = pairs[3]
+    assert np.array_equal(method.register(p.fixed, p.moving).flow, clone.register(p.fixed, p.moving).flow)
+
+
+def test_images_not_a_multiple_of_16_are_padded(pairs):
+    method = create_method("gsmorph", device="cpu")
+    p = pairs[0]
+    reg = method.register(p.fixed[:50, :60], p.moving[:50, :60])
+    assert reg.flow.shape == (2, 50, 60) and reg.moved.shape == (50, 60)
+
+
+def test_unknown_training_option_is_named():
+    from regbench import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown training option.*'epoch'"):
+        create_method("gsmorph", epoch=3)
