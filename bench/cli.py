@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("train", help="train one deep method on the train split into RUN/models/METHOD/ (resumes)",
+                       description="Train (or resume training of) one trainable method; the same run directory "
+                       "then evaluates it without retraining.")
+    p.add_argument("method")
+    _add_run_arguments(p)
+    p.add_argument("--retrain", action="store_true", help="train again even if final.pt exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
 
@@ -100,6 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if result.failed_methods else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runner import train
+
+    path = train(_config_from_args(args), args.method, progress=not args.no_progress, retrain=args.retrain)
+    print(f"trained model: {path}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .registry import METHODS
 
@@ -145,7 +161,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
+COMMANDS = {"run": cmd_run, "train": cmd_train, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from .config import RunConfig, get_profile
-from .errors import RegbenchError
+from .errors import ConfigError, RegbenchError
 from .interface import Pair, is_trainable, num_parameters
 from .metrics import evaluate
 from .provenance import environment
@@ -154,15 +154,25 @@ def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = Fa
     method.save(final)
 
 
-def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunResult:
-    """Run (or resume) a benchmark; returns what was computed. Tables are rewritten at the end."""
-    from tqdm.auto import tqdm
-
-    methods = METHODS.resolve(config.methods)
-    methods.sort(key=method_sort_key)
+def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = False) -> Path:
+    """Train one method on the dataset's train split into ``RUN/models/NAME/`` (resuming); no evaluation."""
+    config.methods = [name]
     dataset = build_dataset(config)
-    run_dir = config.out_dir
-    fingerprint = {
+    manifest = bind_run_dir(config.out_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
+    options = method_options(name, config)
+    bind_method(config.out_dir, manifest, name, options)
+    method = METHODS.create(name, **options)
+    if not is_trainable(method):
+        raise ConfigError(f"method {name!r} is not trainable (it has no fit/save/load)")
+    if hasattr(method, "progress"):
+        method.progress = progress
+    model_dir = config.out_dir / "models" / name
+    train_or_load(method, dataset, model_dir, retrain=retrain)
+    return model_dir / "final.pt"
+
+
+def _fingerprint(config: RunConfig, dataset: Any) -> dict[str, Any]:
+    return {
         "dataset": config.dataset,
         "dataset_options": dataset_options(dataset),
         "profile": config.profile,
@@ -171,7 +181,17 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunR
         "jacobian_scheme": config.jacobian_scheme,
         "max_test_pairs": config.resolved_max_test_pairs(),
     }
-    manifest = bind_run_dir(run_dir, _json_safe(fingerprint), {"config": _json_safe(asdict(config)), "environment": environment()})
+
+
+def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunResult:
+    """Run (or resume) a benchmark; returns what was computed. Tables are rewritten at the end."""
+    from tqdm.auto import tqdm
+
+    methods = METHODS.resolve(config.methods)
+    methods.sort(key=method_sort_key)
+    dataset = build_dataset(config)
+    run_dir = config.out_dir
+    manifest = bind_run_dir(run_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
     store = RunStore(run_dir)
     test_pairs = dataset.pairs("test")
     if (limit := config.resolved_max_test_pairs()) is not None:
@@ -189,6 +209,8 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunR
                 continue
             method = METHODS.create(name, **options)
             if is_trainable(method):
+                if hasattr(method, "progress"):
+                    method.progress = progress  # epoch bar with the losses
                 train_or_load(method, dataset, run_dir / "models" / name, retrain=retrain)
             manifest["methods_params"] = {**manifest.get("methods_params", {}), name: num_parameters(method)}
             write_manifest(run_dir, manifest)

@@ -130,3 +130,19 @@ def test_yaml_config_and_flags(tmp_path):
     cfg.write_text("methods: [initial]\nprofile: smoke\nseed: 4\n")
     config = load_config(cfg, seed=5)
     assert config.methods == ["initial"] and config.profile == "smoke" and config.seed == 5
+
+
+def test_train_command_then_run_reuses_the_model(tmp_path):
+    out = tmp_path / "run"
+    proc = cli("train", "gsmorph", "--dataset", "synthetic", "--profile", "smoke", "--out", str(out), "--no-progress")
+    final = out / "models" / "gsmorph" / "final.pt"
+    assert final.is_file() and str(final) in proc.stdout
+    history = pd.read_csv(out / "models" / "gsmorph" / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and history["conflict_share"].between(0, 1).all()
+    stamp = final.stat().st_mtime_ns
+    cli("run", "--methods", "gsmorph", "--profile", "smoke", "--out", str(out), "--no-progress")
+    assert final.stat().st_mtime_ns == stamp  # loaded, not retrained
+    df = pd.read_csv(out / "per_case.csv")
+    assert (df["params"] == 1_968_002).all() and (df["status"] == "ok").all()
+    refused = cli("train", "initial", "--profile", "smoke", "--out", str(out), check=False)
+    assert refused.returncode == 2 and "not trainable" in refused.stderr
