@@ -58,26 +58,19 @@ def ncc_loss(moved: torch.Tensor, fixed: torch.Tensor, window: int = 9, eps: flo
     return -torch.mean(cross * cross / (var_i * var_j + eps))
 
 
-def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
-    """Mean |forward difference| (l1) or its square (l2) of the flow, averaged over both axes."""
-    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
-    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
-    if penalty == "l1":
-        return (dy.abs().mean() + dx.abs().mean()) / 2
-    if penalty == "l2":
-        return ((dy**2).mean() + (dx**2).mean()) / 2
-    raise ConfigError(f"smoothness penalty must be 'l1' or 'l2', got {penalty!r}")
-
-
-def per_sample_mse(moved: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-    return ((moved - fixed) ** 2).flatten(1).mean(1)
-
-
 def per_sample_smoothness(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
+    """Per sample: mean |forward difference| (l1) or its square (l2) of the flow, averaged over both axes."""
+    if penalty not in ("l1", "l2"):
+        raise ConfigError(f"smoothness penalty must be 'l1' or 'l2', got {penalty!r}")
+    f = torch.abs if penalty == "l1" else torch.square
     dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
     dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
-    f = torch.abs if penalty == "l1" else torch.square
     return (f(dy).flatten(1).mean(1) + f(dx).flatten(1).mean(1)) / 2
+
+
+def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
+    """The batch's smoothness loss (samples share one size, so this is the mean over all differences)."""
+    return per_sample_smoothness(flow, penalty).mean()
 
 
 SIMILARITY = {"mse": mse_loss, "ncc": ncc_loss}
