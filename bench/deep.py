@@ -112,12 +112,14 @@ class DeepRegistration:
             moved = self.model.transformer(m, flow)
         return Registration(moved=moved[0, 0].cpu().numpy(), flow=flow[0].cpu().numpy().astype(np.float32))
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        """Weights, settings and name (plus a subclass's ``extra`` plain values) in one file, atomically."""
         buffer = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "settings": asdict(self.settings), "name": self.name}, buffer)
+        torch.save({"model": self.model.state_dict(), "settings": asdict(self.settings), "name": self.name, **(extra or {})}, buffer)
         atomic_write_bytes(Path(path), buffer.getvalue())
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path) -> dict[str, Any]:
+        """Load weights saved by :meth:`save`; returns the whole saved state (for a subclass's extras)."""
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except FileNotFoundError:
@@ -128,6 +130,7 @@ class DeepRegistration:
             raise ConfigError(f"model file {path} holds {state.get('name')!r}, not {self.name!r}")
         self.model.load_state_dict(state["model"])
         self.model.eval()
+        return state
 
 
 def settings_from_options(options: dict[str, Any]) -> TrainSettings:

@@ -9,6 +9,8 @@ Kaiming-normal (fan_out). 1,968,002 parameters in 75 tensors. Flow channels: row
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,26 +20,32 @@ from .warp import identity_grid, warp_tensor
 FEATURES = (16, 32, 64, 128, 256)
 
 
+ConvFactory = Callable[..., nn.Module]  # (cin, cout, kernel, padding=, bias=) -> a conv module
+
+
 class ConvBlock(nn.Sequential):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, conv: ConvFactory = nn.Conv2d) -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
-            nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
+            conv(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
+            conv(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
         )
 
 
 class UNet(nn.Module):
-    """(moving, fixed) → flow (N, 2, H, W) in pixels. H and W must be multiples of 2^(levels−1)."""
+    """(moving, fixed) → flow (N, 2, H, W) in pixels. H and W must be multiples of 2^(levels−1).
 
-    def __init__(self, features: tuple[int, ...] = FEATURES) -> None:
+    ``conv`` builds every 3×3 conv but the flow head (HyperMorph passes its hyper-conv here).
+    """
+
+    def __init__(self, features: tuple[int, ...] = FEATURES, conv: ConvFactory = nn.Conv2d) -> None:
         super().__init__()
         self.features = tuple(features)
-        self.stem = nn.Conv2d(2, features[0], 3, padding=1, bias=False)
+        self.stem = conv(2, features[0], 3, padding=1, bias=False)
         self.encoder = nn.ModuleList(
-            ConvBlock(features[max(i - 1, 0)], f) for i, f in enumerate(features)
+            ConvBlock(features[max(i - 1, 0)], f, conv) for i, f in enumerate(features)
         )
         self.decoder = nn.ModuleList(
-            ConvBlock(features[i + 1] + features[i], features[i]) for i in reversed(range(len(features) - 1))
+            ConvBlock(features[i + 1] + features[i], features[i], conv) for i in reversed(range(len(features) - 1))
         )
         self.flow = nn.Conv2d(features[0], 2, 3, padding=1)
         for m in self.modules():

@@ -106,12 +106,12 @@ def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, 
         method = METHODS.create(name, device=device, batch_size=batch)
         model = method.model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(params, lr=5e-3)
         fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None]).to(method.device)
         moving = torch.from_numpy(np.stack([p.moving for p in pairs])[:, None]).to(method.device)
         from .trainer import Trainer
 
         trainer = Trainer(method.settings, method.combiner, method.device, method.objective)
+        optimiser = trainer.make_optimiser(params)
         objective = method.objective or PlainObjective()
         setattr(method.combiner, "generator", torch.Generator(device=method.device).manual_seed(0))
         generator = getattr(method.combiner, "generator")

@@ -10,8 +10,10 @@ loss: the same update at the cost of one backward pass.
 A model may bring its own :class:`Objective` (how the two losses are formed from a batch): HyperMorph uses
 this to weight the losses per sample by its λ; the loop, checkpoints and logging stay this one.
 
-Checkpoints (model, optimiser, RNG states, history) are written atomically after every epoch; ``fit``
-resumes from the last one, and the result equals an uninterrupted run on CPU with the same seed.
+Checkpoints (model, optimiser, RNG states, history) are written atomically after an epoch when
+``checkpoint_every_s`` seconds passed since the last one (not after the last epoch: the caller saves the
+model); ``fit`` resumes from the last one, and the result equals an uninterrupted run on CPU with the same
+seed. ``history.csv`` is written after every epoch.
 """
 
 from __future__ import annotations
@@ -99,6 +101,13 @@ class TrainSettings:
     smoothness: str = "l1"
     val_every: int = 5
     max_val_pairs: int | None = None
+    # A checkpoint after an epoch once this many seconds passed since the last one (0: every epoch). Resume
+    # is exact from any checkpoint; the interval bounds the I/O (HyperMorph's checkpoint is 1.5 GB).
+    checkpoint_every_s: float = 60.0
+    # After training, re-estimate BatchNorm's running statistics over the train split with the final weights
+    # (a cumulative average, as torch.optim.swa_utils.update_bn). Not in the reference code; the smoke profile
+    # needs it: after ~10 steps the running statistics are far from the batch statistics.
+    recalibrate_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITY:
@@ -116,7 +125,7 @@ class TrainSettings:
 
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # A few steps on tiny data: seconds.
-    "smoke": {"epochs": 2, "batch_size": 4, "val_every": 1, "max_val_pairs": 4},
+    "smoke": {"epochs": 2, "batch_size": 4, "val_every": 1, "max_val_pairs": 4, "recalibrate_bn": True},
     # The README demo: 64-px images, short training that fits the 10-minute budget with the other methods.
     "quick": {"epochs": 10, "batch_size": 16, "val_every": 2, "max_val_pairs": 16},
     "paper": {},
@@ -186,7 +195,7 @@ class Trainer:
         order_rng = torch.Generator().manual_seed(s.seed)
         noise_rng = torch.Generator(device=self.device).manual_seed(s.seed + 1)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        optimiser = self.make_optimiser(params)
         history: list[EpochRecord] = []
         start_epoch = 0
         checkpoint = workdir / "checkpoint.pt" if workdir else None
@@ -204,6 +213,7 @@ class Trainer:
 
         from tqdm.auto import tqdm
 
+        last_checkpoint = time.perf_counter()
         bar = tqdm(total=s.epochs, initial=start_epoch, desc="training", unit="epoch", disable=not self.progress, leave=False)
         for epoch in range(start_epoch, s.epochs):
             model.train()
@@ -223,15 +233,40 @@ class Trainer:
             record.seconds = time.perf_counter() - started
             history.append(record)
             if checkpoint is not None:
-                self._save_checkpoint(checkpoint, model, optimiser, order_rng, noise_rng, epoch + 1, history)
+                if epoch + 1 < s.epochs and time.perf_counter() - last_checkpoint >= s.checkpoint_every_s:
+                    self._save_checkpoint(checkpoint, model, optimiser, order_rng, noise_rng, epoch + 1, history)
+                    last_checkpoint = time.perf_counter()
                 write_history(workdir / "history.csv", history)
             bar.set_postfix(sim=f"{record.loss_sim:.4f}", reg=f"{record.loss_reg:.4f}", **({"val_dice": f"{record.val_dice:.3f}"} if record.val_dice is not None else {}))
             bar.update(1)
             for callback in self.callbacks:
                 callback(record)
         bar.close()
+        if s.recalibrate_bn and start_epoch < s.epochs:
+            self.recalibrate_batchnorm(model, objective, moving, fixed, batch, noise_rng)
         model.eval()
         return history
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, model, objective, moving, fixed, batch, generator) -> None:
+        """Running statistics = the average of the batch statistics over the training pairs (final weights)."""
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        model.train()
+        for start in range(0, moving.shape[0] - batch + 1, batch):
+            objective(model, moving[start : start + batch], fixed[start : start + batch], generator)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    def make_optimiser(self, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """AdamW with the settings' lr and weight decay. Fused: one multi-threaded kernel instead of a loop
+        over tensors (4× faster on CPU for HyperMorph's 127M parameters)."""
+        return torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay, fused=True)
 
     def step(self, model, params, optimiser, objective, moving, fixed, generator):
         """One update; returns the two losses (tensors, no host sync) and the conflict share."""

@@ -115,7 +115,7 @@ def test_a_few_training_steps_lower_the_loss(name, small_dataset):
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_dataset):
     train = small_dataset.pairs("train")[:16]
-    options = dict(device="cpu", epochs=3, batch_size=4)
+    options = dict(device="cpu", epochs=3, batch_size=4, checkpoint_every_s=0)
     straight = create_method("gsmorph", **options)
     straight.fit(train, workdir=tmp_path / "straight")
 
@@ -128,6 +128,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_datase
     interrupted.callbacks.append(stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit(train, workdir=tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
     resumed = create_method("gsmorph", **options)  # a fresh process would build it anew
     history = resumed.fit(train, workdir=tmp_path / "resumed")
     assert [h.epoch for h in history] == [1, 2, 3]
