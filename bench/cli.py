@@ -10,7 +10,7 @@ from typing import Sequence
 
 from . import __version__
 from .config import PROFILES, load_config
-from .errors import RegbenchError
+from .errors import ConfigError, RegbenchError
 
 log = logging.getLogger("regbench")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("regbench")
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with RunConfig keys (flags given here override it)")
     p.add_argument("--dataset", help="dataset name (default: synthetic)")
-    p.add_argument("--root", help="dataset root folder, for datasets read from disk")
+    p.add_argument("--root", help="dataset folder, for datasets read from disk (acdc, mnm; or $REGBENCH_ACDC_ROOT / $REGBENCH_MNM_ROOT)")
     p.add_argument("--profile", choices=list(PROFILES), help="smoke | quick (default) | paper")
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cases)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run (or resume) a benchmark and write per_case.csv, summary.csv, table.tex, manifest.json",
+    p = sub.add_parser("run", help="run (or resume) a benchmark; writes per_case.csv, summary.csv, manifest.json and report/",
                        description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
                        "the same command again resumes. Other settings into the same --out are refused.")
     _add_run_arguments(p)
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores)")
     p.add_argument("--max-pairs", type=int, dest="max_test_pairs", help="evaluate only the first N test pairs")
     p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
+                   help="skip parameter sweeps on the test split (HyperMorph's λ curve, curves/METHOD_sweep.csv)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train one deep method on the train split into RUN/models/METHOD/ (resumes)",
@@ -51,6 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(p)
     p.add_argument("--retrain", action="store_true", help="train again even if final.pt exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("report", help="write tables, statistics and figures of run directories (no registration is recomputed)",
+                       description="Regenerate RUN/report/ from per_case.csv and the run's saved curves and examples: "
+                       "table1.tex/.md/.csv (Table 1: Dice %%, HD95 mm, MSE x1e-2, NJD %% as mean±std, best in bold, "
+                       "dagger = differs from the first --against method, paired Wilcoxon + Holm), table2.tex/.csv "
+                       "(parameters, ms per pair), stats.csv and figures/*.png|pdf. Several run directories (e.g. ACDC and "
+                       "M&M) make one column group per dataset.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
+    p.add_argument("--against", default="gsmorph", help="comma-separated reference methods for the paired tests (default gsmorph)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)")
+    p.add_argument("--per-structure", action="store_true", help="add Dice and HD95 of LV, Myo and RV to Table 1")
+    p.add_argument("--digits", type=int, default=2, help="digits after the decimal point, in table units (default 2, as the paper)")
+    p.add_argument("--caption", help="Table 1 caption (default: describes the metrics and the marks)")
+    p.add_argument("--label", default="tab:regbench", help="LaTeX label of Table 1; Table 2 gets LABEL-speed")
+    p.add_argument("--compare-paper", action="store_true", help="also write compare_paper.csv/.md: this run next to the paper's Table 1")
+    p.add_argument("--paper-dataset", choices=["acdc", "mnm"], help="compare with this dataset of the paper (default: the run's own)")
+    p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
+
+    p = sub.add_parser("data", help="dataset tools: `data check` validates a download")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = data_sub.add_parser("check", help="read and prepare every case; print a summary and every problem found",
+                            description="Validate a dataset download (e.g. ACDC or M&M at --root): subjects, slices kept, "
+                            "spacing range, label values and every problem found, all at once. Exit status 1 if any.")
+    p.add_argument("--dataset", required=True, help="dataset name (acdc, mnm, ...)")
+    p.add_argument("--root", help="dataset folder (default: the dataset's environment variable)")
+    p.add_argument("--slice-rule", choices=["all-structures", "lv", "all"], help="which slices to keep (default all-structures)")
+    p.add_argument("--crop", type=int, help="crop size in pixels (default 128)")
 
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
@@ -83,6 +113,7 @@ def _config_from_args(args: argparse.Namespace):
         methods=getattr(args, "methods", None),
         jobs=getattr(args, "jobs", None),
         max_test_pairs=getattr(args, "max_test_pairs", None),
+        sweep=getattr(args, "sweep", None),
         dataset_options=dataset_options,
     )
 
@@ -103,6 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cols = ["method", "n_cases", "n_failed", "dice_mean", "hd95_mean", "mse_mean", "njd_mean", "time_s_mean"]
         with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
             print(df[cols].to_string(index=False))
+    if result.report is not None:
+        print_report(result.report)
     for name, why in result.failed_methods.items():
         print(f"regbench: error: method {name} did not run: {why}", file=sys.stderr)
     return 1 if result.failed_methods else 0
@@ -114,6 +147,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = train(_config_from_args(args), args.method, progress=not args.no_progress, retrain=args.retrain)
     print(f"trained model: {path}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import ReportOptions, write_report
+
+    if args.digits < 0:
+        raise ConfigError(f"--digits must be 0 or more, got {args.digits}")
+    options = ReportOptions(
+        per_structure=args.per_structure, digits=args.digits, caption=args.caption, label=args.label,
+        references=tuple(m.strip() for m in args.against.split(",") if m.strip()), alpha=args.alpha,
+        compare_paper=args.compare_paper or bool(args.paper_dataset), paper_dataset=args.paper_dataset, figures=not args.no_figures,
+    )
+    report = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, options)
+    print_report(report)
+    return 0
+
+
+def print_report(report) -> None:
+    print(f"report: {report.out_dir}")
+    for path in report.written:
+        print(f"  {path.relative_to(report.out_dir) if path.is_relative_to(report.out_dir) else path}")
+    for problem in report.problems:
+        print(f"regbench: warning: {problem}", file=sys.stderr)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .registry import DATASETS
+
+    options = {k: v for k, v in (("root", args.root), ("slice_rule", args.slice_rule), ("crop", args.crop)) if v is not None}
+    dataset = DATASETS.create(args.dataset, **options)
+    check = getattr(dataset, "check", None)
+    if not callable(check):
+        raise ConfigError(f"dataset {args.dataset!r} is not read from disk: nothing to check")
+    summary = check()
+    print(summary)
+    return 0 if summary.ok else 1
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -161,7 +230,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
+COMMANDS = {"run": cmd_run, "train": cmd_train, "report": cmd_report, "data": cmd_data, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

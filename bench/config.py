@@ -68,6 +68,8 @@ class RunConfig:
     hd95_convention: str = "pooled"
     jacobian_scheme: str = "central"
     max_test_pairs: int | None = None
+    sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
+    example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -118,7 +120,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             )
             raise ConfigError(f"config file {path}: unknown key {hints}. Known keys: {', '.join(config_keys())}")
         values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "dataset_options" and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # --root adds to the file's dataset options
+        values[key] = value
     try:
         return RunConfig(**values)
     except TypeError as exc:

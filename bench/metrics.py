@@ -37,20 +37,23 @@ class MetricSpec:
     table_scale: float = 1.0
     table_header: str = ""
     description: str = ""
+    label: str = ""  # plain-text header with the table unit (Markdown tables, figure axes)
 
 
 METRICS: dict[str, MetricSpec] = {
-    "dice": MetricSpec("dice", "fraction", True, 100.0, r"Dice (\%)", "mean Dice over LV, Myo, RV"),
-    "hd95": MetricSpec("hd95", "mm", False, 1.0, "HD95 (mm)", "mean pooled HD95 over LV, Myo, RV"),
-    "mse": MetricSpec("mse", "intensity^2", False, 100.0, r"MSE ($10^{-2}$)", "mean squared error, images in [0,1]"),
-    "njd": MetricSpec("njd", "%", False, 1.0, r"NJD (\%)", "% of pixels with det(Jacobian) < 0"),
-    "sdlogj": MetricSpec("sdlogj", "1", False, 1.0, "SDlogJ", "std of log Jacobian determinant"),
-    "epe_mm": MetricSpec("epe_mm", "mm", False, 1.0, "EPE (mm)", "end-point error vs ground truth in the heart"),
-    "time_s": MetricSpec("time_s", "s", False, 1000.0, "Time (ms)", "registration time per pair"),
+    "dice": MetricSpec("dice", "fraction", True, 100.0, r"Dice (\%)", "mean Dice over LV, Myo, RV", "Dice (%)"),
+    "hd95": MetricSpec("hd95", "mm", False, 1.0, "HD95 (mm)", "mean pooled HD95 over LV, Myo, RV", "HD95 (mm)"),
+    "mse": MetricSpec("mse", "intensity^2", False, 100.0, r"MSE ($10^{-2}$)", "mean squared error, images in [0,1]", "MSE (×10⁻²)"),
+    "njd": MetricSpec("njd", "%", False, 1.0, r"NJD (\%)", "% of pixels with det(Jacobian) < 0", "NJD (%)"),
+    "sdlogj": MetricSpec("sdlogj", "1", False, 1.0, "SDlogJ", "std of log Jacobian determinant", "SDlogJ"),
+    "epe_mm": MetricSpec("epe_mm", "mm", False, 1.0, "EPE (mm)", "end-point error vs ground truth in the heart", "EPE (mm)"),
+    "time_s": MetricSpec("time_s", "s", False, 1000.0, "Time (ms)", "registration time per pair", "Time (ms/pair)"),
 }
+STRUCTURE_NAMES = {"lv": "LV", "myo": "Myo", "rv": "RV"}
 for _s in STRUCTURES:
-    METRICS[f"dice_{_s}"] = MetricSpec(f"dice_{_s}", "fraction", True, 100.0, rf"Dice {_s.upper()} (\%)")
-    METRICS[f"hd95_{_s}"] = MetricSpec(f"hd95_{_s}", "mm", False, 1.0, f"HD95 {_s.upper()} (mm)")
+    _n = STRUCTURE_NAMES[_s]
+    METRICS[f"dice_{_s}"] = MetricSpec(f"dice_{_s}", "fraction", True, 100.0, rf"Dice {_n} (\%)", f"Dice of {_n}", f"Dice {_n} (%)")
+    METRICS[f"hd95_{_s}"] = MetricSpec(f"hd95_{_s}", "mm", False, 1.0, f"HD95 {_n} (mm)", f"pooled HD95 of {_n}", f"HD95 {_n} (mm)")
 
 HD95_CONVENTIONS = ("pooled", "max")
 JACOBIAN_SCHEMES = ("central", "forward")

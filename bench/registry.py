@@ -142,6 +142,7 @@ METHODS = Registry(
         "voxelmorph-s": "regbench.methods.voxelmorph",
         "voxelmorph-m": "regbench.methods.voxelmorph",
         "voxelmorph-l": "regbench.methods.voxelmorph",
+        "hypermorph": "regbench.methods.hypermorph",
         "gs-agr": "regbench.methods.gradient_surgery",
         "gs-pcgrad": "regbench.methods.gradient_surgery",
         "gsmorph": "regbench.methods.gradient_surgery",
@@ -152,6 +153,8 @@ DATASETS = Registry(
     "regbench.datasets",
     {
         "synthetic": "regbench.datasets.synthetic",
+        "acdc": "regbench.datasets.acdc",
+        "mnm": "regbench.datasets.mnm",
     },
 )
 

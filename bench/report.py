@@ -1,18 +1,23 @@
-"""Tables from stored cases: per_case.csv, summary.csv and a Table-1 style LaTeX table.
+"""The report of one or more run directories: tables (the paper's Table 1 and 2), paired statistics, figures,
+and the side-by-side with the paper's published numbers.
 
-Everything here reads rows (or ``per_case.csv``) and the manifest only; no method code is imported, so a
-copied run directory can be reported anywhere.
+Everything here reads ``per_case.csv``, ``manifest.json`` and the saved curves and examples of a run; no
+method code is imported, so a copied run directory can be reported anywhere. Output is deterministic:
+running the report again gives byte-identical files.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError, DataError
 from .metrics import METRICS
 from .registry import method_sort_key
 from .store import atomic_write_text
@@ -81,62 +86,6 @@ def format_params(n: Any) -> str:
     return str(n)
 
 
-def latex_table(
-    summary: pd.DataFrame,
-    metrics: Sequence[str] = TABLE1_METRICS,
-    caption: str = "",
-    label: str = "",
-    decimals: int = 2,
-    no_deformation: Sequence[str] = ("initial",),
-    marks: dict[tuple[str, str], str] | None = None,
-) -> str:
-    """booktabs table: methods as rows, ``mean±std`` per metric, the best mean per column in bold.
-
-    Methods in ``no_deformation`` show '–' for deformation metrics (NJD, SDlogJ), as the paper does.
-    ``marks`` adds a superscript (e.g. a dagger) to a (method, metric) cell.
-    """
-    marks = marks or {}
-    deformation_metrics = {"njd", "sdlogj"}
-    best: dict[str, float] = {}
-    for m in metrics:
-        spec = METRICS[m]
-        col = summary[[f"{m}_mean"]].copy()
-        col = col[~(summary["method"].isin(no_deformation) & (m in deformation_metrics))]
-        values = pd.to_numeric(col[f"{m}_mean"], errors="coerce").dropna()
-        if len(values):
-            best[m] = values.max() if spec.higher_is_better else values.min()
-    header = " & ".join(["Method"] + [METRICS[m].table_header or m for m in metrics])
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        *( [rf"\caption{{{caption}}}"] if caption else [] ),
-        *( [rf"\label{{{label}}}"] if label else [] ),
-        r"\begin{tabular}{l" + "c" * len(metrics) + "}",
-        r"\toprule",
-        header + r" \\",
-        r"\midrule",
-    ]
-    for _, row in summary.iterrows():
-        cells = [latex_escape(_display_name(row["method"]))]
-        for m in metrics:
-            spec = METRICS[m]
-            mean, std = row[f"{m}_mean"], row[f"{m}_std"]
-            if (row["method"] in no_deformation and m in deformation_metrics) or pd.isna(mean):
-                cells.append(LATEX_DASH if row["method"] in no_deformation else "n/a")
-                continue
-            text = f"{mean * spec.table_scale:.{decimals}f}"
-            if not pd.isna(std):
-                text += rf"$\pm${std * spec.table_scale:.{decimals}f}"
-            if m in best and np.isclose(mean, best[m], rtol=0, atol=0.5 * 10 ** (-decimals) / spec.table_scale):
-                text = rf"\textbf{{{text}}}"
-            if (row["method"], m) in marks:
-                text += rf"$^{{{marks[(row['method'], m)]}}}$"
-            cells.append(text)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
 DISPLAY_NAMES = {
     "initial": "Initial", "demons": "Demons", "demons-fastsym": "Demons (fast symmetric)", "syn": "SyN",
     "voxelmorph-s": "VoxelMorph-s", "voxelmorph-m": "VoxelMorph-m", "voxelmorph-l": "VoxelMorph-l",
@@ -154,23 +103,341 @@ def latex_escape(text: str) -> str:
     return text
 
 
-def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]], manifest: dict[str, Any]) -> dict[str, Path]:
-    """per_case.csv, summary.csv and table.tex of a run directory (each written atomically)."""
+DATASET_NAMES = {"acdc": "ACDC", "mnm": "M&M", "synthetic": "Synthetic"}
+REQUIRED_COLUMNS = ("method", "dataset", "subject", "slice", "status")
+STRUCTURE_METRICS = ["dice_lv", "dice_myo", "dice_rv", "hd95_lv", "hd95_myo", "hd95_rv"]
+NO_DEFORMATION = ("initial",)  # the paper prints '-' for Initial's NJD
+DEFORMATION_METRICS = {"njd", "sdlogj"}
+DAGGER = "†"
+
+
+@dataclass
+class ReportOptions:
+    """What ``regbench report`` writes; the CLI flags map one to one."""
+
+    per_structure: bool = False  # add Dice and HD95 of LV, Myo and RV to Table 1
+    digits: int = 2  # digits after the decimal point (in table units), as the paper's 2
+    caption: str | None = None
+    label: str = "tab:regbench"
+    references: tuple[str, ...] = ("gsmorph",)  # Wilcoxon against these; the first marks Table 1
+    alpha: float = 0.05
+    compare_paper: bool = False
+    paper_dataset: str | None = None  # compare this run with the paper's acdc or mnm numbers
+    figures: bool = True
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    written: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be reported, one line each
+
+
+# ------------------------------------------------------------------------------------------- loading
+def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
+    """``per_case.csv`` checked for the columns the report needs; a missing metric is a problem, not fatal."""
+    path = Path(run_dir) / "per_case.csv"
+    if not path.exists():
+        hint = " (the run stored cases in cases.jsonl; run `regbench run` with the same settings to rewrite it)" if (Path(run_dir) / "cases.jsonl").exists() else ""
+        raise DataError(f"{path} does not exist: not a regbench run directory, or the run did not finish a case{hint}")
+    try:
+        df = pd.read_csv(path, dtype={"subject": str, "reason": str, "skipped": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} cannot be read as CSV: {exc}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(repr(c) for c in missing)}; it needs {', '.join(REQUIRED_COLUMNS)}")
+    for metric in TABLE1_METRICS + ["time_s"]:
+        if metric not in df:
+            problems.append(f"{path} lacks column {metric!r}: {metric} is left out of the tables and figures")
+    df["reason"] = df["reason"].fillna("") if "reason" in df else ""
+    return df
+
+
+def read_manifest_if_any(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def failed_methods(per_case: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(dataset, method) → the first failure reason, for methods none of whose cases succeeded."""
+    out = {}
+    for (dataset, method), group in per_case.groupby(["dataset", "method"], sort=False):
+        if not (group["status"] == "ok").any():
+            out[(dataset, method)] = str(group["reason"].iloc[0]) or "no reason recorded"
+    return out
+
+
+# -------------------------------------------------------------------------------------------- table 1
+def _order(methods: Sequence[str]) -> list[str]:
+    return sorted(dict.fromkeys(methods), key=method_sort_key)
+
+
+def _best(summary: pd.DataFrame, metric: str) -> float | None:
+    rows = summary[~(summary["method"].isin(NO_DEFORMATION) & (metric in DEFORMATION_METRICS))]
+    values = pd.to_numeric(rows[f"{metric}_mean"], errors="coerce").dropna()
+    if not len(values):
+        return None
+    return float(values.max() if METRICS[metric].higher_is_better else values.min())
+
+
+def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], digits: int, marks: dict[tuple[str, str, str], str]) -> pd.DataFrame:
+    """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark."""
+    rows = []
+    for dataset, summary in summaries.items():
+        for metric in metrics:
+            if f"{metric}_mean" not in summary:
+                continue
+            spec = METRICS[metric]
+            best = _best(summary, metric)
+            for rec in summary.itertuples():
+                mean, std = getattr(rec, f"{metric}_mean"), getattr(rec, f"{metric}_std")
+                row = {"dataset": dataset, "method": rec.method, "metric": metric, "mean": mean * spec.table_scale,
+                       "std": std * spec.table_scale, "n": getattr(rec, f"{metric}_n"), "best": False,
+                       "mark": marks.get((dataset, rec.method, metric), ""), "text": ""}
+                if rec.method in NO_DEFORMATION and metric in DEFORMATION_METRICS:
+                    row.update(mean=np.nan, std=np.nan, text="-", mark="")
+                elif pd.isna(mean):
+                    row["text"] = "failed" if rec.n_failed == rec.n_cases else "n/a"
+                else:
+                    row["text"] = f"{mean * spec.table_scale:.{digits}f}" + ("" if pd.isna(std) else f"±{std * spec.table_scale:.{digits}f}")
+                    row["best"] = best is not None and round(mean * spec.table_scale, digits) == round(best * spec.table_scale, digits)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str) -> str:
+    """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
+    methods = _order(cells["method"])
+    metrics = [m for m in metrics if m in set(cells["metric"])]
+    n = len(metrics)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{l" + ("c" * n) * len(datasets) + "}", r"\toprule"]
+    if len(datasets) > 1 or datasets[0] != "":
+        groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(_dataset_name(d))}}}" for d in datasets)
+        rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(datasets)))
+        lines += [f"Dataset & {groups} \\\\", rules]
+    lines += [" & ".join(["Method"] + [METRICS[m].table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
+    index = cells.set_index(["dataset", "method", "metric"])
+    for method in methods:
+        out = [latex_escape(_display_name(method))]
+        for dataset in datasets:
+            for metric in metrics:
+                key = (dataset, method, metric)
+                if key not in index.index:
+                    out.append("")
+                    continue
+                cell = index.loc[key]
+                text = cell["text"].replace("±", r"$\pm$") if cell["text"] != "-" else "--"
+                if cell["best"]:
+                    text = rf"\textbf{{{text}}}"
+                if cell["mark"]:
+                    text += r"$^{\dagger}$"
+                out.append(text)
+        lines.append(" & ".join(out) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str]) -> str:
+    methods = _order(cells["method"])
+    metrics = [m for m in metrics if m in set(cells["metric"])]
+    index = cells.set_index(["dataset", "method", "metric"])
+    records = []
+    for method in methods:
+        rec = {"Method": _display_name(method)}
+        for dataset in datasets:
+            for metric in metrics:
+                key = (dataset, method, metric)
+                text = ""
+                if key in index.index:
+                    cell = index.loc[key]
+                    text = f"**{cell['text']}**" if cell["best"] else cell["text"]
+                    text += DAGGER if cell["mark"] else ""
+                column = METRICS[metric].label if len(datasets) == 1 else f"{_dataset_name(dataset)} {METRICS[metric].label}"
+                rec[column] = text
+        records.append(rec)
+    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
+
+
+# -------------------------------------------------------------------------------------------- table 2
+def table2_frame(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Parameters and inference ms per pair (mean±std over successful cases of every dataset)."""
+    rows = []
+    for method in _order(per_case["method"]):
+        if method in NO_DEFORMATION:
+            continue
+        group = per_case[(per_case["method"] == method) & (per_case["status"] == "ok")]
+        times = pd.to_numeric(group["time_s"], errors="coerce").dropna() * 1000.0 if "time_s" in group else pd.Series(dtype=float)
+        params = per_case.loc[per_case["method"] == method, "params"].dropna() if "params" in per_case else pd.Series(dtype=float)
+        rows.append({"method": method, "params": int(params.iloc[0]) if len(params) else None,
+                     "time_ms_mean": times.mean() if len(times) else np.nan,
+                     "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan, "n": len(times)})
+    return pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n"])
+
+
+def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int) -> str:
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{lcc}", r"\toprule", r"Method & Params & Time (ms/pair) \\", r"\midrule"]
+    for rec in frame.itertuples():
+        time_text = "n/a" if pd.isna(rec.time_ms_mean) else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else rf"$\pm${rec.time_ms_std:.{digits}f}")
+        params = format_params(rec.params)
+        lines.append(f"{latex_escape(_display_name(rec.method))} & {'--' if params == DASH else params} & {time_text} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- paper numbers
+def published_table1() -> pd.DataFrame:
+    """The paper's Table 1 (``results/published/``), in the paper's units (Dice %, MSE ×10⁻²)."""
+    from importlib.resources import files
+
+    return pd.read_csv(files("regbench.published").joinpath("gsmorph_miccai2023_table1.csv").open())
+
+
+def compare_with_paper(cells: pd.DataFrame, dataset_map: dict[str, str]) -> pd.DataFrame:
+    """This run's Table 1 numbers next to the paper's, for the (dataset, method, metric) both have."""
+    paper = published_table1()
+    rows = []
+    for rec in cells.itertuples():
+        paper_dataset = dataset_map.get(rec.dataset)
+        hit = paper[(paper["dataset"] == paper_dataset) & (paper["method"] == rec.method) & (paper["metric"] == rec.metric)]
+        if paper_dataset is None or hit.empty:
+            continue
+        p = hit.iloc[0]
+        rows.append({"dataset": rec.dataset, "paper_dataset": paper_dataset, "method": rec.method, "metric": rec.metric,
+                     "unit": p["unit"], "ours_mean": rec.mean, "ours_std": rec.std, "paper_mean": p["mean"], "paper_std": p["std"],
+                     "paper_as_printed": p["as_printed"], "difference": rec.mean - p["mean"]})
+    return pd.DataFrame(rows, columns=["dataset", "paper_dataset", "method", "metric", "unit", "ours_mean", "ours_std",
+                                       "paper_mean", "paper_std", "paper_as_printed", "difference"])
+
+
+def comparison_markdown(frame: pd.DataFrame, digits: int) -> str:
+    records = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        rec = {"Dataset": f"{_dataset_name(dataset)} vs paper {_dataset_name(group['paper_dataset'].iloc[0])}", "Method": _display_name(method)}
+        for r in group.itertuples():
+            ours = "-" if pd.isna(r.ours_mean) else f"{r.ours_mean:.{digits}f}±{r.ours_std:.{digits}f}"
+            rec[METRICS[r.metric].label] = f"{ours} ({r.paper_as_printed})"
+        records.append(rec)
+    if not records:
+        return ""
+    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True) + "\n\nEach cell: this run (paper).\n"
+
+
+# -------------------------------------------------------------------------------------------- report
+def _dataset_name(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options: ReportOptions | None = None) -> Report:
+    """Write Table 1/2 (LaTeX, Markdown, CSV), stats.csv, figures and the paper comparison.
+
+    Raises DataError when a run directory has no usable ``per_case.csv``; every other problem (a missing
+    metric column, a method whose cases all failed, a figure that cannot be drawn) is listed in
+    ``Report.problems`` and the rest is still written.
+    """
+    from .stats import paired_tests, significance_marks
+
+    options = options or ReportOptions()
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise DataError("no run directory given")
+    report = Report(Path(out_dir) if out_dir else run_dirs[0] / "report")
+    frames, manifests = [], []
+    for run_dir in run_dirs:
+        frames.append(load_per_case(run_dir, report.problems))
+        manifests.append(read_manifest_if_any(run_dir))
+    per_case = pd.concat(frames, ignore_index=True)
+    for (dataset, method), reason in failed_methods(per_case).items():
+        report.problems.append(f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})")
+    datasets = list(dict.fromkeys(per_case["dataset"]))
+    metrics = [m for m in TABLE1_METRICS + (STRUCTURE_METRICS if options.per_structure else []) if m in per_case]
+    metrics = [m for m in TABLE1_METRICS if m in metrics] + [m for m in metrics if m not in TABLE1_METRICS]
+    if options.per_structure:  # Dice, its structures, HD95, its structures, then MSE and NJD
+        metrics = [m for m in ["dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv", "mse", "njd"] if m in per_case]
+    summaries = {d: summary_frame(per_case_frame(per_case[per_case["dataset"] == d].to_dict("records"))) for d in datasets}
+
+    out = report.out_dir
+    stats = paired_tests(per_case, options.references, [m for m in metrics], options.alpha)
+    for reference in options.references:
+        if reference not in set(per_case["method"]):
+            report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
+    report.written.append(_write(out / "stats.csv", stats.to_csv(index=False)))
+    marks = significance_marks(stats, options.references[0]) if options.references else {}
+
+    cells = table1_cells(summaries, metrics, options.digits, marks)
+    n_pairs = ", ".join(f"{_dataset_name(d)} {per_case[(per_case['dataset'] == d)].groupby(['subject', 'slice']).ngroups}" for d in datasets)
+    reference_name = _display_name(options.references[0]) if options.references else ""
+    caption = options.caption or (
+        f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
+        "LV, Myo and RV; HD95 pooled (medpy) in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian "
+        "determinant. Bold: best per column."
+        + (f" $^{{\\dagger}}$: differs from {latex_escape(reference_name)} (paired Wilcoxon signed-rank, Holm-corrected, "
+           f"$p<{options.alpha}$)." if marks else "")
+    )
+    report.written += [
+        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label)),
+        _write(out / "table1.md", table1_markdown(cells, datasets, metrics)),
+        _write(out / "table1.csv", cells.to_csv(index=False)),
+    ]
+    table2 = table2_frame(per_case)
+    devices = sorted({str(m.get("environment", {}).get("device", "unknown device")) for m in manifests})
+    caption2 = (f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
+                f"only, after one warm-up; device: {latex_escape('; '.join(devices))}).")
+    report.written += [
+        _write(out / "table2.tex", table2_latex(table2, caption2, options.label + "-speed", options.digits)),
+        _write(out / "table2.csv", table2.to_csv(index=False)),
+    ]
+
+    if options.compare_paper:
+        dataset_map = {d: d for d in datasets if d in ("acdc", "mnm")}
+        if options.paper_dataset:
+            if options.paper_dataset not in ("acdc", "mnm"):
+                raise ConfigError(f"--paper-dataset must be 'acdc' or 'mnm', got {options.paper_dataset!r}")
+            dataset_map = {d: options.paper_dataset for d in datasets}
+        comparison = compare_with_paper(cells, dataset_map)
+        if comparison.empty:
+            report.problems.append(f"compare-paper: the paper has numbers for acdc and mnm; this report has {', '.join(datasets)} "
+                                   "(use --paper-dataset acdc|mnm to compare anyway)")
+        else:
+            report.written += [_write(out / "compare_paper.csv", comparison.to_csv(index=False)),
+                               _write(out / "compare_paper.md", comparison_markdown(comparison, options.digits))]
+
+    if options.figures:
+        from . import figures
+
+        ok = per_case[per_case["status"] == "ok"]
+        for name, draw in (
+            ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem)),
+            ("tradeoff", lambda stem: figures.tradeoff(ok, figures.load_sweeps(run_dirs), stem)),
+            ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem)),
+            ("training", lambda stem: figures.training_curves(run_dirs, stem, list(per_case["method"].unique()))),
+        ):
+            try:
+                paths = draw(out / "figures" / name)
+                if paths:
+                    report.written += paths
+                else:
+                    report.problems.append(f"figure {name}: nothing to draw in this run")
+            except Exception as exc:  # one figure failing must not lose the others
+                report.problems.append(f"figure {name} could not be drawn: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
+def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Path]:
+    """per_case.csv and summary.csv of a run directory (each written atomically)."""
     run_dir = Path(run_dir)
     per_case = per_case_frame(rows)
-    summary = summary_frame(per_case)
-    dataset = manifest.get("fingerprint", {}).get("dataset", "")
-    n_pairs = manifest.get("test_pairs", "")
-    paths = {
-        "per_case": run_dir / "per_case.csv",
-        "summary": run_dir / "summary.csv",
-        "table": run_dir / "table.tex",
-    }
+    paths = {"per_case": run_dir / "per_case.csv", "summary": run_dir / "summary.csv"}
     atomic_write_text(paths["per_case"], per_case.to_csv(index=False))
-    atomic_write_text(paths["summary"], summary.to_csv(index=False))
-    caption = (
-        f"Registration on {latex_escape(dataset)} ({n_pairs} test pairs): mean$\\pm$std; "
-        "HD95 pooled (medpy) in mm; NJD is the \\% of pixels with negative Jacobian determinant."
-    )
-    atomic_write_text(paths["table"], latex_table(summary, caption=caption, label=f"tab:{dataset}"))
+    atomic_write_text(paths["summary"], summary_frame(per_case).to_csv(index=False))
     return paths

@@ -26,8 +26,8 @@ from .interface import Pair, is_trainable, num_parameters
 from .metrics import evaluate
 from .provenance import environment
 from .registry import DATASETS, METHODS, method_sort_key
-from .report import write_run_tables
-from .store import RunStore, bind_method, bind_run_dir, write_manifest
+from .report import ReportOptions, write_report, write_run_tables
+from .store import RunStore, atomic_write_bytes, atomic_write_text, bind_method, bind_run_dir, write_manifest
 
 log = logging.getLogger("regbench")
 
@@ -43,6 +43,7 @@ class RunResult:
     evaluated: dict[str, int] = field(default_factory=dict)  # method -> cases computed in this call
     skipped: dict[str, int] = field(default_factory=dict)  # method -> cases already stored
     failed_methods: dict[str, str] = field(default_factory=dict)  # method -> why it could not run at all
+    report: Any = None  # the regbench.report.Report written at the end
 
 
 def limit_threads(n: int | None) -> None:
@@ -81,8 +82,11 @@ def _warm_up_once(method: Any, pair: Pair) -> None:
         pass
 
 
-def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int | None, hd95_convention: str, jacobian_scheme: str) -> dict[str, Any]:
-    """Register one pair and score it; any exception becomes a failed row with its reason."""
+def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int | None, hd95_convention: str, jacobian_scheme: str, keep_example: bool = False) -> dict[str, Any]:
+    """Register one pair and score it; any exception becomes a failed row with its reason.
+
+    With ``keep_example`` the row carries the moved image and flow under ``"_example"`` (for the
+    qualitative figure); the runner saves them and never stores them in the table."""
     limit_threads(threads)
     row: dict[str, Any] = {"method": method.name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice)}
     import torch
@@ -97,6 +101,8 @@ def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int
         elapsed = time.perf_counter() - start
         row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme))
         row.update(time_s=elapsed, status="ok", reason="")
+        if keep_example:
+            row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
     except Exception as exc:  # a failing case is recorded, the run goes on
         row.update({k: float("nan") for k in FAILED_METRICS})
         row.update(n_skipped=0, skipped="", status="failed", reason=f"{type(exc).__name__}: {exc}".strip())
@@ -130,17 +136,43 @@ def dataset_options(dataset: Any) -> dict[str, Any]:
     return fn() if callable(fn) else {}
 
 
-def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig) -> Iterator[dict[str, Any]]:
+def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]]) -> Iterator[dict[str, Any]]:
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None
     args = (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)
     if jobs == 1:
         for pair in pairs:
-            yield evaluate_case(method, pair, *args)
+            yield evaluate_case(method, pair, *args, keep_example=_key(pair) in examples)
         return
     yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(evaluate_case)(method, pair, *args) for pair in pairs
+        delayed(evaluate_case)(method, pair, *args, keep_example=_key(pair) in examples) for pair in pairs
     )
+
+
+def _key(pair: Pair) -> tuple[str, int]:
+    return (pair.subject, int(pair.slice))
+
+
+def example_name(subject: str, slice_: int) -> str:
+    return f"{subject}-{int(slice_)}.npz"
+
+
+def save_example_pair(run_dir: Path, pair: Pair) -> None:
+    """The images and labels of a pair shown in the qualitative figure (``examples/pairs/``)."""
+    path = run_dir / "examples" / "pairs" / example_name(pair.subject, pair.slice)
+    if path.exists():
+        return
+    arrays = {"fixed": pair.fixed, "moving": pair.moving, "spacing": np.asarray(pair.spacing, np.float64)}
+    arrays.update({k: v for k, v in (("fixed_label", pair.fixed_label), ("moving_label", pair.moving_label)) if v is not None})
+    _save_npz(path, arrays)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = False) -> None:
@@ -152,6 +184,8 @@ def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = Fa
     model_dir.mkdir(parents=True, exist_ok=True)
     method.fit(dataset.pairs("train"), dataset.pairs("val"), workdir=model_dir)
     method.save(final)
+    # The checkpoint only serves resuming an interrupted training (HyperMorph's is 1.5 GB with AdamW state).
+    (model_dir / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = False) -> Path:
@@ -171,6 +205,25 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     return model_dir / "final.pt"
 
 
+def write_split(run_dir: Path, dataset: Any) -> None:
+    """The subjects of each split, saved with the run (``split.json``; a user may pass it back as split_file)."""
+    import json
+
+    split = getattr(dataset, "split", None)
+    if callable(split):
+        atomic_write_text(run_dir / "split.json", json.dumps(split(), indent=1) + "\n")
+
+
+def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str) -> None:
+    """A method's parameter sweep on the test pairs (per parameter value and pair), for the reports."""
+    import pandas as pd
+
+
+    rows = [{"method": method.name, "dataset": dataset, **row} for row in method.sweep(pairs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
 def _fingerprint(config: RunConfig, dataset: Any) -> dict[str, Any]:
     return {
         "dataset": config.dataset,
@@ -183,8 +236,8 @@ def _fingerprint(config: RunConfig, dataset: Any) -> dict[str, Any]:
     }
 
 
-def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunResult:
-    """Run (or resume) a benchmark; returns what was computed. Tables are rewritten at the end."""
+def run(config: RunConfig, progress: bool = True, retrain: bool = False, report: bool = True) -> RunResult:
+    """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end."""
     from tqdm.auto import tqdm
 
     methods = METHODS.resolve(config.methods)
@@ -193,10 +246,15 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunR
     run_dir = config.out_dir
     manifest = bind_run_dir(run_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
     store = RunStore(run_dir)
+    write_split(run_dir, dataset)
     test_pairs = dataset.pairs("test")
     if (limit := config.resolved_max_test_pairs()) is not None:
         test_pairs = test_pairs[:limit]
     manifest["test_pairs"] = len(test_pairs)
+    example_pairs = test_pairs[: config.example_pairs]
+    examples = {_key(p) for p in example_pairs}
+    for pair in example_pairs:
+        save_example_pair(run_dir, pair)
     result = RunResult(run_dir)
     for name in methods:
         try:
@@ -205,9 +263,14 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunR
             done = store.done(name)
             pending = [p for p in test_pairs if (p.subject, int(p.slice)) not in done]
             result.skipped[name] = len(test_pairs) - len(pending)
-            if not pending:
+            sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
+            want_sweep = config.sweep and not sweep_path.exists()
+            if not pending and not want_sweep:
                 continue
             method = METHODS.create(name, **options)
+            sweeps = want_sweep and callable(getattr(method, "sweep", None))
+            if not pending and not sweeps:
+                continue
             if is_trainable(method):
                 if hasattr(method, "progress"):
                     method.progress = progress  # epoch bar with the losses
@@ -222,14 +285,21 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False) -> RunR
             continue
         bar = tqdm(total=len(pending), desc=f"{name:>14}", unit="pair", disable=not progress, leave=True)
         count = 0
-        for row in _iterate_cases(method, pending, config):
+        for row in _iterate_cases(method, pending, config, examples):
+            example = row.pop("_example", None)
+            if example is not None:  # saved before the row: a stored case always has its example
+                _save_npz(run_dir / "examples" / name / example_name(row["subject"], row["slice"]), example)
             row["params"] = manifest["methods_params"].get(name)
             store.append(row)
             count += 1
             bar.update(1)
         bar.close()
         result.evaluated[name] = count
-    write_run_tables(run_dir, store.all_rows(), manifest)
+        if sweeps:
+            write_sweep(sweep_path, method, test_pairs, config.dataset)
+    write_run_tables(run_dir, store.all_rows())
+    if report:
+        result.report = write_report([run_dir], options=ReportOptions())
     return result
 
 

@@ -24,8 +24,8 @@ from scipy import ndimage
 from ..errors import ConfigError
 from ..interface import Pair
 from ..registry import register_dataset
+from .splits import SPLITS, split_subjects
 
-SPLITS = ("train", "val", "test")
 # |∇v| stays well below 1 in this motion model; 20 iterations leave a residual below 1e-3 px (tested).
 FIXED_POINT_ITERATIONS = 20
 
@@ -176,14 +176,7 @@ class SyntheticCardiac:
 
     def split(self) -> dict[str, list[str]]:
         """Subject-level train/val/test split, fixed by the seed."""
-        names = self.subjects()
-        order = np.random.default_rng([self.seed, 7919]).permutation(len(names))
-        n_test = max(1, round(self.split_fractions[2] * len(names)))
-        n_val = max(1, round(self.split_fractions[1] * len(names)))
-        test = sorted(names[i] for i in order[:n_test])
-        val = sorted(names[i] for i in order[n_test : n_test + n_val])
-        train = sorted(names[i] for i in order[n_test + n_val :])
-        return {"train": train, "val": val, "test": test}
+        return split_subjects(self.subjects(), self.seed, self.split_fractions)
 
     def pairs(self, split: str) -> list[Pair]:
         if split not in SPLITS:

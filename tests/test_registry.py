@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from regbench import ConfigError, RegistryError, create_method, list_datasets, list_methods, register_method
-from regbench.registry import METHODS, Registry
+from regbench.registry import Registry
 
 
 def test_builtins_are_listed_without_importing_them():

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,14 +16,14 @@ from regbench import ConfigError, RegistryError
 from regbench.config import RunConfig, load_config
 from regbench.runner import run
 
-RUN_FILES = ("per_case.csv", "summary.csv", "table.tex", "manifest.json")
+RUN_FILES = ("per_case.csv", "summary.csv", "manifest.json", "report/table1.tex", "report/table2.tex", "report/stats.csv")
 
 
 def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "regbench.cli", *args], capture_output=True, text=True, env=env, check=check)
 
 
-def test_smoke_run_writes_the_four_files(tmp_path):
+def test_smoke_run_writes_the_tables_and_the_report(tmp_path):
     out = tmp_path / "run"
     proc = cli("run", "--dataset", "synthetic", "--methods", "initial", "--profile", "smoke", "--out", str(out), "--no-progress")
     for name in RUN_FILES:
@@ -38,9 +37,10 @@ def test_smoke_run_writes_the_four_files(tmp_path):
     assert (df["njd"] == 0).all() and df["params"].isna().all()
     assert manifest["environment"]["packages"]["torch"]
     assert manifest["fingerprint"]["dataset_options"]["image_size"] == 64
-    table = (out / "table.tex").read_text()
+    table = (out / "report" / "table1.tex").read_text()
     assert r"\toprule" in table and "Initial" in table and r"$\pm$" in table
-    assert "initial" in proc.stdout
+    assert "initial" in proc.stdout and "table1.tex" in proc.stdout
+    assert (out / "examples" / "initial").is_dir() and len(list((out / "examples" / "pairs").glob("*.npz"))) == 2
 
 
 def _stable(df: pd.DataFrame) -> pd.DataFrame:

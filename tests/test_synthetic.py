@@ -1,7 +1,6 @@
 """The embedded synthetic dataset: deterministic, split by subject, heart-like motion with true flows."""
 
 import numpy as np
-import pytest
 
 from regbench import create_dataset, create_method
 from regbench.datasets.synthetic import SyntheticCardiac, _Slice, _draw_subject

@@ -1,0 +1,208 @@
+"""Report figures (seaborn/matplotlib, PNG and PDF): box plots per metric, the Dice–NJD trade-off, a
+qualitative panel like the paper's Fig. 3, and the deep methods' training curves.
+
+Each function takes what the run saved (per-case rows, ``curves/*_sweep.csv``, ``examples/``,
+``models/*/history.csv``) and a path stem; it returns the files written, or [] when there is nothing to
+draw. Files carry no timestamps, so drawing again gives identical bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metrics import METRICS
+from .registry import method_sort_key
+from .report import DATASET_NAMES, _display_name
+
+VOXELMORPH = ["voxelmorph-s", "voxelmorph-m", "voxelmorph-l"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    plt.rcParams["svg.hashsalt"] = "regbench"
+    return plt, sns
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return [png, pdf]
+
+
+def _palette(methods: Sequence[str]) -> dict[str, tuple]:
+    """One colour per method in paper order (distinct up to 20 methods)."""
+    import seaborn as sns
+
+    ordered = sorted(dict.fromkeys(methods), key=method_sort_key)
+    colours = sns.color_palette("tab10" if len(ordered) <= 10 else "husl", n_colors=max(len(ordered), 1))
+    return dict(zip(ordered, colours))
+
+
+def _methods(frame: pd.DataFrame) -> list[str]:
+    return sorted(dict.fromkeys(frame["method"]), key=method_sort_key)
+
+
+def boxplots(per_case: pd.DataFrame, metrics: Sequence[str], stem: Path) -> list[Path]:
+    """One panel per metric, methods on the x axis (paper order), a box per dataset when there are several."""
+    if per_case.empty or not metrics:
+        return []
+    plt, sns = _pyplot()
+    methods = _methods(per_case)
+    data = per_case.assign(Method=per_case["method"].map(_display_name), Dataset=per_case["dataset"].map(lambda d: DATASET_NAMES.get(d, d)))
+    several = data["Dataset"].nunique() > 1
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 0.75 * len(methods) + 2), 2.6 * len(metrics)), sharex=True, squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        spec = METRICS[metric]
+        values = data.assign(value=pd.to_numeric(data[metric], errors="coerce") * spec.table_scale).dropna(subset=["value"])
+        sns.boxplot(values, x="Method", y="value", hue="Dataset" if several else None, order=[_display_name(m) for m in methods],
+                    ax=ax, fliersize=2, linewidth=0.8, color=None if several else "#8fb3d9")
+        ax.set_ylabel(spec.label)
+        ax.set_xlabel("")
+        if several and ax is not axes[0, 0] and ax.get_legend():
+            ax.get_legend().remove()
+    axes[-1, 0].tick_params(axis="x", rotation=35)
+    for label in axes[-1, 0].get_xticklabels():
+        label.set_horizontalalignment("right")
+    fig.align_ylabels()
+    return _save(fig, stem)
+
+
+def load_sweeps(run_dirs: Sequence[Path]) -> pd.DataFrame:
+    """Every ``curves/*_sweep.csv`` of the runs (per parameter value and pair)."""
+    frames = [pd.read_csv(p, dtype={"subject": str}) for d in run_dirs for p in sorted((Path(d) / "curves").glob("*_sweep.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path) -> list[Path]:
+    """Dice (%) against NJD (%): each method a point with std error bars; VoxelMorph's λ points joined;
+    HyperMorph's λ curve (test split) when the run has it. One panel per dataset."""
+    if per_case.empty or "dice" not in per_case or "njd" not in per_case:
+        return []
+    plt, sns = _pyplot()
+    datasets = list(dict.fromkeys(per_case["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.0 * len(datasets), 4.6), squeeze=False)
+    palette = _palette(per_case["method"])
+    for ax, dataset in zip(axes[0], datasets):
+        data = per_case[per_case["dataset"] == dataset]
+        stats = data.groupby("method")[["dice", "njd"]].agg(["mean", "std"])
+        for method in _methods(data):
+            row = stats.loc[method]
+            ax.errorbar(row[("njd", "mean")], 100 * row[("dice", "mean")], xerr=row[("njd", "std")], yerr=100 * row[("dice", "std")],
+                        fmt="o", ms=5, capsize=2, lw=0.8, color=palette[method], label=_display_name(method))
+        vxm = [m for m in VOXELMORPH if m in stats.index]
+        if len(vxm) > 1:
+            ax.plot([stats.loc[m, ("njd", "mean")] for m in vxm], [100 * stats.loc[m, ("dice", "mean")] for m in vxm],
+                    "--", color="0.5", lw=0.8, label="VoxelMorph λ (s→m→l)")
+        sweep = sweeps[sweeps["dataset"] == dataset] if len(sweeps) else sweeps
+        for method, curve in (sweep.groupby("method") if len(sweep) else []):
+            means = curve.groupby("lam")[["dice", "njd"]].mean().sort_index()
+            ax.plot(means["njd"], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0,
+                    label=f"{_display_name(method)} λ sweep")
+            for lam in (means.index.min(), means.index.max()):
+                ax.annotate(f"λ={lam:g}", (means.loc[lam, "njd"], 100 * means.loc[lam, "dice"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, -8))
+        ax.set_xlabel(METRICS["njd"].label + "  (lower is smoother)")
+        ax.set_ylabel(METRICS["dice"].label)
+        ax.set_title(DATASET_NAMES.get(dataset, dataset))
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def _grid_lines(ax, flow: np.ndarray, step: int) -> None:
+    """The deformation x ↦ x + u(x) drawn as a warped grid (flow channel 0 rows, 1 columns, pixels)."""
+    h, w = flow.shape[1:]
+    rows, cols = np.mgrid[0:h, 0:w].astype(float)
+    y, x = rows + flow[0], cols + flow[1]
+    for i in range(0, h, step):
+        ax.plot(x[i, :], y[i, :], color="#d62728", lw=0.5)
+    for j in range(0, w, step):
+        ax.plot(x[:, j], y[:, j], color="#d62728", lw=0.5)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
+def qualitative(run_dir: Path, stem: Path, methods: Sequence[str] | None = None) -> list[Path]:
+    """Per example pair, two rows: fixed then each method's moved image; moving then each method's
+    deformation as a warped grid (the layout of the paper's Fig. 3)."""
+    plt, _ = _pyplot()
+    pair_files = sorted((Path(run_dir) / "examples" / "pairs").glob("*.npz"))
+    available = [d.name for d in (Path(run_dir) / "examples").iterdir() if d.is_dir() and d.name != "pairs"] if pair_files else []
+    methods = sorted(methods or available, key=method_sort_key)
+    if not pair_files or not methods:
+        return []
+    cols = len(methods) + 1
+    fig, axes = plt.subplots(2 * len(pair_files), cols, figsize=(1.7 * cols, 3.5 * len(pair_files)), squeeze=False)
+    for k, pair_file in enumerate(pair_files):
+        pair = np.load(pair_file)
+        top, bottom = axes[2 * k], axes[2 * k + 1]
+        top[0].imshow(pair["fixed"], cmap="gray", vmin=0, vmax=1)
+        top[0].set_title("Fixed (ED)", fontsize=8)
+        bottom[0].imshow(pair["moving"], cmap="gray", vmin=0, vmax=1)
+        bottom[0].set_title("Moving (ES)", fontsize=8)
+        top[0].set_ylabel(pair_file.stem, fontsize=7)
+        for c, method in enumerate(methods, start=1):
+            path = Path(run_dir) / "examples" / method / pair_file.name
+            if not path.exists():
+                top[c].text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7, transform=top[c].transAxes)
+                continue
+            example = np.load(path)
+            top[c].imshow(example["moved"], cmap="gray", vmin=0, vmax=1)
+            top[c].set_title(_display_name(method), fontsize=8)
+            bottom[c].imshow(pair["moving"], cmap="gray", vmin=0, vmax=1, alpha=0.35)
+            _grid_lines(bottom[c], example["flow"], step=max(pair["fixed"].shape[0] // 16, 2))
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(pad=0.3)
+    return _save(fig, stem)
+
+
+def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[str] = ()) -> list[Path]:
+    """Both losses, validation Dice and (surgery variants) the share of conflicting layers, per epoch.
+    ``all_methods``: the report's methods, so that each keeps the colour it has in the other figures."""
+    frames = []
+    for run_dir in run_dirs:
+        for path in sorted((Path(run_dir) / "models").glob("*/history.csv")):
+            frames.append(pd.read_csv(path).assign(method=path.parent.name))
+    if not frames:
+        return []
+    plt, sns = _pyplot()
+    data = pd.concat(frames, ignore_index=True)
+    methods = _methods(data)
+    panels = [("loss_sim", "similarity loss (MSE)"), ("loss_reg", "smoothness loss (mean |∇u|, px)"),
+              ("val_dice", "validation Dice (%)"), ("conflict_share", "conflicting layers (%)")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    palette = _palette([*all_methods, *methods])
+    for ax, (column, label) in zip(axes, panels):
+        for method in methods:
+            curve = data[data["method"] == method][["epoch", column]].dropna()
+            if curve.empty:
+                continue
+            scale = 100.0 if column in ("val_dice", "conflict_share") else 1.0
+            ax.plot(curve["epoch"], scale * curve[column], marker="." if len(curve) < 30 else None, color=palette[method], lw=1.0, label=_display_name(method))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        if column.startswith("loss"):
+            ax.set_yscale("log")
+    axes[0].annotate("HyperMorph: (1−λ)·MSE/σ² and λ·smooth", (0.02, 0.02), xycoords="axes fraction", fontsize=6) if "hypermorph" in methods else None
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), bbox_to_anchor=(0.5, -0.12), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, stem)

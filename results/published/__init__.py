@@ -1,0 +1,1 @@
+"""The GSMorph paper's published Table 1 and Table 2 as CSV data (see README.md here)."""

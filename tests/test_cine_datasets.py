@@ -1,0 +1,194 @@
+"""ACDC and M&M from their official layouts (fixtures written here): label conventions, preparation, split,
+cache, `data check`, runs, and one clear error per kind of bad input with no partial cache left behind."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cine_fixtures import MNM_CSV, make_acdc, make_mnm, save_nifti
+from regbench import create_dataset
+from regbench.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def acdc_root(tmp_path):
+    return make_acdc(tmp_path / "ACDC")
+
+
+@pytest.fixture
+def mnm_root(tmp_path):
+    return make_mnm(tmp_path / "MnM")
+
+
+def dataset(name, root, tmp_path, **options):
+    return create_dataset(name, root=str(root), cache_dir=str(tmp_path / "cache"), **options)
+
+
+@pytest.mark.parametrize("name, make", [("acdc", make_acdc), ("mnm", make_mnm)])
+def test_both_label_conventions_map_lv_to_the_common_3(name, make, tmp_path):
+    data = dataset(name, make(tmp_path / name), tmp_path)
+    pairs = [p for split in ("train", "val", "test") for p in data.pairs(split)]
+    assert len(pairs) == 5 * 3  # 5 subjects × 3 slices (the apex has no RV: dropped by all-structures)
+    for p in pairs:
+        assert p.fixed.shape == (128, 128) and p.fixed.dtype == np.float32
+        assert 0.0 <= p.fixed.min() and p.fixed.max() <= 1.0
+        assert set(np.unique(p.fixed_label)) == {0, 1, 2, 3}
+        lv = p.fixed_label == 3
+        assert 350 < lv.sum() < 420  # the disk of radius 11 px: the LV, not the RV crescent or the ring
+        assert np.array_equal(lv, p.moving_label == 3)  # the LV does not move in the fixtures
+        assert p.fixed[lv].mean() > 0.8  # the bright blood pool sits under label 3
+        assert p.spacing == (1.5, pytest.approx(1.4))
+        assert p.meta["padded"] is True  # 96×80 images in a 128 crop
+    assert set(data.options()) >= {"root", "slice_rule", "crop", "spacing_mm", "clip_percentiles", "preparation_version"}
+
+
+def test_mnm_keeps_vendor_and_centre_and_skips_unlabelled(mnm_root, tmp_path):
+    data = dataset("mnm", mnm_root, tmp_path)
+    assert "X9Y9Z9" not in data.subjects() and len(data.subjects()) == 5
+    pair = data.pairs("train")[0]
+    assert pair.meta["vendor"] == "A" and pair.meta["vendor_name"] == "Siemens" and pair.meta["centre"] in ("1", "2")
+
+
+@pytest.mark.parametrize("name, make", [("acdc", make_acdc), ("mnm", make_mnm)])
+def test_smoke_run_on_the_fixture_scores_dice_lv_one(name, make, tmp_path):
+    root = make(tmp_path / name)
+    out = tmp_path / "run"
+    env = {**os.environ, "REGBENCH_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "regbench.cli", "run", "--dataset", name, "--root", str(root), "--methods", "initial",
+                           "--profile", "smoke", "--out", str(out), "--no-progress"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    df = pd.read_csv(out / "per_case.csv")
+    assert len(df) == 3 and (df["dataset"] == name).all()
+    assert np.allclose(df["dice_lv"], 1.0) and (df["dice_rv"] < 0.95).all()
+    assert (out / "report" / "table1.tex").exists()
+    split = json.loads((out / "split.json").read_text())
+    assert sum(len(v) for v in split.values()) == 5 and len(split["test"]) == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fingerprint"]["dataset_options"]["slice_rule"] == "all-structures"
+
+
+def test_split_is_by_subject_deterministic_and_can_come_from_a_file(acdc_root, tmp_path):
+    a, b = dataset("acdc", acdc_root, tmp_path), dataset("acdc", acdc_root, tmp_path)
+    assert a.split() == b.split()
+    assert dataset("acdc", acdc_root, tmp_path, seed=1).split() != a.split() or len(a.subjects()) < 4
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"train": ["patient001", "patient002"], "val": ["patient003"], "test": ["patient004", "patient005"]}))
+    custom = dataset("acdc", acdc_root, tmp_path, split_file=str(split_file))
+    assert {p.subject for p in custom.pairs("test")} == {"patient004", "patient005"}
+    split_file.write_text(json.dumps({"train": ["patient001"], "val": [], "test": ["patient999"]}))
+    with pytest.raises(ConfigError, match=r"split.json: subject 'patient999' in 'test' is not in the dataset"):
+        dataset("acdc", acdc_root, tmp_path, split_file=str(split_file)).pairs("test")
+
+
+def test_second_load_uses_the_cache_and_new_options_prepare_anew(acdc_root, tmp_path, monkeypatch):
+    first = dataset("acdc", acdc_root, tmp_path)
+    expected = first.pairs("test")
+    assert first.cache_path().exists()
+    from regbench.datasets.acdc import ACDC
+
+    def no_reading(self, subject):
+        raise AssertionError("read from disk although the cache holds the pairs")
+
+    monkeypatch.setattr(ACDC, "load_case", no_reading)
+    cached = dataset("acdc", acdc_root, tmp_path).pairs("test")
+    assert [(p.subject, p.slice) for p in cached] == [(p.subject, p.slice) for p in expected]
+    assert all(np.array_equal(a.fixed, b.fixed) and np.array_equal(a.moving_label, b.moving_label) for a, b in zip(cached, expected))
+    other = dataset("acdc", acdc_root, tmp_path, crop=96)
+    assert other.cache_path() != first.cache_path()
+    with pytest.raises(AssertionError, match="read from disk"):
+        other.pairs("test")
+
+
+def test_missing_root_and_missing_root_option(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"nowhere: acdc root folder does not exist"):
+        create_dataset("acdc", root=str(tmp_path / "nowhere"))
+    monkeypatch.delenv("REGBENCH_MNM_ROOT", raising=False)
+    with pytest.raises(ConfigError, match=r"--root PATH.*REGBENCH_MNM_ROOT"):
+        create_dataset("mnm")
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _rewrite(path: Path, change) -> None:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = change(np.asarray(img.dataobj).copy())
+    save_nifti(path, data)
+
+
+ACDC_P1 = "training/patient001"
+ACDC_CASES = {
+    "no Info.cfg": (lambda r: (r / ACDC_P1 / "Info.cfg").unlink(), r"patient001/Info.cfg is missing"),
+    "Info.cfg without ES": (lambda r: (r / ACDC_P1 / "Info.cfg").write_text("ED: 1\nNbFrame: 30\n"), r"Info.cfg: key 'ES' is missing"),
+    "frame file missing": (lambda r: (r / ACDC_P1 / "patient001_frame10.nii.gz").unlink(), r"patient001_frame10.nii.gz: es image \(3-D\) file is missing"),
+    "truncated NIfTI": (lambda r: _truncate(r / ACDC_P1 / "patient001_frame01.nii.gz"), r"patient001_frame01.nii.gz: cannot read"),
+    "corrupt NIfTI": (lambda r: (r / ACDC_P1 / "patient001_frame01_gt.nii.gz").write_bytes(gzip.compress(b"not a nifti" * 50)), r"patient001_frame01_gt.nii.gz: cannot read"),
+    "4-D where 3-D is expected": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame01.nii.gz", lambda d: d[..., None]), r"patient001_frame01.nii.gz: ed image \(3-D\) must be 3-D"),
+    "label value 4": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame01_gt.nii.gz", lambda d: np.where(d == 1, 4, d).astype(np.uint8)), r"frame01_gt.nii.gz: label values \[4.0\] outside"),
+    "label shape differs": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame10_gt.nii.gz", lambda d: d[:90]), r"frame10_gt.nii.gz: label shape \(90, 80, 4\) differs from image shape"),
+    "ES beyond NbFrame": (lambda r: (r / ACDC_P1 / "Info.cfg").write_text("ED: 1\nES: 40\nNbFrame: 30\n"), r"Info.cfg: ES = 40 is outside the frames 1..30"),
+    "NaN intensities": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame10.nii.gz", lambda d: np.where(d > 800, np.nan, d).astype(np.float32)), r"patient001_frame10.nii.gz: \d+ non-finite intensities"),
+}
+
+
+@pytest.mark.parametrize("case", list(ACDC_CASES))
+def test_bad_acdc_input_is_one_clear_error_and_leaves_no_cache(case, acdc_root, tmp_path):
+    breaks, message = ACDC_CASES[case]
+    breaks(acdc_root)
+    data = dataset("acdc", acdc_root, tmp_path)
+    with pytest.raises(DataError, match=message):
+        data.pairs("train")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+MNM_CODE = "A0B0C0"
+MNM_CASES = {
+    "code missing from the CSV": (lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(MNM_CODE, "ZZZZZZ")), r"case code 'A0B0C0' .* is not in the metadata CSV"),
+    "ES outside the time range": (lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(f"{MNM_CODE},Siemens,A,1,0,9", f"{MNM_CODE},Siemens,A,1,0,12")), r"ES = 12 of 'A0B0C0' is outside the time range 0..11"),
+    "3-D where 4-D is expected": (lambda r: _rewrite(r / "Training/Labeled" / MNM_CODE / f"{MNM_CODE}_sa.nii.gz", lambda d: d[..., 0]), r"A0B0C0_sa.nii.gz: 4-D cine image must be 4-D, got shape \(96, 80, 4\)"),
+    "metadata CSV missing": (lambda r: (r / MNM_CSV).unlink(), r"the M&M metadata CSV is missing"),
+    "label values outside": (lambda r: _rewrite(r / "Training/Labeled" / MNM_CODE / f"{MNM_CODE}_sa_gt.nii.gz", lambda d: (d * 3).astype(np.uint8)), r"A0B0C0_sa_gt.nii.gz: label values \[6.0, 9.0\] outside"),
+}
+
+
+@pytest.mark.parametrize("case", list(MNM_CASES))
+def test_bad_mnm_input_is_one_clear_error_and_leaves_no_cache(case, mnm_root, tmp_path):
+    breaks, message = MNM_CASES[case]
+    breaks(mnm_root)
+    data = dataset("mnm", mnm_root, tmp_path)
+    with pytest.raises(DataError, match=message):
+        data.pairs("train")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_data_check_reports_every_problem_at_once(acdc_root, tmp_path):
+    ACDC_CASES["no Info.cfg"][0](acdc_root)
+    _rewrite(acdc_root / "training/patient002/patient002_frame01_gt.nii.gz", lambda d: np.where(d == 1, 4, d).astype(np.uint8))
+    _truncate(acdc_root / "training/patient003/patient003_frame10.nii.gz")
+    done = subprocess.run([sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "acdc", "--root", str(acdc_root)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    out = done.stdout
+    assert "subjects: 5 found, 2 readable" in out and "problems: 3" in out
+    assert "patient001/Info.cfg is missing" in out and "label values [4.0]" in out and "patient003_frame10.nii.gz: cannot read" in out
+    assert "slices: 6 kept of 8" in out and "rows 1.50–1.50" in out
+
+
+def test_data_check_of_a_good_download(mnm_root):
+    done = subprocess.run([sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "mnm", "--root", str(mnm_root)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "subjects: 5 found, 5 readable" in done.stdout and "problems: 0" in done.stdout and "[0, 1, 2, 3]" in done.stdout

@@ -1,0 +1,175 @@
+"""Reports: Table 1/2 structure, bold and daggers, paired statistics, figures, determinism, the paper
+comparison, a copied run directory without method code, LaTeX compilation, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from regbench.config import load_config
+from regbench.errors import DataError
+from regbench.report import ReportOptions, per_case_frame, write_report
+from regbench.runner import run
+from regbench.stats import paired_tests
+
+TABLES = ["table1.tex", "table1.md", "table1.csv", "table2.tex", "table2.csv", "stats.csv"]
+FIGURES = ["boxplots", "tradeoff", "qualitative", "training"]
+
+
+def fake_run(path: Path, dataset: str, effects: dict[str, float], n: int = 12, seed: int = 0) -> Path:
+    """A run directory with per_case.csv only: Dice = base + effect + noise per pair, the same pairs for all."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.6, 0.8, n)
+    rows = []
+    for method, effect in effects.items():
+        noise = rng.normal(0, 0.01, n)
+        for i in range(n):
+            dice = float(np.clip(base[i] + effect + noise[i], 0, 1))
+            rows.append({"method": method, "dataset": dataset, "subject": f"s{i:02d}", "slice": 0, "dice": dice,
+                         "hd95": 5 - 4 * dice, "mse": 0.02 * (1 - dice), "njd": 0.0 if method == "initial" else 10 * effect ** 2,
+                         "time_s": 0.01, "params": 1968002 if method != "initial" else None, "status": "ok", "reason": ""})
+    path.mkdir(parents=True)
+    per_case_frame(rows).to_csv(path / "per_case.csv", index=False)
+    return path
+
+
+EFFECTS = {"initial": 0.0, "voxelmorph-m": 0.15, "gsmorph": 0.16, "gs-agr": 0.01}
+
+
+def test_table1_has_one_column_group_per_dataset_bold_best_and_daggers(tmp_path):
+    acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
+    mnm = fake_run(tmp_path / "mnm", "mnm", EFFECTS, seed=1)
+    report = write_report([acdc, mnm], tmp_path / "out", ReportOptions(figures=False))
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert r"\multicolumn{4}{c}{ACDC} & \multicolumn{4}{c}{M\&M}" in tex and r"\cmidrule(lr){2-5} \cmidrule(lr){6-9}" in tex
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 1
+    lines = [line for line in tex.splitlines() if line.startswith(("Initial", "VoxelMorph-m", "GS-Agr", "GSMorph"))]
+    assert [line.split(" & ")[0] for line in lines] == ["Initial", "VoxelMorph-m", "GS-Agr", "GSMorph"]  # paper order
+    initial, _, agr, gsmorph = (line.split(" & ") for line in lines)
+    assert initial[4] == "--" and initial[8].startswith("--")  # no NJD for Initial, as the paper
+    assert gsmorph[1].startswith(r"\textbf{")  # best Dice (higher is better)
+    assert gsmorph[2].startswith(r"\textbf{")  # best HD95 (lower is better)
+    assert r"$^{\dagger}$" in agr[1] and r"$^{\dagger}$" not in gsmorph[1]  # GS-Agr differs from GSMorph
+    cells = pd.read_csv(tmp_path / "out" / "table1.csv")
+    assert set(cells["dataset"]) == {"acdc", "mnm"} and cells["best"].sum() >= 8
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "| GS-Agr" in md and "†" in md and "ACDC Dice (%)" in md
+    assert not report.problems
+
+
+def test_statistics_are_scipy_wilcoxon_with_holm(tmp_path):
+    per_case = pd.read_csv(fake_run(tmp_path / "r", "acdc", EFFECTS) / "per_case.csv", dtype={"subject": str})
+    stats = paired_tests(per_case, ["gsmorph"], ["dice"])
+    assert set(stats["method"]) == {"initial", "voxelmorph-m", "gs-agr"}
+    a = per_case[per_case["method"] == "gs-agr"].sort_values("subject")["dice"].to_numpy()
+    b = per_case[per_case["method"] == "gsmorph"].sort_values("subject")["dice"].to_numpy()
+    row = stats[stats["method"] == "gs-agr"].iloc[0]
+    assert row["p_value"] == pytest.approx(wilcoxon(a, b).pvalue) and row["n_pairs"] == 12
+    p = np.sort(stats["p_value"].to_numpy())
+    holm = np.minimum(1, np.maximum.accumulate(p * np.arange(len(p), 0, -1)))
+    assert np.allclose(np.sort(stats["p_holm"].to_numpy()), holm)
+    assert row["median_difference"] < 0 and bool(row["significant"])
+
+
+def test_compare_paper_puts_the_published_numbers_next_to_ours(tmp_path):
+    acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
+    write_report([acdc], options=ReportOptions(compare_paper=True, figures=False))
+    comparison = pd.read_csv(acdc / "report" / "compare_paper.csv")
+    row = comparison[(comparison["method"] == "gsmorph") & (comparison["metric"] == "dice")].iloc[0]
+    assert row["paper_mean"] == 87.45 and row["paper_std"] == 2.27 and row["unit"] == "%"
+    ours = pd.read_csv(acdc / "per_case.csv").query("method == 'gsmorph'")["dice"].mean() * 100
+    assert row["ours_mean"] == pytest.approx(ours)
+    assert "87.45±2.27" in (acdc / "report" / "compare_paper.md").read_text()
+    synthetic = fake_run(tmp_path / "syn", "synthetic", EFFECTS)
+    report = write_report([synthetic], options=ReportOptions(compare_paper=True, figures=False))
+    assert any("--paper-dataset" in p for p in report.problems)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    config = load_config(None, methods=["initial", "demons", "voxelmorph-m", "gsmorph"], profile="smoke", out=str(out), max_test_pairs=6)
+    run(config, progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_run_writes_the_report_and_report_again_gives_identical_files(smoke_run, tmp_path):
+    report_dir = smoke_run / "report"
+    for name in TABLES:
+        assert (report_dir / name).stat().st_size > 0, name
+    for name in FIGURES:
+        for suffix in (".png", ".pdf"):
+            assert (report_dir / "figures" / (name + suffix)).stat().st_size > 1000, name + suffix
+    before = {p.relative_to(report_dir): p.read_bytes() for p in report_dir.rglob("*") if p.is_file()}
+    copied = tmp_path / "copied"
+    shutil.copytree(smoke_run, copied)
+    shutil.rmtree(copied / "report")
+    # A copied run directory, reported by a process that must not import any method plugin.
+    code = (
+        "import sys; from regbench.cli import main; rc = main(['report', sys.argv[1]]); "
+        "loaded = [m for m in sys.modules if m.startswith('regbench.methods') or m == 'ants']; "
+        "assert not loaded, loaded; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(copied)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    after = {p.relative_to(copied / "report"): p.read_bytes() for p in (copied / "report").rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    assert [k for k in before if before[k] != after[k]] == []
+
+
+@pytest.mark.slow
+def test_latex_tables_compile(smoke_run, tmp_path):
+    engine = shutil.which("pdflatex") or shutil.which("lualatex")
+    if engine is None:
+        pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        f"\\input{{{smoke_run / 'report' / 'table1.tex'}}}\n\\input{{{smoke_run / 'report' / 'table2.tex'}}}\n\\end{{document}}\n"
+    )
+    done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_table_2_lists_parameters_and_milliseconds(tmp_path):
+    acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
+    write_report([acdc], options=ReportOptions(figures=False))
+    tex = (acdc / "report" / "table2.tex").read_text()
+    assert r"GSMorph & 1.97M & 10.00$\pm$0.00" in tex and "Initial" not in tex
+    assert "milliseconds" in tex and "device" in tex
+
+
+def test_missing_per_case_is_one_error_naming_the_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty/per_case.csv does not exist"):
+        write_report([tmp_path / "empty"])
+
+
+def test_missing_required_column_is_named(tmp_path):
+    path = fake_run(tmp_path / "r", "acdc", EFFECTS)
+    pd.read_csv(path / "per_case.csv").drop(columns="status").to_csv(path / "per_case.csv", index=False)
+    with pytest.raises(DataError, match=r"per_case.csv lacks column\(s\) 'status'"):
+        write_report([path])
+
+
+def test_missing_metric_and_failed_method_are_reported_and_the_rest_written(tmp_path):
+    path = fake_run(tmp_path / "r", "acdc", EFFECTS)
+    df = pd.read_csv(path / "per_case.csv", dtype={"reason": str}).drop(columns="hd95")
+    failed = df["method"] == "gs-agr"
+    df.loc[failed, ["dice", "mse", "njd", "time_s"]] = np.nan
+    df.loc[failed, "status"], df.loc[failed, "reason"] = "failed", "RuntimeError: out of memory"
+    df.to_csv(path / "per_case.csv", index=False)
+    report = write_report([path], options=ReportOptions(figures=True))
+    assert any("lacks column 'hd95'" in p for p in report.problems)
+    assert any(p.startswith("gs-agr on acdc: all 12 cases failed (RuntimeError: out of memory)") for p in report.problems)
+    tex = (path / "report" / "table1.tex").read_text()
+    assert "HD95 (mm)" not in tex and "GS-Agr & failed & failed" in tex
+    assert (path / "report" / "figures" / "boxplots.png").exists()
