@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write tables, statistics and figures of run directories (no registration is recomputed)",
                        description="Regenerate RUN/report/ from per_case.csv and the run's saved curves and examples: "
-                       "table1.tex/.md/.csv (Table 1: Dice %%, HD95 mm, MSE x1e-2, NJD %% as mean±std, best in bold, "
+                       "table1.tex/.md/.csv (Table 1: Dice %, HD95 mm, MSE x1e-2, NJD % as mean±std, best in bold, "
                        "dagger = differs from the first --against method, paired Wilcoxon + Holm), table2.tex/.csv "
                        "(parameters, ms per pair), stats.csv and figures/*.png|pdf. Several run directories (e.g. ACDC and "
                        "M&M) make one column group per dataset.")

@@ -331,14 +331,15 @@ def _write_cache(path: Path, prepared: dict[str, list[Pair]]) -> None:
 
 
 def _read_cache(path: Path) -> dict[str, list[Pair]]:
-    with np.load(path, allow_pickle=False) as data:
-        out: dict[str, list[Pair]] = {str(s): [] for s in data["subjects"]}
-        for i, subject in enumerate(data["subject"]):
-            out[str(subject)].append(Pair(
-                fixed=data["fixed"][i], moving=data["moving"][i], fixed_label=data["fixed_label"][i], moving_label=data["moving_label"][i],
-                spacing=(float(data["spacing"][i, 0]), float(data["spacing"][i, 1])), subject=str(subject), slice=int(data["slice"][i]),
-                meta=json.loads(str(data["meta"][i])),
-            ))
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}  # each npz[k] reads the whole array: read each once
+    out: dict[str, list[Pair]] = {str(s): [] for s in data["subjects"]}
+    for i, subject in enumerate(data["subject"]):
+        out[str(subject)].append(Pair(
+            fixed=data["fixed"][i], moving=data["moving"][i], fixed_label=data["fixed_label"][i], moving_label=data["moving_label"][i],
+            spacing=(float(data["spacing"][i, 0]), float(data["spacing"][i, 1])), subject=str(subject), slice=int(data["slice"][i]),
+            meta=json.loads(str(data["meta"][i])),
+        ))
     return out
 
 
