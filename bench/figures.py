@@ -29,7 +29,6 @@ def _pyplot():
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="paper")
-    plt.rcParams["svg.hashsalt"] = "regbench"
     return plt, sns
 
 
@@ -201,7 +200,8 @@ def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[
         ax.set_ylabel(label)
         if column.startswith("loss"):
             ax.set_yscale("log")
-    axes[0].annotate("HyperMorph: (1−λ)·MSE/σ² and λ·smooth", (0.02, 0.02), xycoords="axes fraction", fontsize=6) if "hypermorph" in methods else None
+    if "hypermorph" in methods:  # its losses are weighted per sample: another scale
+        axes[0].annotate("HyperMorph: (1−λ)·MSE/σ² and λ·smooth", (0.02, 0.02), xycoords="axes fraction", fontsize=6)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), bbox_to_anchor=(0.5, -0.12), frameon=False, fontsize=8)
     fig.tight_layout()

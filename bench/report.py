@@ -105,7 +105,8 @@ def latex_escape(text: str) -> str:
 
 DATASET_NAMES = {"acdc": "ACDC", "mnm": "M&M", "synthetic": "Synthetic"}
 REQUIRED_COLUMNS = ("method", "dataset", "subject", "slice", "status")
-STRUCTURE_METRICS = ["dice_lv", "dice_myo", "dice_rv", "hd95_lv", "hd95_myo", "hd95_rv"]
+# --per-structure: Dice, its structures, HD95, its structures, then MSE and NJD
+TABLE1_WITH_STRUCTURES = ["dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv", "mse", "njd"]
 NO_DEFORMATION = ("initial",)  # the paper prints '-' for Initial's NJD
 DEFORMATION_METRICS = {"njd", "sdlogj"}
 DAGGER = "†"
@@ -355,14 +356,11 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     for (dataset, method), reason in failed_methods(per_case).items():
         report.problems.append(f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})")
     datasets = list(dict.fromkeys(per_case["dataset"]))
-    metrics = [m for m in TABLE1_METRICS + (STRUCTURE_METRICS if options.per_structure else []) if m in per_case]
-    metrics = [m for m in TABLE1_METRICS if m in metrics] + [m for m in metrics if m not in TABLE1_METRICS]
-    if options.per_structure:  # Dice, its structures, HD95, its structures, then MSE and NJD
-        metrics = [m for m in ["dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv", "mse", "njd"] if m in per_case]
+    metrics = [m for m in (TABLE1_WITH_STRUCTURES if options.per_structure else TABLE1_METRICS) if m in per_case]
     summaries = {d: summary_frame(per_case_frame(per_case[per_case["dataset"] == d].to_dict("records"))) for d in datasets}
 
     out = report.out_dir
-    stats = paired_tests(per_case, options.references, [m for m in metrics], options.alpha)
+    stats = paired_tests(per_case, options.references, metrics, options.alpha)
     for reference in options.references:
         if reference not in set(per_case["method"]):
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")

@@ -9,6 +9,7 @@ split and cache: :mod:`regbench.datasets.cine`.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import DataError
@@ -43,6 +44,7 @@ class ACDC(CineDataset):
     name = "acdc"
     env_var = "REGBENCH_ACDC_ROOT"
 
+    @cached_property
     def _folders(self) -> dict[str, Path]:
         folders = {p.name: p for subset in SUBSETS for p in iterate_dirs(self.root / subset, lambda p: p.name.startswith("patient"))}
         if not folders:
@@ -50,10 +52,10 @@ class ACDC(CineDataset):
         return folders
 
     def case_ids(self) -> list[str]:
-        return list(self._folders())
+        return list(self._folders)
 
     def load_case(self, subject: str) -> CineCase:
-        folder = self._folders()[subject]
+        folder = self._folders[subject]
         info = read_info(folder / "Info.cfg")
         frames = {}
         for key in ("ED", "ES"):

@@ -50,6 +50,7 @@ class MnM(CineDataset):
             raise DataError(f"{path}: column(s) {missing} missing")
         return path, {str(r["External code"]).strip(): r for r in table.to_dict("records")}
 
+    @cached_property
     def _folders(self) -> dict[str, Path]:
         folders = {}
         for subset in SUBSETS:
@@ -60,10 +61,10 @@ class MnM(CineDataset):
         return folders
 
     def case_ids(self) -> list[str]:
-        return list(self._folders())
+        return list(self._folders)
 
     def load_case(self, subject: str) -> CineCase:
-        folder = self._folders()[subject]
+        folder = self._folders[subject]
         csv_path, rows = self.metadata
         if subject not in rows:
             raise DataError(f"{csv_path}: case code {subject!r} (folder {folder}) is not in the metadata CSV")

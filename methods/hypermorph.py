@@ -45,7 +45,6 @@ from ..trainer import per_sample_smoothness
 from .voxelmorph import WeightedSum
 
 SELECTION_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-SELECTION_CRITERIA = ("dice",)
 SIGMA = 0.05
 
 

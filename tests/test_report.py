@@ -173,3 +173,15 @@ def test_missing_metric_and_failed_method_are_reported_and_the_rest_written(tmp_
     tex = (path / "report" / "table1.tex").read_text()
     assert "HD95 (mm)" not in tex and "GS-Agr & failed & failed" in tex
     assert (path / "report" / "figures" / "boxplots.png").exists()
+
+
+def test_per_structure_columns_follow_dice_and_hd95(tmp_path):
+    path = fake_run(tmp_path / "r", "acdc", EFFECTS)
+    df = pd.read_csv(path / "per_case.csv")
+    for s in ("lv", "myo", "rv"):
+        df[f"dice_{s}"], df[f"hd95_{s}"] = df["dice"], df["hd95"]
+    df.to_csv(path / "per_case.csv", index=False)
+    write_report([path], options=ReportOptions(per_structure=True, digits=1, figures=False))
+    header = next(line for line in (path / "report" / "table1.tex").read_text().splitlines() if line.startswith("Method"))
+    assert header.split(" & ")[1:6] == [r"Dice (\%)", r"Dice LV (\%)", r"Dice Myo (\%)", r"Dice RV (\%)", "HD95 (mm)"]
+    assert "GSMorph & \\textbf{" in (path / "report" / "table1.tex").read_text()
