@@ -142,15 +142,11 @@ def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, exampl
     args = (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)
     if jobs == 1:
         for pair in pairs:
-            yield evaluate_case(method, pair, *args, keep_example=_key(pair) in examples)
+            yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
         return
     yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(evaluate_case)(method, pair, *args, keep_example=_key(pair) in examples) for pair in pairs
+        delayed(evaluate_case)(method, pair, *args, keep_example=pair.key in examples) for pair in pairs
     )
-
-
-def _key(pair: Pair) -> tuple[str, int]:
-    return (pair.subject, int(pair.slice))
 
 
 def example_name(subject: str, slice_: int) -> str:
@@ -218,9 +214,7 @@ def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str) ->
     """A method's parameter sweep on the test pairs (per parameter value and pair), for the reports."""
     import pandas as pd
 
-
     rows = [{"method": method.name, "dataset": dataset, **row} for row in method.sweep(pairs)]
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
@@ -252,7 +246,7 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
         test_pairs = test_pairs[:limit]
     manifest["test_pairs"] = len(test_pairs)
     example_pairs = test_pairs[: config.example_pairs]
-    examples = {_key(p) for p in example_pairs}
+    examples = {p.key for p in example_pairs}
     for pair in example_pairs:
         save_example_pair(run_dir, pair)
     result = RunResult(run_dir)
@@ -261,7 +255,7 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
             options = method_options(name, config)
             bind_method(run_dir, manifest, name, options)
             done = store.done(name)
-            pending = [p for p in test_pairs if (p.subject, int(p.slice)) not in done]
+            pending = [p for p in test_pairs if p.key not in done]
             result.skipped[name] = len(test_pairs) - len(pending)
             sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
             want_sweep = config.sweep and not sweep_path.exists()

@@ -144,16 +144,6 @@ ACDC_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(ACDC_CASES))
-def test_bad_acdc_input_is_one_clear_error_and_leaves_no_cache(case, acdc_root, tmp_path):
-    breaks, message = ACDC_CASES[case]
-    breaks(acdc_root)
-    data = dataset("acdc", acdc_root, tmp_path)
-    with pytest.raises(DataError, match=message):
-        data.pairs("train")
-    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
-
-
 MNM_CODE = "A0B0C0"
 MNM_CASES = {
     "code missing from the CSV": (lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(MNM_CODE, "ZZZZZZ")), r"case code 'A0B0C0' .* is not in the metadata CSV"),
@@ -164,13 +154,15 @@ MNM_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(MNM_CASES))
-def test_bad_mnm_input_is_one_clear_error_and_leaves_no_cache(case, mnm_root, tmp_path):
-    breaks, message = MNM_CASES[case]
-    breaks(mnm_root)
-    data = dataset("mnm", mnm_root, tmp_path)
+BAD_INPUT = [("acdc", make_acdc, case, *ACDC_CASES[case]) for case in ACDC_CASES] + [("mnm", make_mnm, case, *MNM_CASES[case]) for case in MNM_CASES]
+
+
+@pytest.mark.parametrize("name, make, case, breaks, message", BAD_INPUT, ids=[f"{n}: {c}" for n, _, c, _, _ in BAD_INPUT])
+def test_bad_input_is_one_clear_error_and_leaves_no_cache(name, make, case, breaks, message, tmp_path):
+    root = make(tmp_path / name)
+    breaks(root)
     with pytest.raises(DataError, match=message):
-        data.pairs("train")
+        dataset(name, root, tmp_path).pairs("train")
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
