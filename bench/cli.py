@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-paper", action="store_true", help="also write compare_paper.csv/.md: this run next to the paper's Table 1")
     p.add_argument("--paper-dataset", choices=["acdc", "mnm"], help="compare with this dataset of the paper (default: the run's own)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
+    p.add_argument("--layout", choices=["auto", "plain", "fit", "wide"], default="auto",
+                   help="Table 1's LaTeX: plain (table, booktabs), fit (scaled to \\linewidth, needs graphicx), wide "
+                   "(table* across both columns of a two-column class, scaled to \\textwidth, needs graphicx); "
+                   "auto (default): fit for several datasets or --per-structure, else plain")
 
     p = sub.add_parser("data", help="dataset tools: `data check` validates a download")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -125,7 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(config, progress=not args.no_progress, retrain=args.retrain)
     print(f"run directory: {result.run_dir}")
     for name in sorted(set(result.evaluated) | set(result.skipped)):
-        print(f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored")
+        retried = result.retried.get(name, 0)
+        print(f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored"
+              + (f" ({retried} failed before and retried)" if retried else ""))
     summary = result.run_dir / "summary.csv"
     if summary.exists():
         import pandas as pd
@@ -136,9 +142,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(df[cols].to_string(index=False))
     if result.report is not None:
         print_report(result.report)
+    for name, count in result.some_cases_failed.items():
+        print(f"regbench: warning: {name}: {count} case(s) failed (reasons in per_case.csv); they are retried by the next run", file=sys.stderr)
+    for name, why in result.all_cases_failed.items():
+        print(f"regbench: error: method {name}: every case failed, e.g. {why}", file=sys.stderr)
     for name, why in result.failed_methods.items():
         print(f"regbench: error: method {name} did not run: {why}", file=sys.stderr)
-    return 1 if result.failed_methods else 0
+    return 0 if result.ok else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -154,10 +164,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.digits < 0:
         raise ConfigError(f"--digits must be 0 or more, got {args.digits}")
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     options = ReportOptions(
         per_structure=args.per_structure, digits=args.digits, caption=args.caption, label=args.label,
         references=tuple(m.strip() for m in args.against.split(",") if m.strip()), alpha=args.alpha,
         compare_paper=args.compare_paper or bool(args.paper_dataset), paper_dataset=args.paper_dataset, figures=not args.no_figures,
+        layout=args.layout,
     )
     report = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, options)
     print_report(report)
@@ -211,6 +224,10 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     from .interface import is_trainable
+
+    for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
     from .perf import benchmark_pairs, format_case_timings, format_step_timings, time_cases, time_training_steps
     from .registry import METHODS
 
@@ -244,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except RegbenchError as exc:
         print(f"regbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the user named cannot be read or written: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"regbench: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("regbench: interrupted; finished cases are stored, run the same command to resume", file=sys.stderr)

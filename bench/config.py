@@ -74,18 +74,32 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
+        if not isinstance(self.methods, list) or not all(isinstance(m, str) for m in self.methods):
+            raise ConfigError(f"methods must be a list of names or patterns, got {self.methods!r}")
+        self.methods = [m.strip() for m in self.methods if m.strip()]
+        if not self.methods:
+            raise ConfigError("no method given (methods is empty); name at least one, e.g. --methods initial,gsmorph, or '*' for all")
         get_profile(self.profile)
+        if self.max_test_pairs is not None and (isinstance(self.max_test_pairs, bool) or not isinstance(self.max_test_pairs, int) or self.max_test_pairs < 1):
+            raise ConfigError(f"max_test_pairs (--max-pairs) must be a positive integer, got {self.max_test_pairs!r}; leave it out to evaluate every test pair")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.example_pairs, bool) or not isinstance(self.example_pairs, int) or self.example_pairs < 0:
+            raise ConfigError(f"example_pairs must be a non-negative integer, got {self.example_pairs!r}")
         if self.hd95_convention not in HD95_CONVENTIONS:
             raise ConfigError(f"hd95_convention {self.hd95_convention!r} is not one of {HD95_CONVENTIONS}")
         if self.jacobian_scheme not in JACOBIAN_SCHEMES:
             raise ConfigError(f"jacobian_scheme {self.jacobian_scheme!r} is not one of {JACOBIAN_SCHEMES}")
-        if not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
             raise ConfigError(f"jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         for key in ("dataset_options", "method_options"):
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"{key} must be a mapping, got {type(getattr(self, key)).__name__}")
+        for name, options in self.method_options.items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"method_options[{name!r}] must be a mapping of option: value, got {options!r}")
 
     @property
     def out_dir(self) -> Path:
@@ -108,6 +122,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             loaded = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

@@ -8,6 +8,7 @@ runs the network in eval mode without gradients, crops back, and returns the flo
 
 from __future__ import annotations
 
+import difflib
 import io
 from dataclasses import asdict
 from pathlib import Path
@@ -75,6 +76,11 @@ class DeepRegistration:
         return dict(PROFILE_SETTINGS.get(profile, {}))
 
     # -- method interface ------------------------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        """The settings this object trains and runs with (recorded in the manifest), device resolved."""
+        weight = getattr(self.combiner, "weight", None)
+        return {**asdict(self.settings), "device": str(self.device), **({"lam": weight} if weight is not None and self.objective is None else {})}
+
     def num_parameters(self) -> int:
         return count_parameters(self.model)
 
@@ -134,7 +140,13 @@ class DeepRegistration:
 
 
 def settings_from_options(options: dict[str, Any]) -> TrainSettings:
-    unknown = set(options) - TrainSettings.names()
+    unknown = sorted(set(options) - TrainSettings.names())
     if unknown:
-        raise ConfigError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TrainSettings.names())}")
+        hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, sorted(TrainSettings.names()), n=1)) else "") for u in unknown)
+        raise ConfigError(f"unknown training option {hints}; known: {', '.join(sorted(TrainSettings.names()))}")
     return TrainSettings(**options)
+
+
+def deep_option_names(*extra: str) -> set[str]:
+    """The options of a deep method's factory: device, progress, the TrainSettings fields and ``extra``."""
+    return {"device", "progress", *TrainSettings.names(), *extra}

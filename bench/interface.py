@@ -101,3 +101,23 @@ def validate_images(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, 
     if fixed.shape != moving.shape:
         raise InputError(f"fixed and moving images differ in shape: {fixed.shape} vs {moving.shape}")
     return fixed.astype(np.float32, copy=False), moving.astype(np.float32, copy=False)
+
+
+def validate_registration(registration: Any, shape: tuple[int, ...]) -> Registration:
+    """Check a method's answer before it is scored: a Registration whose moved image has ``shape`` and whose
+    flow is (2, *shape), both finite. Raises InputError naming the array at fault (a NaN flow would otherwise
+    score as a valid case with a plausible Dice)."""
+    if not isinstance(registration, Registration):
+        raise InputError(f"register() returned {type(registration).__name__}, not regbench.Registration")
+    moved, flow = np.asarray(registration.moved), np.asarray(registration.flow)
+    if flow.shape != (2, *shape):
+        raise InputError(f"flow has shape {flow.shape}, expected {(2, *shape)} (channel 0 rows, channel 1 columns, pixels)")
+    if moved.shape != tuple(shape):
+        raise InputError(f"moved image has shape {moved.shape}, expected {tuple(shape)}")
+    for name, array in (("flow", flow), ("moved image", moved)):
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"{name} has non-numeric dtype {array.dtype}")
+        bad = int(array.size - np.isfinite(array).sum())
+        if bad:
+            raise InputError(f"{name} has {bad} non-finite value(s) (NaN/inf) of {array.size}")
+    return registration

@@ -15,7 +15,7 @@ import inspect
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from .errors import ConfigError, RegistryError
+from .errors import ConfigError, RegbenchError, RegistryError
 
 
 class Registry:
@@ -27,6 +27,7 @@ class Registry:
         self._builtins = dict(builtins)  # name -> module that registers it on import
         self._factories: dict[str, Callable[..., Any]] = {}
         self._origins: dict[str, str] = {}
+        self._providers: dict[str, str] = {}  # name -> "distribution version" for entry-point plugins
         self._entry_points: dict[str, Any] | None = None
 
     # -- registration -----------------------------------------------------------------------------
@@ -85,22 +86,47 @@ class Registry:
         return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}."
 
     def get(self, name: str) -> Callable[..., Any]:
-        """The factory for ``name``, importing its built-in module or entry point on first use."""
+        """The factory for ``name``, importing its built-in module or entry point on first use.
+
+        A module that fails to import, or an entry point whose module registers other names, is a
+        RegistryError naming the module and what it registered instead."""
         if name not in self._factories:
-            if name in self._builtins:
-                importlib.import_module(self._builtins[name])
-            elif name in self._plugin_entry_points():
-                loaded = self._plugin_entry_points()[name].load()
-                if name not in self._factories and callable(loaded) and not inspect.ismodule(loaded):
-                    self.add(name, loaded)
+            before = set(self._factories)
+            source = ""
+            try:
+                if name in self._builtins:
+                    source = f"module {self._builtins[name]}"
+                    importlib.import_module(self._builtins[name])
+                elif name in self._plugin_entry_points():
+                    ep = self._plugin_entry_points()[name]
+                    source = f"entry point {name!r} = {ep.value!r} (group {self.group})"
+                    loaded = ep.load()
+                    if ep.dist is not None:
+                        self._providers[name] = f"{ep.dist.name} {ep.dist.version}"
+                    if name not in self._factories and callable(loaded) and not inspect.ismodule(loaded):
+                        self.add(name, loaded)
+            except RegistryError:
+                raise
+            except Exception as exc:  # ImportError, or anything the plugin's module raises on import
+                raise RegistryError(f"{self.kind} {name!r} cannot be loaded: {source} failed to import ({type(exc).__name__}: {exc})") from None
             if name not in self._factories:
                 if name in self.names():
-                    raise RegistryError(f"{self.kind} {name!r} is listed but its module did not register it")
+                    added = sorted(set(self._factories) - before)
+                    instead = f"; it registered {', '.join(repr(a) for a in added)} instead" if added else "; it registered nothing"
+                    raise RegistryError(
+                        f"{self.kind} {name!r} is listed by {source or 'a plugin'} but was not registered under that name{instead}. "
+                        "An entry point's name must equal the name the module registers."
+                    )
                 raise RegistryError(self._unknown_message(name))
         return self._factories[name]
 
+    def option_names(self, name: str) -> set[str] | None:
+        """The keyword options ``name``'s factory takes, or None where it does not say."""
+        return _accepted_options(self.get(name))
+
     def create(self, name: str, **options: Any) -> Any:
-        """Build ``name`` with keyword options; an option the factory does not take is a clear error."""
+        """Build ``name`` with keyword options; an unknown option or a value the factory rejects is a
+        ConfigError naming the method and the option."""
         factory = self.get(name)
         accepted = _accepted_options(factory)
         if accepted is not None:
@@ -111,7 +137,12 @@ class Registry:
                 raise ConfigError(
                     f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}."
                 )
-        obj = factory(**options)
+        try:
+            obj = factory(**options)
+        except RegbenchError:
+            raise  # already names the file, key or value
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.kind} {name!r} rejects its options {options!r}: {type(exc).__name__}: {exc}") from None
         if getattr(obj, "name", None) in (None, ""):
             try:
                 obj.name = name
@@ -119,9 +150,43 @@ class Registry:
                 pass
         return obj
 
+    def display_name(self, name: str, obj: Any = None) -> str:
+        """How tables print ``name``: the object's or factory's ``display_name`` attribute, else the name."""
+        for holder in (obj, self._factories.get(name)):
+            text = getattr(holder, "display_name", None)
+            if isinstance(text, str) and text:
+                return text
+        return name
+
+    def provider(self, name: str) -> str | None:
+        """The distribution (and version) that provides ``name``: the entry point's, or the one that ships the
+        factory's top-level module (regbench for built-ins); None for a method defined in a script."""
+        if name in self._providers:
+            return self._providers[name]
+        module = getattr(self._factories.get(name), "__module__", "") or ""
+        top = module.split(".")[0]
+        from importlib import metadata
+
+        try:
+            dists = metadata.packages_distributions().get(top, [])
+        except Exception:  # pragma: no cover - broken metadata of some other package
+            dists = []
+        if not dists and top == "regbench":
+            dists = ["regbench"]
+        for dist in dists:
+            try:
+                return f"{dist} {metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
 
 def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
-    """Keyword names a factory takes, or None where it takes **kwargs (then it checks them itself)."""
+    """Keyword names a factory takes: its ``option_names`` attribute where it declares one, else its signature;
+    None where it takes **kwargs without declaring them (then it checks them itself)."""
+    declared = getattr(factory, "option_names", None)
+    if declared is not None:
+        return set(declared() if callable(declared) else declared)
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):

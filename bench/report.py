@@ -86,11 +86,18 @@ def format_params(n: Any) -> str:
     return str(n)
 
 
-DISPLAY_NAMES = {
-    "initial": "Initial", "demons": "Demons", "demons-fastsym": "Demons (fast symmetric)", "syn": "SyN",
-    "voxelmorph-s": "VoxelMorph-s", "voxelmorph-m": "VoxelMorph-m", "voxelmorph-l": "VoxelMorph-l",
-    "hypermorph": "HyperMorph", "gs-agr": "GS-Agr", "gs-pcgrad": "GS-PCGrad", "gsmorph": "GSMorph",
-}
+# Display names of the report being written: each method declares its own (``display_name`` on the plugin),
+# the runner records it in the manifest (``method_info``), and the report reads it from there, so no method
+# code is imported. A run without it (made by hand, or before names were recorded) prints the method's name.
+DISPLAY_NAMES: dict[str, str] = {}
+
+
+def use_display_names(manifests: Sequence[dict[str, Any]]) -> None:
+    DISPLAY_NAMES.clear()
+    for manifest in manifests:
+        for method, info in (manifest.get("method_info") or {}).items():
+            if isinstance(info, dict) and isinstance(info.get("display_name"), str):
+                DISPLAY_NAMES.setdefault(method, info["display_name"])
 
 
 def _display_name(method: str) -> str:
@@ -125,6 +132,7 @@ class ReportOptions:
     compare_paper: bool = False
     paper_dataset: str | None = None  # compare this run with the paper's acdc or mnm numbers
     figures: bool = True
+    layout: str = "auto"  # Table 1's LaTeX: plain | fit | wide | auto (see LAYOUTS)
 
 
 @dataclass
@@ -210,13 +218,30 @@ def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], dig
     return pd.DataFrame(rows)
 
 
-def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str) -> str:
+# Table 1's LaTeX layouts. plain: a table of natural width (booktabs). fit: scaled down to \linewidth when wider
+# (graphicx), never up. wide: table* (both columns of a two-column class), scaled down to \textwidth.
+LAYOUTS = ("auto", "plain", "fit", "wide")
+
+
+def resolve_layout(layout: str, n_datasets: int, per_structure: bool) -> str:
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "auto":
+        return "fit" if n_datasets > 1 or per_structure else "plain"
+    return layout
+
+
+def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str, layout: str = "plain") -> str:
     """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
     n = len(metrics)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{l" + ("c" * n) * len(datasets) + "}", r"\toprule"]
+    env = "table*" if layout == "wide" else "table"
+    width = r"\textwidth" if layout == "wide" else r"\linewidth"
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}"]
+    if layout in ("fit", "wide"):
+        lines.append(rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%")
+    lines += [r"\begin{tabular}{l" + ("c" * n) * len(datasets) + "}", r"\toprule"]
     if len(datasets) > 1 or datasets[0] != "":
         groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(_dataset_name(d))}}}" for d in datasets)
         rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(datasets)))
@@ -239,7 +264,7 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
                     text += r"$^{\dagger}$"
                 out.append(text)
         lines.append(" & ".join(out) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if layout in ("fit", "wide") else ""), rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 
@@ -348,11 +373,20 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if not run_dirs:
         raise DataError("no run directory given")
     report = Report(Path(out_dir) if out_dir else run_dirs[0] / "report")
+    layout = resolve_layout(options.layout, 1, options.per_structure)  # checks the value before any work
+    unique: dict[Path, Path] = {}
+    for run_dir in run_dirs:
+        if run_dir.resolve() in unique:
+            report.problems.append(f"{run_dir} is given more than once: read once")
+        unique.setdefault(run_dir.resolve(), run_dir)
+    run_dirs = list(unique.values())
     frames, manifests = [], []
     for run_dir in run_dirs:
         frames.append(load_per_case(run_dir, report.problems))
         manifests.append(read_manifest_if_any(run_dir))
-    per_case = pd.concat(frames, ignore_index=True)
+    prepare_output_dir(report.out_dir)
+    per_case = merge_runs(run_dirs, frames, manifests, report.problems)
+    use_display_names(manifests)
     for (dataset, method), reason in failed_methods(per_case).items():
         report.problems.append(f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})")
     datasets = list(dict.fromkeys(per_case["dataset"]))
@@ -377,8 +411,9 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         + (f" $^{{\\dagger}}$: differs from {latex_escape(reference_name)} (paired Wilcoxon signed-rank, Holm-corrected, "
            f"$p<{options.alpha}$)." if marks else "")
     )
+    layout = resolve_layout(options.layout, len(datasets), options.per_structure)
     report.written += [
-        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label)),
+        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout)),
         _write(out / "table1.md", table1_markdown(cells, datasets, metrics)),
         _write(out / "table1.csv", cells.to_csv(index=False)),
     ]
@@ -424,6 +459,53 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             except Exception as exc:  # one figure failing must not lose the others
                 report.problems.append(f"figure {name} could not be drawn: {type(exc).__name__}: {exc}")
     return report
+
+
+CASE_KEY = ["dataset", "method", "subject", "slice"]
+# What must agree for two run directories of one dataset to be merged into one column group.
+MERGE_KEYS = ("dataset", "dataset_options", "profile", "seed", "hd95_convention", "jacobian_scheme")
+
+
+def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifests: Sequence[dict[str, Any]], problems: list[str]) -> pd.DataFrame:
+    """One frame of every run's cases. Runs of one dataset are merged when their settings agree (fingerprint,
+    and the options of every method they share), each case kept once; otherwise a DataError names the
+    difference. Runs of different datasets become separate column groups."""
+    first: dict[str, int] = {}  # dataset -> index of the first run holding it
+    for i, frame in enumerate(frames):
+        for dataset in dict.fromkeys(frame["dataset"]):
+            if dataset not in first:
+                first[dataset] = i
+                continue
+            j = first[dataset]
+            a, b = manifests[j], manifests[i]
+            if not a or not b:
+                missing = run_dirs[j] if not a else run_dirs[i]
+                raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r}, and {missing / 'manifest.json'} is missing or "
+                                "unreadable, so their settings cannot be compared; report them separately")
+            fa, fb = a.get("fingerprint", {}), b.get("fingerprint", {})
+            diffs = [k for k in MERGE_KEYS if fa.get(k) != fb.get(k)]
+            shared = set(a.get("methods", {})) & set(b.get("methods", {})) & set(frame["method"]) & set(frames[j]["method"])
+            diffs += [f"options of {m}" for m in sorted(shared) if a["methods"][m] != b["methods"][m]]
+            if diffs:
+                detail = "; ".join(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" if k in MERGE_KEYS else k for k in diffs)
+                raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r} with different settings ({detail}): "
+                                "they cannot share a column of Table 1; report them separately")
+    per_case = pd.concat(frames, ignore_index=True)
+    key = CASE_KEY + (["seed"] if "seed" in per_case else [])
+    duplicated = per_case.duplicated(key, keep="first")
+    if duplicated.any():
+        problems.append(f"{int(duplicated.sum())} case(s) appear in more than one run directory: each is counted once (the first run's)")
+    return per_case[~duplicated].reset_index(drop=True)
+
+
+def prepare_output_dir(out: Path) -> None:
+    """The report's folder exists and is writable, else one error naming it (before anything is computed)."""
+    from .store import prepare_run_dir
+
+    try:
+        prepare_run_dir(out)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("choose another --out", "use --out DIR to write the report elsewhere")) from None
 
 
 def _write(path: Path, text: str) -> Path:

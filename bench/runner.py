@@ -7,6 +7,7 @@ trained (or loaded) on the train split first, with checkpoints under ``RUN/model
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import os
@@ -22,12 +23,14 @@ from joblib import Parallel, delayed
 
 from .config import RunConfig, get_profile
 from .errors import ConfigError, RegbenchError
-from .interface import Pair, is_trainable, num_parameters
+from .interface import Pair, is_trainable, num_parameters, validate_registration
 from .metrics import evaluate
 from .provenance import environment
 from .registry import DATASETS, METHODS, method_sort_key
 from .report import ReportOptions, write_report, write_run_tables
-from .store import RunStore, atomic_write_bytes, atomic_write_text, bind_method, bind_run_dir, write_manifest
+from .store import (
+    RunStore, atomic_write_bytes, atomic_write_text, bind_method, bind_run_dir, check_method_binding, prepare_run_dir, write_manifest,
+)
 
 log = logging.getLogger("regbench")
 
@@ -43,7 +46,15 @@ class RunResult:
     evaluated: dict[str, int] = field(default_factory=dict)  # method -> cases computed in this call
     skipped: dict[str, int] = field(default_factory=dict)  # method -> cases already stored
     failed_methods: dict[str, str] = field(default_factory=dict)  # method -> why it could not run at all
+    all_cases_failed: dict[str, str] = field(default_factory=dict)  # method -> first reason, no case succeeded
+    some_cases_failed: dict[str, int] = field(default_factory=dict)  # method -> failed cases (others succeeded)
+    retried: dict[str, int] = field(default_factory=dict)  # method -> failed cases computed again in this call
     report: Any = None  # the regbench.report.Report written at the end
+
+    @property
+    def ok(self) -> bool:
+        """False when a method could not run or none of a method's cases succeeded (the CLI exits 1)."""
+        return not (self.failed_methods or self.all_cases_failed)
 
 
 def limit_threads(n: int | None) -> None:
@@ -99,6 +110,7 @@ def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int
         start = time.perf_counter()
         registration = method.register(pair.fixed, pair.moving)
         elapsed = time.perf_counter() - start
+        validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
         row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme))
         row.update(time_s=elapsed, status="ok", reason="")
         if keep_example:
@@ -108,6 +120,52 @@ def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int
         row.update(n_skipped=0, skipped="", status="failed", reason=f"{type(exc).__name__}: {exc}".strip())
         log.debug("case %s/%s/%s failed:\n%s", method.name, pair.subject, pair.slice, traceback.format_exc())
     return row
+
+
+def check_method_options(config: RunConfig) -> None:
+    """Every key of ``method_options`` names a registered method (options for a registered method that is not
+    in this run are kept for other runs of the same config)."""
+    known = METHODS.names()
+    for name in config.method_options:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            raise ConfigError(f"method_options names unknown method {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f". Known: {', '.join(known)}.")
+
+
+def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Build every method of the run before any work starts: a bad option (with did-you-mean) is one
+    ConfigError naming the method, raised before anything is computed or recorded. name → (options, object)."""
+    check_method_options(config)
+    built = {}
+    for name in names:
+        options = method_options(name, config)
+        built[name] = (options, METHODS.create(name, **options))
+    return built
+
+
+def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, Any]:
+    """What the manifest records beside the given options: the options the method actually resolved (its own
+    ``options()`` where it has one, else the factory's defaults plus those given), the distribution that
+    provides it, and its display name."""
+    resolved: dict[str, Any] = {}
+    try:
+        resolved.update({k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items() if p.default is not p.empty})
+    except (TypeError, ValueError):
+        pass
+    resolved.update(options)
+    own = getattr(method, "options", None)
+    if callable(own):
+        resolved.update(own())
+    resolved.pop("progress", None)
+    return {"display_name": METHODS.display_name(name, method), "provider": METHODS.provider(name), "resolved_options": resolved}
+
+
+def check_device(device: str) -> None:
+    """A CUDA device asked for where there is none is refused before any work (not after the CPU methods)."""
+    if str(device).startswith("cuda"):
+        from .trainer import resolve_device
+
+        resolve_device(str(device))
 
 
 def method_options(name: str, config: RunConfig) -> dict[str, Any]:
@@ -145,8 +203,17 @@ def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, exampl
             yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
         return
     yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(evaluate_case)(method, pair, *args, keep_example=pair.key in examples) for pair in pairs
+        delayed(_evaluate_case_in_worker)(method, pair, *args, keep_example=pair.key in examples) for pair in pairs
     )
+
+
+def _evaluate_case_in_worker(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """evaluate_case in a joblib worker, which leaves Ctrl-C to the main process: the terminal sends SIGINT
+    to the whole process group, and each worker would otherwise print its own traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return evaluate_case(*args, **kwargs)
 
 
 def example_name(subject: str, slice_: int) -> str:
@@ -187,13 +254,14 @@ def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = Fa
 def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = False) -> Path:
     """Train one method on the dataset's train split into ``RUN/models/NAME/`` (resuming); no evaluation."""
     config.methods = [name]
-    dataset = build_dataset(config)
-    manifest = bind_run_dir(config.out_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
-    options = method_options(name, config)
-    bind_method(config.out_dir, manifest, name, options)
-    method = METHODS.create(name, **options)
+    check_device(config.device)
+    options, method = build_methods(config, [name])[name]
     if not is_trainable(method):
         raise ConfigError(f"method {name!r} is not trainable (it has no fit/save/load)")
+    prepare_run_dir(config.out_dir)
+    dataset = build_dataset(config)
+    manifest = bind_run_dir(config.out_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
+    bind_method(config.out_dir, manifest, name, options, method_info(name, options, method))
     if hasattr(method, "progress"):
         method.progress = progress
     model_dir = config.out_dir / "models" / name
@@ -235,10 +303,18 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     from tqdm.auto import tqdm
 
     methods = METHODS.resolve(config.methods)
+    if not methods:
+        raise ConfigError(f"no method matches {config.methods!r}")
     methods.sort(key=method_sort_key)
-    dataset = build_dataset(config)
+    # Everything a user can get wrong is checked before any work: device, run directory, every method's options.
+    check_device(config.device)
     run_dir = config.out_dir
+    prepare_run_dir(run_dir)
+    built = build_methods(config, methods)
+    dataset = build_dataset(config)
     manifest = bind_run_dir(run_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
+    for name, (options, _) in built.items():
+        check_method_binding(run_dir, manifest, name, options)
     store = RunStore(run_dir)
     write_split(run_dir, dataset)
     test_pairs = dataset.pairs("test")
@@ -251,17 +327,17 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
         save_example_pair(run_dir, pair)
     result = RunResult(run_dir)
     for name in methods:
+        options, method = built[name]
         try:
-            options = method_options(name, config)
-            bind_method(run_dir, manifest, name, options)
-            done = store.done(name)
+            bind_method(run_dir, manifest, name, options, method_info(name, options, method))
+            done, failed = store.done(name), store.failed(name)
             pending = [p for p in test_pairs if p.key not in done]
             result.skipped[name] = len(test_pairs) - len(pending)
+            result.retried[name] = sum(p.key in failed for p in pending)
             sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
             want_sweep = config.sweep and not sweep_path.exists()
             if not pending and not want_sweep:
                 continue
-            method = METHODS.create(name, **options)
             sweeps = want_sweep and callable(getattr(method, "sweep", None))
             if not pending and not sweeps:
                 continue
@@ -291,6 +367,17 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
         result.evaluated[name] = count
         if sweeps:
             write_sweep(sweep_path, method, test_pairs, config.dataset)
+        built[name] = (options, None)  # free the model before the next method
+    test_keys = {p.key for p in test_pairs}
+    for name in methods:
+        if name in result.failed_methods:
+            continue
+        rows = [r for (m, s, z), r in store.rows.items() if m == name and (s, z) in test_keys]
+        failures = [r for r in rows if r.get("status") != "ok"]
+        if rows and len(failures) == len(rows):
+            result.all_cases_failed[name] = str(failures[0].get("reason") or "no reason recorded")
+        elif failures:
+            result.some_cases_failed[name] = len(failures)
     write_run_tables(run_dir, store.all_rows())
     if report:
         result.report = write_report([run_dir], options=ReportOptions())

@@ -2,7 +2,9 @@
 
 ``cases.jsonl`` gets one JSON line per finished case (success or failure), flushed and fsynced before the
 runner moves on, so a run killed at any moment loses at most the case in flight; a torn last line is
-dropped on reopening. The manifest ties the directory to one dataset and one set of settings: adding methods
+dropped on reopening, while a damaged line anywhere else is an error naming the file and line (nothing is
+truncated behind the user's back). A failed case is retried by the next run: its new line supersedes the
+old one (the last line of a key wins), and cases that succeeded are never recomputed. The manifest ties the directory to one dataset and one set of settings: adding methods
 is allowed, other data or settings is refused.
 """
 
@@ -21,11 +23,22 @@ CASES_FILE = "cases.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+
+    The file gets the mode a plain ``open()`` would give (0666 less the umask): ``mkstemp`` creates 0600,
+    which colleagues and containers under another user could not read."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -62,28 +75,44 @@ class RunStore:
         if not self.path.exists():
             return
         raw = self.path.read_bytes()
+        lines = raw.splitlines(keepends=True)
         good_end = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn write from an interrupted run
+        for number, line in enumerate(lines, 1):
+            last = number == len(lines)
             try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no end of line")
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self.rows[(row["method"], str(row["subject"]), int(row["slice"]))] = row
+                key = self.key(row)
+            except (ValueError, KeyError, TypeError) as exc:
+                if last:
+                    break  # torn write of the case in flight when a run was killed: dropped, recomputed
+                raise ConfigError(
+                    f"{self.path} line {number} is damaged ({type(exc).__name__}: {exc}); the {len(lines) - number} "
+                    "line(s) after it are intact. Delete or repair that line, then run again."
+                ) from None
+            self.rows[key] = row  # a later line of a key (a retried failure) supersedes the earlier one
             good_end += len(line)
         if good_end != len(raw):
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
 
+    @staticmethod
+    def key(row: dict[str, Any]) -> tuple[str, str, int]:
+        return (row["method"], str(row["subject"]), int(row["slice"]))
+
     def done(self, method: str) -> set[tuple[str, int]]:
-        return {(s, z) for (m, s, z) in self.rows if m == method}
+        """Cases of ``method`` stored as successful (failed ones are computed again)."""
+        return {(s, z) for (m, s, z), row in self.rows.items() if m == method and row.get("status") == "ok"}
+
+    def failed(self, method: str) -> set[tuple[str, int]]:
+        return {(s, z) for (m, s, z), row in self.rows.items() if m == method and row.get("status") != "ok"}
 
     def append(self, row: dict[str, Any]) -> None:
         row = {k: _jsonable(v) for k, v in row.items()}
-        key = (row["method"], str(row["subject"]), int(row["slice"]))
-        if key in self.rows:
-            return  # never doubled
+        key = self.key(row)
+        if self.rows.get(key, {}).get("status") == "ok":
+            return  # a successful case is never doubled nor replaced
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, allow_nan=False) + "\n")
             fh.flush()
@@ -125,16 +154,38 @@ def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], extra: dict[str, An
     return manifest
 
 
-def bind_method(run_dir: Path, manifest: dict[str, Any], method: str, options: dict[str, Any]) -> None:
-    """Record a method's settings; refuse to mix results of one method name under two settings."""
+def check_method_binding(run_dir: Path, manifest: dict[str, Any], method: str, options: dict[str, Any]) -> None:
+    """Refuse options for ``method`` that differ from those its stored results were computed with."""
     options = json.loads(json.dumps(options, default=str))
     old = manifest["methods"].get(method)
     if old is not None and old != options:
         diffs = [k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k)]
         detail = "; ".join(f"{k}: {old.get(k)!r} there, {options.get(k)!r} now" for k in diffs)
         raise ConfigError(f"run directory {run_dir} holds '{method}' run with other options ({detail}); use another --out")
-    manifest["methods"][method] = options
+
+
+def bind_method(run_dir: Path, manifest: dict[str, Any], method: str, options: dict[str, Any], info: dict[str, Any] | None = None) -> None:
+    """Record a method's settings (and ``info``: resolved options, provider, display name); refuse to mix
+    results of one method name under two settings."""
+    check_method_binding(run_dir, manifest, method, options)
+    manifest["methods"][method] = json.loads(json.dumps(options, default=str))
+    if info is not None:
+        manifest.setdefault("method_info", {})[method] = json.loads(json.dumps(info, default=str))
     write_manifest(run_dir, manifest)
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` and prove it writable before any work, so a bad --out costs nothing."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a directory; give a directory for the run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"run directory {run_dir} is not writable ({exc.strerror or exc}); choose another --out") from None
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -115,8 +115,16 @@ class TrainSettings:
         if self.smoothness not in ("l1", "l2"):
             raise ConfigError(f"smoothness must be 'l1' or 'l2', got {self.smoothness!r}")
         for name in ("epochs", "batch_size", "val_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer of at least 1, got {value!r}")
+        if self.max_val_pairs is not None and (not isinstance(self.max_val_pairs, int) or self.max_val_pairs < 1):
+            raise ConfigError(f"max_val_pairs must be an integer of at least 1 (or null for all), got {self.max_val_pairs!r}")
+        for name in ("lr", "weight_decay", "checkpoint_every_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (name == "lr" and value == 0):
+                hint = " (YAML reads 5e-3 as text: write 5.0e-3)" if isinstance(value, str) else ""
+                raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {value!r}{hint}")
 
     @classmethod
     def names(cls) -> set[str]:
@@ -228,6 +236,8 @@ class Trainer:
             means = (sums / steps_per_epoch).tolist()  # one host sync per epoch
             record = EpochRecord(epoch + 1, means[0], means[1], None if math.isnan(means[2]) else means[2])
             if validate is not None and val_pairs and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.epochs):
+                if s.recalibrate_bn:  # validate the model as it will be deployed, else the curve shows ~0 Dice
+                    self.recalibrate_batchnorm(model, objective, moving, fixed, batch, noise_rng)
                 model.eval()
                 record.val_dice, record.val_njd = validate(list(val_pairs)[: s.max_val_pairs])
             record.seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ spacing, and the channels are swapped.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,9 +115,17 @@ def demons(**options: Any) -> SimpleITKDemons:
     return m
 
 
+demons.display_name = "Demons"  # type: ignore[attr-defined]
+
+
 @register_method("demons-fastsym")
 def demons_fastsym(**options: Any) -> SimpleITKDemons:
     """Fast symmetric forces demons (SimpleITK), same schedule as ``demons``."""
     m = SimpleITKDemons(**{"variant": "fastsymmetric", **options})
     m.name = "demons-fastsym"
     return m
+
+
+demons_fastsym.display_name = "Demons (fast symmetric)"  # type: ignore[attr-defined]
+_OPTION_NAMES = set(inspect.signature(SimpleITKDemons).parameters) - {"variant"}
+demons.option_names = demons_fastsym.option_names = _OPTION_NAMES  # type: ignore[attr-defined]

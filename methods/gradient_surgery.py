@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..deep import DeepRegistration, settings_from_options
+from ..deep import DeepRegistration, deep_option_names, settings_from_options
 from ..registry import register_method
 
 EPS = 1e-20
@@ -64,6 +64,7 @@ class AgreementRandom:
 
 
 COMBINERS = {"gsmorph": LayerwiseProjection, "gs-pcgrad": GlobalProjection, "gs-agr": AgreementRandom}
+DISPLAY_NAMES = {"gsmorph": "GSMorph", "gs-pcgrad": "GS-PCGrad", "gs-agr": "GS-Agr"}
 
 
 def _factory(name: str, combiner: type):
@@ -72,6 +73,8 @@ def _factory(name: str, combiner: type):
 
     make.__doc__ = f"{name}: the paper's U-Net trained with {combiner.__name__}; options: device and TrainSettings fields."
     make.profile_options = DeepRegistration.profile_options  # type: ignore[attr-defined]
+    make.option_names = deep_option_names()  # type: ignore[attr-defined]
+    make.display_name = DISPLAY_NAMES[name]  # type: ignore[attr-defined]
     return make
 
 

@@ -13,6 +13,7 @@ class Initial:
     """Identity transform: the overlap the pair has before any registration."""
 
     name = "initial"
+    display_name = "Initial"
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
         fixed, moving = validate_images(fixed, moving)

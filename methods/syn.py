@@ -32,6 +32,7 @@ class AntsSyN:
     """ANTsPy SyN; every setting is a keyword option."""
 
     name = "syn"
+    display_name = "SyN"
     parallel_safe = True
 
     def __init__(

@@ -6,10 +6,11 @@ from typing import Any
 
 import torch
 
-from ..deep import DeepRegistration, settings_from_options
+from ..deep import DeepRegistration, deep_option_names, settings_from_options
 from ..registry import register_method
 
 LAMBDAS = {"voxelmorph-s": 0.001, "voxelmorph-m": 0.01, "voxelmorph-l": 0.1}
+DISPLAY_NAMES = {"voxelmorph-s": "VoxelMorph-s", "voxelmorph-m": "VoxelMorph-m", "voxelmorph-l": "VoxelMorph-l"}
 
 
 class WeightedSum:
@@ -30,6 +31,8 @@ def _factory(name: str, weight: float):
 
     make.__doc__ = f"VoxelMorph with λ = {weight} (smoothness weight); options: lam, device, and TrainSettings fields."
     make.profile_options = DeepRegistration.profile_options  # type: ignore[attr-defined]
+    make.option_names = deep_option_names("lam")  # type: ignore[attr-defined]
+    make.display_name = DISPLAY_NAMES[name]  # type: ignore[attr-defined]
     return make
 
 

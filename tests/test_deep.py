@@ -158,5 +158,9 @@ def test_images_not_a_multiple_of_16_are_padded(pairs):
 def test_unknown_training_option_is_named():
     from regbench import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown training option.*'epoch'"):
+    with pytest.raises(ConfigError, match="'gsmorph' has no option 'epoch' \\(did you mean 'epochs'\\?\\)"):
         create_method("gsmorph", epoch=3)
+    with pytest.raises(ConfigError, match="epochs must be an integer of at least 1, got 'ten'"):
+        create_method("gsmorph", epochs="ten")
+    with pytest.raises(ConfigError, match="lr must be a positive number, got '5e-3' \\(YAML reads 5e-3 as text"):
+        create_method("voxelmorph-m", lr="5e-3")

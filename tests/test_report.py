@@ -3,6 +3,7 @@ comparison, a copied run directory without method code, LaTeX compilation, and b
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,12 @@ TABLES = ["table1.tex", "table1.md", "table1.csv", "table2.tex", "table2.csv", "
 FIGURES = ["boxplots", "tradeoff", "qualitative", "training"]
 
 
+DISPLAY = {"initial": "Initial", "voxelmorph-m": "VoxelMorph-m", "gsmorph": "GSMorph", "gs-agr": "GS-Agr"}
+
+
 def fake_run(path: Path, dataset: str, effects: dict[str, float], n: int = 12, seed: int = 0) -> Path:
-    """A run directory with per_case.csv only: Dice = base + effect + noise per pair, the same pairs for all."""
+    """A run directory with per_case.csv and the manifest's settings and display names: Dice = base + effect +
+    noise per pair, the same pairs for all."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(0.6, 0.8, n)
     rows = []
@@ -37,6 +42,9 @@ def fake_run(path: Path, dataset: str, effects: dict[str, float], n: int = 12, s
                          "time_s": 0.01, "params": 1968002 if method != "initial" else None, "status": "ok", "reason": ""})
     path.mkdir(parents=True)
     per_case_frame(rows).to_csv(path / "per_case.csv", index=False)
+    manifest = {"fingerprint": {"dataset": dataset, "profile": "paper", "seed": 0}, "methods": {m: {} for m in effects},
+                "method_info": {m: {"display_name": DISPLAY.get(m, m)} for m in effects}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
 
