@@ -384,8 +384,8 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     for run_dir in run_dirs:
         frames.append(load_per_case(run_dir, report.problems))
         manifests.append(read_manifest_if_any(run_dir))
-    prepare_output_dir(report.out_dir)
     per_case = merge_runs(run_dirs, frames, manifests, report.problems)
+    prepare_output_dir(report.out_dir)
     use_display_names(manifests)
     for (dataset, method), reason in failed_methods(per_case).items():
         report.problems.append(f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})")

@@ -7,6 +7,7 @@ trained (or loaded) on the train split first, with checkpoints under ``RUN/model
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import logging
@@ -202,18 +203,29 @@ def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, exampl
         for pair in pairs:
             yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
         return
-    yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(_evaluate_case_in_worker)(method, pair, *args, keep_example=pair.key in examples) for pair in pairs
-    )
+    with _workers_ignore_sigint():  # joblib starts dispatching (and spawns its workers) inside this call
+        cases = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(evaluate_case)(method, pair, *args, keep_example=pair.key in examples) for pair in pairs
+        )
+    yield from cases
 
 
-def _evaluate_case_in_worker(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """evaluate_case in a joblib worker, which leaves Ctrl-C to the main process: the terminal sends SIGINT
-    to the whole process group, and each worker would otherwise print its own traceback."""
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started inside this block ignore SIGINT from birth (the disposition survives exec), so
+    Ctrl-C, which the terminal sends to the whole process group, reaches only the main process: it stops the
+    run with one line instead of a traceback from every worker, even one still importing its modules."""
     import signal
+    import threading
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return evaluate_case(*args, **kwargs)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def example_name(subject: str, slice_: int) -> str:
