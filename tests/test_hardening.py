@@ -293,7 +293,9 @@ def _two_dataset_report(tmp_path: Path, layout: str) -> Path:
 def _compile(tmp_path: Path, table: Path, documentclass: str = "\\documentclass{article}") -> str:
     engine = shutil.which("pdflatex")
     if engine is None:
-        pytest.skip("no pdflatex (CI installs texlive-latex-base and texlive-latex-recommended)")
+        if os.environ.get("REGBENCH_REQUIRE_LATEX"):
+            pytest.fail("REGBENCH_REQUIRE_LATEX is set but no pdflatex is on PATH")
+        pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
     doc = tmp_path / f"{table.parent.name}.tex"
     doc.write_text(f"{documentclass}\n\\usepackage{{booktabs}}\n\\usepackage{{graphicx}}\n"
                    f"\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n")

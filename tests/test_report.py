@@ -4,6 +4,7 @@ comparison, a copied run directory without method code, LaTeX compilation, and b
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,8 @@ def test_run_writes_the_report_and_report_again_gives_identical_files(smoke_run,
 def test_latex_tables_compile(smoke_run, tmp_path):
     engine = shutil.which("pdflatex") or shutil.which("lualatex")
     if engine is None:
+        if os.environ.get("REGBENCH_REQUIRE_LATEX"):
+            pytest.fail("REGBENCH_REQUIRE_LATEX is set but no pdflatex is on PATH")
         pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
     doc = tmp_path / "doc.tex"
     doc.write_text(
