@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import PROFILES, load_config
+from .config import PROFILES, load_config, parse_seeds
 from .errors import ConfigError, RegbenchError
 
 log = logging.getLogger("regbench")
@@ -19,10 +19,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with RunConfig keys (flags given here override it)")
     p.add_argument("--dataset", help="dataset name (default: synthetic)")
     p.add_argument("--root", help="dataset folder, for datasets read from disk (acdc, mnm; or $REGBENCH_ACDC_ROOT / $REGBENCH_MNM_ROOT)")
-    p.add_argument("--profile", choices=list(PROFILES), help="smoke | quick (default) | paper")
+    p.add_argument("--profile", choices=list(PROFILES), help="smoke | quick (default) | reproduce | paper")
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
     p.add_argument("--device", help="auto (default: CUDA when available) | cpu | cuda[:N]")
+    p.add_argument("--seeds", help="training seeds, e.g. 0,1,2: each trainable method is trained and evaluated once per seed "
+                   "(classical methods once); default: once, with the method's own seed (3407 for the deep methods)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +121,7 @@ def _config_from_args(args: argparse.Namespace):
         max_test_pairs=getattr(args, "max_test_pairs", None),
         sweep=getattr(args, "sweep", None),
         dataset_options=dataset_options,
+        seeds=parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None,
     )
 
 
@@ -137,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import pandas as pd
 
         df = pd.read_csv(summary)
-        cols = ["method", "n_cases", "n_failed", "dice_mean", "hd95_mean", "mse_mean", "njd_mean", "time_s_mean"]
+        cols = ["method", "n_cases", "n_failed", "dice_mean", "hd95_mean", "mse_mean", "njd_mean", "time_s_mean", "epochs", "converged"]
         with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
             print(df[cols].to_string(index=False))
     if result.report is not None:

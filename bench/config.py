@@ -37,6 +37,12 @@ PROFILES: dict[str, Profile] = {
         "≤ 10 minutes on 2 CPU cores",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
     ),
+    "reproduce": Profile(
+        "reproduce",
+        "the paper's findings on CPU: all methods on the quick profile's data (synthetic, 64 px), deep methods "
+        "trained 100 epochs (converged by the rule in regbench.convergence); ≤ 60 minutes on 2 CPU cores",
+        {"synthetic": {"n_subjects": 40, "image_size": 64}},
+    ),
     "paper": Profile(
         "paper",
         "the paper's settings: 128×128 images, AdamW lr 5e-3, batch 32, 500 epochs, seed 3407 (GPU)",
@@ -70,6 +76,9 @@ class RunConfig:
     max_test_pairs: int | None = None
     sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
     example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
+    # Training seeds: each trainable method is trained (and evaluated) once per seed; None: once, with the
+    # method's own seed (the deep methods': 3407, the paper's). Classical methods run once either way.
+    seeds: list[int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -84,6 +93,13 @@ class RunConfig:
             raise ConfigError(f"max_test_pairs (--max-pairs) must be a positive integer, got {self.max_test_pairs!r}; leave it out to evaluate every test pair")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
+            self.seeds = [self.seeds]
+        if self.seeds is not None:
+            if not isinstance(self.seeds, list) or not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+                raise ConfigError(f"seeds must be a non-empty list of non-negative integers (e.g. --seeds 0,1,2), got {self.seeds!r}")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"seeds has duplicates: {self.seeds!r}")
         if isinstance(self.example_pairs, bool) or not isinstance(self.example_pairs, int) or self.example_pairs < 0:
             raise ConfigError(f"example_pairs must be a non-negative integer, got {self.example_pairs!r}")
         if self.hd95_convention not in HD95_CONVENTIONS:
@@ -107,6 +123,17 @@ class RunConfig:
 
     def resolved_max_test_pairs(self) -> int | None:
         return self.max_test_pairs if self.max_test_pairs is not None else get_profile(self.profile).max_test_pairs
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` → [0, 1, 2]; anything else is a ConfigError naming the value."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds names no seed: {text!r}")
+    return seeds
 
 
 def config_keys() -> list[str]:

@@ -176,10 +176,12 @@ def qualitative(run_dir: Path, stem: Path, methods: Sequence[str] | None = None)
 def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[str] = ()) -> list[Path]:
     """Both losses, validation Dice and (surgery variants) the share of conflicting layers, per epoch.
     ``all_methods``: the report's methods, so that each keeps the colour it has in the other figures."""
+    from .convergence import history_paths
+
     frames = []
     for run_dir in run_dirs:
-        for path in sorted((Path(run_dir) / "models").glob("*/history.csv")):
-            frames.append(pd.read_csv(path).assign(method=path.parent.name))
+        for (method, seed), path in history_paths(run_dir).items():
+            frames.append(pd.read_csv(path).assign(method=method, seed=-1 if seed is None else seed))
     if not frames:
         return []
     plt, sns = _pyplot()
@@ -191,11 +193,13 @@ def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[
     palette = _palette([*all_methods, *methods])
     for ax, (column, label) in zip(axes, panels):
         for method in methods:
-            curve = data[data["method"] == method][["epoch", column]].dropna()
-            if curve.empty:
-                continue
             scale = 100.0 if column in ("val_dice", "conflict_share") else 1.0
-            ax.plot(curve["epoch"], scale * curve[column], marker="." if len(curve) < 30 else None, color=palette[method], lw=1.0, label=_display_name(method))
+            for i, (_, run) in enumerate(data[data["method"] == method].groupby("seed", sort=True)):  # one line per seed
+                curve = run[["epoch", column]].dropna()
+                if curve.empty:
+                    continue
+                ax.plot(curve["epoch"], scale * curve[column], marker="." if len(curve) < 30 else None, color=palette[method], lw=1.0,
+                        alpha=1.0 if i == 0 else 0.6, label=_display_name(method) if i == 0 else None)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if column.startswith("loss"):
@@ -204,5 +208,28 @@ def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[
         axes[0].annotate("HyperMorph: (1−λ)·MSE/σ² and λ·smooth", (0.02, 0.02), xycoords="axes fraction", fontsize=6)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), bbox_to_anchor=(0.5, -0.12), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def seed_means(per_case: pd.DataFrame, stem: Path) -> list[Path]:
+    """Each method's mean Dice per training seed (one dot per seed; methods run once: one dot), per dataset."""
+    if per_case.empty or "seed" not in per_case:
+        return []
+    plt, sns = _pyplot()
+    means = (per_case.assign(seed=per_case["seed"].astype("Float64").fillna(-1))
+             .groupby(["dataset", "method", "seed"], sort=False)["dice"].mean().mul(100).reset_index())
+    methods = _methods(means)
+    datasets = list(dict.fromkeys(means["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6, 0.8 * len(methods)) * len(datasets), 3.4), squeeze=False)
+    palette = _palette(methods)
+    for ax, dataset in zip(axes[0], datasets):
+        data = means[means["dataset"] == dataset].assign(Method=lambda d: d["method"].map(_display_name))
+        sns.stripplot(data, x="Method", y="dice", hue="method", palette=palette, order=[_display_name(m) for m in methods],
+                      size=6, jitter=0.15, legend=False, ax=ax)
+        ax.set_title(DATASET_NAMES.get(dataset, dataset), fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("mean Dice per training seed (%)")
+        ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     return _save(fig, stem)

@@ -45,8 +45,40 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def determinism() -> dict[str, Any]:
+    """What decides whether two runs give bit-identical deep results. CPU: torch version, thread count, CPU model
+    and the instruction set torch dispatches to (AVX2, AVX512, ...). CUDA: the device, CUDA/cuDNN versions and
+    whether deterministic algorithms were asked for (otherwise atomics make conv backward nondeterministic)."""
+    import torch
+
+    out: dict[str, Any] = {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if torch.cuda.is_available():
+        out.update(cuda_device=torch.cuda.get_device_name(0), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                   cudnn_deterministic=torch.backends.cudnn.deterministic, cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return out
+
+
 def environment() -> dict[str, Any]:
     return {
+        "determinism": determinism(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "git_commit": git_commit(),

@@ -12,18 +12,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .convergence import CONVERGENCE_RULE, Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .metrics import METRICS
 from .registry import method_sort_key
 from .store import atomic_write_text
 
 PER_CASE_COLUMNS = [
-    "method", "dataset", "subject", "slice",
+    "method", "dataset", "subject", "slice", "seed",
     "dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv",
     "mse", "njd", "sdlogj", "epe_mm", "time_s", "params", "n_skipped", "skipped", "status", "reason",
 ]
@@ -46,14 +47,51 @@ def per_case_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     df = df[PER_CASE_COLUMNS + extra]
     if len(df):
         df["_order"] = df["method"].map(method_sort_key)
-        df = df.sort_values(["_order", "subject", "slice"], kind="stable").drop(columns="_order").reset_index(drop=True)
-    df["params"] = df["params"].astype("Int64")
-    df["slice"] = df["slice"].astype("Int64")
+        df = df.sort_values(["_order", "subject", "slice", "seed"], kind="stable", na_position="first").drop(columns="_order").reset_index(drop=True)
+    for column in ("params", "slice", "seed"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
     return df
 
 
+def seed_averaged(per_case: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, method, subject, slice): with several training seeds, each metric is the mean over
+    the seeds whose case succeeded (``status`` ok if any did; ``n_seeds`` counts them). Tables, tests and box
+    plots use these rows, so a pair weighs the same whatever the number of seeds."""
+    if "seed" not in per_case or not per_case["seed"].notna().any():
+        return per_case
+    key = ["dataset", "method", "subject", "slice"]
+    metrics = [m for m in SUMMARY_METRICS if m in per_case]
+    ok = per_case[per_case["status"] == "ok"]
+    means = ok.groupby(key, sort=False)[metrics].mean(numeric_only=True)
+    counts = ok.groupby(key, sort=False).size().rename("n_seeds")
+    first = per_case.sort_values("status", key=lambda s: s != "ok", kind="stable").groupby(key, sort=False).first()
+    out = first.drop(columns=metrics + ["seed"]).join(means).join(counts)
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    out["seed"] = pd.NA
+    return out.reset_index()
+
+
+def seed_spread(per_case: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Per (dataset, method): the number of training seeds and, per metric, the std (ddof=1) of the method's
+    mean over its seeds; methods run once have one seed and no spread."""
+    rows = []
+    ok = per_case[per_case["status"] == "ok"]
+    for (dataset, method), group in ok.groupby(["dataset", "method"], sort=False):
+        seeds = group["seed"].dropna().unique() if "seed" in group else []
+        rec: dict[str, Any] = {"dataset": dataset, "method": method, "n_seeds": max(len(seeds), 1)}
+        for metric in metrics:
+            by_seed = group.groupby("seed")[metric].mean() if len(seeds) > 1 else pd.Series(dtype=float)
+            rec[f"{metric}_seed_std"] = by_seed.std(ddof=1) if len(by_seed) > 1 else np.nan
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=["dataset", "method", "n_seeds", *[f"{m}_seed_std" for m in metrics]])
+
+
 def summary_frame(per_case: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (ddof=1) per method over successful cases; counts of cases and failures."""
+    """Mean and std (ddof=1) per method over successful cases (seed-averaged per pair when the run has several
+    training seeds; ``n_seeds`` and ``dice_seed_std`` then say how many and how far the seeds' means spread);
+    counts of cases and failures."""
+    spread = seed_spread(per_case, ["dice"]).set_index("method") if len(per_case) else pd.DataFrame()
+    per_case = seed_averaged(per_case)
     records = []
     for method, group in per_case.groupby("method", sort=False):
         ok = group[group["status"] == "ok"]
@@ -68,6 +106,9 @@ def summary_frame(per_case: pd.DataFrame) -> pd.DataFrame:
             rec[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             rec[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
             rec[f"{metric}_n"] = len(values)
+        if method in spread.index:
+            rec["n_seeds"] = int(spread.loc[method, "n_seeds"])
+            rec["dice_seed_std"] = spread.loc[method, "dice_seed_std"]
         records.append(rec)
     out = pd.DataFrame(records)
     if len(out):
@@ -117,6 +158,7 @@ TABLE1_WITH_STRUCTURES = ["dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd9
 NO_DEFORMATION = ("initial",)  # the paper prints '-' for Initial's NJD
 DEFORMATION_METRICS = {"njd", "sdlogj"}
 DAGGER = "†"
+DDAGGER = "‡"  # training did not converge (regbench.convergence)
 
 
 @dataclass
@@ -193,8 +235,11 @@ def _best(summary: pd.DataFrame, metric: str) -> float | None:
     return float(values.max() if METRICS[metric].higher_is_better else values.min())
 
 
-def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], digits: int, marks: dict[tuple[str, str, str], str]) -> pd.DataFrame:
-    """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark."""
+def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], digits: int, marks: dict[tuple[str, str, str], str],
+                 spread: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark; with
+    several training seeds, ``seed_std`` (the std of the method's mean over its seeds) follows in brackets."""
+    spread = spread.set_index(["dataset", "method"]) if spread is not None and len(spread) else None
     rows = []
     for dataset, summary in summaries.items():
         for metric in metrics:
@@ -214,6 +259,11 @@ def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], dig
                 else:
                     row["text"] = f"{mean * spec.table_scale:.{digits}f}" + ("" if pd.isna(std) else f"±{std * spec.table_scale:.{digits}f}")
                     row["best"] = best is not None and round(mean * spec.table_scale, digits) == round(best * spec.table_scale, digits)
+                    key = (dataset, rec.method)
+                    if spread is not None and key in spread.index and spread.loc[key, "n_seeds"] > 1 and f"{metric}_seed_std" in spread:
+                        row["n_seeds"] = int(spread.loc[key, "n_seeds"])
+                        row["seed_std"] = spread.loc[key, f"{metric}_seed_std"] * spec.table_scale
+                        row["text"] += f" [±{row['seed_std']:.{digits}f}]"
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -231,7 +281,8 @@ def resolve_layout(layout: str, n_datasets: int, per_structure: bool) -> str:
     return layout
 
 
-def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str, layout: str = "plain") -> str:
+def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str, layout: str = "plain",
+                 unconverged: Collection[str] = ()) -> str:
     """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
@@ -249,7 +300,7 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
     lines += [" & ".join(["Method"] + [METRICS[m].table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
     index = cells.set_index(["dataset", "method", "metric"])
     for method in methods:
-        out = [latex_escape(_display_name(method))]
+        out = [latex_escape(_display_name(method)) + (r"$^{\ddagger}$" if method in unconverged else "")]
         for dataset in datasets:
             for metric in metrics:
                 key = (dataset, method, metric)
@@ -257,9 +308,13 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
                     out.append("")
                     continue
                 cell = index.loc[key]
-                text = cell["text"].replace("±", r"$\pm$") if cell["text"] != "-" else "--"
+                text = cell["text"] if cell["text"] != "-" else "--"
+                text, bracket = (text.split(" [", 1) + [""])[:2]
+                text = text.replace("±", r"$\pm$")
                 if cell["best"]:
                     text = rf"\textbf{{{text}}}"
+                if bracket:  # the seeds' spread, small, after the bold part
+                    text += r"\,{\scriptsize[" + bracket.rstrip("]").replace("±", r"$\pm$") + "]}"
                 if cell["mark"]:
                     text += r"$^{\dagger}$"
                 out.append(text)
@@ -268,20 +323,21 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
     return "\n".join(lines) + "\n"
 
 
-def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str]) -> str:
+def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = ()) -> str:
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
     index = cells.set_index(["dataset", "method", "metric"])
     records = []
     for method in methods:
-        rec = {"Method": _display_name(method)}
+        rec = {"Method": _display_name(method) + (DDAGGER if method in unconverged else "")}
         for dataset in datasets:
             for metric in metrics:
                 key = (dataset, method, metric)
                 text = ""
                 if key in index.index:
                     cell = index.loc[key]
-                    text = f"**{cell['text']}**" if cell["best"] else cell["text"]
+                    main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
+                    text = (f"**{main}**" if cell["best"] else main) + (f" [{bracket}" if bracket else "")
                     text += DAGGER if cell["mark"] else ""
                 column = METRICS[metric].label if len(datasets) == 1 else f"{_dataset_name(dataset)} {METRICS[metric].label}"
                 rec[column] = text
@@ -290,8 +346,10 @@ def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Seque
 
 
 # -------------------------------------------------------------------------------------------- table 2
-def table2_frame(per_case: pd.DataFrame) -> pd.DataFrame:
-    """Parameters and inference ms per pair (mean±std over successful cases of every dataset)."""
+def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = None) -> pd.DataFrame:
+    """Parameters, inference ms per pair (mean±std over successful cases of every dataset) and, for trained
+    methods, how long they trained and whether they converged."""
+    verdicts = verdicts or {}
     rows = []
     for method in _order(per_case["method"]):
         if method in NO_DEFORMATION:
@@ -301,17 +359,21 @@ def table2_frame(per_case: pd.DataFrame) -> pd.DataFrame:
         params = per_case.loc[per_case["method"] == method, "params"].dropna() if "params" in per_case else pd.Series(dtype=float)
         rows.append({"method": method, "params": int(params.iloc[0]) if len(params) else None,
                      "time_ms_mean": times.mean() if len(times) else np.nan,
-                     "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan, "n": len(times)})
-    return pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n"])
+                     "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan, "n": len(times),
+                     **(verdicts[method].as_columns() if method in verdicts else {})})
+    return pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n", "epochs", "train_minutes", "converged", "convergence_gain"])
 
 
 def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int) -> str:
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{lcc}", r"\toprule", r"Method & Params & Time (ms/pair) \\", r"\midrule"]
+             r"\begin{tabular}{lcccc}", r"\toprule", r"Method & Params & Time (ms/pair) & Epochs & Training (min) \\", r"\midrule"]
     for rec in frame.itertuples():
         time_text = "n/a" if pd.isna(rec.time_ms_mean) else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else rf"$\pm${rec.time_ms_std:.{digits}f}")
         params = format_params(rec.params)
-        lines.append(f"{latex_escape(_display_name(rec.method))} & {'--' if params == DASH else params} & {time_text} \\\\")
+        trained = pd.notna(rec.epochs)
+        epochs = f"{int(rec.epochs)}" + ("" if rec.converged is True else r"$^{\ddagger}$") if trained else "--"
+        minutes = f"{rec.train_minutes:.1f}" if trained else "--"
+        lines.append(f"{latex_escape(_display_name(rec.method))} & {'--' if params == DASH else params} & {time_text} & {epochs} & {minutes} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -392,17 +454,27 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     datasets = list(dict.fromkeys(per_case["dataset"]))
     metrics = [m for m in (TABLE1_WITH_STRUCTURES if options.per_structure else TABLE1_METRICS) if m in per_case]
     summaries = {d: summary_frame(per_case_frame(per_case[per_case["dataset"] == d].to_dict("records"))) for d in datasets}
+    verdicts = dataset_verdicts(run_dirs, frames)
+    unconverged = {m for per_dataset in verdicts.values() for m, v in per_dataset.items() if not v.converged}
 
     out = report.out_dir
-    stats = paired_tests(per_case, options.references, metrics, options.alpha)
+    averaged = seed_averaged(per_case)  # one row per pair: tests and figures weigh pairs, not seeds
+    spread = seed_spread(per_case, metrics)
+    stats = paired_tests(averaged, options.references, metrics, options.alpha)
     for reference in options.references:
         if reference not in set(per_case["method"]):
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
     report.written.append(_write(out / "stats.csv", stats.to_csv(index=False)))
     marks = significance_marks(stats, options.references[0]) if options.references else {}
 
-    cells = table1_cells(summaries, metrics, options.digits, marks)
+    cells = table1_cells(summaries, metrics, options.digits, marks, spread)
     n_pairs = ", ".join(f"{_dataset_name(d)} {per_case[(per_case['dataset'] == d)].groupby(['subject', 'slice']).ngroups}" for d in datasets)
+    seeded = spread[spread["n_seeds"] > 1]
+    seed_text = ""
+    if len(seeded):
+        counts = "/".join(str(n) for n in sorted(seeded["n_seeds"].unique()))
+        seed_text = (f" Trained methods: {counts} training seeds each; their numbers are over the test pairs of the per-pair mean "
+                     "over seeds, and [$\\pm$s] is the std of the method's mean over its seeds.")
     reference_name = _display_name(options.references[0]) if options.references else ""
     caption = options.caption or (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
@@ -410,17 +482,24 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         "determinant. Bold: best per column."
         + (f" $^{{\\dagger}}$: differs from {latex_escape(reference_name)} (paired Wilcoxon signed-rank, Holm-corrected, "
            f"$p<{options.alpha}$)." if marks else "")
+        + seed_text
+        + training_caption(verdicts)
     )
+    for method in sorted(unconverged, key=method_sort_key):
+        why = "; ".join(f"{_dataset_name(d)}: {v[method].reason}" for d, v in verdicts.items() if method in v and not v[method].converged)
+        report.problems.append(f"{method} did not converge ({why}): its numbers say how far it got, not how good it is "
+                               f"(train longer: method_options {{{method}: {{epochs: N}}}}, or --profile reproduce)")
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)
     report.written += [
-        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout)),
-        _write(out / "table1.md", table1_markdown(cells, datasets, metrics)),
+        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged)),
+        _write(out / "table1.md", table1_markdown(cells, datasets, metrics, unconverged)),
         _write(out / "table1.csv", cells.to_csv(index=False)),
     ]
-    table2 = table2_frame(per_case)
+    table2 = table2_frame(per_case, merged_verdicts(verdicts))
     devices = sorted({str(m.get("environment", {}).get("device", "unknown device")) for m in manifests})
     caption2 = (f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
-                f"only, after one warm-up; device: {latex_escape('; '.join(devices))}).")
+                f"only, after one warm-up; device: {latex_escape('; '.join(devices))}); epochs and minutes of training "
+                f"(summed over datasets and seeds). $^{{\\ddagger}}$: not converged ({latex_escape(CONVERGENCE_RULE.describe())}).")
     report.written += [
         _write(out / "table2.tex", table2_latex(table2, caption2, options.label + "-speed", options.digits)),
         _write(out / "table2.csv", table2.to_csv(index=False)),
@@ -443,13 +522,14 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.figures:
         from . import figures
 
-        ok = per_case[per_case["status"] == "ok"]
-        for name, draw in (
+        ok = averaged[averaged["status"] == "ok"]
+        drawings = [] if seeded.empty else [("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem))]
+        for name, draw in [*drawings,
             ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem)),
             ("tradeoff", lambda stem: figures.tradeoff(ok, figures.load_sweeps(run_dirs), stem)),
             ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem)),
             ("training", lambda stem: figures.training_curves(run_dirs, stem, list(per_case["method"].unique()))),
-        ):
+        ]:
             try:
                 paths = draw(out / "figures" / name)
                 if paths:
@@ -508,16 +588,62 @@ def prepare_output_dir(out: Path) -> None:
         raise ConfigError(str(exc).replace("choose another --out", "use --out DIR to write the report elsewhere")) from None
 
 
+def dataset_verdicts(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame]) -> dict[str, dict[str, Verdict]]:
+    """dataset → method → training verdict, from each run directory's ``models/*/history.csv`` (only for the
+    methods whose cases the report shows)."""
+    out: dict[str, dict[str, Verdict]] = {}
+    for run_dir, frame in zip(run_dirs, frames):
+        shown = set(frame["method"])
+        for dataset in dict.fromkeys(frame["dataset"]):
+            for method, verdict in run_verdicts(run_dir).items():
+                if method in shown:
+                    out.setdefault(dataset, {}).setdefault(method, verdict)
+    return out
+
+
+def merged_verdicts(verdicts: dict[str, dict[str, Verdict]]) -> dict[str, Verdict]:
+    """One verdict per method over datasets: converged only if converged everywhere; training time summed."""
+    out: dict[str, Verdict] = {}
+    for per_dataset in verdicts.values():
+        for method, v in per_dataset.items():
+            if method not in out:
+                out[method] = v
+                continue
+            o = out[method]
+            worst = o if not o.converged else v
+            out[method] = Verdict(o.converged and v.converged, max(o.epochs, v.epochs), o.train_seconds + v.train_seconds, worst.gain, worst.reason)
+    return out
+
+
+def training_caption(verdicts: dict[str, dict[str, Verdict]]) -> str:
+    """What the caption says about training: epochs, and which methods did not converge by the rule."""
+    merged = merged_verdicts(verdicts)
+    if not merged:
+        return ""
+    epochs = sorted({v.epochs for v in merged.values()})
+    text = f" Deep methods trained {'/'.join(str(e) for e in epochs)} epochs (Table 2)."
+    if any(not v.converged for v in merged.values()):
+        text += f" $^{{\\ddagger}}$: training not converged ({latex_escape(CONVERGENCE_RULE.describe())}): not a ranking."
+    else:
+        text += " All converged (validation Dice gain over the last quarter of training within 0.5 points)."
+    return text
+
+
 def _write(path: Path, text: str) -> Path:
     atomic_write_text(path, text)
     return path
 
 
 def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Path]:
-    """per_case.csv and summary.csv of a run directory (each written atomically)."""
+    """per_case.csv and summary.csv of a run directory (each written atomically). summary.csv carries each
+    trained method's verdict: converged, epochs, train_minutes, convergence_gain (empty for other methods)."""
     run_dir = Path(run_dir)
     per_case = per_case_frame(rows)
     paths = {"per_case": run_dir / "per_case.csv", "summary": run_dir / "summary.csv"}
     atomic_write_text(paths["per_case"], per_case.to_csv(index=False))
-    atomic_write_text(paths["summary"], summary_frame(per_case).to_csv(index=False))
+    summary = summary_frame(per_case)
+    verdicts = run_verdicts(run_dir)
+    for column in ("converged", "epochs", "train_minutes", "convergence_gain"):
+        summary[column] = [verdicts[m].as_columns()[column] if m in verdicts else pd.NA for m in summary["method"]] if len(summary) else []
+    atomic_write_text(paths["summary"], summary.to_csv(index=False))
     return paths

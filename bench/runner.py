@@ -23,6 +23,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from .config import RunConfig, get_profile
+from .convergence import run_verdicts
 from .errors import ConfigError, RegbenchError
 from .interface import Pair, is_trainable, num_parameters, validate_registration
 from .metrics import evaluate
@@ -50,6 +51,7 @@ class RunResult:
     all_cases_failed: dict[str, str] = field(default_factory=dict)  # method -> first reason, no case succeeded
     some_cases_failed: dict[str, int] = field(default_factory=dict)  # method -> failed cases (others succeeded)
     retried: dict[str, int] = field(default_factory=dict)  # method -> failed cases computed again in this call
+    not_converged: dict[str, str] = field(default_factory=dict)  # trained method -> why its training did not converge
     report: Any = None  # the regbench.report.Report written at the end
 
     @property
@@ -140,7 +142,10 @@ def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[di
     built = {}
     for name in names:
         options = method_options(name, config)
-        built[name] = (options, METHODS.create(name, **options))
+        method = METHODS.create(name, **options)
+        if config.seeds and is_trainable(method) and "seed" not in (METHODS.option_names(name) or {"seed"}):
+            raise ConfigError(f"method {name!r} takes no 'seed' option, so --seeds cannot train it once per seed")
+        built[name] = (options, method)
     return built
 
 
@@ -250,6 +255,17 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def training_seeds(config: RunConfig, method: Any) -> list[int | None]:
+    """The seeds a method runs with: each of ``config.seeds`` for a trainable method, else [None] (once, with
+    the method's own seed)."""
+    return list(config.seeds) if config.seeds and is_trainable(method) else [None]
+
+
+def model_dir(run_dir: Path, name: str, seed: int | None) -> Path:
+    """``models/NAME/`` for the method's own seed, ``models/NAME/seed-S/`` per training seed."""
+    return Path(run_dir) / "models" / name / ("" if seed is None else f"seed-{seed}")
+
+
 def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = False) -> None:
     """Load ``final.pt`` if this run trained the method already; otherwise fit (resuming) and save it."""
     final = model_dir / "final.pt"
@@ -274,11 +290,14 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     dataset = build_dataset(config)
     manifest = bind_run_dir(config.out_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
     bind_method(config.out_dir, manifest, name, options, method_info(name, options, method))
-    if hasattr(method, "progress"):
-        method.progress = progress
-    model_dir = config.out_dir / "models" / name
-    train_or_load(method, dataset, model_dir, retrain=retrain)
-    return model_dir / "final.pt"
+    for seed in training_seeds(config, method):
+        if seed is not None:
+            method = METHODS.create(name, **{**options, "seed": seed})
+        if hasattr(method, "progress"):
+            method.progress = progress
+        folder = model_dir(config.out_dir, name, seed)
+        train_or_load(method, dataset, folder, retrain=retrain)
+    return folder / "final.pt"
 
 
 def write_split(run_dir: Path, dataset: Any) -> None:
@@ -342,55 +361,68 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
         options, method = built[name]
         try:
             bind_method(run_dir, manifest, name, options, method_info(name, options, method))
-            done, failed = store.done(name), store.failed(name)
-            pending = [p for p in test_pairs if p.key not in done]
-            result.skipped[name] = len(test_pairs) - len(pending)
-            result.retried[name] = sum(p.key in failed for p in pending)
-            sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
-            want_sweep = config.sweep and not sweep_path.exists()
-            if not pending and not want_sweep:
-                continue
-            sweeps = want_sweep and callable(getattr(method, "sweep", None))
-            if not pending and not sweeps:
-                continue
-            if is_trainable(method):
-                if hasattr(method, "progress"):
-                    method.progress = progress  # epoch bar with the losses
-                train_or_load(method, dataset, run_dir / "models" / name, retrain=retrain)
-            manifest["methods_params"] = {**manifest.get("methods_params", {}), name: num_parameters(method)}
-            write_manifest(run_dir, manifest)
         except RegbenchError:
-            raise  # configuration errors stop the run with their own message
-        except Exception as exc:
-            result.failed_methods[name] = f"{type(exc).__name__}: {exc}"
-            log.error("method %s could not run: %s", name, result.failed_methods[name])
-            continue
-        bar = tqdm(total=len(pending), desc=f"{name:>14}", unit="pair", disable=not progress, leave=True)
-        count = 0
-        for row in _iterate_cases(method, pending, config, examples):
-            example = row.pop("_example", None)
-            if example is not None:  # saved before the row: a stored case always has its example
-                _save_npz(run_dir / "examples" / name / example_name(row["subject"], row["slice"]), example)
-            row["params"] = manifest["methods_params"].get(name)
-            store.append(row)
-            count += 1
-            bar.update(1)
-        bar.close()
-        result.evaluated[name] = count
-        if sweeps:
-            write_sweep(sweep_path, method, test_pairs, config.dataset)
+            raise
+        for index, seed in enumerate(training_seeds(config, method)):
+            first = index == 0
+            unit = name if seed is None else f"{name} (seed {seed})"
+            try:
+                done, failed = store.done(name, seed), store.failed(name, seed)
+                pending = [p for p in test_pairs if p.key not in done]
+                result.skipped[unit] = len(test_pairs) - len(pending)
+                result.retried[unit] = sum(p.key in failed for p in pending)
+                sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
+                want_sweep = first and config.sweep and not sweep_path.exists()
+                sweeps = want_sweep and callable(getattr(method, "sweep", None))
+                if not pending and not sweeps:
+                    continue
+                if seed is not None:  # the same options, trained from this seed
+                    method = METHODS.create(name, **{**options, "seed": seed})
+                if is_trainable(method):
+                    if hasattr(method, "progress"):
+                        method.progress = progress  # epoch bar with the losses
+                    train_or_load(method, dataset, model_dir(run_dir, name, seed), retrain=retrain)
+                    if seed is not None:
+                        info = manifest["method_info"][name]
+                        info["seeds"] = sorted({*info.get("seeds", []), seed})
+                manifest["methods_params"] = {**manifest.get("methods_params", {}), name: num_parameters(method)}
+                write_manifest(run_dir, manifest)
+            except RegbenchError:
+                raise  # configuration errors stop the run with their own message
+            except Exception as exc:
+                result.failed_methods[unit] = f"{type(exc).__name__}: {exc}"
+                log.error("method %s could not run: %s", unit, result.failed_methods[unit])
+                continue
+            bar = tqdm(total=len(pending), desc=f"{unit:>14}", unit="pair", disable=not progress, leave=True)
+            count = 0
+            for row in _iterate_cases(method, pending, config, examples if first else set()):
+                example = row.pop("_example", None)
+                if example is not None:  # saved before the row: a stored case always has its example
+                    _save_npz(run_dir / "examples" / name / example_name(row["subject"], row["slice"]), example)
+                row["seed"] = seed
+                row["params"] = manifest["methods_params"].get(name)
+                store.append(row)
+                count += 1
+                bar.update(1)
+            bar.close()
+            result.evaluated[unit] = count
+            if sweeps:
+                write_sweep(sweep_path, method, test_pairs, config.dataset)
         built[name] = (options, None)  # free the model before the next method
+        method = None
     test_keys = {p.key for p in test_pairs}
     for name in methods:
-        if name in result.failed_methods:
+        if any(unit == name or unit.startswith(f"{name} (seed ") for unit in result.failed_methods):
             continue
-        rows = [r for (m, s, z), r in store.rows.items() if m == name and (s, z) in test_keys]
+        rows = [r for (m, s, z, _), r in store.rows.items() if m == name and (s, z) in test_keys]
         failures = [r for r in rows if r.get("status") != "ok"]
         if rows and len(failures) == len(rows):
             result.all_cases_failed[name] = str(failures[0].get("reason") or "no reason recorded")
         elif failures:
             result.some_cases_failed[name] = len(failures)
     write_run_tables(run_dir, store.all_rows())
+    verdicts = run_verdicts(run_dir)
+    result.not_converged = {m: verdicts[m].reason for m in methods if m in verdicts and not verdicts[m].converged}
     if report:
         result.report = write_report([run_dir], options=ReportOptions())
     return result

@@ -62,13 +62,13 @@ def _jsonable(value: Any) -> Any:
 
 
 class RunStore:
-    """Finished cases of a run directory, keyed by (method, subject, slice)."""
+    """Finished cases of a run directory, keyed by (method, subject, slice, seed)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / CASES_FILE
-        self.rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.rows: dict[tuple[str, str, int, int | None], dict[str, Any]] = {}
         self._load()
 
     def _load(self) -> None:
@@ -98,15 +98,18 @@ class RunStore:
                 fh.truncate(good_end)
 
     @staticmethod
-    def key(row: dict[str, Any]) -> tuple[str, str, int]:
-        return (row["method"], str(row["subject"]), int(row["slice"]))
+    def key(row: dict[str, Any]) -> tuple[str, str, int, int | None]:
+        """(method, subject, slice, training seed or None): with --seeds, one case per pair and seed."""
+        seed = row.get("seed")
+        return (row["method"], str(row["subject"]), int(row["slice"]), None if seed is None else int(seed))
 
-    def done(self, method: str) -> set[tuple[str, int]]:
-        """Cases of ``method`` stored as successful (failed ones are computed again)."""
-        return {(s, z) for (m, s, z), row in self.rows.items() if m == method and row.get("status") == "ok"}
+    def done(self, method: str, seed: int | None = None) -> set[tuple[str, int]]:
+        """(subject, slice) of the cases of ``method`` (and ``seed``) stored as successful; failed ones are
+        computed again."""
+        return {(s, z) for (m, s, z, e), row in self.rows.items() if m == method and e == seed and row.get("status") == "ok"}
 
-    def failed(self, method: str) -> set[tuple[str, int]]:
-        return {(s, z) for (m, s, z), row in self.rows.items() if m == method and row.get("status") != "ok"}
+    def failed(self, method: str, seed: int | None = None) -> set[tuple[str, int]]:
+        return {(s, z) for (m, s, z, e), row in self.rows.items() if m == method and e == seed and row.get("status") != "ok"}
 
     def append(self, row: dict[str, Any]) -> None:
         row = {k: _jsonable(v) for k, v in row.items()}

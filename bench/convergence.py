@@ -1,0 +1,98 @@
+"""Did a deep method's training converge? A verdict read from its ``history.csv``, so that no table ranks
+under-trained models as if they were finished.
+
+The rule (``CONVERGENCE_RULE``): compare the mean validation Dice of the last quarter of training with that of
+the quarter before it (epochs in (E/2, 3E/4] and (3E/4, E] for E epochs). Training has converged when the gain
+is at most ``tolerance`` (0.5 Dice points); a run with fewer than ``min_points`` validation points in either
+quarter cannot be judged and counts as not converged (the smoke profile's 2 epochs, for instance). A falling
+validation Dice also counts as converged: the model no longer improves, whatever else it does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ConvergenceRule:
+    metric: str = "val_dice"
+    tolerance: float = 0.005  # Dice as a fraction: 0.5 points
+    min_points: int = 2  # validation points needed in each of the last two quarters
+
+    def describe(self) -> str:
+        return (f"validation Dice still rising by more than {100 * self.tolerance:.1f} points from the third to the "
+                "last quarter of training (mean over each quarter)")
+
+
+CONVERGENCE_RULE = ConvergenceRule()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    converged: bool
+    epochs: int
+    train_seconds: float
+    gain: float | None  # last-quarter minus third-quarter mean of the metric, or None when not judged
+    reason: str
+
+    def as_columns(self) -> dict[str, Any]:
+        return {"converged": self.converged, "epochs": self.epochs, "train_minutes": self.train_seconds / 60.0,
+                "convergence_gain": math.nan if self.gain is None else self.gain}
+
+
+def judge(history: pd.DataFrame, rule: ConvergenceRule = CONVERGENCE_RULE) -> Verdict:
+    """The verdict for one training history (``epoch``, ``seconds`` and the rule's metric per epoch)."""
+    if history.empty or "epoch" not in history:
+        return Verdict(False, 0, 0.0, None, "no training history")
+    epochs = int(history["epoch"].max())
+    seconds = float(pd.to_numeric(history.get("seconds", pd.Series(dtype=float)), errors="coerce").sum())
+    points = history[["epoch", rule.metric]].dropna() if rule.metric in history else history.iloc[0:0][["epoch"]]
+    third = points[(points["epoch"] > epochs / 2) & (points["epoch"] <= 3 * epochs / 4)]
+    last = points[points["epoch"] > 3 * epochs / 4]
+    if len(third) < rule.min_points or len(last) < rule.min_points:
+        return Verdict(False, epochs, seconds, None,
+                       f"{epochs} epochs with {len(points)} validation point(s): too few to judge "
+                       f"(needs {rule.min_points} in each of the last two quarters)")
+    gain = float(last[rule.metric].mean() - third[rule.metric].mean())
+    converged = gain <= rule.tolerance
+    return Verdict(converged, epochs, seconds, gain,
+                   f"validation Dice {gain * 100:+.2f} points from the third to the last quarter of {epochs} epochs "
+                   f"({'within' if converged else 'above'} the {rule.tolerance * 100:.1f}-point tolerance)")
+
+
+def history_paths(run_dir: Path) -> dict[tuple[str, int | None], Path]:
+    """(method, training seed or None) → ``history.csv`` of each model trained in a run directory."""
+    out: dict[tuple[str, int | None], Path] = {}
+    models = Path(run_dir) / "models"
+    for path in sorted(models.glob("*/history.csv")):
+        out[(path.parent.name, None)] = path
+    for path in sorted(models.glob("*/seed-*/history.csv")):
+        out[(path.parent.parent.name, int(path.parent.name.split("-", 1)[1]))] = path
+    return out
+
+
+def run_verdicts(run_dir: Path, rule: ConvergenceRule = CONVERGENCE_RULE) -> dict[str, Verdict]:
+    """Per method of a run directory: its verdict; with several training seeds, converged only if every seed
+    converged, epochs of the longest and training time summed (the reason names the worst seed)."""
+    by_method: dict[str, list[tuple[int | None, Verdict]]] = {}
+    for (method, seed), path in history_paths(run_dir).items():
+        try:
+            history = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            history = pd.DataFrame()
+        by_method.setdefault(method, []).append((seed, judge(history, rule)))
+    out = {}
+    for method, verdicts in by_method.items():
+        if len(verdicts) == 1:
+            out[method] = verdicts[0][1]
+            continue
+        worst_seed, worst = max(verdicts, key=lambda sv: (not sv[1].converged, sv[1].gain if sv[1].gain is not None else math.inf))
+        out[method] = Verdict(all(v.converged for _, v in verdicts), max(v.epochs for _, v in verdicts),
+                              sum(v.train_seconds for _, v in verdicts), worst.gain,
+                              f"{sum(v.converged for _, v in verdicts)}/{len(verdicts)} seeds converged; seed {worst_seed}: {worst.reason}")
+    return out
