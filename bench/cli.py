@@ -19,7 +19,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with RunConfig keys (flags given here override it)")
     p.add_argument("--dataset", help="dataset name (default: synthetic)")
     p.add_argument("--root", help="dataset folder, for datasets read from disk (acdc, mnm; or $REGBENCH_ACDC_ROOT / $REGBENCH_MNM_ROOT)")
-    p.add_argument("--profile", choices=list(PROFILES), help="smoke | quick (default) | reproduce | paper")
+    p.add_argument("--profile", choices=list(PROFILES), metavar="PROFILE",
+                   help="; ".join(f"{p.name}: {p.description}".replace("%", "%%") for p in PROFILES.values()) + " (default: quick)")
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
     p.add_argument("--device", help="auto (default: CUDA when available) | cpu | cuda[:N]")
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or resume) a benchmark; writes per_case.csv, summary.csv, manifest.json and report/",
                        description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
-                       "the same command again resumes. Other settings into the same --out are refused.")
+                       "the same command again resumes and retries failed cases. Other settings into the same --out are "
+                       "refused. Trained methods whose training did not converge are flagged (warning, Table 1 ‡). Exit "
+                       "status: 0; 1 if a method could not run or none of its cases succeeded; 2 for bad input.")
     _add_run_arguments(p)
     p.add_argument("--methods", help="comma-separated names or patterns, e.g. 'initial,voxelmorph-*' (default: all)")
     p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores)")
@@ -60,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Regenerate RUN/report/ from per_case.csv and the run's saved curves and examples: "
                        "table1.tex/.md/.csv (Table 1: Dice %, HD95 mm, MSE x1e-2, NJD % as mean±std, best in bold, "
                        "dagger = differs from the first --against method, paired Wilcoxon + Holm), table2.tex/.csv "
-                       "(parameters, ms per pair), stats.csv and figures/*.png|pdf. Several run directories (e.g. ACDC and "
-                       "M&M) make one column group per dataset.")
+                       "(parameters, ms per pair, epochs and minutes of training), stats.csv and figures/*.png|pdf. Several run "
+                       "directories (e.g. ACDC and M&M) make one column group per dataset; runs of one dataset are merged "
+                       "when their settings agree (each case counted once) and refused otherwise. Double dagger: training "
+                       "did not converge (validation Dice still rising over the last quarter by > 0.5 points and > 2 standard errors). With several "
+                       "training seeds, numbers are over pairs of the per-pair mean over seeds, [+-s] the seeds' spread.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
     p.add_argument("--against", default="gsmorph", help="comma-separated reference methods for the paired tests (default gsmorph)")

@@ -27,14 +27,14 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",
-        "seconds: a tiny synthetic set at 64 px, a few training steps; for tests and check-method",
+        "seconds: 8 synthetic subjects at 64 px, deep methods 2 epochs (never converged); for tests and check-method",
         {"synthetic": {"n_subjects": 8, "image_size": 64}},
         max_test_pairs=12,
     ),
     "quick": Profile(
         "quick",
-        "the README demo: all methods on the synthetic default at 64 px (3 mm pixels), short training; "
-        "≤ 10 minutes on 2 CPU cores",
+        "the README demo: all methods on 40 synthetic subjects at 64 px (3 mm pixels), deep methods 10 epochs "
+        "(not converged: tables mark them); ≤ 10 minutes on 2 CPU cores",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
     ),
     "reproduce": Profile(

@@ -2,10 +2,12 @@
 under-trained models as if they were finished.
 
 The rule (``CONVERGENCE_RULE``): compare the mean validation Dice of the last quarter of training with that of
-the quarter before it (epochs in (E/2, 3E/4] and (3E/4, E] for E epochs). Training has converged when the gain
-is at most ``tolerance`` (0.5 Dice points); a run with fewer than ``min_points`` validation points in either
-quarter cannot be judged and counts as not converged (the smoke profile's 2 epochs, for instance). A falling
-validation Dice also counts as converged: the model no longer improves, whatever else it does.
+the quarter before it (epochs in (3E/4, E] and (E/2, 3E/4] for E epochs). Training is still improving, i.e. has
+not converged, when the gain exceeds both ``tolerance`` (0.5 Dice points) and two standard errors of the
+difference of the two means (Welch: sqrt(s3²/n3 + s4²/n4)), so that a curve that only scatters around a level
+(GS-Agr's noisy updates) is not taken for a rising one. A run with fewer than ``min_points`` validation points in
+either quarter cannot be judged and counts as not converged (the smoke profile's 2 epochs, for instance). A
+falling validation Dice also counts as converged: the model no longer improves, whatever else it does.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ class ConvergenceRule:
     min_points: int = 2  # validation points needed in each of the last two quarters
 
     def describe(self) -> str:
-        return (f"validation Dice still rising by more than {100 * self.tolerance:.1f} points from the third to the "
-                "last quarter of training (mean over each quarter)")
+        return (f"validation Dice still rising from the third to the last quarter of training, by more than "
+                f"{100 * self.tolerance:.1f} points and more than two standard errors")
 
 
 CONVERGENCE_RULE = ConvergenceRule()
@@ -59,10 +61,13 @@ def judge(history: pd.DataFrame, rule: ConvergenceRule = CONVERGENCE_RULE) -> Ve
                        f"{epochs} epochs with {len(points)} validation point(s): too few to judge "
                        f"(needs {rule.min_points} in each of the last two quarters)")
     gain = float(last[rule.metric].mean() - third[rule.metric].mean())
-    converged = gain <= rule.tolerance
+    noise = 2.0 * math.sqrt(third[rule.metric].var(ddof=1) / len(third) + last[rule.metric].var(ddof=1) / len(last))
+    threshold = max(rule.tolerance, noise)
+    converged = gain <= threshold
     return Verdict(converged, epochs, seconds, gain,
                    f"validation Dice {gain * 100:+.2f} points from the third to the last quarter of {epochs} epochs "
-                   f"({'within' if converged else 'above'} the {rule.tolerance * 100:.1f}-point tolerance)")
+                   f"({'within' if converged else 'above'} the threshold {threshold * 100:.2f}: the larger of "
+                   f"{rule.tolerance * 100:.1f} and two standard errors)")
 
 
 def history_paths(run_dir: Path) -> dict[tuple[str, int | None], Path]:

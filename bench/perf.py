@@ -4,7 +4,9 @@
 - Throughput of the runner's case loop (registration + metrics) with ``--jobs 1`` and ``--jobs N``, after
   warming the worker pool (one registration per worker), and the speed-up.
 - For trainable methods: the time of one training step relative to ``voxelmorph-m``'s (WeightedSum) on the
-  same batch, and inference ms per pair at batch 1 (eval mode, no_grad, warm-up, synchronised on GPU).
+  same batch, inference ms per pair at batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the
+  cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
+  scoring the same pairs one by one with every metric.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ class StepTiming:
     step_s: float
     inference_ms: float
     inference_std_ms: float
+    validation_ms: float  # one training validation pass over VALIDATION_PAIRS: batched forward, Dice and NJD
+    full_evaluation_ms: float  # the same pairs registered one by one and scored with every metric (as the test split)
 
 
 def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, steps: int = 5, device: str = "auto", repeats: int = 20) -> list[StepTiming]:
@@ -133,8 +137,29 @@ def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, 
             _sync(method.device)
             if i >= 3:
                 infer.append(1000 * (time.perf_counter() - start))
-        out.append(StepTiming(name, size, batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer))))
+        validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1))
+        out.append(StepTiming(name, size, batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full))
     return out
+
+
+VALIDATION_PAIRS = 16  # the CPU profiles' max_val_pairs
+
+
+def _validation_timings(method: Any, pairs: Sequence[Any], repeats: int = 3) -> tuple[float, float]:
+    """Median ms of ``method.validate(pairs)`` (what training runs every ``val_every`` epochs) and of registering
+    and fully scoring the same pairs one at a time (what validation cost before it was batched)."""
+    from .metrics import evaluate
+
+    fast, full = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        method.validate(pairs)
+        fast.append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        for p in pairs:
+            evaluate(p, method.register(p.fixed, p.moving))
+        full.append(1000 * (time.perf_counter() - start))
+    return float(np.median(fast)), float(np.median(full))
 
 
 def _sync(device: Any) -> None:
@@ -146,8 +171,10 @@ def _sync(device: Any) -> None:
 
 def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph-m") -> str:
     ref = next((r.step_s for r in rows if r.method == reference), None)
-    lines = [f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"]
+    lines = [f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
+             f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}"]
     for r in rows:
         rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
-        lines.append(f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}")
+        lines.append(f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
+                     f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}")
     return "\n".join(lines)

@@ -625,7 +625,7 @@ def training_caption(verdicts: dict[str, dict[str, Verdict]]) -> str:
     if any(not v.converged for v in merged.values()):
         text += f" $^{{\\ddagger}}$: training not converged ({latex_escape(CONVERGENCE_RULE.describe())}): not a ranking."
     else:
-        text += " All converged (validation Dice gain over the last quarter of training within 0.5 points)."
+        text += " All converged (validation Dice no longer rising over the last quarter of training)."
     return text
 
 

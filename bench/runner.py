@@ -359,10 +359,7 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     result = RunResult(run_dir)
     for name in methods:
         options, method = built[name]
-        try:
-            bind_method(run_dir, manifest, name, options, method_info(name, options, method))
-        except RegbenchError:
-            raise
+        bind_method(run_dir, manifest, name, options, method_info(name, options, method))
         for index, seed in enumerate(training_seeds(config, method)):
             first = index == 0
             unit = name if seed is None else f"{name} (seed {seed})"

@@ -166,6 +166,34 @@ def test_a_method_that_cannot_run_at_all_exits_non_zero(tmp_path, controlled):
     assert (pd.read_csv(tmp_path / "r" / "per_case.csv").query("method == 'initial'").status == "ok").all()
 
 
+class UntrainableModel(Controlled):
+    """Trainable, but its training fails: the method cannot run at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "untrainable"
+
+    def fit(self, train_pairs, val_pairs, workdir=None):
+        raise RuntimeError("out of memory (pretend)")
+
+    def save(self, path):
+        pass
+
+    def load(self, path):
+        pass
+
+
+def test_a_method_whose_training_fails_exits_non_zero_and_the_others_are_kept(tmp_path, controlled):
+    METHODS.add("untrainable", UntrainableModel)
+    try:
+        code, _, err = cli("run", "--methods", "initial,untrainable", "--out", str(tmp_path / "r"), *SMOKE)
+    finally:
+        METHODS._factories.pop("untrainable", None)
+        METHODS._origins.pop("untrainable", None)
+    assert code == 1 and "regbench: error: method untrainable did not run: RuntimeError: out of memory (pretend)" in err
+    assert (pd.read_csv(tmp_path / "r" / "per_case.csv").status == "ok").sum() == 12  # initial's cases
+
+
 # ------------------------------------------------------------------------------------ plugin authors
 class NonFiniteFlow:
     name = "nonfinite"
@@ -393,6 +421,9 @@ MISTAKES = [
     ("perf pairs 0", ["perf", "--pairs", "0"], 2, "--pairs must be at least 1, got 0"),
     ("perf size 8", ["perf", "--size", "8"], 2, "--size must be at least 32, got 8"),
     ("unknown command", ["runn"], 2, "invalid choice: 'runn'"),
+    ("seeds not numbers", ["run", "--methods", "gsmorph", "--seeds", "a,b", "--out", "TMP"], 2, "--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got 'a,b'"),
+    ("seeds repeated", ["run", "--methods", "gsmorph", "--seeds", "1,1", "--out", "TMP"], 2, "seeds has duplicates: [1, 1]"),
+    ("YAML lr as text", ["run", "--config", "LRYAML", "--out", "TMP"], 2, "lr must be a positive number, got '5e-3' (YAML reads 5e-3 as text: write 5.0e-3)"),
 ]
 
 
@@ -407,7 +438,9 @@ def test_each_mistake_is_one_clear_message_and_a_non_zero_exit(argv, code, messa
     other = tmp_path / "other"
     if "OTHER" in argv:
         run(RunConfig(methods=["initial"], profile="smoke", out=str(other), max_test_pairs=2, seed=7), progress=False, report=False)
-    places = {"TMP": str(tmp_path), "RUN": str(finished_run), "FILE": str(a_file), "OTHER": str(other)}
+    lr_yaml = tmp_path / "lr.yaml"
+    lr_yaml.write_text("methods: [gsmorph]\nprofile: smoke\nmethod_options:\n  gsmorph: {lr: 5e-3}\n")
+    places = {"TMP": str(tmp_path), "RUN": str(finished_run), "FILE": str(a_file), "OTHER": str(other), "LRYAML": str(lr_yaml)}
     if "READONLY" in argv:
         places["READONLY"] = str(_read_only_dir(tmp_path))
     argv = [places.get(a, a.replace("TMP", str(tmp_path))) for a in argv]
