@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.exists():
         import pandas as pd
 
-        df = pd.read_csv(summary)
+        df = pd.read_csv(summary, dtype={"epochs": "Int64", "converged": "boolean"})
         cols = ["method", "n_cases", "n_failed", "dice_mean", "hd95_mean", "mse_mean", "njd_mean", "time_s_mean", "epochs", "converged"]
         with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
             print(df[cols].to_string(index=False))

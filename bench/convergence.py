@@ -5,8 +5,8 @@ The rule (``CONVERGENCE_RULE``): compare the mean validation Dice of the last qu
 the quarter before it (epochs in (3E/4, E] and (E/2, 3E/4] for E epochs). Training is still improving, i.e. has
 not converged, when the gain exceeds both ``tolerance`` (0.5 Dice points) and two standard errors of the
 difference of the two means (Welch: sqrt(s3²/n3 + s4²/n4)), so that a curve that only scatters around a level
-(GS-Agr's noisy updates) is not taken for a rising one. A run with fewer than ``min_points`` validation points in
-either quarter cannot be judged and counts as not converged (the smoke profile's 2 epochs, for instance). A
+(GS-Agr's noisy updates) is not taken for a rising one. A run with fewer than ``min_points`` (5) validation points
+in either quarter cannot be judged and counts as not converged (smoke's 2 epochs, quick's 10). A
 falling validation Dice also counts as converged: the model no longer improves, whatever else it does.
 """
 
@@ -24,7 +24,9 @@ import pandas as pd
 class ConvergenceRule:
     metric: str = "val_dice"
     tolerance: float = 0.005  # Dice as a fraction: 0.5 points
-    min_points: int = 2  # validation points needed in each of the last two quarters
+    # Validation points needed in each of the last two quarters: fewer cannot show a plateau (and two standard
+    # errors of 2-3 points are so wide that a still-rising curve would pass).
+    min_points: int = 5
 
     def describe(self) -> str:
         return (f"validation Dice still rising from the third to the last quarter of training, by more than "

@@ -361,7 +361,8 @@ def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = N
                      "time_ms_mean": times.mean() if len(times) else np.nan,
                      "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan, "n": len(times),
                      **(verdicts[method].as_columns() if method in verdicts else {})})
-    return pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n", "epochs", "train_minutes", "converged", "convergence_gain"])
+    frame = pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n", "epochs", "train_minutes", "converged", "convergence_gain"])
+    return frame.astype({"params": "Int64", "epochs": "Int64"})
 
 
 def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int) -> str:
@@ -645,5 +646,6 @@ def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]]) -> dict[str,
     verdicts = run_verdicts(run_dir)
     for column in ("converged", "epochs", "train_minutes", "convergence_gain"):
         summary[column] = [verdicts[m].as_columns()[column] if m in verdicts else pd.NA for m in summary["method"]] if len(summary) else []
+    summary["epochs"] = summary["epochs"].astype("Int64")
     atomic_write_text(paths["summary"], summary.to_csv(index=False))
     return paths

@@ -43,6 +43,8 @@ def test_verdict_on_a_plateau_a_rising_curve_and_a_short_run():
     assert not slow.converged
     short = judge(history(plateau[:2], val_every=1))
     assert not short.converged and short.gain is None and "too few to judge" in short.reason
+    quick = judge(history(np.linspace(0.85, 0.95, 10), val_every=1))  # the quick profile: 2-3 points a quarter
+    assert not quick.converged and "needs 5 in each of the last two quarters" in quick.reason
     falling = judge(history(plateau[::-1].copy()))
     assert falling.converged  # no longer improving
 
