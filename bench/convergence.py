@@ -93,13 +93,15 @@ def run_verdicts(run_dir: Path, rule: ConvergenceRule = CONVERGENCE_RULE) -> dic
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
             history = pd.DataFrame()
         by_method.setdefault(method, []).append((seed, judge(history, rule)))
-    out = {}
-    for method, verdicts in by_method.items():
-        if len(verdicts) == 1:
-            out[method] = verdicts[0][1]
-            continue
-        worst_seed, worst = max(verdicts, key=lambda sv: (not sv[1].converged, sv[1].gain if sv[1].gain is not None else math.inf))
-        out[method] = Verdict(all(v.converged for _, v in verdicts), max(v.epochs for _, v in verdicts),
-                              sum(v.train_seconds for _, v in verdicts), worst.gain,
-                              f"{sum(v.converged for _, v in verdicts)}/{len(verdicts)} seeds converged; seed {worst_seed}: {worst.reason}")
-    return out
+    return {method: combine([(f"seed {seed}", v) for seed, v in verdicts], "seeds") for method, verdicts in by_method.items()}
+
+
+def combine(labelled: list[tuple[str, Verdict]], what: str) -> Verdict:
+    """One verdict over several trainings (seeds, datasets): converged only if all converged, epochs of the
+    longest, training time summed; the reason names the worst one (``what``: the kind counted)."""
+    if len(labelled) == 1:
+        return labelled[0][1]
+    label, worst = max(labelled, key=lambda lv: (not lv[1].converged, lv[1].gain if lv[1].gain is not None else math.inf))
+    verdicts = [v for _, v in labelled]
+    return Verdict(all(v.converged for v in verdicts), max(v.epochs for v in verdicts), sum(v.train_seconds for v in verdicts),
+                   worst.gain, f"{sum(v.converged for v in verdicts)}/{len(verdicts)} {what} converged; {label}: {worst.reason}")

@@ -17,7 +17,7 @@ from typing import Any, Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from .convergence import CONVERGENCE_RULE, Verdict, run_verdicts
+from .convergence import CONVERGENCE_RULE, Verdict, combine, run_verdicts
 from .errors import ConfigError, DataError
 from .metrics import METRICS
 from .registry import method_sort_key
@@ -583,10 +583,7 @@ def prepare_output_dir(out: Path) -> None:
     """The report's folder exists and is writable, else one error naming it (before anything is computed)."""
     from .store import prepare_run_dir
 
-    try:
-        prepare_run_dir(out)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("choose another --out", "use --out DIR to write the report elsewhere")) from None
+    prepare_run_dir(out, hint="use --out DIR to write the report elsewhere")
 
 
 def dataset_verdicts(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame]) -> dict[str, dict[str, Verdict]]:
@@ -594,26 +591,20 @@ def dataset_verdicts(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame]) -
     methods whose cases the report shows)."""
     out: dict[str, dict[str, Verdict]] = {}
     for run_dir, frame in zip(run_dirs, frames):
-        shown = set(frame["method"])
+        shown = {m: v for m, v in run_verdicts(run_dir).items() if m in set(frame["method"])}
         for dataset in dict.fromkeys(frame["dataset"]):
-            for method, verdict in run_verdicts(run_dir).items():
-                if method in shown:
-                    out.setdefault(dataset, {}).setdefault(method, verdict)
+            for method, verdict in shown.items():
+                out.setdefault(dataset, {}).setdefault(method, verdict)
     return out
 
 
 def merged_verdicts(verdicts: dict[str, dict[str, Verdict]]) -> dict[str, Verdict]:
     """One verdict per method over datasets: converged only if converged everywhere; training time summed."""
-    out: dict[str, Verdict] = {}
-    for per_dataset in verdicts.values():
+    by_method: dict[str, list[tuple[str, Verdict]]] = {}
+    for dataset, per_dataset in verdicts.items():
         for method, v in per_dataset.items():
-            if method not in out:
-                out[method] = v
-                continue
-            o = out[method]
-            worst = o if not o.converged else v
-            out[method] = Verdict(o.converged and v.converged, max(o.epochs, v.epochs), o.train_seconds + v.train_seconds, worst.gain, worst.reason)
-    return out
+            by_method.setdefault(method, []).append((_dataset_name(dataset), v))
+    return {method: combine(labelled, "datasets") for method, labelled in by_method.items()}
 
 
 def training_caption(verdicts: dict[str, dict[str, Verdict]]) -> str:

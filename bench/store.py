@@ -177,7 +177,7 @@ def bind_method(run_dir: Path, manifest: dict[str, Any], method: str, options: d
     write_manifest(run_dir, manifest)
 
 
-def prepare_run_dir(run_dir: Path) -> None:
+def prepare_run_dir(run_dir: Path, hint: str = "choose another --out") -> None:
     """Create ``run_dir`` and prove it writable before any work, so a bad --out costs nothing."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -188,7 +188,7 @@ def prepare_run_dir(run_dir: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"run directory {run_dir} is not writable ({exc.strerror or exc}); choose another --out") from None
+        raise ConfigError(f"run directory {run_dir} is not writable ({exc.strerror or exc}); {hint}") from None
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
