@@ -137,6 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     result = run(config, progress=not args.no_progress, retrain=args.retrain)
     print(f"run directory: {result.run_dir}")
+    for why in result.unavailable.values():
+        print(f"regbench: note: left out of {','.join(config.methods)}: {why}", file=sys.stderr)
     for name in sorted(set(result.evaluated) | set(result.skipped)):
         retried = result.retried.get(name, 0)
         print(f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored"
@@ -211,7 +213,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from .registry import METHODS
 
     for name in METHODS.names():
-        print(name)
+        try:
+            missing = METHODS.missing_extra(name)
+        except RegbenchError as exc:  # a plugin that does not import: say so, list the rest
+            missing = str(exc)
+        print(name if missing is None else f"{name}  (unavailable: {missing})")
     return 0
 
 

@@ -82,7 +82,10 @@ class DeepRegistration:
     def options(self) -> dict[str, Any]:
         """The settings this object trains and runs with (recorded in the manifest), device resolved."""
         weight = getattr(self.combiner, "weight", None)
-        return {**asdict(self.settings), "device": str(self.device), **({"lam": weight} if weight is not None and self.objective is None else {})}
+        # The combiner's weight is λ unless an objective already weights its terms (HyperMorph's); an objective
+        # that leaves the weighting to the combiner says so with ``weighted_by_combiner``.
+        weighted = self.objective is None or getattr(self.objective, "weighted_by_combiner", False)
+        return {**asdict(self.settings), "device": str(self.device), **({"lam": weight} if weight is not None and weighted else {})}
 
     def num_parameters(self) -> int:
         return count_parameters(self.model)

@@ -16,6 +16,10 @@ class ConfigError(RegbenchError, ValueError):
     """Bad configuration: unknown key, bad value, or a run directory holding another configuration."""
 
 
+class MissingExtraError(ConfigError):
+    """A method whose optional dependencies are not installed; the message names the pip command."""
+
+
 class InputError(RegbenchError, ValueError):
     """Bad image, label or flow given to a method or metric (shapes, dtypes, non-finite values)."""
 

@@ -15,7 +15,7 @@ import inspect
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from .errors import ConfigError, RegbenchError, RegistryError
+from .errors import ConfigError, MissingExtraError, RegbenchError, RegistryError
 
 
 class Registry:
@@ -67,18 +67,54 @@ class Registry:
         patterns = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
         return [n for n in self.names() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
-    def resolve(self, spec: str | list[str]) -> list[str]:
-        """Expand comma-separated names and patterns, keeping order; an unmatched entry is an error."""
+    def resolve(self, spec: str | list[str], skipped: dict[str, str] | None = None) -> list[str]:
+        """Expand comma-separated names and patterns, keeping order; an unmatched entry is an error.
+
+        A pattern (``*``, ``voxelmorph-*``) leaves out names whose optional dependencies are missing; with
+        ``skipped`` given, they are recorded there with the pip command that installs them. A name given
+        explicitly is kept (building it then raises :class:`MissingExtraError`)."""
         items = spec.split(",") if isinstance(spec, str) else list(spec)
         out: list[str] = []
         for item in (i.strip() for i in items):
             if not item:
                 continue
-            matched = self.list(item) if any(c in item for c in "*?[") else ([item] if item in self.names() else [])
-            if not matched:
+            if any(c in item for c in "*?["):
+                matched = self.list(item)
+                if not matched:
+                    raise RegistryError(self._unknown_message(item))
+                for name in matched:
+                    if (missing := self.missing_extra(name)) is not None:
+                        if skipped is not None:
+                            skipped[name] = missing
+                        continue
+                    if name not in out:
+                        out.append(name)
+            elif item in self.names():
+                if item not in out:
+                    out.append(item)
+            else:
                 raise RegistryError(self._unknown_message(item))
-            out.extend(m for m in matched if m not in out)
         return out
+
+    def missing_extra(self, name: str) -> str | None:
+        """Why ``name`` cannot be built here (a distribution in its factory's ``requires`` is not installed),
+        with the pip command that fixes it (its ``install_hint``); None when it can. Importing the plugin
+        module itself stays cheap: plugins import their optional packages only when built."""
+        from importlib import metadata
+
+        def installed(distribution: str) -> bool:
+            try:
+                metadata.version(distribution)
+                return True
+            except metadata.PackageNotFoundError:
+                return False
+
+        factory = self.get(name)
+        absent = [dist for dist in getattr(factory, "requires", ()) if not installed(dist)]
+        if not absent:
+            return None
+        hint = getattr(factory, "install_hint", None) or f"pip install {' '.join(absent)}"
+        return f"{self.kind} {name!r} needs {', '.join(absent)}, which is not installed: {hint}"
 
     def _unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
@@ -128,6 +164,8 @@ class Registry:
         """Build ``name`` with keyword options; an unknown option or a value the factory rejects is a
         ConfigError naming the method and the option."""
         factory = self.get(name)
+        if (missing := self.missing_extra(name)) is not None:
+            raise MissingExtraError(missing)
         accepted = _accepted_options(factory)
         if accepted is not None:
             unknown = sorted(set(options) - accepted)
@@ -211,6 +249,10 @@ METHODS = Registry(
         "gs-agr": "regbench.methods.gradient_surgery",
         "gs-pcgrad": "regbench.methods.gradient_surgery",
         "gsmorph": "regbench.methods.gradient_surgery",
+        # Beyond the paper (issue #14); the first and last need an extra (see each module).
+        "elastix-bspline": "regbench.methods.elastix",
+        "voxelmorph-diff": "regbench.methods.voxelmorph",
+        "fireants-syn": "regbench.methods.fireants",
     },
 )
 DATASETS = Registry(
@@ -223,11 +265,12 @@ DATASETS = Registry(
     },
 )
 
-# The paper's row order; plugins follow in registration order.
+# The paper's row order, then regbench's methods beyond the paper; any other plugin follows alphabetically.
 PAPER_METHOD_ORDER = [
     "initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
     "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph",
 ]
+BEYOND_PAPER_ORDER = ["demons-fastsym", "elastix-bspline", "fireants-syn", "voxelmorph-diff"]
 
 
 def register_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -257,5 +300,6 @@ def create_dataset(name: str, **options: Any) -> Any:
 
 
 def method_sort_key(name: str) -> tuple[int, str]:
-    """Paper order first, then anything else alphabetically."""
-    return (PAPER_METHOD_ORDER.index(name), "") if name in PAPER_METHOD_ORDER else (len(PAPER_METHOD_ORDER), name)
+    """Paper order first, then regbench's other built-ins, then anything else alphabetically."""
+    order = PAPER_METHOD_ORDER + BEYOND_PAPER_ORDER
+    return (order.index(name), "") if name in order else (len(order), name)

@@ -52,6 +52,7 @@ class RunResult:
     some_cases_failed: dict[str, int] = field(default_factory=dict)  # method -> failed cases (others succeeded)
     retried: dict[str, int] = field(default_factory=dict)  # method -> failed cases computed again in this call
     not_converged: dict[str, str] = field(default_factory=dict)  # trained method -> why its training did not converge
+    unavailable: dict[str, str] = field(default_factory=dict)  # method a pattern matched, left out: its extra is missing
     report: Any = None  # the regbench.report.Report written at the end
 
     @property
@@ -333,9 +334,10 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end."""
     from tqdm.auto import tqdm
 
-    methods = METHODS.resolve(config.methods)
+    unavailable: dict[str, str] = {}
+    methods = METHODS.resolve(config.methods, skipped=unavailable)
     if not methods:
-        raise ConfigError(f"no method matches {config.methods!r}")
+        raise ConfigError(f"no method matches {config.methods!r}" + (f" among those installed ({'; '.join(unavailable.values())})" if unavailable else ""))
     methods.sort(key=method_sort_key)
     # Everything a user can get wrong is checked before any work: device, run directory, every method's options.
     check_device(config.device)
@@ -356,7 +358,7 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     examples = {p.key for p in example_pairs}
     for pair in example_pairs:
         save_example_pair(run_dir, pair)
-    result = RunResult(run_dir)
+    result = RunResult(run_dir, unavailable=unavailable)
     for name in methods:
         options, method = built[name]
         bind_method(run_dir, manifest, name, options, method_info(name, options, method))
