@@ -59,14 +59,14 @@ def time_cases(name: str, pairs: Sequence[Any], jobs: int = 2, options: dict[str
         times.append(time.perf_counter() - start)
     config = RunConfig(methods=[name], jobs=1)
     start = time.perf_counter()
-    list(_iterate_cases(method, pairs, config))
+    list(_iterate_cases(method, pairs, config, examples=set()))
     wall1 = time.perf_counter() - start
     # Start the worker pool and let each worker register once: ANTs loads its library (~1.3 s) on the
     # first call in a process, a one-off cost a real run spreads over all its pairs.
     Parallel(n_jobs=jobs)(delayed(_warm_up)(method, pairs[0]) for _ in range(2 * jobs))
     config = RunConfig(methods=[name], jobs=jobs)
     start = time.perf_counter()
-    list(_iterate_cases(method, pairs, config))
+    list(_iterate_cases(method, pairs, config, examples=set()))
     walln = time.perf_counter() - start
     return CaseTiming(name, pairs[0].fixed.shape[0], len(pairs), float(np.mean(times)), float(np.std(times)), wall1, walln, jobs)
 

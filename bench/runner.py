@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import traceback
+import uuid
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,15 +83,27 @@ def case_seed(seed: int, method: str, pair: Pair) -> int:
     return zlib.crc32(f"{seed}/{method}/{pair.subject}/{pair.slice}".encode()) & 0x7FFFFFFF
 
 
-_WARMED: set[int] = set()  # ids of method objects warmed up in this process
+_WARMED: set[Any] = set()  # warm-up keys of the method objects warmed up in this process
+WARM_UP_KEY = "_regbench_warm_up_key"
+
+
+def mark_for_warm_up(method: Any) -> None:
+    """Give ``method`` a key that survives pickling, so that the copies a worker unpickles (one per task)
+    are warmed up once per process, not once per case."""
+    if getattr(method, WARM_UP_KEY, None) is None:
+        try:
+            setattr(method, WARM_UP_KEY, uuid.uuid4().hex)
+        except AttributeError:  # an object that takes no attributes is warmed up per copy
+            pass
 
 
 def _warm_up_once(method: Any, pair: Pair) -> None:
     """One untimed registration per method and process: library loading (ANTs ~1.3 s), first-call
     allocations and CUDA kernels selection stay out of ``time_s``."""
-    if id(method) in _WARMED:
+    key = getattr(method, WARM_UP_KEY, None) or id(method)
+    if key in _WARMED:
         return
-    _WARMED.add(id(method))
+    _WARMED.add(key)
     try:
         method.register(pair.fixed, pair.moving)
     except Exception:  # the timed call reports the failure
@@ -204,6 +217,7 @@ def dataset_options(dataset: Any) -> dict[str, Any]:
 def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]]) -> Iterator[dict[str, Any]]:
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None
+    mark_for_warm_up(method)
     args = (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)
     if jobs == 1:
         for pair in pairs:

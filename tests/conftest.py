@@ -28,6 +28,9 @@ class SlowInitial:
 
     def register(self, fixed, moving):
         fixed, moving = validate_images(fixed, moving)
+        if os.environ.get("REGBENCH_TEST_CALLS"):  # one line per call and process, for tests that count them
+            with open(os.environ["REGBENCH_TEST_CALLS"], "a") as log:
+                log.write(f"{os.getpid()}\\n")
         time.sleep(float(os.environ.get("REGBENCH_TEST_DELAY", "0.3")))
         return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
 

@@ -146,3 +146,29 @@ def test_train_command_then_run_reuses_the_model(tmp_path):
     assert (df["params"] == 1_968_002).all() and (df["status"] == "ok").all()
     refused = cli("train", "initial", "--profile", "smoke", "--out", str(out), check=False)
     assert refused.returncode == 2 and "not trainable" in refused.stderr
+
+
+def test_perf_times_a_classical_method_serially_and_in_parallel():
+    """`regbench perf` for per-pair methods (its case loop is the runner's)."""
+    from regbench.perf import benchmark_pairs, format_case_timings, time_cases
+
+    timing = time_cases("initial", benchmark_pairs(32, 3), jobs=2)
+    assert timing.pairs == 3 and timing.wall_jobs1 > 0 and timing.wall_jobsn > 0
+    assert "initial" in format_case_timings([timing])
+
+
+def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
+    """Each task unpickles its own copy of the method; the warm-up is keyed so that copies share it."""
+    from regbench import create_method
+    from regbench.config import RunConfig
+    from regbench.runner import _iterate_cases
+
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("REGBENCH_TEST_CALLS", str(calls))
+    monkeypatch.setenv("REGBENCH_TEST_DELAY", "0")
+    pairs = small_dataset.pairs("test")[:8]
+    rows = list(_iterate_cases(create_method("slow-initial"), pairs, RunConfig(methods=["slow-initial"], jobs=2), examples=set()))
+    assert [r["status"] for r in rows] == ["ok"] * len(pairs)
+    pids = calls.read_text().split()
+    workers = set(pids)
+    assert len(pids) == len(pairs) + len(workers)  # every case once, plus one warm-up in each worker
