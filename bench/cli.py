@@ -44,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "status: 0; 1 if a method could not run or none of its cases succeeded; 2 for bad input.")
     _add_run_arguments(p)
     p.add_argument("--methods", help="comma-separated names or patterns, e.g. 'initial,voxelmorph-*' (default: all)")
-    p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores)")
+    p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores); with --backend dask "
+                   "--cluster local, the LocalCluster's workers")
+    p.add_argument("--backend", choices=["joblib", "dask"], help="joblib: processes on this machine (default); dask: a "
+                   "dask.distributed cluster (pip install \"regbench[dask]\"): --cluster, --scheduler or --scheduler-file")
+    p.add_argument("--cluster", choices=["local", "slurm"], help="with --backend dask: start a LocalCluster (default) or "
+                   "SLURM jobs through dask-jobqueue (pools in the YAML's slurm: {cpu: {...}, gpu: {...}})")
+    p.add_argument("--scheduler", help="with --backend dask: address of a running scheduler, e.g. tcp://host:8786")
+    p.add_argument("--scheduler-file", dest="scheduler_file", help="with --backend dask: a running scheduler's JSON file")
     p.add_argument("--max-pairs", type=int, dest="max_test_pairs", help="evaluate only the first N test pairs")
     p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
     p.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
@@ -128,6 +135,10 @@ def _config_from_args(args: argparse.Namespace):
         sweep=getattr(args, "sweep", None),
         dataset_options=dataset_options,
         seeds=parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None,
+        backend=getattr(args, "backend", None),
+        cluster=getattr(args, "cluster", None),
+        scheduler=getattr(args, "scheduler", None),
+        scheduler_file=getattr(args, "scheduler_file", None),
     )
 
 

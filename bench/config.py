@@ -79,6 +79,15 @@ class RunConfig:
     # Training seeds: each trainable method is trained (and evaluated) once per seed; None: once, with the
     # method's own seed (the deep methods': 3407, the paper's). Classical methods run once either way.
     seeds: list[int] | None = None
+    # Where the work runs. "joblib": processes on this machine (--jobs). "dask": a dask.distributed cluster
+    # through joblib's dask backend (pip install "regbench[dask]"): a LocalCluster (cluster: local), a SLURM
+    # cluster regbench starts with dask-jobqueue (cluster: slurm, pools in `slurm`), or a running scheduler
+    # (scheduler: tcp://host:8786, or scheduler_file). See regbench.distributed.
+    backend: str = "joblib"
+    cluster: str | None = None
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -116,6 +125,34 @@ class RunConfig:
         for name, options in self.method_options.items():
             if not isinstance(options, dict):
                 raise ConfigError(f"method_options[{name!r}] must be a mapping of option: value, got {options!r}")
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        if self.backend not in ("joblib", "dask"):
+            raise ConfigError(f"backend must be 'joblib' or 'dask', got {self.backend!r}")
+        where = {k: getattr(self, k) for k in ("cluster", "scheduler", "scheduler_file") if getattr(self, k) is not None}
+        if self.backend == "joblib":
+            if where or self.slurm:
+                given = ", ".join(f"{k.replace('_', '-')} {v!r}" for k, v in where.items()) or "slurm settings"
+                raise ConfigError(f"{given} only apply to the dask backend: add --backend dask (backend: dask)")
+            return
+        if len(where) > 1:
+            raise ConfigError(f"give one of cluster, scheduler and scheduler_file for the dask backend, got {', '.join(where)}")
+        if self.cluster is None and not where:
+            self.cluster = "local"  # --backend dask alone: a LocalCluster with --jobs workers
+        if self.cluster is not None and self.cluster not in ("local", "slurm"):
+            raise ConfigError(f"cluster must be 'local' or 'slurm', got {self.cluster!r} (a running cluster: --scheduler tcp://host:8786)")
+        if not isinstance(self.slurm, dict):
+            raise ConfigError(f"slurm must be a mapping with a 'cpu' and an optional 'gpu' pool, got {type(self.slurm).__name__}")
+        if self.cluster == "slurm":
+            unknown = sorted(set(self.slurm) - {"cpu", "gpu"})
+            if unknown or not isinstance(self.slurm.get("cpu"), dict) or not isinstance(self.slurm.get("gpu", {}), dict):
+                raise ConfigError(
+                    "slurm needs a 'cpu' pool and may have a 'gpu' pool, each a mapping of dask-jobqueue SLURMCluster "
+                    f"settings (cores, memory, walltime, queue, job_extra_directives, jobs); got keys {sorted(self.slurm) or 'none'}"
+                )
+        elif self.slurm:
+            raise ConfigError("slurm settings only apply to cluster: slurm (--cluster slurm)")
 
     @property
     def out_dir(self) -> Path:

@@ -29,6 +29,7 @@ from .errors import ConfigError, RegbenchError
 from .interface import Pair, is_trainable, num_parameters, validate_registration
 from .metrics import evaluate
 from .provenance import environment
+from .distributed import MethodSpec, built_method, where_am_i
 from .registry import DATASETS, METHODS, method_sort_key
 from .report import ReportOptions, write_report, write_run_tables
 from .store import (
@@ -116,7 +117,10 @@ def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int
     With ``keep_example`` the row carries the moved image and flow under ``"_example"`` (for the
     qualitative figure); the runner saves them and never stores them in the table."""
     limit_threads(threads)
+    if isinstance(method, MethodSpec):  # the dask backend sends specs; built once per worker process
+        method = built_method(method)
     row: dict[str, Any] = {"method": method.name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice)}
+    row.update(where_am_i(getattr(method, "device", None)))
     import torch
 
     s = case_seed(seed, method.name, pair)
@@ -214,11 +218,32 @@ def dataset_options(dataset: Any) -> dict[str, Any]:
     return fn() if callable(fn) else {}
 
 
-def _iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+def _iterate_cases(
+    method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]], cluster: "Cluster | None" = None, spec: Any = None
+) -> Iterator[dict[str, Any]]:
+    """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
+
+    joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster through
+    joblib's dask backend: one pair per task (rows stream back one by one), the pairs scattered once, the method
+    sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
+    args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)  # noqa: E731
+    if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
+        from joblib import parallel_config
+
+        task_method = spec if spec is not None else method
+        mark_for_warm_up(task_method)
+        gpu = cluster.gpu_workers and is_trainable(method)
+        backend_options = {"resources": {cluster.gpu_resource: 1}} if gpu else {}
+        with parallel_config(backend="dask", client=cluster.client, scatter=list(pairs), **backend_options):
+            cases = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(
+                delayed(evaluate_case)(task_method, pair, *args_for(None if gpu else 1), keep_example=pair.key in examples) for pair in pairs
+            )
+            yield from cases
+        return
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None
     mark_for_warm_up(method)
-    args = (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)
+    args = args_for(threads)
     if jobs == 1:
         for pair in pairs:
             yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
@@ -346,8 +371,6 @@ def _fingerprint(config: RunConfig, dataset: Any) -> dict[str, Any]:
 
 def run(config: RunConfig, progress: bool = True, retrain: bool = False, report: bool = True) -> RunResult:
     """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end."""
-    from tqdm.auto import tqdm
-
     unavailable: dict[str, str] = {}
     methods = METHODS.resolve(config.methods, skipped=unavailable)
     if not methods:
@@ -358,10 +381,42 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     run_dir = config.out_dir
     prepare_run_dir(run_dir)
     built = build_methods(config, methods)
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if config.backend == "dask":
+            from .distributed import open_cluster
+
+            cluster = stack.enter_context(open_cluster(config))  # workers' versions checked before any work
+        return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def train_task(config: RunConfig, name: str, options: dict[str, Any], seed: int | None, directory: str, retrain: bool, threads: int | None = None) -> dict[str, Any]:
+    """One (method, seed) trained on a dask worker into ``directory`` (``RUN/models/...`` on the filesystem
+    the workers share). Idempotent: a task that runs again (a lost worker, a walltime) resumes from the
+    checkpoint, or loads ``final.pt`` when an earlier run of it finished; every write is atomic.
+
+    ``threads``: torch threads for CPU training (dask starts its workers with one); the same count as the
+    driver's gives a LocalCluster the default backend's numbers, bit for bit (CPU results depend on it)."""
+    import torch
+
+    torch.set_num_threads(threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    method = METHODS.create(name, **({**options, "seed": seed} if seed is not None else options))
+    started = time.perf_counter()
+    train_or_load(method, build_dataset(config), Path(directory), retrain=retrain)
+    return {**where_am_i(getattr(method, "device", None)), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _run_units(config: RunConfig, methods: list[str], built: dict[str, Any], unavailable: dict[str, str], cluster: Any, progress: bool, retrain: bool, report: bool) -> RunResult:
+    from tqdm.auto import tqdm
+
+    run_dir = config.out_dir
     dataset = build_dataset(config)
     manifest = bind_run_dir(run_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
     for name, (options, _) in built.items():
         check_method_binding(run_dir, manifest, name, options)
+    if cluster is not None:
+        manifest["cluster"] = _json_safe(cluster.record)
     store = RunStore(run_dir)
     write_split(run_dir, dataset)
     test_pairs = dataset.pairs("test")
@@ -373,56 +428,28 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     for pair in example_pairs:
         save_example_pair(run_dir, pair)
     result = RunResult(run_dir, unavailable=unavailable)
+    # (method, seed, first seed of the method); under dask, every training is submitted now and its method is
+    # evaluated as soon as it finishes, while the classical methods run on the other workers.
+    units = [(name, seed, index == 0) for name in methods for index, seed in enumerate(training_seeds(config, built[name][1]))]
+    trainings: dict[tuple[str, int | None], Any] = {}
+    if cluster is not None:
+        for name, seed, _ in units:
+            if is_trainable(built[name][1]):
+                threads = _driver_threads() if config.cluster == "local" else None  # one machine: train as the default backend does
+                trainings[(name, seed)] = cluster.submit_training(config, name, built[name][0], seed, str(model_dir(run_dir, name, seed)), retrain, threads)
     for name in methods:
         options, method = built[name]
         bind_method(run_dir, manifest, name, options, method_info(name, options, method))
-        for index, seed in enumerate(training_seeds(config, method)):
-            first = index == 0
-            unit = name if seed is None else f"{name} (seed {seed})"
-            try:
-                done, failed = store.done(name, seed), store.failed(name, seed)
-                pending = [p for p in test_pairs if p.key not in done]
-                result.skipped[unit] = len(test_pairs) - len(pending)
-                result.retried[unit] = sum(p.key in failed for p in pending)
-                sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
-                want_sweep = first and config.sweep and not sweep_path.exists()
-                sweeps = want_sweep and callable(getattr(method, "sweep", None))
-                if not pending and not sweeps:
-                    continue
-                if seed is not None:  # the same options, trained from this seed
-                    method = METHODS.create(name, **{**options, "seed": seed})
-                if is_trainable(method):
-                    if hasattr(method, "progress"):
-                        method.progress = progress  # epoch bar with the losses
-                    train_or_load(method, dataset, model_dir(run_dir, name, seed), retrain=retrain)
-                    if seed is not None:
-                        info = manifest["method_info"][name]
-                        info["seeds"] = sorted({*info.get("seeds", []), seed})
-                manifest["methods_params"] = {**manifest.get("methods_params", {}), name: num_parameters(method)}
-                write_manifest(run_dir, manifest)
-            except RegbenchError:
-                raise  # configuration errors stop the run with their own message
-            except Exception as exc:
-                result.failed_methods[unit] = f"{type(exc).__name__}: {exc}"
-                log.error("method %s could not run: %s", unit, result.failed_methods[unit])
-                continue
-            bar = tqdm(total=len(pending), desc=f"{unit:>14}", unit="pair", disable=not progress, leave=True)
-            count = 0
-            for row in _iterate_cases(method, pending, config, examples if first else set()):
-                example = row.pop("_example", None)
-                if example is not None:  # saved before the row: a stored case always has its example
-                    _save_npz(run_dir / "examples" / name / example_name(row["subject"], row["slice"]), example)
-                row["seed"] = seed
-                row["params"] = manifest["methods_params"].get(name)
-                store.append(row)
-                count += 1
-                bar.update(1)
-            bar.close()
-            result.evaluated[unit] = count
-            if sweeps:
-                write_sweep(sweep_path, method, test_pairs, config.dataset)
-        built[name] = (options, None)  # free the model before the next method
-        method = None
+    remaining = {name: sum(n == name for n, _, _ in units) for name in methods}
+    try:
+        for name, seed, first in _unit_order(units, trainings):
+            _run_unit(config, name, seed, first, built, manifest, store, dataset, test_pairs, examples, result, cluster, trainings.get((name, seed)), progress, retrain, tqdm)
+            remaining[name] -= 1
+            if not remaining[name]:
+                built[name] = (built[name][0], None)  # free the model before the next method
+    finally:
+        if cluster is not None:
+            cluster.client.cancel([f for f in trainings.values() if not f.done()])
     test_keys = {p.key for p in test_pairs}
     for name in methods:
         if any(unit == name or unit.startswith(f"{name} (seed ") for unit in result.failed_methods):
@@ -439,6 +466,85 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     if report:
         result.report = write_report([run_dir], options=ReportOptions())
     return result
+
+
+def _driver_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _unit_order(units: list[tuple[str, int | None, bool]], trainings: dict[tuple[str, int | None], Any]) -> Iterator[tuple[str, int | None, bool]]:
+    """Units without a training task first (in order), then the trained ones as their trainings finish."""
+    yield from (u for u in units if (u[0], u[1]) not in trainings)
+    if trainings:
+        from distributed import as_completed
+
+        unit_of = {trainings[(n, s)].key: (n, s, f) for n, s, f in units if (n, s) in trainings}
+        futures = list(trainings.values())
+        for future in as_completed(futures, loop=futures[0].client.loop):
+            yield unit_of[future.key]
+
+
+def _run_unit(config: RunConfig, name: str, seed: int | None, first: bool, built: dict[str, Any], manifest: dict[str, Any], store: RunStore,
+              dataset: Any, test_pairs: list[Pair], examples: set[tuple[str, int]], result: RunResult, cluster: Any, training: Any,
+              progress: bool, retrain: bool, tqdm: Any) -> None:
+    """Train (or load, or wait for the cluster's training task) and evaluate one method at one seed."""
+    run_dir = config.out_dir
+    options, method = built[name]
+    unit = name if seed is None else f"{name} (seed {seed})"
+    try:
+        done, failed = store.done(name, seed), store.failed(name, seed)
+        pending = [p for p in test_pairs if p.key not in done]
+        result.skipped[unit] = len(test_pairs) - len(pending)
+        result.retried[unit] = sum(p.key in failed for p in pending)
+        sweep_path = run_dir / "curves" / f"{name}_sweep.csv"
+        want_sweep = first and config.sweep and not sweep_path.exists()
+        sweeps = want_sweep and callable(getattr(method, "sweep", None))
+        if not pending and not sweeps:
+            return
+        if seed is not None:  # the same options, trained from this seed
+            method = METHODS.create(name, **{**options, "seed": seed})
+        if is_trainable(method):
+            if hasattr(method, "progress"):
+                method.progress = progress  # epoch bar with the losses
+            if training is not None:  # trained by a task on the cluster: load what it wrote
+                where = training.result()
+                manifest["method_info"][name].setdefault("trained_on", {})["default" if seed is None else str(seed)] = where
+                retrain = False
+            train_or_load(method, dataset, model_dir(run_dir, name, seed), retrain=retrain)
+            if seed is not None:
+                info = manifest["method_info"][name]
+                info["seeds"] = sorted({*info.get("seeds", []), seed})
+        manifest["methods_params"] = {**manifest.get("methods_params", {}), name: num_parameters(method)}
+        write_manifest(run_dir, manifest)
+    except RegbenchError:
+        raise  # configuration errors stop the run with their own message
+    except Exception as exc:
+        result.failed_methods[unit] = f"{type(exc).__name__}: {exc}"
+        log.error("method %s could not run: %s", unit, result.failed_methods[unit])
+        return
+    spec = None
+    if cluster is not None:
+        from .distributed import MethodSpec
+
+        spec_options = {**options, "seed": seed} if seed is not None else options
+        spec = MethodSpec.of(name, spec_options, model_dir(run_dir, name, seed) / "final.pt" if is_trainable(method) else None)
+    bar = tqdm(total=len(pending), desc=f"{unit:>14}", unit="pair", disable=not progress, leave=True)
+    count = 0
+    for row in _iterate_cases(method, pending, config, examples if first else set(), cluster=cluster, spec=spec):
+        example = row.pop("_example", None)
+        if example is not None:  # saved before the row: a stored case always has its example
+            _save_npz(run_dir / "examples" / name / example_name(row["subject"], row["slice"]), example)
+        row["seed"] = seed
+        row["params"] = manifest["methods_params"].get(name)
+        store.append(row)
+        count += 1
+        bar.update(1)
+    bar.close()
+    result.evaluated[unit] = count
+    if sweeps:
+        write_sweep(sweep_path, method, test_pairs, config.dataset)
 
 
 def _json_safe(value: Any) -> Any:

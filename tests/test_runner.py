@@ -163,6 +163,9 @@ def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugin
     from regbench.config import RunConfig
     from regbench.runner import _iterate_cases
 
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)  # fresh workers, which see the plugin on PYTHONPATH
     calls = tmp_path / "calls.txt"
     monkeypatch.setenv("REGBENCH_TEST_CALLS", str(calls))
     monkeypatch.setenv("REGBENCH_TEST_DELAY", "0")

@@ -1,0 +1,276 @@
+"""The dask backend: the same runner on a dask.distributed cluster (local, any scheduler, SLURM).
+
+Needs ``pip install "regbench[dask]"`` (dask.distributed, dask-jobqueue). What changes against the default
+(joblib processes on this machine):
+
+- **Where.** ``cluster: local`` starts a LocalCluster (``--jobs`` single-threaded worker processes);
+  ``scheduler``/``scheduler_file`` connect to a running cluster; ``cluster: slurm`` starts dask-jobqueue
+  SLURMClusters from the ``slurm`` settings: a ``cpu`` pool and an optional ``gpu`` pool whose workers
+  advertise the resource ``GPU=1``. One scheduler serves both pools (the GPU pool's jobs are added to the CPU
+  cluster's worker spec).
+- **What is sent.** Workers get a :class:`MethodSpec` (name, options as given, model file), never a method
+  object: a model pickled on a GPU driver does not load on a CPU worker, and ``device="auto"`` is resolved on
+  the worker. Built methods are cached per worker process by spec. The pairs are scattered once.
+- **Training** is one task per (method, seed) that needs the ``GPU`` resource where the cluster has GPU
+  workers (anywhere otherwise); it trains into ``RUN/models/...`` on the filesystem the workers share and
+  resumes from its checkpoint if it runs again. Deep evaluation asks for ``GPU`` too; classical cases run on
+  any worker, meanwhile.
+- **Provenance.** Every case records the host (and the GPU's name where one was used); the manifest records
+  the cluster, and a worker whose regbench, torch, SimpleITK, ANTsPy or plugin versions differ from the
+  driver's is refused with the difference named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConfigError, MissingExtraError
+
+INSTALL_HINT = 'pip install "regbench[dask]"'
+GPU = "GPU"  # the worker resource a GPU worker advertises (dask-worker --resources GPU=1)
+
+
+def require_dask() -> None:
+    from importlib import metadata
+
+    for distribution in ("distributed",):
+        try:
+            metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            raise MissingExtraError(f"--backend dask needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
+
+
+# ----------------------------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a worker needs to build a method: its name, its options (as given: ``device="auto"`` is resolved
+    where it is built) and, for a trained method, the model file to load."""
+
+    name: str
+    options_json: str
+    model_path: str | None = None
+
+    @classmethod
+    def of(cls, name: str, options: dict[str, Any], model_path: Path | None = None) -> "MethodSpec":
+        return cls(name, json.dumps(options, sort_keys=True, default=str), str(model_path) if model_path else None)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.options_json)
+
+    def build(self) -> Any:
+        from .registry import METHODS
+
+        method = METHODS.create(self.name, **self.options)
+        if self.model_path is not None:
+            method.load(Path(self.model_path))
+        return method
+
+
+_BUILT: dict[MethodSpec, Any] = {}  # per worker process
+
+
+def built_method(spec: MethodSpec) -> Any:
+    """The method for ``spec``, built once per process (each task unpickles the spec, not a model)."""
+    method = _BUILT.get(spec)
+    if method is None:
+        if len(_BUILT) >= 4:  # a worker serves methods one after another: keep a few, free the rest
+            _BUILT.pop(next(iter(_BUILT)))
+        method = _BUILT[spec] = spec.build()
+        from .runner import WARM_UP_KEY
+
+        try:  # copies of one spec share the warm-up
+            setattr(method, WARM_UP_KEY, spec)
+        except AttributeError:
+            pass
+    return method
+
+
+# --------------------------------------------------------------------------------------- provenance
+def where_am_i(device: Any = None) -> dict[str, Any]:
+    """The host, the dask worker (its address; None outside a dask worker) and the GPU's name when
+    ``device`` is a CUDA device."""
+    gpu = None
+    if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_name(device)
+    worker = None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):  # not installed, or not in a dask worker
+        pass
+    return {"host": socket.gethostname(), "worker": worker, "gpu": gpu}
+
+
+def software_versions() -> dict[str, str | None]:
+    """The versions that must agree between driver and workers: regbench, torch, SimpleITK, ANTsPy and every
+    installed regbench plugin distribution."""
+    from importlib import metadata
+
+    def version(distribution: str) -> str | None:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return None
+
+    versions = {d: version(d) for d in ("regbench", "torch", "SimpleITK", "antspyx")}
+    for ep in metadata.entry_points(group="regbench.methods"):
+        if ep.dist is not None:
+            versions[f"plugin {ep.dist.name}"] = ep.dist.version
+    return versions
+
+
+def check_worker_versions(client: Any, ours: dict[str, str | None] | None = None) -> dict[str, dict[str, str | None]]:
+    """Every worker's versions, refused with the first difference named when one differs from the driver's
+    (``ours``: the driver's, by default :func:`software_versions` here)."""
+    ours = software_versions() if ours is None else ours
+    theirs = client.run(software_versions)
+    for worker, versions in sorted(theirs.items()):
+        for key in sorted(set(ours) | set(versions)):
+            if ours.get(key) != versions.get(key):
+                raise ConfigError(
+                    f"dask worker {worker} runs {key} {versions.get(key) or 'not installed'}, the driver {ours.get(key) or 'not installed'}: "
+                    "install the same versions on the workers (same environment or image)"
+                )
+    return theirs
+
+
+def has_gpu_workers(client: Any) -> bool:
+    return any(w.get("resources", {}).get(GPU, 0) >= 1 for w in client.scheduler_info(n_workers=-1)["workers"].values())
+
+
+def cluster_record(config: Any, client: Any) -> dict[str, Any]:
+    """What the manifest keeps about the cluster."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {
+        "backend": "dask",
+        "cluster": config.cluster or "external",
+        "scheduler": client.scheduler.address if client.scheduler else None,
+        "workers": [
+            {"address": a, "host": w.get("host"), "nthreads": w.get("nthreads"), "resources": w.get("resources", {})}
+            for a, w in sorted(workers.items())
+        ],
+    }
+
+
+# ------------------------------------------------------------------------------------------- clusters
+SLURM_KEYS = ("cores", "memory", "processes", "walltime", "queue", "account", "job_extra_directives", "job_script_prologue",
+              "worker_extra_args", "local_directory", "log_directory", "interface", "python", "jobs", "job_name")
+
+
+def _slurm_options(pool: str, settings: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    unknown = sorted(set(settings) - set(SLURM_KEYS))
+    if unknown:
+        raise ConfigError(f"slurm.{pool}: unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(SLURM_KEYS)}")
+    options = {k: v for k, v in settings.items() if k != "jobs"}
+    jobs = settings.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
+        raise ConfigError(f"slurm.{pool}.jobs must be a non-negative integer (SLURM jobs to start), got {jobs!r}")
+    for key in ("cores", "memory"):
+        if key not in options:
+            raise ConfigError(f"slurm.{pool} needs {key!r} (dask-jobqueue needs the resources of one job)")
+    options.setdefault("processes", 1)
+    if pool == "gpu":
+        options["worker_extra_args"] = [*options.get("worker_extra_args", []), "--resources", f"{GPU}=1"]
+    options.setdefault("job_name", f"regbench-{pool}")
+    return options, jobs
+
+
+def slurm_cluster(slurm: dict[str, Any]) -> Any:
+    """A SLURMCluster for the ``cpu`` pool; the ``gpu`` pool's jobs join the same scheduler as extra entries of
+    its worker spec (dask-jobqueue renders one job class per cluster; a SpecCluster takes one spec per
+    worker). ``cluster.regbench_job_scripts`` holds both pools' job scripts (``sbatch`` files)."""
+    from dask_jobqueue import SLURMCluster
+    from dask_jobqueue.slurm import SLURMJob
+
+    cpu_options, cpu_jobs = _slurm_options("cpu", slurm["cpu"])
+    cluster = SLURMCluster(**cpu_options, scheduler_options={"dashboard_address": None})
+    cluster.regbench_job_scripts = {"cpu": cluster.job_script()}
+    if cpu_jobs:
+        cluster.scale(jobs=cpu_jobs)
+    if "gpu" in slurm:
+        gpu_options, gpu_jobs = _slurm_options("gpu", slurm["gpu"])
+        shared = {k: v for k, v in cluster.new_spec["options"].items() if k in ("config_name", "interface", "protocol", "security")}
+        options = {**shared, **gpu_options}
+        cluster.regbench_job_scripts["gpu"] = SLURMJob(scheduler=cluster.scheduler_address, name="regbench-gpu", **options).job_script()
+        for index in range(gpu_jobs):
+            cluster.worker_spec[f"regbench-gpu-{index}"] = {"cls": SLURMJob, "options": options}
+        if gpu_jobs:
+            cluster.sync(cluster._correct_state)
+    return cluster
+
+
+@dataclass
+class Cluster:
+    """The run's view of a dask cluster: the client, whether GPU workers exist, what the manifest records."""
+
+    client: Any
+    gpu_workers: bool
+    record: dict[str, Any]
+    gpu_resource: str = GPU
+
+    def submit_training(self, *args: Any) -> Any:
+        """One training task (see :func:`regbench.runner.train_task`); on a GPU worker where there are any."""
+        from .runner import train_task
+
+        resources = {self.gpu_resource: 1} if self.gpu_workers else None
+        # pure=False: a retried run submits again and the task resumes from its checkpoint
+        return self.client.submit(train_task, *args, resources=resources, pure=False, key=f"regbench-train-{args[1]}-{args[3]}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def open_cluster(config: Any, wait_for_workers: float = 60.0) -> Iterator[Cluster]:
+    """The dask cluster for ``config`` (started or connected), its workers' versions checked against ours;
+    closed (with whatever it still runs cancelled) on the way out."""
+    with open_client(config) as client:
+        if client.scheduler_info(n_workers=-1)["workers"] == {}:
+            try:
+                client.wait_for_workers(1, timeout=wait_for_workers)
+            except Exception:
+                raise ConfigError(f"the dask cluster ({client.scheduler.address}) has no worker after {wait_for_workers:.0f} s") from None
+        versions = check_worker_versions(client)
+        record = cluster_record(config, client)
+        record["worker_versions"] = versions
+        yield Cluster(client, has_gpu_workers(client), record)
+
+
+@contextlib.contextmanager
+def open_client(config: Any) -> Iterator[Any]:
+    """A dask Client for the run's backend settings; the cluster regbench started is closed afterwards."""
+    require_dask()
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if config.scheduler is not None:
+        client = Client(config.scheduler, set_as_default=False)
+    elif config.scheduler_file is not None:
+        if not Path(config.scheduler_file).exists():
+            raise ConfigError(f"scheduler_file {config.scheduler_file} does not exist (dask-scheduler --scheduler-file writes it)")
+        client = Client(scheduler_file=config.scheduler_file, set_as_default=False)
+    elif config.cluster == "slurm":
+        cluster = slurm_cluster(config.slurm)
+        client = Client(cluster, set_as_default=False)
+    else:
+        import os
+
+        workers = config.jobs if config.jobs > 0 else (os.cpu_count() or 1)
+        from .runner import _workers_ignore_sigint
+
+        with _workers_ignore_sigint():  # Ctrl-C reaches the driver only, which cancels and closes the cluster
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
