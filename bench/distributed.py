@@ -247,6 +247,13 @@ def open_cluster(config: Any, wait_for_workers: float = 60.0) -> Iterator[Cluste
 def open_client(config: Any) -> Iterator[Any]:
     """A dask Client for the run's backend settings; the cluster regbench started is closed afterwards."""
     require_dask()
+    import logging
+    import os
+
+    # dask logs every worker, client and scheduler event at INFO; regbench's own log (INFO) would pass them on.
+    # Workers regbench starts log errors only (a Ctrl-C would otherwise print each cancelled task).
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     from distributed import Client, LocalCluster
 
     cluster = None
@@ -260,8 +267,6 @@ def open_client(config: Any) -> Iterator[Any]:
         cluster = slurm_cluster(config.slurm)
         client = Client(cluster, set_as_default=False)
     else:
-        import os
-
         workers = config.jobs if config.jobs > 0 else (os.cpu_count() or 1)
         from .runner import _workers_ignore_sigint
 

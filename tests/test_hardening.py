@@ -341,10 +341,15 @@ def test_wide_table1_fits_the_page_with_fit_and_wide_layouts(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ interruptions
-def test_ctrl_c_stops_a_parallel_run_with_one_line_and_it_resumes(tmp_path, with_plugins):
+@pytest.mark.parametrize("backend", ["joblib", pytest.param("dask", marks=pytest.mark.slow)])
+def test_ctrl_c_stops_a_parallel_run_with_one_line_and_it_resumes(tmp_path, with_plugins, backend):
+    """Also under dask (a LocalCluster): the store grows case by case while the run goes, Ctrl-C cancels the
+    cluster's pending tasks with one line, and the rerun computes only the missing cases."""
+    if backend == "dask":
+        pytest.importorskip("distributed")
     out = tmp_path / "r"
     env = {**os.environ, "REGBENCH_TEST_DELAY": "0.3"}
-    args = [sys.executable, "-m", "regbench.cli", "run", "--methods", "slow-initial", "--jobs", "2", "--out", str(out), *SMOKE]
+    args = [sys.executable, "-m", "regbench.cli", "run", "--methods", "slow-initial", "--jobs", "2", "--backend", backend, "--out", str(out), *SMOKE]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and not ((out / "cases.jsonl").exists() and (out / "cases.jsonl").read_text().count("\n") >= 2):
