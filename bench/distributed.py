@@ -193,7 +193,7 @@ def slurm_cluster(slurm: dict[str, Any]) -> Any:
     from dask_jobqueue.slurm import SLURMJob
 
     cpu_options, cpu_jobs = _slurm_options("cpu", slurm["cpu"])
-    cluster = SLURMCluster(**cpu_options, scheduler_options={"dashboard_address": None})
+    cluster = SLURMCluster(**cpu_options, scheduler_options={"dashboard_address": ":0"})
     cluster.regbench_job_scripts = {"cpu": cluster.job_script()}
     if cpu_jobs:
         cluster.scale(jobs=cpu_jobs)
@@ -282,7 +282,7 @@ def open_client(config: Any) -> Iterator[Any]:
         environ.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
         with _workers_ignore_sigint(), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
             # Ctrl-C reaches the driver only, which cancels and closes the cluster
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: never a clash
         client = Client(cluster, set_as_default=False)
     try:
         yield client

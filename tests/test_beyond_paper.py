@@ -128,7 +128,7 @@ def test_voxelmorph_diff_records_its_options_and_trains_on_the_one_trainer(small
 
 # ------------------------------------------------------------------------------------- missing extras
 @pytest.fixture
-def missing_extra_method(monkeypatch):
+def missing_extra_method():
     class NeedsSomething:
         name = "needs-something"
         requires = ("regbench-no-such-distribution",)
@@ -137,10 +137,11 @@ def missing_extra_method(monkeypatch):
         def register(self, fixed, moving):  # pragma: no cover - never built
             raise AssertionError
 
-    monkeypatch.setattr(METHODS, "_factories", dict(METHODS._factories))
-    monkeypatch.setattr(METHODS, "_origins", dict(METHODS._origins))
     METHODS.add("needs-something", NeedsSomething)
-    return "needs-something"
+    yield "needs-something"
+    # only this entry goes: built-ins imported meanwhile stay registered (their modules stay imported)
+    METHODS._factories.pop("needs-something")
+    METHODS._origins.pop("needs-something")
 
 
 def test_a_missing_extra_is_one_message_with_the_pip_command_and_star_leaves_it_out(missing_extra_method):

@@ -45,7 +45,7 @@ def cluster_with_a_fake_gpu():
     """One plain worker and one advertising the resource GPU=1 (no real GPU: the resource is what routes)."""
     from distributed import Client, LocalCluster, Nanny
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0")
     cluster.worker_spec["fake-gpu"] = {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}}
     cluster.sync(cluster._correct_state)
     client = Client(cluster, set_as_default=False)
@@ -113,7 +113,7 @@ def test_a_worker_with_other_versions_is_refused_naming_the_package():
 
     from regbench.distributed import check_worker_versions, software_versions
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
         versions = check_worker_versions(client)  # same environment: accepted
         assert len(versions) == 1 and next(iter(versions.values()))["regbench"] == software_versions()["regbench"]
         driver = {**software_versions(), "torch": "0.0.1"}
