@@ -50,7 +50,17 @@ def time_cases(name: str, pairs: Sequence[Any], jobs: int = 2, options: dict[str
     method = METHODS.create(name, **(options or {}))
     if is_trainable(method):
         raise ValueError(f"{name} is trainable: its timings come from the training-step benchmark")
+    import torch
+
+    previous_threads = torch.get_num_threads()
     limit_threads(1)  # one thread per registration, as each worker of a parallel run has
+    try:
+        return _time_cases(name, method, pairs, jobs)
+    finally:
+        torch.set_num_threads(previous_threads)  # the caller's process keeps its threads
+
+
+def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> CaseTiming:
     method.register(pairs[0].fixed, pairs[0].moving)  # warm-up (imports, first-call allocations)
     times = []
     for p in pairs:
