@@ -227,11 +227,12 @@ def _iterate_cases(
     joblib's dask backend: one pair per task (rows stream back one by one), the pairs scattered once, the method
     sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
     args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)  # noqa: E731
+    task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
+    if spec is None:
+        mark_for_warm_up(method)
     if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
         from joblib import parallel_config
 
-        task_method = spec if spec is not None else method
-        mark_for_warm_up(task_method)
         gpu = cluster.gpu_workers and is_trainable(method)
         backend_options = {"resources": {cluster.gpu_resource: 1}} if gpu else {}
         with parallel_config(backend="dask", client=cluster.client, scatter=list(pairs), **backend_options):
@@ -242,14 +243,11 @@ def _iterate_cases(
         return
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None
-    mark_for_warm_up(method)
     args = args_for(threads)
     if jobs == 1:
         for pair in pairs:
             yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
         return
-    task_method = spec if spec is not None else method
-    mark_for_warm_up(task_method)
     with _workers_ignore_sigint():  # joblib starts dispatching (and spawns its workers) inside this call
         cases = Parallel(n_jobs=jobs, return_as="generator_unordered")(
             delayed(evaluate_case)(task_method, pair, *args, keep_example=pair.key in examples) for pair in pairs
@@ -383,14 +381,11 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     run_dir = config.out_dir
     prepare_run_dir(run_dir)
     built = build_methods(config, methods)
-    with contextlib.ExitStack() as stack:
-        cluster = None
-        if config.backend == "dask":
-            from .distributed import open_cluster
+    from .distributed import open_cluster
 
-            cluster = stack.enter_context(open_cluster(config))  # workers' versions checked before any work
+    # On dask, the workers' versions are checked here, before any work.
+    with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
         return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def train_task(config: RunConfig, name: str, options: dict[str, Any], seed: int | None, directory: str, retrain: bool, threads: int | None = None, one_at_a_time: bool = False) -> dict[str, Any]:
