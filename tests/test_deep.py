@@ -113,9 +113,10 @@ def test_a_few_training_steps_lower_the_loss(name, small_dataset):
         assert last.conflict_share is not None or name.startswith("voxelmorph")
 
 
-def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_dataset):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_dataset, schedule):
     train = small_dataset.pairs("train")[:16]
-    options = dict(device="cpu", epochs=3, batch_size=4, checkpoint_every_s=0)
+    options = dict(device="cpu", epochs=3, batch_size=4, checkpoint_every_s=0, lr_schedule=schedule)
     straight = create_method("gsmorph", **options)
     straight.fit(train, workdir=tmp_path / "straight")
 
@@ -134,6 +135,31 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_datase
     assert [h.epoch for h in history] == [1, 2, 3]
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_cosine_schedule_sets_each_epochs_learning_rate(monkeypatch, pairs):
+    from regbench.trainer import Trainer
+
+    used: list[float] = []
+    make = Trainer.make_optimiser
+
+    def spy(self, params):
+        optimiser = make(self, params)
+        original = optimiser.step
+
+        def step(*args, **kwargs):
+            used.append(optimiser.param_groups[0]["lr"])
+            return original(*args, **kwargs)
+
+        optimiser.step = step
+        return optimiser
+
+    monkeypatch.setattr(Trainer, "make_optimiser", spy)
+    method = create_method("voxelmorph-m", device="cpu", epochs=4, batch_size=8, lr=4e-3, lr_schedule="cosine")
+    method.fit(pairs[:8])  # one step per epoch
+    assert used == pytest.approx([4e-3, 4e-3 * (1 + 2**-0.5) / 2, 2e-3, 4e-3 * (1 - 2**-0.5) / 2])
+    with pytest.raises(Exception, match="lr_schedule must be one of constant, cosine, got 'linear'"):
+        create_method("voxelmorph-m", lr_schedule="linear")
 
 
 def test_saved_model_loads_with_weights_only_and_gives_the_same_flow(tmp_path, pairs):
