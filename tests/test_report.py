@@ -73,6 +73,23 @@ def test_table1_has_one_column_group_per_dataset_bold_best_and_daggers(tmp_path)
     assert not report.problems
 
 
+def test_table1_adds_the_flow_error_only_where_the_data_has_a_true_flow(tmp_path):
+    acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
+    write_report([acdc], tmp_path / "acdc-out", ReportOptions(figures=False))
+    assert "EPE" not in (tmp_path / "acdc-out" / "table1.tex").read_text()
+    synthetic = fake_run(tmp_path / "synthetic", "synthetic", EFFECTS)
+    df = pd.read_csv(synthetic / "per_case.csv")
+    df["epe_mm"] = df["method"].map({"initial": 3.0, "voxelmorph-m": 1.2, "gsmorph": 1.5, "gs-agr": 2.5})  # not Dice's order
+    df.to_csv(synthetic / "per_case.csv", index=False)
+    write_report([synthetic], tmp_path / "synthetic-out", ReportOptions(figures=False))
+    tex = (tmp_path / "synthetic-out" / "table1.tex").read_text()
+    header = next(line for line in tex.splitlines() if line.startswith("Method"))
+    assert header.split(" & ")[-1].startswith("EPE (mm)") and "end-point error of the flow against the ground-truth" in tex
+    rows = {line.split(" & ")[0]: line.split(" & ") for line in tex.splitlines() if line.startswith(("VoxelMorph-m", "GSMorph"))}
+    assert rows["VoxelMorph-m"][5].startswith(r"\textbf{1.20") and not rows["GSMorph"][5].startswith(r"\textbf")
+    assert "EPE (mm)" in (tmp_path / "synthetic-out" / "table1.md").read_text()
+
+
 def test_statistics_are_scipy_wilcoxon_with_holm(tmp_path):
     per_case = pd.read_csv(fake_run(tmp_path / "r", "acdc", EFFECTS) / "per_case.csv", dtype={"subject": str})
     stats = paired_tests(per_case, ["gsmorph"], ["dice"])
