@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "refused. Trained methods whose training did not converge are flagged (warning, Table 1 ‡). Exit "
                        "status: 0; 1 if a method could not run or none of its cases succeeded; 2 for bad input.")
     _add_run_arguments(p)
-    p.add_argument("--methods", help="comma-separated names or patterns, e.g. 'initial,voxelmorph-*' (default: all)")
+    p.add_argument("--methods", help="comma-separated names, patterns or 'paper' (the paper's ten), e.g. 'initial,voxelmorph-*' "
+                   "(default: the profile's: 'paper' for reproduce, all for the others)")
     p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores); with --backend dask "
                    "--cluster local, the LocalCluster's workers")
     p.add_argument("--backend", choices=["joblib", "dask"], help="joblib: processes on this machine (default); dask: a "
@@ -283,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in ("run", "train", "perf", "check-method"):
+        from .trainer import flush_subnormals
+
+        flush_subnormals()  # before torch's intra-op threads exist, so that they inherit it
     try:
         return COMMANDS[args.command](args)
     except RegbenchError as exc:

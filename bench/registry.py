@@ -21,10 +21,11 @@ from .errors import ConfigError, MissingExtraError, RegbenchError, RegistryError
 class Registry:
     """One kind of plugin (methods or datasets): names, their factories and where they come from."""
 
-    def __init__(self, kind: str, group: str, builtins: dict[str, str]) -> None:
+    def __init__(self, kind: str, group: str, builtins: dict[str, str], aliases: dict[str, list[str]] | None = None) -> None:
         self.kind = kind
         self.group = group
         self._builtins = dict(builtins)  # name -> module that registers it on import
+        self.aliases = dict(aliases or {})  # a name for a list of names (``paper``: the paper's ten methods)
         self._factories: dict[str, Callable[..., Any]] = {}
         self._origins: dict[str, str] = {}
         self._providers: dict[str, str] = {}  # name -> "distribution version" for entry-point plugins
@@ -92,6 +93,8 @@ class Registry:
             elif item in self.names():
                 if item not in out:
                     out.append(item)
+            elif item in self.aliases:
+                out += [name for name in self.aliases[item] if name not in out]
             else:
                 raise RegistryError(self._unknown_message(item))
         return out
@@ -234,6 +237,13 @@ def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
     return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
 
 
+# The paper's row order, then regbench's methods beyond the paper; any other plugin follows alphabetically.
+PAPER_METHOD_ORDER = [
+    "initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
+    "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph",
+]
+BEYOND_PAPER_ORDER = ["demons-fastsym", "elastix-bspline", "fireants-syn", "voxelmorph-diff"]
+
 METHODS = Registry(
     "method",
     "regbench.methods",
@@ -254,6 +264,7 @@ METHODS = Registry(
         "voxelmorph-diff": "regbench.methods.voxelmorph",
         "fireants-syn": "regbench.methods.fireants",
     },
+    aliases={"paper": PAPER_METHOD_ORDER},
 )
 DATASETS = Registry(
     "dataset",
@@ -265,12 +276,6 @@ DATASETS = Registry(
     },
 )
 
-# The paper's row order, then regbench's methods beyond the paper; any other plugin follows alphabetically.
-PAPER_METHOD_ORDER = [
-    "initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
-    "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph",
-]
-BEYOND_PAPER_ORDER = ["demons-fastsym", "elastix-bspline", "fireants-syn", "voxelmorph-diff"]
 
 
 def register_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
