@@ -162,6 +162,18 @@ def test_cosine_schedule_sets_each_epochs_learning_rate(monkeypatch, pairs):
         create_method("voxelmorph-m", lr_schedule="linear")
 
 
+def test_training_treats_subnormal_floats_as_zero(pairs):
+    # Adam moments decaying through the subnormal range made HyperMorph's steps ~2x slower on x86 (see
+    # regbench.trainer.flush_subnormals); after a training, this thread computes them as zero.
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero mode (torch.set_flush_denormal returned False)")
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert float(tiny * 1.0) != 0.0  # subnormals exist here until a training starts
+    create_method("voxelmorph-m", device="cpu", epochs=1, batch_size=8).fit(pairs[:8])
+    assert float(tiny * 1.0) == 0.0
+
+
 def test_saved_model_loads_with_weights_only_and_gives_the_same_flow(tmp_path, pairs):
     method = create_method("voxelmorph-m", device="cpu", epochs=1, batch_size=4)
     method.fit(pairs[:8])

@@ -43,6 +43,18 @@ def test_resolve_patterns_keeps_order_and_rejects_unmatched():
         reg.resolve("c-*")
 
 
+def test_paper_names_the_papers_ten_methods_and_is_the_reproduce_profiles_default():
+    from regbench.config import RunConfig
+    from regbench.registry import METHODS
+
+    assert METHODS.resolve("paper") == ["initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
+                                        "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph"]
+    assert METHODS.resolve("voxelmorph-diff,paper")[:2] == ["voxelmorph-diff", "initial"]  # order kept, no repeats
+    assert RunConfig(profile="reproduce").methods == ["paper"]
+    assert RunConfig(profile="quick").methods == ["*"]
+    assert RunConfig(profile="reproduce", methods="*").methods == ["*"]  # named methods win
+
+
 def test_entry_point_plugins_appear_everywhere(with_plugins):
     assert {"slow-initial", "flaky"} <= set(list_methods())
     method = create_method("flaky")  # an entry point naming a class (no decorator)
