@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("perf", help="print timings: seconds per pair, --jobs speed-up, training-step cost",
                        description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
                        "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
-                       "training-step time relative to voxelmorph-m and inference ms per pair.")
+                       "training-step time relative to voxelmorph-m, inference ms per pair, the cost of a validation pass, and "
+                       "one optimiser step of the largest model with subnormal Adam moments, computed and flushed to zero.")
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
     p.add_argument("--pairs", type=int, default=24, help="pairs to time (default 24)")
@@ -255,7 +256,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
     for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
         if value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
-    from .perf import benchmark_pairs, format_case_timings, format_step_timings, time_cases, time_training_steps
+    from .perf import (benchmark_pairs, format_case_timings, format_step_timings, format_subnormal_timing, time_cases,
+                       time_subnormal_optimiser_step, time_training_steps)
     from .registry import METHODS
 
     names = METHODS.resolve(args.methods)
@@ -270,7 +272,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if trainable:
         if "voxelmorph-m" not in trainable:
             trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
-        print(format_step_timings(time_training_steps(trainable, args.size, args.batch, device=args.device)))
+        print(format_step_timings(time_training_steps(trainable, args.size, args.batch, device=args.device)), flush=True)
+        largest = max(sum(p.numel() for p in METHODS.create(n).model.parameters()) for n in trainable)
+        print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
     return 0
 
 

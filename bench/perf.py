@@ -6,7 +6,8 @@
 - For trainable methods: the time of one training step relative to ``voxelmorph-m``'s (WeightedSum) on the
   same batch, inference ms per pair at batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the
   cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
-  scoring the same pairs one by one with every metric.
+  scoring the same pairs one by one with every metric; and one optimiser step of the largest of them with
+  subnormal Adam moments, computed and flushed to zero.
 """
 
 from __future__ import annotations
@@ -170,6 +171,41 @@ def _validation_timings(method: Any, pairs: Sequence[Any], repeats: int = 3) -> 
             evaluate(p, method.register(p.fixed, p.moving))
         full.append(1000 * (time.perf_counter() - start))
     return float(np.median(fast)), float(np.median(full))
+
+
+def time_subnormal_optimiser_step(n_params: int, repeats: int = 5) -> tuple[float, float]:
+    """Median ms of one fused AdamW step over ``n_params`` parameters whose second moments are subnormal, with
+    subnormals computed (what training did before) and flushed to zero (what it does now: see
+    ``regbench.trainer.flush_subnormals``). One thread: threads keep the flush setting they were started with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    medians = []
+    try:
+        for flush in (False, True):
+            torch.set_flush_denormal(flush)
+            param = torch.nn.Parameter(torch.zeros(n_params))
+            optimiser = torch.optim.AdamW([param], lr=1e-3, fused=True)
+            grad = torch.full_like(param, 1e-21)  # its square, 1e-42, is subnormal
+            times = []
+            for i in range(repeats + 1):
+                param.grad = grad
+                start = time.perf_counter()
+                optimiser.step()
+                if i:
+                    times.append(1000 * (time.perf_counter() - start))
+            medians.append(float(np.median(times)))
+            del param, optimiser, grad
+    finally:
+        torch.set_flush_denormal(True)
+        torch.set_num_threads(threads)
+    return medians[0], medians[1]
+
+
+def format_subnormal_timing(n_params: int, computed_ms: float, flushed_ms: float) -> str:
+    return (f"AdamW step over {n_params:,} parameters with subnormal moments (1 thread): {computed_ms:.0f} ms computing "
+            f"subnormals, {flushed_ms:.0f} ms flushing them to zero as training does ({computed_ms / flushed_ms:.1f}×)")
 
 
 def _sync(device: Any) -> None:

@@ -157,6 +157,18 @@ def test_perf_times_a_classical_method_serially_and_in_parallel():
     assert "initial" in format_case_timings([timing])
 
 
+def test_perf_subnormal_step_restores_threads_and_leaves_subnormals_flushed():
+    import torch
+
+    from regbench.perf import format_subnormal_timing, time_subnormal_optimiser_step
+
+    threads = torch.get_num_threads()
+    computed, flushed = time_subnormal_optimiser_step(10_000, repeats=2)
+    assert computed > 0 and flushed > 0 and torch.get_num_threads() == threads
+    assert float(torch.tensor([1e-39]) * 1.0) == 0.0 or not torch.set_flush_denormal(True)  # as training leaves it
+    assert "10,000 parameters" in format_subnormal_timing(10_000, computed, flushed)
+
+
 def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
     """Each task unpickles its own copy of the method; the warm-up is keyed so that copies share it."""
     from regbench import create_method
