@@ -273,7 +273,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         if "voxelmorph-m" not in trainable:
             trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
         print(format_step_timings(time_training_steps(trainable, args.size, args.batch, device=args.device)), flush=True)
-        largest = max(sum(p.numel() for p in METHODS.create(n).model.parameters()) for n in trainable)
+        largest = max(METHODS.create(n).num_parameters() for n in trainable)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
     return 0
 

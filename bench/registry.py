@@ -277,7 +277,6 @@ DATASETS = Registry(
 )
 
 
-
 def register_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a method factory (a class or function returning an object with ``register(fixed, moving)``)."""
     return METHODS.register(name)
