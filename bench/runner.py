@@ -224,7 +224,7 @@ def _iterate_cases(
     """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
 
     joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster through
-    joblib's dask backend: one pair per task (rows stream back one by one), the pairs scattered once, the method
+    joblib's dask backend: one pair per task (rows stream back one by one), the pairs scattered once per run, the method
     sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
     args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)  # noqa: E731
     task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
@@ -235,9 +235,11 @@ def _iterate_cases(
 
         gpu = cluster.gpu_workers and is_trainable(method)
         backend_options = {"resources": {cluster.gpu_resource: 1}} if gpu else {}
-        with parallel_config(backend="dask", client=cluster.client, scatter=list(pairs), **backend_options):
+        futures = cluster.scattered(list(pairs))  # dask resolves each future to its pair on the worker
+        with parallel_config(backend="dask", client=cluster.client, **backend_options):
             cases = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(
-                delayed(evaluate_case)(task_method, pair, *args_for(None if gpu else 1), keep_example=pair.key in examples) for pair in pairs
+                delayed(evaluate_case)(task_method, future, *args_for(None if gpu else 1), keep_example=pair.key in examples)
+                for pair, future in zip(pairs, futures)
             )
             yield from cases
         return
