@@ -272,8 +272,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if trainable:
         if "voxelmorph-m" not in trainable:
             trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
-        print(format_step_timings(time_training_steps(trainable, args.size, args.batch, device=args.device)), flush=True)
-        largest = max(METHODS.create(n).num_parameters() for n in trainable)
+        steps = time_training_steps(trainable, args.size, args.batch, device=args.device)
+        print(format_step_timings(steps), flush=True)
+        largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
     return 0
 

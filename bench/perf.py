@@ -107,6 +107,7 @@ class StepTiming:
     inference_std_ms: float
     validation_ms: float  # one training validation pass over VALIDATION_PAIRS: batched forward, Dice and NJD
     full_evaluation_ms: float  # the same pairs registered one by one and scored with every metric (as the test split)
+    parameters: int  # trainable parameters of the model timed
 
 
 def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, steps: int = 5, device: str = "auto", repeats: int = 20) -> list[StepTiming]:
@@ -149,7 +150,8 @@ def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, 
             if i >= 3:
                 infer.append(1000 * (time.perf_counter() - start))
         validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1))
-        out.append(StepTiming(name, size, batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full))
+        out.append(StepTiming(name, size, batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full,
+                              method.num_parameters()))
     return out
 
 

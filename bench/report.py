@@ -493,10 +493,12 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         + seed_text
         + training_caption(verdicts)
     )
+    profiles = {str(m.get("config", {}).get("profile")) for m in manifests}
+    longer = "" if profiles == {"reproduce"} else ", or --profile reproduce"  # no advice to use the profile just run
     for method in sorted(unconverged, key=method_sort_key):
         why = "; ".join(f"{_dataset_name(d)}: {v[method].reason}" for d, v in verdicts.items() if method in v and not v[method].converged)
         report.problems.append(f"{method} did not converge ({why}): its numbers say how far it got, not how good it is "
-                               f"(train longer: method_options {{{method}: {{epochs: N}}}}, or --profile reproduce)")
+                               f"(train longer: method_options {{{method}: {{epochs: N}}}}{longer})")
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)
     report.written += [
         _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged)),

@@ -119,6 +119,22 @@ def test_smoke_tables_mark_unconverged_training(seeded_run):
     table2 = (out / "report" / "table2.tex").read_text()
     assert "Epochs & Training (min)" in table2 and r"& 2$^{\ddagger}$ &" in table2
     assert "regbench: warning: gsmorph did not converge" in done.stderr and "too few to judge" in done.stderr
+    assert "or --profile reproduce" in done.stderr  # the longer profile is advised only where it was not run
+
+
+@pytest.mark.slow
+def test_the_convergence_warning_does_not_advise_the_profile_that_was_run(seeded_run, tmp_path):
+    import shutil
+
+    from regbench.report import write_report
+
+    out, _ = seeded_run
+    copy = shutil.copytree(out, tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["profile"] = "reproduce"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (warning,) = [p for p in write_report([copy]).problems if "gsmorph did not converge" in p]
+    assert "epochs: N" in warning and "--profile reproduce" not in warning
 
 
 @pytest.mark.slow

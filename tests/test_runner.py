@@ -168,6 +168,19 @@ def test_perf_subnormal_step_restores_threads_and_leaves_subnormals_flushed():
     assert float(torch.tensor([1e-39]) * 1.0) == 0.0 or not torch.set_flush_denormal(True)  # as training leaves it
     assert "10,000 parameters" in format_subnormal_timing(10_000, computed, flushed)
 
+def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_model_timed(capsys):
+    from regbench.cli import main
+    from regbench.perf import time_training_steps
+    from regbench.registry import METHODS
+
+    (step,) = time_training_steps(["gsmorph"], size=32, batch=2, steps=1, device="cpu", repeats=1)
+    assert step.step_s > 0 and step.inference_ms > 0 and step.validation_ms > 0
+    assert step.parameters == METHODS.create("gsmorph").num_parameters() == 1_968_002
+    assert main(["perf", "--methods", "voxelmorph-l", "--size", "32", "--batch", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "voxelmorph-m" in out and "voxelmorph-l" in out  # the reference is added
+    assert "AdamW step over 1,968,002 parameters" in out
+
 
 def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
     """Each task unpickles its own copy of the method; the warm-up is keyed so that copies share it."""
