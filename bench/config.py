@@ -41,8 +41,8 @@ PROFILES: dict[str, Profile] = {
     "reproduce": Profile(
         "reproduce",
         "the paper's findings on CPU: the paper's ten methods (by default) on the quick profile's data (synthetic, "
-        "64 px), deep methods trained 120 epochs at batch 32 with a cosine lr decay (converged by the rule in "
-        "regbench.convergence); ≤ 60 minutes on 2 CPU cores",
+        "64 px), deep methods trained 120 epochs (GS-Agr 240) at batch 32 with a cosine lr decay (converged by the "
+        "rule in regbench.convergence); ≤ 60 minutes on 2 CPU cores",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
         # The 60-minute budget holds the paper's ten; methods beyond the paper are added by name or with '*'.
         methods=("paper",),
