@@ -23,6 +23,7 @@ class Profile:
     dataset_options: dict[str, dict[str, Any]]  # defaults per dataset name
     max_test_pairs: int | None = None
     methods: tuple[str, ...] = ("*",)  # when the run names none
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, over its profile_options
 
 
 PROFILES: dict[str, Profile] = {
@@ -46,6 +47,10 @@ PROFILES: dict[str, Profile] = {
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
         # The 60-minute budget holds the paper's ten; methods beyond the paper are added by name or with '*'.
         methods=("paper",),
+        # GS-Agr replaces ~80% of its gradient entries by noise: at 120 epochs its validation Dice still moved by
+        # +5.25 points over the last quarter (seed 3407; +2.73 at seed 1), not converged by regbench.convergence's
+        # rule; at 240 it settled (+0.38, within the 1.66 threshold), at a lower test Dice (79.0 vs 87.6).
+        method_options={"gs-agr": {"epochs": 240}},
     ),
     "paper": Profile(
         "paper",

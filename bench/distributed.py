@@ -217,7 +217,7 @@ class Cluster:
     gpu_workers: bool
     record: dict[str, Any]
     gpu_resource: str = GPU
-    _scattered: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id(pair) -> (pair, its future)
+    _scattered: dict[Any, Any] = field(default_factory=dict)  # pair.key -> the pair's future
 
     def scattered(self, pairs: list[Any]) -> list[Any]:
         """``pairs`` as futures on every worker, scattered once per run and held until the cluster closes.
@@ -225,11 +225,11 @@ class Cluster:
         Random keys (``hash=False``), not joblib's ``scatter=``: that re-scatters the same pairs under the same
         content-hash keys for every method while the previous method's futures are being released, and the
         scheduler then drops data the new tasks need ("lost dependencies", dask/distributed#3703)."""
-        missing = [pair for pair in pairs if id(pair) not in self._scattered]
+        missing = [pair for pair in pairs if pair.key not in self._scattered]
         if missing:
             futures = self.client.scatter(missing, broadcast=True, hash=False)
-            self._scattered.update({id(pair): (pair, future) for pair, future in zip(missing, futures)})
-        return [self._scattered[id(pair)][1] for pair in pairs]
+            self._scattered.update({pair.key: future for pair, future in zip(missing, futures)})
+        return [self._scattered[pair.key] for pair in pairs]
 
     def submit_training(self, *args: Any) -> Any:
         """One training task (see :func:`regbench.runner.train_task`); on a GPU worker where there are any."""

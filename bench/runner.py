@@ -193,12 +193,14 @@ def check_device(device: str) -> None:
 
 
 def method_options(name: str, config: RunConfig) -> dict[str, Any]:
-    """A method's options: its profile defaults, then seed/device where it takes them, then the config's."""
+    """A method's options: its profile defaults (the method's own, then the profile's for this method), then
+    seed/device where it takes them, then the config's."""
     factory = METHODS.get(name)
     options: dict[str, Any] = {}
     profile_options = getattr(factory, "profile_options", None)
     if callable(profile_options):
         options.update(profile_options(config.profile))
+    options.update(get_profile(config.profile).method_options.get(name, {}))
     params = inspect.signature(factory).parameters
     if "seed" in params:
         options["seed"] = config.seed

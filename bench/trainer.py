@@ -159,7 +159,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # Measured (issue #11): at batch 16 GSMorph's projection settles on VoxelMorph-l's operating point; with a
     # constant lr VoxelMorph-m's last-epoch NJD was as high as -s's. 100 epochs at batch 32 left GSMorph
     # rising by 0.59 points in the last quarter (not converged by the rule); 120 give it the room. GS-Agr gets 240
-    # (methods/gradient_surgery.py PROFILE_OVERRIDES).
+    # (the reproduce Profile's method_options, regbench.config).
     "reproduce": {"epochs": 120, "batch_size": 32, "lr_schedule": "cosine", "val_every": 2, "max_val_pairs": 16},
     "paper": {},
 }

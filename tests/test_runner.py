@@ -168,6 +168,7 @@ def test_perf_subnormal_step_restores_threads_and_leaves_subnormals_flushed():
     assert float(torch.tensor([1e-39]) * 1.0) == 0.0 or not torch.set_flush_denormal(True)  # as training leaves it
     assert "10,000 parameters" in format_subnormal_timing(10_000, computed, flushed)
 
+
 def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_model_timed(capsys):
     from regbench.cli import main
     from regbench.perf import time_training_steps
