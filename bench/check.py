@@ -11,6 +11,7 @@ methods the identity check runs before ``fit`` (on the method as constructed).
 
 from __future__ import annotations
 
+import json
 import tempfile
 import traceback
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,7 @@ class CheckResult:
 class CheckReport:
     method: str
     results: list[CheckResult] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # resolved, as a run's manifest records them
 
     @property
     def ok(self) -> bool:
@@ -68,7 +70,8 @@ class CheckReport:
         return [r for r in self.results if not r.passed]
 
     def __str__(self) -> str:
-        lines = [f"{'PASS' if r.passed else 'FAIL'} {r.name}" + (f": {r.message}" if r.message else "") for r in self.results]
+        lines = [f"options: {json.dumps(self.options, sort_keys=True, default=str)}"] if self.options else []
+        lines += [f"{'PASS' if r.passed else 'FAIL'} {r.name}" + (f": {r.message}" if r.message else "") for r in self.results]
         lines.append(f"{self.method}: {sum(r.passed for r in self.results)}/{len(self.results)} checks passed")
         return "\n".join(lines)
 
@@ -87,9 +90,10 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
     For a method object, the determinism check builds a second one with ``type(method)()`` when possible.
     """
     if isinstance(method_or_name, str):
-        factory = METHODS.get(method_or_name)
-        profile_options = getattr(factory, "profile_options", None)
-        opts = {**(profile_options(profile) if callable(profile_options) and profile else {}), **options}
+        from .options import resolve_method_options
+
+        # The options `regbench run --profile PROFILE` would build it with (profile None: the method's own defaults).
+        opts = resolve_method_options(method_or_name, profile, options) if profile else dict(options)
 
         def make() -> Any:
             return METHODS.create(method_or_name, **opts)
@@ -102,6 +106,10 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
         make = (lambda: type(method)()) if _constructible(type(method)) else None  # noqa: E731
 
     report = CheckReport(name)
+    if isinstance(method_or_name, str):
+        from .options import resolved_options
+
+        report.options = resolved_options(name, opts, method)
     pairs = _sample_pairs()
     train, evaluate_pair = pairs[:3], pairs[3]
 

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
     p.add_argument("--pairs", type=int, default=24, help="pairs to time (default 24)")
     p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
-    p.add_argument("--batch", type=int, default=16, help="training batch for the step timing of deep methods (default 16)")
+    p.add_argument("--profile", default="quick", choices=list(PROFILES), metavar="PROFILE",
+                   help="build deep methods with this profile's options, as regbench run does (default quick)")
+    p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's, 16 for quick)")
     p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
     return parser
 
@@ -254,25 +256,27 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from .interface import is_trainable
 
     for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
-        if value < least:
+        if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     from .perf import (benchmark_pairs, format_case_timings, format_step_timings, format_subnormal_timing, time_cases,
                        time_subnormal_optimiser_step, time_training_steps)
+    from .options import resolve_method_options
     from .registry import METHODS
 
     names = METHODS.resolve(args.methods)
-    trainable = [n for n in names if is_trainable(METHODS.create(n))]
+    options = {n: resolve_method_options(n, args.profile, device=args.device) for n in names}  # as `run --profile` builds them
+    trainable = [n for n in names if is_trainable(METHODS.create(n, **options[n]))]
     classical = [n for n in names if n not in trainable]
     if classical:
         pairs = benchmark_pairs(args.size, args.pairs)
         rows = []
         for name in classical:
-            rows.append(time_cases(name, pairs, jobs=args.jobs))
+            rows.append(time_cases(name, pairs, jobs=args.jobs, options=options[name]))
             print(format_case_timings(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_case_timings(rows), flush=True)
     if trainable:
         if "voxelmorph-m" not in trainable:
             trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
-        steps = time_training_steps(trainable, args.size, args.batch, device=args.device)
+        steps = time_training_steps(trainable, args.size, args.batch, device=args.device, profile=args.profile)
         print(format_step_timings(steps), flush=True)
         largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))

@@ -85,7 +85,11 @@ class DeepRegistration:
         # The combiner's weight is λ unless an objective already weights its terms (HyperMorph's); an objective
         # that leaves the weighting to the combiner says so with ``weighted_by_combiner``.
         weighted = self.objective is None or getattr(self.objective, "weighted_by_combiner", False)
-        return {**asdict(self.settings), "device": str(self.device), **({"lam": weight} if weight is not None and weighted else {})}
+        combiner_options = getattr(self.combiner, "options", None)  # a combiner's own (gs-agr's noise_scale)
+        return {
+            **asdict(self.settings), "device": str(self.device), **({"lam": weight} if weight is not None and weighted else {}),
+            **(combiner_options() if callable(combiner_options) else {}),
+        }
 
     def num_parameters(self) -> int:
         return count_parameters(self.model)

@@ -21,6 +21,7 @@ from joblib import Parallel, delayed
 
 from .config import RunConfig
 from .interface import is_trainable
+from .options import resolve_method_options
 from .registry import METHODS, create_dataset
 from .runner import _iterate_cases, limit_threads
 
@@ -110,24 +111,33 @@ class StepTiming:
     parameters: int  # trainable parameters of the model timed
 
 
-def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, steps: int = 5, device: str = "auto", repeats: int = 20) -> list[StepTiming]:
-    """Seconds per training step on one fixed batch (after one warm-up step), and inference ms per pair."""
+def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto") -> Any:
+    """The method as ``regbench run --profile PROFILE`` builds it (one option resolution), at ``batch`` if given."""
+    return METHODS.create(name, **resolve_method_options(name, profile, {"batch_size": batch} if batch else None, device=device))
+
+
+def time_training_steps(
+    names: Sequence[str], size: int = 128, batch: int | None = None, steps: int = 5, device: str = "auto", repeats: int = 20, profile: str = "quick"
+) -> list[StepTiming]:
+    """Seconds per training step on one fixed batch (after one warm-up step), and inference ms per pair; each
+    method built with ``profile``'s options (its batch size unless ``batch`` is given)."""
     import torch
 
     from .trainer import PlainObjective
 
-    pairs = benchmark_pairs(size, batch)
     out = []
     for name in names:
-        method = METHODS.create(name, device=device, batch_size=batch)
+        method = build_timed_method(name, profile, batch, device)
+        step_batch = method.settings.batch_size
+        pairs = benchmark_pairs(size, step_batch)
         model = method.model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None]).to(method.device)
         moving = torch.from_numpy(np.stack([p.moving for p in pairs])[:, None]).to(method.device)
-        from .trainer import Trainer
+        from .trainer import Trainer, model_lr_scales
 
         trainer = Trainer(method.settings, method.combiner, method.device, method.objective)
-        optimiser = trainer.make_optimiser(params)
+        optimiser = trainer.make_optimiser(params, model_lr_scales(model))
         objective = method.objective or PlainObjective()
         setattr(method.combiner, "generator", torch.Generator(device=method.device).manual_seed(0))
         generator = getattr(method.combiner, "generator")
@@ -150,7 +160,7 @@ def time_training_steps(names: Sequence[str], size: int = 128, batch: int = 16, 
             if i >= 3:
                 infer.append(1000 * (time.perf_counter() - start))
         validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1))
-        out.append(StepTiming(name, size, batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full,
+        out.append(StepTiming(name, size, step_batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full,
                               method.num_parameters()))
     return out
 

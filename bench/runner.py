@@ -28,6 +28,7 @@ from .convergence import run_verdicts
 from .errors import ConfigError, RegbenchError
 from .interface import Pair, is_trainable, num_parameters, validate_registration
 from .metrics import evaluate
+from .options import resolve_method_options, resolved_options
 from .provenance import environment
 from .distributed import MethodSpec, built_method, where_am_i
 from .registry import DATASETS, METHODS, method_sort_key
@@ -171,16 +172,7 @@ def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, An
     """What the manifest records beside the given options: the options the method actually resolved (its own
     ``options()`` where it has one, else the factory's defaults plus those given), the distribution that
     provides it, and its display name."""
-    resolved: dict[str, Any] = {}
-    try:
-        resolved.update({k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items() if p.default is not p.empty})
-    except (TypeError, ValueError):
-        pass
-    resolved.update(options)
-    own = getattr(method, "options", None)
-    if callable(own):
-        resolved.update(own())
-    resolved.pop("progress", None)
+    resolved = resolved_options(name, options, method)
     return {"display_name": METHODS.display_name(name, method), "provider": METHODS.provider(name), "resolved_options": resolved}
 
 
@@ -193,21 +185,9 @@ def check_device(device: str) -> None:
 
 
 def method_options(name: str, config: RunConfig) -> dict[str, Any]:
-    """A method's options: its profile defaults (the method's own, then the profile's for this method), then
-    seed/device where it takes them, then the config's."""
-    factory = METHODS.get(name)
-    options: dict[str, Any] = {}
-    profile_options = getattr(factory, "profile_options", None)
-    if callable(profile_options):
-        options.update(profile_options(config.profile))
-    options.update(get_profile(config.profile).method_options.get(name, {}))
-    params = inspect.signature(factory).parameters
-    if "seed" in params:
-        options["seed"] = config.seed
-    if "device" in params:
-        options["device"] = config.device
-    options.update(config.method_options.get(name, {}))
-    return options
+    """A method's options in this run: :func:`regbench.options.resolve_method_options` with the run's profile,
+    seed, device and ``method_options``."""
+    return resolve_method_options(name, config.profile, config.method_options.get(name), seed=config.seed, device=config.device)
 
 
 def build_dataset(config: RunConfig) -> Any:

@@ -4,8 +4,14 @@
   bias are separate groups, 75 in the U-Net), if ⟨g_sim, g_reg⟩ < 0 then g = g_sim − ⟨g_sim,g_reg⟩/‖g_reg‖²·g_reg,
   else g = g_sim. g_reg itself is never added.
 - ``gs-pcgrad`` — GlobalProjection: the same one-sided rule on the whole network's flattened gradient.
-- ``gs-agr`` — AgreementRandom: per element, keep g_sim where sign(g_sim) = sign(g_reg); elsewhere Gaussian noise
-  with standard deviation = mean |g_sim| over all elements of the network (the reference code's scale).
+- ``gs-agr`` — AgreementRandom: per element of the whole network's gradient, keep g_sim where
+  sign(g_sim) = sign(g_reg) (two exact zeros agree); elsewhere Gaussian noise of standard deviation ``scale``.
+  ``noise_scale`` says which scale (N: all elements of the network; A: the agreeing ones; m = agree · g_sim):
+
+  - ``masked-mean`` (default; the authors' code, wulalago/GSMorph ``AgrRand``): Σ|m| / N, the mean over all
+    elements of the masked gradient;
+  - ``agreeing-mean`` (Mansilla et al. 2021's Agr-Rand): Σ|m| / |A|, the mean |g_sim| over the agreeing elements;
+  - ``mean``: Σ|g_sim| / N, unmasked (what regbench used before; larger by about N / |A| than the authors').
 
 Each combiner also reports its conflict share: the fraction of groups (layer-wise), of the network (global:
 0 or 1) or of elements (agreement) where the two gradients conflicted. It stays on the device.
@@ -13,11 +19,13 @@ Each combiner also reports its conflict share: the fraction of groups (layer-wis
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 
 from ..deep import DeepRegistration, deep_option_names, settings_from_options
+from ..errors import ConfigError
 from ..registry import register_method
 
 EPS = 1e-20
@@ -45,22 +53,35 @@ class GlobalProjection:
         return [s - coef * r for s, r in zip(g_sim, g_reg)], conflict.float()
 
 
+NOISE_SCALES = ("masked-mean", "agreeing-mean", "mean")
+
+
 class AgreementRandom:
     needs_separate_gradients = True
 
-    def __init__(self) -> None:
+    def __init__(self, noise_scale: str = "masked-mean") -> None:
+        if noise_scale not in NOISE_SCALES:
+            raise ConfigError(f"gs-agr noise_scale must be one of {', '.join(NOISE_SCALES)}, got {noise_scale!r}")
+        self.noise_scale = noise_scale
         self.generator: torch.Generator | None = None  # the trainer hands over its seeded noise generator
 
+    def options(self) -> dict[str, Any]:
+        return {"noise_scale": self.noise_scale}
+
     def __call__(self, g_sim: list[torch.Tensor], g_reg: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        agree = [torch.sign(s) == torch.sign(r) for s, r in zip(g_sim, g_reg)]
         total = sum(s.numel() for s in g_sim)
-        scale = sum(s.abs().sum() for s in g_sim) / total
-        out, disagree = [], 0
-        for s, r in zip(g_sim, g_reg):
-            agree = torch.sign(s) == torch.sign(r)
+        n_agree = sum(a.sum() for a in agree)
+        if self.noise_scale == "mean":
+            scale = sum(s.abs().sum() for s in g_sim) / total
+        else:
+            masked_sum = sum(torch.where(a, s, torch.zeros_like(s)).abs().sum() for s, a in zip(g_sim, agree))
+            scale = masked_sum / (total if self.noise_scale == "masked-mean" else torch.clamp(n_agree, min=1))
+        out = []
+        for s, a in zip(g_sim, agree):
             noise = torch.randn(s.shape, generator=self.generator, device=s.device, dtype=s.dtype) * scale
-            out.append(torch.where(agree, s, noise))
-            disagree = disagree + (~agree).sum()
-        return out, disagree / total
+            out.append(torch.where(a, s, noise))
+        return out, (total - n_agree) / total
 
 
 COMBINERS = {"gsmorph": LayerwiseProjection, "gs-pcgrad": GlobalProjection, "gs-agr": AgreementRandom}
@@ -68,12 +89,20 @@ DISPLAY_NAMES = {"gsmorph": "GSMorph", "gs-pcgrad": "GS-PCGrad", "gs-agr": "GS-A
 
 
 def _factory(name: str, combiner: type):
-    def make(device: str = "auto", progress: bool = False, **train_options: Any) -> DeepRegistration:
-        return DeepRegistration(name, combiner(), settings_from_options(train_options), device=device, progress=progress)
+    # A combiner's own options (gs-agr's noise_scale) are taken from the method's options; the rest train it.
+    own_names = set(inspect.signature(combiner).parameters)
 
-    make.__doc__ = f"{name}: the paper's U-Net trained with {combiner.__name__}; options: device and TrainSettings fields."
+    def make(device: str = "auto", progress: bool = False, **options: Any) -> DeepRegistration:
+        own = {k: options.pop(k) for k in list(options) if k in own_names}
+        return DeepRegistration(name, combiner(**own), settings_from_options(options), device=device, progress=progress)
+
+    make.__doc__ = f"{name}: the paper's U-Net trained with {combiner.__name__}; options: device, TrainSettings fields" + (
+        f" and {', '.join(sorted(own_names))}." if own_names else "."
+    )
     make.profile_options = DeepRegistration.profile_options  # type: ignore[attr-defined]
-    make.option_names = deep_option_names()  # type: ignore[attr-defined]
+    make.option_names = deep_option_names(*own_names)  # type: ignore[attr-defined]
+    # Declared so that the run directory binds them: a run trained under another default is refused, not reused.
+    make.default_options = {k: p.default for k, p in inspect.signature(combiner).parameters.items()}  # type: ignore[attr-defined]
     make.display_name = DISPLAY_NAMES[name]  # type: ignore[attr-defined]
     return make
 

@@ -9,7 +9,8 @@ Design (voxelmorph's TensorFlow ``HyperVxmDense``, on the paper's U-Net instead 
 - Training uses the one :class:`~regbench.trainer.Trainer`; what differs is the model and the
   :class:`HyperObjective`: λ is drawn per sample (uniform, with probability ``extreme_share`` from {0, 1})
   and the loss is mean((1−λ)·MSE/σ²) + mean(λ·smooth), σ = 0.05. Both terms are already weighted, so the
-  combiner is VoxelMorph's weighted sum with weight 1 (one backward pass).
+  combiner is VoxelMorph's weighted sum with weight 1 (one backward pass). The hypernetwork's dense layers
+  train at ``hyper_lr`` (1e-4, voxelmorph's HyperMorph lr), everything else at the run's lr (see ``HYPER_LR``).
 - Relation to VoxelMorph's λ: (1−λ)·MSE/σ² + λ·smooth ∝ MSE + σ²·λ/(1−λ)·smooth, so
   λ_vxm = σ²·λ/(1−λ): VoxelMorph-s (0.001) ↔ λ ≈ 0.286, -m (0.01) ↔ λ = 0.8, -l (0.1) ↔ λ ≈ 0.976.
 - After training, λ is chosen on the validation split over ``selection_grid``: by default the λ with the best
@@ -45,6 +46,12 @@ from ..store import atomic_write_text
 from ..trainer import per_sample_smoothness
 from .voxelmorph import WeightedSum
 
+# The hypernetwork's dense layers train at voxelmorph's HyperMorph learning rate (Adam 1e-4), the generated
+# conv weights and the rest at the run's (the paper's 5e-3). At 5e-3 every step moves each of the few thousand
+# dense weights by ~lr whatever its gradient, and the embedding's λ-dependence ‖e(1) − e(0)‖ collapsed within one
+# epoch of the quick profile (0.99 → 0.10 → 0.05) as ReLU units died: λ no longer mattered on some floating-
+# point trajectories (AVX2 kernels, seed 3407). Follows the lr schedule.
+HYPER_LR = 1e-4
 SELECTION_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 SIGMA = 0.05
 
@@ -119,12 +126,17 @@ class HyperRegistrationNet(nn.Module):
         self.transformer = SpatialTransformer()
         self.hyper_convs = [m for m in self.unet.modules() if isinstance(m, HyperConv2d)]
         self.hyper_units = hyper_units
+        self.hyper_lr_scale = 1.0  # the hypernetwork's dense layers train at the lr times this (HyperMorph sets it)
         self.lam = float(lam)  # used when forward gets no λ
         self._cached_lam: float | None = None
 
     @property
     def multiple(self) -> int:
         return self.unet.multiple
+
+    def lr_scales(self) -> dict[int, float]:
+        """The trainer's per-parameter lr factors: the hypernetwork's dense layers at ``hyper_lr_scale``."""
+        return {id(p): self.hyper_lr_scale for p in self.hyper.parameters()}
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor, lam: torch.Tensor | float | None = None) -> torch.Tensor:
         lam_t = torch.as_tensor(self.lam if lam is None else lam, dtype=moving.dtype, device=moving.device).reshape(-1, 1)
@@ -184,6 +196,7 @@ class HyperMorph(DeepRegistration):
         hyper_units: int = 64,
         sigma: float = SIGMA,
         extreme_share: float = 0.2,
+        hyper_lr: float | None = HYPER_LR,
         lam: float | None = None,
         selection_grid: Sequence[float] = SELECTION_GRID,
         max_njd: float | None = None,
@@ -200,7 +213,10 @@ class HyperMorph(DeepRegistration):
         if lam is not None and not 0.0 <= float(lam) <= 1.0:
             raise ConfigError(f"hypermorph lam must be in [0, 1], got {lam!r}")
         torch.manual_seed(settings.seed)
+        if hyper_lr is not None and (isinstance(hyper_lr, bool) or not isinstance(hyper_lr, (int, float)) or hyper_lr <= 0):
+            raise ConfigError(f"hypermorph hyper_lr must be a positive number (or null: the lr), got {hyper_lr!r}")
         model = HyperRegistrationNet(hyper_layers, hyper_units, lam=0.5 if lam is None else lam)
+        model.hyper_lr_scale = 1.0 if hyper_lr is None else float(hyper_lr) / settings.lr
         objective = HyperObjective(sigma, extreme_share, settings.smoothness)
         super().__init__("hypermorph", WeightedSum(1.0), settings, device=device, model=model, objective=objective, progress=progress)
         self.fixed_lam = lam  # a λ given by the user: no selection
@@ -208,7 +224,8 @@ class HyperMorph(DeepRegistration):
         self.sweep_grid = [float(v) for v in grids["sweep_grid"]]
         self.max_njd = max_njd
         self.selection: list[dict[str, Any]] = []
-        self.hyper_options = {"hyper_layers": hyper_layers, "hyper_units": hyper_units, "sigma": sigma, "extreme_share": extreme_share, "lam": lam, "max_njd": max_njd}
+        self.hyper_options = {"hyper_layers": hyper_layers, "hyper_units": hyper_units, "sigma": sigma, "extreme_share": extreme_share,
+                              "hyper_lr": hyper_lr, "lam": lam, "max_njd": max_njd}
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), **self.hyper_options, "selection_grid": self.selection_grid, "sweep_grid": self.sweep_grid}
@@ -296,8 +313,8 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 @register_method("hypermorph")
 def make_hypermorph(device: str = "auto", progress: bool = False, **options: Any) -> HyperMorph:
     """HyperMorph: one λ-conditioned training, λ chosen on validation. Options: hyper_layers, hyper_units,
-    sigma, extreme_share, lam (fix λ, no selection), selection_grid, max_njd, sweep_grid, and TrainSettings
-    fields."""
+    sigma, extreme_share, hyper_lr (the hypernetwork's dense layers' lr; null: the lr), lam (fix λ, no
+    selection), selection_grid, max_njd, sweep_grid, and TrainSettings fields."""
     return HyperMorph(device=device, progress=progress, **options)
 
 
@@ -313,3 +330,5 @@ def _profile_options(profile: str) -> dict[str, Any]:
 make_hypermorph.profile_options = _profile_options  # type: ignore[attr-defined]
 make_hypermorph.option_names = deep_option_names(*(set(inspect.signature(HyperMorph).parameters) - {"train_options"}))  # type: ignore[attr-defined]
 make_hypermorph.display_name = "HyperMorph"  # type: ignore[attr-defined]
+# Bound into the run directory: a HyperMorph trained under another hypernetwork lr is refused, not reused.
+make_hypermorph.default_options = {"hyper_lr": HYPER_LR}  # type: ignore[attr-defined]

@@ -159,16 +159,45 @@ def test_run_writes_the_lambda_sweep_and_resumes_without_recomputing(tmp_path):
     assert result.evaluated == {} and sweep_path.stat().st_mtime_ns == stamp
 
 
+def _lambda_dependence(model: HyperRegistrationNet) -> float:
+    """‖e(1) − e(0)‖ of the embedding the conv heads read: 0 means λ cannot change the network."""
+    with torch.no_grad():
+        e = model.hyper(torch.tensor([[0.0], [1.0]])) / model.hyper_units**0.5
+    return float((e[1] - e[0]).norm())
+
+
 @pytest.mark.slow
-def test_larger_lambda_gives_a_smoother_field_after_a_little_training(small_dataset):
+def test_hypernetwork_keeps_its_lambda_dependence_through_training(small_dataset):
+    # With the dense layers at the paper's lr 5e-3, this fell to 16% of its initial value in 10 epochs here (AVX2,
+    # seed 3407) and to 1% in 40, where λ no longer changed the field; at hyper_lr 1e-4 it stays near its start.
+    method = create_method("hypermorph", device="cpu", hyper_units=16, epochs=10, batch_size=8, lam=0.5, recalibrate_bn=True)
+    start = _lambda_dependence(method.model)
+    method.fit(small_dataset.pairs("train"))
+    assert _lambda_dependence(method.model) > 0.5 * start, (start, _lambda_dependence(method.model))
+
+
+def test_hypernetwork_dense_layers_train_at_hyper_lr():
+    from regbench.trainer import Trainer, model_lr_scales
+
+    method = create_method("hypermorph", device="cpu", hyper_units=2, lr=5e-3, hyper_lr=1e-4)
+    params = [p for p in method.model.parameters() if p.requires_grad]
+    optimiser = Trainer(method.settings, method.combiner, method.device).make_optimiser(params, model_lr_scales(method.model))
+    lrs = {id(p): group["lr"] for group in optimiser.param_groups for p in group["params"]}
+    hyper = {id(p) for p in method.model.hyper.parameters()}
+    assert [lrs[i] for i in hyper] == pytest.approx([1e-4] * len(hyper))
+    assert {lr for i, lr in lrs.items() if i not in hyper} == {5e-3}
+    assert method.options()["hyper_lr"] == 1e-4
+    with pytest.raises(ConfigError, match="hyper_lr must be a positive number"):
+        create_method("hypermorph", device="cpu", hyper_units=2, hyper_lr=0)
+
+
+@pytest.mark.slow
+def test_lambda_changes_the_field_after_a_little_training(small_dataset):
+    # After 120 steps the direction of λ's effect is not settled (of four seeds, two gave rougher fields at λ = 1
+    # than at λ = 0 here); that it has an effect is. The direction is checked at the quick profile's scale in
+    # the run (NJD falls with λ in the sweep).
     method = create_method("hypermorph", device="cpu", hyper_units=16, epochs=40, batch_size=8, lam=0.5, recalibrate_bn=True)
     method.fit(small_dataset.pairs("train"))
     pair = small_dataset.pairs("test")[0]
-
-    def mean_abs_gradient(lam: float) -> float:
-        flow = method.register(pair.fixed, pair.moving, lam=lam).flow
-        return float(np.abs(np.diff(flow, axis=1)).mean() + np.abs(np.diff(flow, axis=2)).mean())
-
-    roughness = [mean_abs_gradient(lam) for lam in (0.0, 0.5, 0.9, 1.0)]
-    assert all(b <= a * 1.001 for a, b in zip(roughness, roughness[1:])), roughness
-    assert roughness[-1] < 0.98 * roughness[0], roughness
+    flows = {lam: method.register(pair.fixed, pair.moving, lam=lam).flow for lam in (0.0, 1.0)}
+    assert np.abs(flows[1.0] - flows[0.0]).mean() > 0.1 * np.abs(flows[0.0]).mean()

@@ -1,0 +1,55 @@
+"""One resolution of a method's options, used by ``run``, ``train``, ``check-method`` and ``perf``.
+
+Later layers win: the method's declared defaults (``default_options``: bound into the run directory, so a run
+made under another default is refused rather than reused) < the method's own settings for the profile
+(``profile_options(profile)``) < the profile's entry for this method (``Profile.method_options``, e.g.
+GS-Agr's 240 epochs in ``reproduce``) < the run's ``seed`` and ``device``, for a factory that takes them < the
+user's ``method_options`` (YAML config).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from .config import get_profile
+from .registry import METHODS
+
+
+def resolve_method_options(
+    name: str, profile: str, user_options: Mapping[str, Any] | None = None, seed: int = 0, device: str = "auto"
+) -> dict[str, Any]:
+    """The keyword options ``name`` is built with under ``profile`` (see the module docstring for the order)."""
+    factory = METHODS.get(name)
+    options: dict[str, Any] = dict(getattr(factory, "default_options", None) or {})
+    profile_options = getattr(factory, "profile_options", None)
+    if callable(profile_options):
+        options.update(profile_options(profile))
+    options.update(get_profile(profile).method_options.get(name, {}))
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if "seed" in params:
+        options["seed"] = seed
+    if "device" in params:
+        options["device"] = device
+    options.update(user_options or {})
+    return options
+
+
+def resolved_options(name: str, options: Mapping[str, Any], method: Any) -> dict[str, Any]:
+    """What a built method actually runs with: the factory's defaults, the ``options`` it was built with, then
+    the method's own ``options()`` where it has one (training settings, device resolved); ``progress`` left out.
+    The manifest records this (``method_info``); ``check-method`` prints it."""
+    resolved: dict[str, Any] = {}
+    try:
+        resolved.update({k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items() if p.default is not p.empty})
+    except (TypeError, ValueError):
+        pass
+    resolved.update(options)
+    own = getattr(method, "options", None)
+    if callable(own):
+        resolved.update(own())
+    resolved.pop("progress", None)
+    return resolved
