@@ -36,7 +36,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
         "the README demo: all methods on 40 synthetic subjects at 64 px (3 mm pixels), deep methods 10 epochs "
-        "(not converged: tables mark them); ≤ 10 minutes on 2 CPU cores",
+        "(not converged: tables mark them); 13.5 minutes on a 2-core AVX2 CPU",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
     ),
     "reproduce": Profile(

@@ -260,7 +260,7 @@ class Trainer:
             model.train()
             started = time.perf_counter()
             for group in optimiser.param_groups:
-                group["lr"] = s.lr_at(epoch) * group["lr_scale"]
+                group["lr"] = s.lr_at(epoch) * group.get("lr_scale", 1.0)  # absent in checkpoints of older versions
             order = torch.randperm(n, generator=order_rng).to(self.device)
             sums = torch.zeros(3, device=self.device)  # sim, reg, conflict share: summed on the device
             for step in range(steps_per_epoch):
