@@ -3,9 +3,9 @@
 - Registration time per pair (the registration alone: no file I/O, no metrics), in one process.
 - Throughput of the runner's case loop (registration + metrics) with ``--jobs 1`` and ``--jobs N``, after
   warming the worker pool (one registration per worker), and the speed-up.
-- For trainable methods: the time of one training step relative to ``voxelmorph-m``'s (WeightedSum) on the
-  same batch, inference ms per pair at batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the
-  cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
+- For trainable methods (built with the ``--profile``'s options, as ``regbench run`` builds them): the time of
+  one training step relative to ``voxelmorph-m``'s (WeightedSum) on the same batch, inference ms per pair at
+  batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
   scoring the same pairs one by one with every metric; and one optimiser step of the largest of them with
   subnormal Adam moments, computed and flushed to zero.
 """
