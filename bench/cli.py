@@ -105,9 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
 
-    p = sub.add_parser("check-method", help="run the conformance checks on a registered method")
+    p = sub.add_parser("check-method", help="run the conformance checks on a registered method",
+                       description="Build the method with the profile's options (resolved as regbench run resolves them; "
+                       "printed first) and run the conformance checks on small synthetic pairs.")
     p.add_argument("name")
-    p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="settings to build it with (default smoke)")
+    p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="build it with this profile's options, as regbench run does (default smoke)")
     p = sub.add_parser("perf", help="print timings: seconds per pair, --jobs speed-up, training-step cost",
                        description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
                        "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
