@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import InputError
 from .interface import Registration, is_trainable, validate_registration
+from .options import resolve_method_options, resolved_options
 from .registry import METHODS
 from .warp import warp
 
@@ -90,8 +91,6 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
     For a method object, the determinism check builds a second one with ``type(method)()`` when possible.
     """
     if isinstance(method_or_name, str):
-        from .options import resolve_method_options
-
         # The options `regbench run --profile PROFILE` would build it with (profile None: the method's own defaults).
         opts = resolve_method_options(method_or_name, profile, options) if profile else dict(options)
 
@@ -107,8 +106,6 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
 
     report = CheckReport(name)
     if isinstance(method_or_name, str):
-        from .options import resolved_options
-
         report.options = resolved_options(name, opts, method)
     pairs = _sample_pairs()
     train, evaluate_pair = pairs[:3], pairs[3]

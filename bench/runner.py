@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 import logging
 import os
 import time
