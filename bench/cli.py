@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -285,6 +286,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's walltime or scancel, ``kill``): stops the run as Ctrl-C does."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "report": cmd_report, "data": cmd_data, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
 
 
@@ -299,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .trainer import flush_subnormals
 
         flush_subnormals()  # before torch's intra-op threads exist, so that they inherit it
+    if args.command in ("run", "train"):
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except RegbenchError as exc:
@@ -308,9 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"regbench: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("regbench: interrupted; finished cases are stored, run the same command to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        from .pool import stop_workers
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not interrupt the clean-up
+        stop_workers()
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"regbench: {what}; finished cases are stored, run the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import yaml
 
 from .errors import ConfigError
 from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES
+from .pool import DEFAULT_CASE_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class RunConfig:
     scheduler: str | None = None
     scheduler_file: str | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
+    # Time limit per case, in seconds, for cases run in worker processes (every method with jobs > 1; with
+    # jobs 1, plugins from outside regbench and methods that declare isolate_cases): a case over it fails
+    # ("timed out after N s") and its worker is replaced. A number, null (no limit) or a mapping
+    # {METHOD: seconds, default: seconds}.
+    case_timeout_s: Any = DEFAULT_CASE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.methods is None:
@@ -138,6 +144,16 @@ class RunConfig:
             if not isinstance(options, dict):
                 raise ConfigError(f"method_options[{name!r}] must be a mapping of option: value, got {options!r}")
         self._check_backend()
+        limits = self.case_timeout_s if isinstance(self.case_timeout_s, dict) else {"default": self.case_timeout_s}
+        for key, limit in limits.items():
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+                raise ConfigError(f"case_timeout_s{'' if not isinstance(self.case_timeout_s, dict) else f'[{key!r}]'} must be a positive number of seconds or null (no limit), got {limit!r}")
+
+    def case_timeout_for(self, method: str) -> float | None:
+        """The per-case time limit of ``method`` in seconds (None: no limit)."""
+        if isinstance(self.case_timeout_s, dict):
+            return self.case_timeout_s.get(method, self.case_timeout_s.get("default", DEFAULT_CASE_TIMEOUT_S))
+        return self.case_timeout_s
 
     def _check_backend(self) -> None:
         if self.backend not in ("joblib", "dask"):
@@ -176,12 +192,13 @@ class RunConfig:
 
 def parse_seeds(text: str) -> list[int]:
     """``--seeds 0,1,2`` → [0, 1, 2]; anything else is a ConfigError naming the value."""
+    parts = text.split(",")
+    if any(not part.strip() for part in parts):
+        raise ConfigError(f"--seeds has an empty entry in {text!r}: give comma-separated non-negative integers, e.g. 0,1,2")
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in parts]
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got {text!r}") from None
-    if not seeds:
-        raise ConfigError(f"--seeds names no seed: {text!r}")
     return seeds
 
 
@@ -219,6 +236,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             value = {**values[key], **value}  # --root adds to the file's dataset options
         values[key] = value
     try:
-        return RunConfig(**values)
+        config = RunConfig(**values)
     except TypeError as exc:
-        raise ConfigError(f"bad configuration: {exc}") from None
+        raise ConfigError(f"bad configuration{f' in config file {path}' if path is not None else ''}: {exc}") from None
+    config.source = str(path) if path is not None else None  # named in errors about its method_options; not a key
+    return config

@@ -281,7 +281,7 @@ def open_client(config: Any) -> Iterator[Any]:
         client = Client(cluster, set_as_default=False)
     else:
         workers = config.jobs if config.jobs > 0 else (os.cpu_count() or 1)
-        from .runner import _workers_ignore_sigint
+        from .pool import workers_ignore_sigint
 
         import dask
 
@@ -293,7 +293,7 @@ def open_client(config: Any) -> Iterator[Any]:
         # 92.8 s, with both changes 51.1 s; alone 28.8 s). Neither changes a number.
         environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if k != "MALLOC_TRIM_THRESHOLD_"}
         environ.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-        with _workers_ignore_sigint(), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        with workers_ignore_sigint(), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
             # Ctrl-C reaches the driver only, which cancels and closes the cluster
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: never a clash
         client = Client(cluster, set_as_default=False)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .errors import InputError
+from .warp import warp as _warp
 from .warp import warp_label as _warp_label
 
 #: Common label convention (ACDC's). Dataset plugins map their own labels to it.
@@ -92,15 +93,80 @@ def validate_images(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, 
     for name, img in (("fixed", fixed), ("moving", moving)):
         if img.ndim != 2:
             raise InputError(f"{name} image must be 2-D, got shape {img.shape}")
-        if not np.issubdtype(img.dtype, np.number):
-            raise InputError(f"{name} image has non-numeric dtype {img.dtype}")
+        if not np.issubdtype(img.dtype, np.floating):
+            raise InputError(f"{name} image has dtype {img.dtype}; give float images intensity-normalised to [0, 1]")
         if not np.all(np.isfinite(img)):
             raise InputError(f"{name} image has {int(np.size(img) - np.isfinite(img).sum())} non-finite values (NaN/inf)")
+        if img.min() < IMAGE_RANGE[0] - RANGE_SLACK or img.max() > IMAGE_RANGE[1] + RANGE_SLACK:
+            raise InputError(f"{name} image has values in [{float(img.min()):g}, {float(img.max()):g}], outside [0, 1]: "
+                             "normalise intensities to [0, 1] first")
         if np.ptp(img) == 0:
             raise InputError(f"{name} image is constant (every pixel {float(img.flat[0])!r}): nothing to register")
     if fixed.shape != moving.shape:
         raise InputError(f"fixed and moving images differ in shape: {fixed.shape} vs {moving.shape}")
     return fixed.astype(np.float32, copy=False), moving.astype(np.float32, copy=False)
+
+
+# Moved image vs warp(moving, flow), mean squared difference: interpolation schemes differ a little between
+# libraries; a flow in other units (normalised [-1, 1], mm) or with swapped channels differs by far more.
+CONSISTENCY_TOLERANCE_MSE = 2e-3
+
+
+def moved_flow_disagreement(moving: np.ndarray, registration: Registration) -> float:
+    """Mean squared difference between the method's moved image and regbench's warp of ``moving`` by its flow."""
+    return float(np.mean((_warp(moving, registration.flow) - np.asarray(registration.moved, np.float32)) ** 2))
+
+
+def check_moved_agrees_with_flow(moving: np.ndarray, registration: Registration) -> float:
+    """The disagreement, or InputError when it is at least :data:`CONSISTENCY_TOLERANCE_MSE`: the flow is not
+    in regbench's convention, so its metrics would score another transform than the method's."""
+    err = moved_flow_disagreement(moving, registration)
+    if not err < CONSISTENCY_TOLERANCE_MSE:
+        raise InputError(
+            f"moved image differs from warp(moving, flow) (MSE {err:.2e} ≥ {CONSISTENCY_TOLERANCE_MSE:.0e}): "
+            "is the flow in pixels, channel 0 rows, channel 1 columns, moved(p) = moving(p + flow(p))?"
+        )
+    return err
+
+
+# Images enter regbench intensity-normalised to [0, 1] (MSE's units, every method's assumptions); a little
+# slack for resampling round-off.
+IMAGE_RANGE = (0.0, 1.0)
+RANGE_SLACK = 1e-4
+
+
+def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
+    """Check a dataset's pair where it enters a run: float images, finite, in [0, 1], labels made of 0 and the
+    dataset's structure values (default :data:`STRUCTURES`), matching shapes, positive finite spacing. Raises
+    InputError naming the subject, slice and the bad value."""
+    where = f"pair subject {pair.subject!r} slice {pair.slice}"
+    allowed = {0, *(structures or STRUCTURES).values()}
+    lo, hi = IMAGE_RANGE
+    shape = np.shape(pair.fixed)
+    for name, img in (("fixed", pair.fixed), ("moving", pair.moving)):
+        img = np.asarray(img)
+        if not np.issubdtype(img.dtype, np.floating):
+            raise InputError(f"{where}: {name} image has dtype {img.dtype}; images must be float, intensity-normalised to [0, 1]")
+        if img.shape != shape:
+            raise InputError(f"{where}: fixed and moving images differ in shape: {shape} vs {img.shape}")
+        if not np.all(np.isfinite(img)):
+            raise InputError(f"{where}: {name} image has {int(img.size - np.isfinite(img).sum())} non-finite values (NaN/inf)")
+        if img.min() < lo - RANGE_SLACK or img.max() > hi + RANGE_SLACK:
+            raise InputError(f"{where}: {name} image has values in [{float(img.min()):g}, {float(img.max()):g}], outside [0, 1]; "
+                             "normalise intensities to [0, 1] (e.g. divide 0..255 images by 255)")
+    for name, label in (("fixed", pair.fixed_label), ("moving", pair.moving_label)):
+        if label is None:
+            continue
+        label = np.asarray(label)
+        if label.shape != shape:
+            raise InputError(f"{where}: {name} label has shape {label.shape}, its image {shape}")
+        extra = sorted(set(np.unique(label).tolist()) - allowed)
+        if extra:
+            raise InputError(f"{where}: {name} label has value(s) {extra} outside the dataset's structures {sorted(allowed)} "
+                             f"(0 = background, {', '.join(f'{v} = {k}' for k, v in (structures or STRUCTURES).items())})")
+    spacing = np.asarray(pair.spacing, dtype=float)
+    if spacing.shape != (len(shape),) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"{where}: spacing {tuple(pair.spacing)!r} must be {len(shape)} positive finite mm values, one per image axis")
 
 
 def validate_registration(registration: Any, shape: tuple[int, ...]) -> Registration:

@@ -198,6 +198,8 @@ def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(repr(c) for c in missing)}; it needs {', '.join(REQUIRED_COLUMNS)}")
+    if not any(metric in df for metric in TABLE1_METRICS):
+        raise DataError(f"{path} has none of Table 1's columns ({', '.join(TABLE1_METRICS)}): nothing to tabulate")
     for metric in TABLE1_METRICS + ["time_s"]:
         if metric not in df:
             problems.append(f"{path} lacks column {metric!r}: {metric} is left out of the tables and figures")
@@ -205,12 +207,23 @@ def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
     return df
 
 
-def read_manifest_if_any(run_dir: Path) -> dict[str, Any]:
+def read_manifest_if_any(run_dir: Path, problems: list[str] | None = None) -> dict[str, Any]:
+    """The run's manifest; {} when there is none. One that cannot be read is a problem named in the report
+    (its display names, training times and merge checks are then missing), not a silent {}."""
     path = Path(run_dir) / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
         return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        manifest, why = None, f"cannot be read ({type(exc).__name__}: {exc})"
+    else:
+        why = f"is not a JSON object (got {type(manifest).__name__})"
+    if isinstance(manifest, dict):
+        return manifest
+    if problems is not None:
+        problems.append(f"{path} {why}: the report is written without it (no display names, training times or merge checks)")
+    return {}
 
 
 def failed_methods(per_case: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -446,7 +459,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     frames, manifests = [], []
     for run_dir in run_dirs:
         frames.append(load_per_case(run_dir, report.problems))
-        manifests.append(read_manifest_if_any(run_dir))
+        manifests.append(read_manifest_if_any(run_dir, report.problems))
     per_case = merge_runs(run_dirs, frames, manifests, report.problems)
     prepare_output_dir(report.out_dir)
     use_display_names(manifests)

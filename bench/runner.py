@@ -24,10 +24,12 @@ from joblib import Parallel, delayed
 
 from .config import RunConfig, get_profile
 from .convergence import run_verdicts
-from .errors import ConfigError, RegbenchError
-from .interface import Pair, is_trainable, num_parameters, validate_registration
+from .errors import ConfigError, DataError, InputError, RegbenchError
+from .interface import Pair, check_moved_agrees_with_flow, is_trainable, num_parameters, validate_pair, validate_registration
+from .lock import RunDirectoryLock
 from .metrics import evaluate
 from .options import resolve_method_options, resolved_options
+from .pool import CaseFailure, Task, run_isolated
 from .provenance import environment
 from .distributed import MethodSpec, built_method, where_am_i
 from .registry import DATASETS, METHODS, method_sort_key
@@ -132,15 +134,24 @@ def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int
         registration = method.register(pair.fixed, pair.moving)
         elapsed = time.perf_counter() - start
         validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
+        check_moved_agrees_with_flow(pair.moving, registration)  # a flow in other units fails, never ranks
         row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme))
         row.update(time_s=elapsed, status="ok", reason="")
         if keep_example:
             row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
     except Exception as exc:  # a failing case is recorded, the run goes on
-        row.update({k: float("nan") for k in FAILED_METRICS})
-        row.update(n_skipped=0, skipped="", status="failed", reason=f"{type(exc).__name__}: {exc}".strip())
+        row.update(_failure(f"{type(exc).__name__}: {exc}".strip()))
         log.debug("case %s/%s/%s failed:\n%s", method.name, pair.subject, pair.slice, traceback.format_exc())
     return row
+
+
+def _failure(reason: str) -> dict[str, Any]:
+    return {**{k: float("nan") for k in FAILED_METRICS}, "n_skipped": 0, "skipped": "", "status": "failed", "reason": reason}
+
+
+def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[str, Any]:
+    """The row of a case that produced no row of its own (its worker died, or it timed out)."""
+    return {"method": name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice), **_failure(reason)}
 
 
 def check_method_options(config: RunConfig) -> None:
@@ -160,11 +171,23 @@ def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[di
     built = {}
     for name in names:
         options = method_options(name, config)
-        method = METHODS.create(name, **options)
+        method = _create(name, options, config)
         if config.seeds and is_trainable(method) and "seed" not in (METHODS.option_names(name) or {"seed"}):
             raise ConfigError(f"method {name!r} takes no 'seed' option, so --seeds cannot train it once per seed")
         built[name] = (options, method)
     return built
+
+
+def _create(name: str, options: dict[str, Any], config: RunConfig | None = None) -> Any:
+    """``METHODS.create`` whose errors name the method and where its options came from."""
+    try:
+        return METHODS.create(name, **options)
+    except ConfigError as exc:
+        if f"{name!r}" in str(exc) or f" {name} " in str(exc):
+            raise
+        source = getattr(config, "source", None)
+        origin = f"method_options of config file {source} or profile {config.profile}" if source else f"profile {config.profile} or method_options" if config else "its options"
+        raise type(exc)(f"method {name!r} (options from {origin}): {exc}") from None
 
 
 def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, Any]:
@@ -192,6 +215,22 @@ def method_options(name: str, config: RunConfig) -> dict[str, Any]:
 def build_dataset(config: RunConfig) -> Any:
     options = {**get_profile(config.profile).dataset_options.get(config.dataset, {}), **config.dataset_options}
     return DATASETS.create(config.dataset, **options)
+
+
+def load_pairs(dataset: Any, splits: Sequence[str]) -> dict[str, list[Pair]]:
+    """The dataset's pairs of ``splits``, each checked once where it enters (:func:`validate_pair`: range,
+    labels, shapes, spacing); a bad pair is one error naming the dataset, split, subject, slice and value."""
+    structures = getattr(dataset, "structures", None)
+    out = {}
+    for split in splits:
+        pairs = dataset.pairs(split)
+        for pair in pairs:
+            try:
+                validate_pair(pair, structures)
+            except InputError as exc:
+                raise DataError(f"dataset {getattr(dataset, 'name', type(dataset).__name__)!r} {split} split, {exc}") from None
+        out[split] = pairs
+    return out
 
 
 def dataset_options(dataset: Any) -> dict[str, Any]:
@@ -227,33 +266,41 @@ def _iterate_cases(
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None
     args = args_for(threads)
-    if jobs == 1:
+    if jobs == 1 and not (getattr(method, "parallel_safe", True) and isolates_cases(method)):
         for pair in pairs:
             yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
         return
-    with _workers_ignore_sigint():  # joblib starts dispatching (and spawns its workers) inside this call
-        cases = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-            delayed(evaluate_case)(task_method, pair, *args, keep_example=pair.key in examples) for pair in pairs
-        )
-    yield from cases
+    by_key = {pair.key: pair for pair in pairs}
+    tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples}) for pair in pairs]
+    for key, row in run_isolated(evaluate_case, tasks, jobs, config.case_timeout_for(method.name)):
+        if isinstance(row, CaseFailure):
+            log.warning("%s: case %s slice %s failed: %s", method.name, key[0], key[1], row.reason)
+            row = failed_case_row(method.name, config.dataset, by_key[key], row.reason)
+        yield row
 
 
-@contextlib.contextmanager
-def _workers_ignore_sigint() -> Iterator[None]:
-    """Worker processes started inside this block ignore SIGINT from birth (the disposition survives exec), so
-    Ctrl-C, which the terminal sends to the whole process group, reaches only the main process: it stops the
-    run with one line instead of a traceback from every worker, even one still importing its modules."""
-    import signal
-    import threading
+def isolates_cases(method: Any) -> bool:
+    """Whether ``method``'s cases run in a worker process even with --jobs 1, so that a crash in it (a segfault
+    in native code, ``os._exit``) or a hang fails the case, not the run: methods that declare
+    ``isolate_cases = True`` (regbench's wrappers of native libraries) and every method from outside
+    regbench unless it declares ``isolate_cases = False``."""
+    declared = getattr(method, "isolate_cases", None)
+    if declared is not None:
+        return bool(declared)
+    return type(method).__module__.split(".")[0] != "regbench"
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+
+def capped_jobs(jobs: int) -> int:
+    """``jobs`` worker processes, at most one per core this process may use (``-1``: one per core)."""
+    from joblib import cpu_count
+
+    cores = cpu_count()
+    if jobs == -1:
+        return cores
+    if jobs > cores:
+        log.warning("--jobs %d is more than the %d cores this process may use: running %d worker processes", jobs, cores, cores)
+        return cores
+    return jobs
 
 
 def example_name(subject: str, slice_: int) -> str:
@@ -310,16 +357,18 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     if not is_trainable(method):
         raise ConfigError(f"method {name!r} is not trainable (it has no fit/save/load)")
     prepare_run_dir(config.out_dir)
-    dataset = build_dataset(config)
-    manifest = bind_run_dir(config.out_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
-    bind_method(config.out_dir, manifest, name, options, method_info(name, options, method))
-    for seed in training_seeds(config, method):
-        if seed is not None:
-            method = METHODS.create(name, **{**options, "seed": seed})
-        if hasattr(method, "progress"):
-            method.progress = progress
-        folder = model_dir(config.out_dir, name, seed)
-        train_or_load(method, dataset, folder, retrain=retrain)
+    with RunDirectoryLock(config.out_dir):
+        dataset = build_dataset(config)
+        load_pairs(dataset, ("train", "val"))  # a bad dataset is refused before the run directory is bound
+        manifest = bind_run_dir(config.out_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
+        bind_method(config.out_dir, manifest, name, options, method_info(name, options, method))
+        for seed in training_seeds(config, method):
+            if seed is not None:
+                method = _create(name, {**options, "seed": seed}, config)
+            if hasattr(method, "progress"):
+                method.progress = progress
+            folder = model_dir(config.out_dir, name, seed)
+            train_or_load(method, dataset, folder, retrain=retrain)
     return folder / "final.pt"
 
 
@@ -361,14 +410,17 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
     methods.sort(key=method_sort_key)
     # Everything a user can get wrong is checked before any work: device, run directory, every method's options.
     check_device(config.device)
+    if config.backend == "joblib" or config.cluster == "local":
+        config.jobs = capped_jobs(config.jobs)
     run_dir = config.out_dir
     prepare_run_dir(run_dir)
-    built = build_methods(config, methods)
-    from .distributed import open_cluster
+    with RunDirectoryLock(run_dir):  # before anything is written; the settings are bound under it
+        built = build_methods(config, methods)
+        from .distributed import open_cluster
 
-    # On dask, the workers' versions are checked here, before any work.
-    with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
-        return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report)
+        # On dask, the workers' versions are checked here, before any work.
+        with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
+            return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report)
 
 
 def train_task(config: RunConfig, name: str, options: dict[str, Any], seed: int | None, directory: str, retrain: bool, threads: int | None = None, one_at_a_time: bool = False) -> dict[str, Any]:
@@ -383,7 +435,7 @@ def train_task(config: RunConfig, name: str, options: dict[str, Any], seed: int 
     import torch
 
     torch.set_num_threads(threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-    method = METHODS.create(name, **({**options, "seed": seed} if seed is not None else options))
+    method = _create(name, {**options, "seed": seed} if seed is not None else options, config)
     with contextlib.ExitStack() as stack:
         if one_at_a_time:
             from distributed import Semaphore
@@ -399,6 +451,8 @@ def _run_units(config: RunConfig, methods: list[str], built: dict[str, Any], una
 
     run_dir = config.out_dir
     dataset = build_dataset(config)
+    splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
+    test_pairs = load_pairs(dataset, splits)["test"]  # a bad dataset is refused before the run directory is bound
     manifest = bind_run_dir(run_dir, _json_safe(_fingerprint(config, dataset)), {"config": _json_safe(asdict(config)), "environment": environment()})
     for name, (options, _) in built.items():
         check_method_binding(run_dir, manifest, name, options)
@@ -406,7 +460,6 @@ def _run_units(config: RunConfig, methods: list[str], built: dict[str, Any], una
         manifest["cluster"] = _json_safe(cluster.record)
     store = RunStore(run_dir)
     write_split(run_dir, dataset)
-    test_pairs = dataset.pairs("test")
     if (limit := config.resolved_max_test_pairs()) is not None:
         test_pairs = test_pairs[:limit]
     manifest["test_pairs"] = len(test_pairs)
@@ -493,7 +546,7 @@ def _run_unit(config: RunConfig, name: str, seed: int | None, first: bool, built
         if not pending and not sweeps:
             return
         if seed is not None:  # the same options, trained from this seed
-            method = METHODS.create(name, **{**options, "seed": seed})
+            method = _create(name, {**options, "seed": seed}, config)
         if is_trainable(method):
             if hasattr(method, "progress"):
                 method.progress = progress  # epoch bar with the losses

@@ -44,9 +44,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with the file the user should look at (a full disk's ENOSPC from write() names no file)."""
+    if exc.filename is not None and not str(exc.filename).startswith(str(Path(path).parent / f".{Path(path).name}.")):
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -116,10 +126,13 @@ class RunStore:
         key = self.key(row)
         if self.rows.get(key, {}).get("status") == "ok":
             return  # a successful case is never doubled nor replaced
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, allow_nan=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row, allow_nan=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _naming(exc, self.path) from exc
         self.rows[key] = row
 
     def all_rows(self) -> list[dict[str, Any]]:
@@ -131,9 +144,23 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}); move it away or choose another --out") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("methods", {}), dict) or not isinstance(manifest.get("fingerprint", {}), dict):
+        raise ConfigError(f"{path} is not a regbench manifest (a JSON object with 'fingerprint' and 'methods' objects, got "
+                          f"{type(manifest).__name__}); move it away or choose another --out")
+    return manifest
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a stored case or a model file (what a manifest's settings protect)."""
+    run_dir = Path(run_dir)
+    cases = run_dir / CASES_FILE
+    if cases.exists() and cases.stat().st_size > 0:
+        return True
+    models = run_dir / "models"
+    return models.is_dir() and any(p.is_file() for p in models.rglob("*"))
 
 
 def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +173,10 @@ def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], extra: dict[str, An
     else:
         old = manifest.get("fingerprint", {})
         diffs = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
+        if diffs and not holds_results(run_dir):  # e.g. an earlier run refused for a bad --root: nothing to protect
+            manifest = {"fingerprint": fingerprint, "methods": {}, **extra}
+            write_manifest(run_dir, manifest)
+            return manifest
         if diffs:
             detail = "; ".join(f"{k}: {old.get(k)!r} there, {fingerprint.get(k)!r} now" for k in diffs)
             raise ConfigError(

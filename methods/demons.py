@@ -34,6 +34,7 @@ class SimpleITKDemons:
     """Demons registration with a coarse-to-fine schedule; every setting is a keyword option."""
 
     parallel_safe = True
+    isolate_cases = True  # wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run
 
     def __init__(
         self,

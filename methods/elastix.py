@@ -42,6 +42,7 @@ class ElastixBSpline:
     name = "elastix-bspline"
     display_name = "elastix B-spline"
     parallel_safe = True
+    isolate_cases = True  # wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run
     requires = ("itk-elastix",)  # distributions; see Registry.missing_extra
     install_hint = "pip install \"regbench[elastix]\""
 

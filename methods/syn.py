@@ -34,6 +34,7 @@ class AntsSyN:
     name = "syn"
     display_name = "SyN"
     parallel_safe = True
+    isolate_cases = True  # wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ import pytest
 PLUGIN_MODULE = '''
 """A third-party plugin package, installed for the tests through a dist-info entry point."""
 import os
+import signal
 import time
 
 import numpy as np
@@ -33,6 +34,52 @@ class SlowInitial:
                 log.write(f"{os.getpid()}\\n")
         time.sleep(float(os.environ.get("REGBENCH_TEST_DELAY", "0.3")))
         return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+
+def picked(fixed):
+    """Every REGBENCH_TEST_EVERY-th pair by image content (default 3): the same pairs in every process."""
+    return int(round(float(np.asarray(fixed, np.float64).sum()) * 1000)) % int(os.environ.get("REGBENCH_TEST_EVERY", "3")) == 0
+
+
+class Crashing:
+    """Kills its own process on the picked pairs, as native code does: SIGSEGV, or os._exit(3) with
+    REGBENCH_TEST_CRASH=exit; identity on the others."""
+
+    name = "crashing"
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        if picked(fixed):
+            if os.environ.get("REGBENCH_TEST_CRASH") == "exit":
+                os._exit(3)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+
+class Hanging:
+    """Never returns on the picked pairs (sleeps an hour); identity on the others."""
+
+    name = "hanging"
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        if picked(fixed):
+            time.sleep(3600)
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+
+class NormalisedFlow:
+    """Moves the image by 2 px along rows but returns the flow in grid_sample's normalised [-1, 1] units."""
+
+    name = "normalised-flow"
+
+    def register(self, fixed, moving):
+        from regbench import warp
+
+        fixed, moving = validate_images(fixed, moving)
+        flow = np.zeros((2, *fixed.shape), np.float32)
+        flow[0] = 2.0
+        return Registration(moved=warp(moving, flow), flow=flow * 2 / (fixed.shape[0] - 1))
 
 
 class Flaky:
@@ -62,6 +109,9 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             [regbench.methods]
             slow-initial = regbench_testplugin
             flaky = regbench_testplugin:Flaky
+            crashing = regbench_testplugin:Crashing
+            hanging = regbench_testplugin:Hanging
+            normalised-flow = regbench_testplugin:NormalisedFlow
             """
         )
     )

@@ -37,6 +37,7 @@ class Controlled:
     mode = "ok"
     calls: list[tuple[int, int]] = []
     display_name = "Controlled (test)"
+    isolate_cases = False  # its mode is switched in this process: cases run here, not in a worker
 
     def __init__(self, strength: float = 1.0) -> None:
         self.name = "controlled"
