@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build deep methods with this profile's options, as regbench run does (default quick)")
     p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's, 16 for quick)")
     p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
+    p.add_argument("--contention", action="store_true", help="also time voxelmorph-m's training step alone and beside a "
+                   "CPU-bound process, with OMP_WAIT_POLICY unset and PASSIVE (what regbench sets)")
     return parser
 
 
@@ -283,6 +285,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
         print(format_step_timings(steps), flush=True)
         largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
+    if args.contention:
+        from .perf import format_contention_timings, time_training_beside_load
+
+        print(format_contention_timings(time_training_beside_load(size=min(args.size, 64), profile=args.profile)), flush=True)
     return 0
 
 

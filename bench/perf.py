@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from .config import RunConfig
 from .interface import is_trainable
@@ -69,13 +68,15 @@ def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> Case
         start = time.perf_counter()
         method.register(p.fixed, p.moving)
         times.append(time.perf_counter() - start)
+    # Start the worker pool the runner uses and let each worker register once: ANTs loads its library (~1.3 s)
+    # on the first call in a process, a one-off cost a real run spreads over all its pairs. With --jobs 1,
+    # methods that isolate their cases (regbench.runner.isolates_cases) run them in one such worker.
+    _warm_pool(method, pairs[0], 1)
     config = RunConfig(methods=[name], jobs=1)
     start = time.perf_counter()
     list(_iterate_cases(method, pairs, config, examples=set()))
     wall1 = time.perf_counter() - start
-    # Start the worker pool and let each worker register once: ANTs loads its library (~1.3 s) on the
-    # first call in a process, a one-off cost a real run spreads over all its pairs.
-    Parallel(n_jobs=jobs)(delayed(_warm_up)(method, pairs[0]) for _ in range(2 * jobs))
+    _warm_pool(method, pairs[0], jobs)
     config = RunConfig(methods=[name], jobs=jobs)
     start = time.perf_counter()
     list(_iterate_cases(method, pairs, config, examples=set()))
@@ -86,6 +87,12 @@ def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> Case
 def _warm_up(method: Any, pair: Any) -> None:
     limit_threads(1)
     method.register(pair.fixed, pair.moving)
+
+
+def _warm_pool(method: Any, pair: Any, jobs: int) -> None:
+    from .pool import Task, run_isolated
+
+    list(run_isolated(_warm_up, [Task(i, (method, pair), {}) for i in range(2 * jobs)], jobs, timeout_s=None))
 
 
 def format_case_timings(rows: Sequence[CaseTiming]) -> str:
@@ -166,6 +173,70 @@ def time_training_steps(
 
 
 VALIDATION_PAIRS = 16  # the CPU profiles' max_val_pairs
+
+# A process timing training steps, or a CPU-bound neighbour (another multi-threaded torch process, as a second
+# training is), each with a given OpenMP wait policy. torch is imported before regbench, so that the runtime reads
+# the policy given ("unset": none, what ran before regbench set PASSIVE itself).
+_POLICY_PRELUDE = """
+import os, sys
+policy = sys.argv[1]
+if policy == "unset":
+    os.environ.pop("OMP_WAIT_POLICY", None)
+else:
+    os.environ["OMP_WAIT_POLICY"] = policy
+import torch
+"""
+_TIMED_STEPS = _POLICY_PRELUDE + """
+from regbench.perf import time_training_steps
+print(time_training_steps([sys.argv[2]], int(sys.argv[3]), steps=int(sys.argv[4]), repeats=1, profile=sys.argv[5])[0].step_s)
+"""
+_NEIGHBOUR = _POLICY_PRELUDE + """
+import torch.nn.functional as F
+x, w = torch.randn(16, 16, 64, 64), torch.randn(16, 16, 3, 3)
+while True:
+    F.conv2d(F.leaky_relu(x), w, padding=1)
+"""
+
+
+@dataclass
+class ContentionTiming:
+    method: str
+    policy: str  # OMP_WAIT_POLICY of both processes ("unset": none)
+    alone_s: float
+    beside_s: float  # beside a CPU-bound neighbour process
+
+
+def time_training_beside_load(name: str = "voxelmorph-m", size: int = 64, profile: str = "quick", steps: int = 5,
+                              policies: Sequence[str] = ("unset", "PASSIVE")) -> list[ContentionTiming]:
+    """Median training-step seconds of ``name`` alone and beside a CPU-bound neighbour (a multi-threaded torch
+    process running convolutions), both under each OpenMP wait policy; each in fresh processes."""
+    import subprocess
+    import sys
+
+    def timed(policy: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _TIMED_STEPS, policy, name, str(size), str(steps), profile],
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    rows = []
+    for policy in policies:
+        alone = timed(policy)
+        neighbour = subprocess.Popen([sys.executable, "-c", _NEIGHBOUR, policy])
+        try:
+            time.sleep(2.0)  # let it import torch and start working
+            beside = timed(policy)
+        finally:
+            neighbour.kill()
+            neighbour.wait()
+        rows.append(ContentionTiming(name, policy, alone, beside))
+    return rows
+
+
+def format_contention_timings(rows: Sequence[ContentionTiming]) -> str:
+    lines = [f"{'method':<16}{'OMP_WAIT_POLICY':>16}{'step alone (s)':>16}{'beside a CPU-bound process (s)':>32}{'slowdown':>10}"]
+    for r in rows:
+        lines.append(f"{r.method:<16}{r.policy:>16}{r.alone_s:>16.3f}{r.beside_s:>32.3f}{r.beside_s / r.alone_s:>9.1f}×")
+    return "\n".join(lines)
 
 
 def _validation_timings(method: Any, pairs: Sequence[Any], repeats: int = 3) -> tuple[float, float]:

@@ -239,7 +239,7 @@ def dataset_options(dataset: Any) -> dict[str, Any]:
 
 
 def _iterate_cases(
-    method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]], cluster: "Cluster | None" = None, spec: Any = None
+    method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]], cluster: Any = None, spec: Any = None
 ) -> Iterator[dict[str, Any]]:
     """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
 
