@@ -21,6 +21,13 @@ from regbench.runner import run
 METHODS = ["initial", "demons", "gsmorph"]
 PROVENANCE = ["time_s", "host", "worker", "gpu"]
 STATUS_FILE = Path("/tmp/regbench-slurm/status")
+REPORT_FILE = Path("/tmp/regbench-slurm/tests.log")  # .ci/run prints it after the suite
+
+
+def _report(line: str) -> None:
+    REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(REPORT_FILE, "a") as fh:
+        fh.write(line + "\n")
 
 
 def _slurm_state() -> str | None:
@@ -55,7 +62,7 @@ def _cases(run_dir: Path) -> pd.DataFrame:
     return df.drop(columns=PROVENANCE).sort_values(["method", "subject", "slice"]).reset_index(drop=True)
 
 
-def _our_jobs(prefix: str = "dask-worker") -> list[str]:
+def _our_jobs(prefix: str = "regbench-") -> list[str]:
     out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, timeout=10).stdout
     return [line.split()[0] for line in out.splitlines() if line.split()[1].startswith(prefix)]
 
@@ -76,13 +83,14 @@ def test_a_smoke_run_on_slurm_gives_the_default_backends_per_case_table(tmp_path
         time.sleep(0.5)
     stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
-    assert seen, "no dask-worker job ever appeared in squeue"
+    assert seen, "no regbench-cpu job ever appeared in squeue"
     pd.testing.assert_frame_equal(_cases(out), _cases(tmp_path / "joblib"))  # gsmorph trained in a SLURM job
     rows = pd.read_csv(out / "per_case.csv")
     assert rows["worker"].str.startswith("tcp://").all()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["cluster"]["cluster"] == "slurm"
-    print(f"SLURM jobs seen in squeue: {sorted(seen)}; per_case.csv equals the default backend's ({len(rows)} rows)")
+    _report(f"test_slurm: smoke run ({', '.join(METHODS)}) through dask-jobqueue: SLURM jobs {sorted(seen)} seen in squeue; "
+            f"per_case.csv equals the default backend's ({len(rows)} rows, timings and provenance aside)")
 
 
 def test_scancel_of_a_worker_job_mid_run_loses_nothing(tmp_path, with_plugins):
@@ -106,4 +114,5 @@ def test_scancel_of_a_worker_job_mid_run_loses_nothing(tmp_path, with_plugins):
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     keys = [(r["subject"], r["slice"]) for r in rows if r["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 12
-    print(f"cancelled job {jobs[0]} after {stored} stored cases at the first attempt (rc {proc.returncode}); 12 ok cases, none twice")
+    _report(f"test_slurm: scancel of worker job {jobs[0]} after {stored} stored cases (first attempt rc {proc.returncode}); "
+            "12 ok cases in the end, none stored twice")
