@@ -206,7 +206,7 @@ class ContentionTiming:
     beside_s: float  # beside a CPU-bound neighbour process
 
 
-def time_training_beside_load(name: str = "voxelmorph-m", size: int = 64, profile: str = "quick", steps: int = 5,
+def time_training_beside_load(name: str = "voxelmorph-m", size: int = 64, profile: str = "quick", steps: int = 10,
                               policies: Sequence[str] = ("unset", "PASSIVE")) -> list[ContentionTiming]:
     """Median training-step seconds of ``name`` alone and beside a CPU-bound neighbour (a multi-threaded torch
     process running convolutions), both under each OpenMP wait policy; each in fresh processes."""
