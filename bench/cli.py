@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run (or resume) a benchmark; writes per_case.csv, summary.csv, manifest.json and report/",
                        description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
                        "the same command again resumes and retries failed cases. Other settings into the same --out are "
-                       "refused. Trained methods whose training did not converge are flagged (warning, Table 1 ‡). Exit "
-                       "status: 0; 1 if a method could not run or none of its cases succeeded; 2 for bad input.")
+                       "refused, and so is a second run while one holds the directory (RUN/lock.json). A case whose worker dies or "
+                       "that exceeds case_timeout_s (default 900 s) is stored as failed and retried by the next run. Trained "
+                       "methods whose training did not converge are flagged (warning, Table 1 ‡). Exit status: 0; 1 if a method "
+                       "could not run or none of its cases succeeded; 2 for bad input; 130 after Ctrl-C; 143 after SIGTERM.")
     _add_run_arguments(p)
     p.add_argument("--methods", help="comma-separated names, patterns or 'paper' (the paper's ten), e.g. 'initial,voxelmorph-*' "
                    "(default: the profile's: 'paper' for reproduce, all for the others)")
