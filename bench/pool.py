@@ -1,8 +1,9 @@
 """Cases in worker processes, isolated: a worker that dies or a case over its time limit fails that case only.
 
 The workers are joblib's (loky) processes. At most one case per worker is in flight; a case's time starts when
-a worker starts it (it touches a file first), so spawning workers and importing torch never count. When a worker dies (a segfault in native code, ``os._exit``, the OOM killer) every case in
-flight is lost with it and the pool is rebuilt; a case that was alone in flight is failed with the worker's exit
+a worker starts it (it touches a file first), so spawning workers and importing torch never count. When a
+worker dies (a segfault in native code, ``os._exit``, the OOM killer) every case in flight is lost with it and
+the pool is rebuilt; a case that was alone in flight is failed with the worker's exit
 ("worker died: signal 11 (SIGSEGV)"), while cases that were in flight together are run again one at a time, so
 that only the one that kills its worker again is failed. A case over ``timeout_s`` is failed ("timed out after
 N s"): the pool's workers are killed and rebuilt, and the other cases in flight are run again (their results do
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -85,17 +87,14 @@ def worker_death_reason(exc: BaseException) -> str:
     return "worker died: " + (", ".join(dict.fromkeys(described)) if described else "no exit status known")
 
 
-def run_isolated(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: float | None = DEFAULT_CASE_TIMEOUT_S,
-                 initializer: Callable[[], None] | None = None) -> Iterator[tuple[Hashable, Any]]:
+def run_isolated(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int,
+                 timeout_s: float | None = DEFAULT_CASE_TIMEOUT_S) -> Iterator[tuple[Hashable, Any]]:
     """``(task.key, fn(*task.args, **task.kwargs))`` for every task, in the order they finish, computed in
     ``jobs`` worker processes; a CaseFailure in place of the result for a task whose worker died or that
-    timed out. ``initializer`` runs in each worker when it starts."""
-
-    import tempfile
-
+    timed out."""
     clocks = tempfile.TemporaryDirectory(prefix="regbench-cases-")
     try:
-        yield from _run(fn, tasks, jobs, timeout_s, initializer, Path(clocks.name))
+        yield from _run(fn, tasks, jobs, timeout_s, Path(clocks.name))
     finally:
         clocks.cleanup()
 
@@ -106,8 +105,7 @@ def _started(path: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     return fn(*args, **kwargs)
 
 
-def _run(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: float | None, initializer: Callable[[], None] | None,
-         clocks: Path) -> Iterator[tuple[Hashable, Any]]:
+def _run(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: float | None, clocks: Path) -> Iterator[tuple[Hashable, Any]]:
     from joblib.externals.loky import get_reusable_executor
     from joblib.externals.loky.process_executor import BrokenProcessPool
 
@@ -117,7 +115,7 @@ def _run(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: fl
     submitted = 0
 
     def executor() -> Any:
-        return get_reusable_executor(max_workers=jobs, timeout=IDLE_WORKER_TIMEOUT_S, initializer=initializer)
+        return get_reusable_executor(max_workers=jobs, timeout=IDLE_WORKER_TIMEOUT_S)
 
     def submit(task: Task, suspect: bool) -> None:
         nonlocal submitted
