@@ -10,7 +10,8 @@ Needs ``pip install "regbench[dask]"`` (dask.distributed, dask-jobqueue). What c
   cluster's worker spec).
 - **What is sent.** Workers get a :class:`MethodSpec` (name, options as given, model file), never a method
   object: a model pickled on a GPU driver does not load on a CPU worker, and ``device="auto"`` is resolved on
-  the worker. Built methods are cached per worker process by spec. The pairs are scattered once.
+  the worker. Built methods are cached per worker process by spec. Each case task carries its pair (a few
+  hundred kB in 2-D), never a scattered copy: that lives only on workers, and dies with the last that holds it.
 - **Training** is one task per (method, seed) that needs the ``GPU`` resource where the cluster has GPU
   workers (anywhere otherwise); it trains into ``RUN/models/...`` on the filesystem the workers share and
   resumes from its checkpoint if it runs again. Deep evaluation asks for ``GPU`` too; classical cases run on
@@ -25,15 +26,17 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, MissingExtraError
+from .errors import ConfigError, MissingExtraError, RegbenchError
 
 INSTALL_HINT = 'pip install "regbench[dask]"'
 GPU = "GPU"  # the worker resource a GPU worker advertises (dask-worker --resources GPU=1)
+NO_WORKER_PATIENCE_S = 300.0  # a cluster without any worker this long, with cases pending, ends the run
 
 
 def require_dask() -> None:
@@ -217,19 +220,74 @@ class Cluster:
     gpu_workers: bool
     record: dict[str, Any]
     gpu_resource: str = GPU
-    _scattered: dict[Any, Any] = field(default_factory=dict)  # pair.key -> the pair's future
 
-    def scattered(self, pairs: list[Any]) -> list[Any]:
-        """``pairs`` as futures on every worker, scattered once per run and held until the cluster closes.
+    def submit_cases(
+        self, fn: Any, method: Any, pairs: list[Any], args: tuple[Any, ...], examples: set[Any], gpu: bool
+    ) -> Iterator[tuple[Any, Any]]:
+        """``fn(method, pair, *args)`` for every pair, one task each, yielding ``(pair, row)`` as they finish.
 
-        Random keys (``hash=False``), not joblib's ``scatter=``: that re-scatters the same pairs under the same
-        content-hash keys for every method while the previous method's futures are being released, and the
-        scheduler then drops data the new tasks need ("lost dependencies", dask/distributed#3703)."""
-        missing = [pair for pair in pairs if pair.key not in self._scattered]
-        if missing:
-            futures = self.client.scatter(missing, broadcast=True, hash=False)
-            self._scattered.update({pair.key: future for pair, future in zip(missing, futures)})
-        return [self._scattered[pair.key] for pair in pairs]
+        At most one task per worker thread is submitted at a time: when a worker dies, the scheduler blames
+        the tasks it held, so it must hold only the one it was running. Such a task is rerun on another
+        worker (up to ``distributed.scheduler.allowed-failures`` times, dask's default 3: a pre-empted or
+        ``scancel``-ed SLURM job loses nothing); a task whose workers all died yields a
+        :class:`~regbench.pool.CaseFailure` instead of ending the run. A cluster left without any worker for
+        :data:`NO_WORKER_PATIENCE_S` is an error, not a hang (dask's nanny has been seen not to restart a
+        worker after several deaths in a few seconds). Tasks still pending when the caller stops (Ctrl-C, an
+        error) are cancelled."""
+        from distributed import KilledWorker
+
+        from .pool import CaseFailure
+
+        resources = {self.gpu_resource: 1} if gpu else None
+        tag = uuid.uuid4().hex[:8]
+        waiting = list(pairs)[::-1]
+        pair_of: dict[Any, Any] = {}  # pending future -> its pair
+        no_worker_since: float | None = None
+        last_check = time.monotonic()
+        try:
+            while waiting or pair_of:
+                while waiting and len(pair_of) < self._capacity(gpu):
+                    pair = waiting.pop()
+                    key = f"regbench-case-{getattr(method, 'name', 'method')}-{pair.subject}-{pair.slice}-{tag}"
+                    # pure=False: a rerun of the command submits again
+                    future = self.client.submit(fn, method, pair, *args, keep_example=pair.key in examples, resources=resources, pure=False, key=key)
+                    pair_of[future] = pair
+                done = [f for f in pair_of if f.done()]  # a local check: the client learns of results as they come
+                if not done:
+                    time.sleep(0.05)
+                    if time.monotonic() - last_check > 5:
+                        no_worker_since, last_check = self._check_workers(no_worker_since), time.monotonic()
+                    continue
+                for future in done:
+                    try:
+                        row = future.result()
+                    except KilledWorker as exc:
+                        tries = exc.args[2] + 1 if len(exc.args) > 2 and isinstance(exc.args[2], int) else None
+                        row = CaseFailure(f"worker died: {'the ' + str(tries) if tries else 'every'} dask worker(s) that ran it died (KilledWorker)")
+                    yield pair_of.pop(future), row
+        finally:
+            self.client.cancel([f for f in pair_of if not f.done()])
+
+    def _check_workers(self, no_worker_since: float | None) -> float | None:
+        """When the cluster first had no worker (None while it has one); an error after the patience."""
+        if self.client.nthreads():
+            return None
+        now = time.monotonic()
+        if no_worker_since is None:
+            return now
+        if now - no_worker_since > NO_WORKER_PATIENCE_S:
+            raise RegbenchError(
+                f"the dask cluster ({self.client.scheduler.address}) has had no worker for {NO_WORKER_PATIENCE_S:.0f} s"
+                " with cases pending; finished cases are stored: run the same command to resume"
+            )
+        return no_worker_since
+
+    def _capacity(self, gpu: bool) -> int:
+        """Tasks the cluster runs at once: its worker threads (GPU workers only, for ``gpu``); at least 1."""
+        if gpu:  # scheduler_info is refreshed every few seconds only; nthreads() asks the scheduler now
+            workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+            return max(1, sum(1 for w in workers if w.get("resources", {}).get(self.gpu_resource)))
+        return max(1, sum(self.client.nthreads().values()))
 
     def submit_training(self, *args: Any) -> Any:
         """One training task (see :func:`regbench.runner.train_task`); on a GPU worker where there are any."""
@@ -293,7 +351,10 @@ def open_client(config: Any) -> Iterator[Any]:
         # 92.8 s, with both changes 51.1 s; alone 28.8 s). Neither changes a number.
         environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if k != "MALLOC_TRIM_THRESHOLD_"}
         environ.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-        with workers_ignore_sigint(), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        # One task at a time per worker (not dask's default 1.1 x threads, i.e. two): when a worker dies, only
+        # the case it was running is blamed (and retried elsewhere), never a queued innocent one.
+        settings = {"distributed.nanny.pre-spawn-environ": environ, "distributed.scheduler.worker-saturation": 1.0}
+        with workers_ignore_sigint(), dask.config.set(settings):
             # Ctrl-C reaches the driver only, which cancels and closes the cluster
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: never a clash
         client = Client(cluster, set_as_default=False)

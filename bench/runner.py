@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from .config import RunConfig, get_profile
 from .convergence import run_verdicts
@@ -243,25 +242,24 @@ def _iterate_cases(
 ) -> Iterator[dict[str, Any]]:
     """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
 
-    joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster through
-    joblib's dask backend: one pair per task (rows stream back one by one), the pairs scattered once per run, the method
+    joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster:
+    one task per pair, one per worker thread at a time (rows stream back one by one; see
+    :meth:`~regbench.distributed.Cluster.submit_cases`), the method
     sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
     args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)  # noqa: E731
     task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
     if spec is None:
         mark_for_warm_up(method)
     if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
-        from joblib import parallel_config
-
         gpu = cluster.gpu_workers and is_trainable(method)
-        backend_options = {"resources": {cluster.gpu_resource: 1}} if gpu else {}
-        futures = cluster.scattered(list(pairs))  # dask resolves each future to its pair on the worker
-        with parallel_config(backend="dask", client=cluster.client, **backend_options):
-            cases = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(
-                delayed(evaluate_case)(task_method, future, *args_for(None if gpu else 1), keep_example=pair.key in examples)
-                for pair, future in zip(pairs, futures)
-            )
-            yield from cases
+        cases = cluster.submit_cases(
+            evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu
+        )
+        for pair, row in cases:
+            if isinstance(row, CaseFailure):
+                log.warning("%s: case %s slice %s failed: %s", method.name, pair.subject, pair.slice, row.reason)
+                row = failed_case_row(method.name, config.dataset, pair, row.reason)
+            yield row
         return
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from regbench.config import RunConfig, load_config, parse_seeds
-from regbench.errors import ConfigError, DataError, InputError
+from regbench.errors import ConfigError, DataError, InputError, RegbenchError
 from regbench.interface import validate_images
 from regbench.lock import LOCK_FILE, RunDirectoryLock, RunDirectoryLocked
 from regbench.registry import DATASETS
@@ -133,6 +133,53 @@ def test_a_method_that_kills_its_worker_fails_those_cases_only_and_the_rerun_ret
     assert {(s, int(z)) for s, z in zip(failed["subject"], failed["slice"])} == keys
     again = _cli(args, env)
     assert f"crashing: {len(failed)} pairs computed, {12 - len(failed)} already stored ({len(failed)} failed before and retried)" in again.stdout
+
+
+def test_a_method_that_kills_its_dask_worker_fails_those_cases_only(tmp_path, with_plugins):
+    pytest.importorskip("distributed")
+    out = tmp_path / "r"
+    # No retries on another worker (dask's default is 3): each crashing case kills one worker, not four.
+    # One worker: one case in flight, so a death is blamed on exactly the case that caused it. Every 6th pair
+    # crashes (3 of 12, apart): dask's nanny has been seen to stop restarting after ~5 deaths in 20 s.
+    env = {"REGBENCH_TEST_CRASH": "exit", "REGBENCH_TEST_EVERY": "6", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    done = _cli(["run", "--methods", "initial,crashing", "--backend", "dask", "--cluster", "local", "--jobs", "1", "--out", str(out), *SMOKE], env)
+    assert done.returncode == 0, done.stderr
+    per_case = pd.read_csv(out / "per_case.csv")
+    crashing = per_case[per_case["method"] == "crashing"]
+    failed = crashing[crashing["status"] != "ok"]
+    from regbench_testplugin import picked
+
+    from regbench.config import get_profile
+
+    dataset = DATASETS.create("synthetic", **get_profile("smoke").dataset_options["synthetic"])
+    os.environ["REGBENCH_TEST_EVERY"] = "6"  # picked() here as in the run
+    try:
+        keys = {(p.subject, p.slice) for p in dataset.pairs("test")[:12] if picked(p.fixed)}
+    finally:
+        del os.environ["REGBENCH_TEST_EVERY"]
+    assert len(crashing) == 12 and len(keys) == 3 and {(s, int(z)) for s, z in zip(failed["subject"], failed["slice"])} == keys
+    assert set(failed["reason"]) == {"worker died: the 1 dask worker(s) that ran it died (KilledWorker)"}
+    assert (per_case[per_case["method"] == "initial"]["status"] == "ok").all()
+    assert (out / "report" / "table1.tex").exists()
+
+
+def test_a_dask_cluster_left_without_workers_is_an_error_not_a_hang(monkeypatch):
+    from regbench import distributed
+
+    class NoWorkers:
+        class scheduler:
+            address = "tcp://127.0.0.1:1"
+
+        def nthreads(self):
+            return {}
+
+    cluster = distributed.Cluster(NoWorkers(), gpu_workers=False, record={})
+    monkeypatch.setattr(distributed.time, "monotonic", lambda: 1000.0)
+    since = cluster._check_workers(None)
+    assert since == 1000.0 and cluster._check_workers(since) == since  # the patience starts
+    monkeypatch.setattr(distributed.time, "monotonic", lambda: 1000.0 + distributed.NO_WORKER_PATIENCE_S + 1)
+    with pytest.raises(RegbenchError, match=r"tcp://127.0.0.1:1\) has had no worker for 300 s with cases pending; finished cases are stored"):
+        cluster._check_workers(since)
 
 
 def test_a_hanging_case_times_out_and_the_others_complete(tmp_path, with_plugins):
