@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("perf", help="print timings: seconds per pair, --jobs speed-up, training-step cost",
                        description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
                        "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
-                       "training-step time relative to voxelmorph-m, inference ms per pair, the cost of a validation pass, and "
+                       "training-step time relative to voxelmorph-m, inference ms per pair, the cost of a validation pass, "
+                       "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of this "
+                       "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, and "
                        "one optimiser step of the largest model with subnormal Adam moments, computed and flushed to zero.")
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
@@ -265,8 +267,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
     for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
-    from .perf import (benchmark_pairs, format_case_timings, format_step_timings, format_subnormal_timing, time_cases,
-                       time_subnormal_optimiser_step, time_training_steps)
+    from .perf import (benchmark_pairs, dense_matmul_gflops, format_case_timings, format_step_timings, format_subnormal_timing,
+                       time_cases, time_subnormal_optimiser_step, time_training_steps)
     from .options import resolve_method_options
     from .registry import METHODS
 
@@ -284,7 +286,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         if "voxelmorph-m" not in trainable:
             trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
         steps = time_training_steps(trainable, args.size, args.batch, device=args.device, profile=args.profile)
-        print(format_step_timings(steps), flush=True)
+        print(format_step_timings(steps, matmul_gflops=dense_matmul_gflops()), flush=True)
         largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
     if args.contention:

@@ -6,12 +6,15 @@
 - For trainable methods (built with the ``--profile``'s options, as ``regbench run`` builds them): the time of
   one training step relative to ``voxelmorph-m``'s (WeightedSum) on the same batch, inference ms per pair at
   batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
-  scoring the same pairs one by one with every metric; and one optimiser step of the largest of them with
-  subnormal Adam moments, computed and flushed to zero.
+  scoring the same pairs one by one with every metric; the FLOPs of a training step and of one registration
+  (counted, not estimated), the achieved GFLOP/s against this machine's dense FP32 matmul rate timed in the same
+  run, and pairs/s; and one optimiser step of the largest of them with subnormal Adam moments, computed and
+  flushed to zero.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -116,6 +119,58 @@ class StepTiming:
     validation_ms: float  # one training validation pass over VALIDATION_PAIRS: batched forward, Dice and NJD
     full_evaluation_ms: float  # the same pairs registered one by one and scored with every metric (as the test split)
     parameters: int  # trainable parameters of the model timed
+    step_gflop: float = float("nan")  # counted (torch.utils.flop_counter) in one training step: forward + backward
+    inference_gflop: float = float("nan")  # counted in one registration at batch 1
+
+    @property
+    def step_gflops(self) -> float:
+        """Achieved GFLOP/s of the training step."""
+        return self.step_gflop / self.step_s
+
+    @property
+    def train_pairs_per_s(self) -> float:
+        return self.batch / self.step_s
+
+    @property
+    def inference_pairs_per_s(self) -> float:
+        return 1000.0 / self.inference_ms
+
+
+def counted_gflop(fn: Any) -> float:
+    """GFLOP of the matmuls and convolutions (forward and backward) ``fn()`` runs, counted by torch's
+    ``FlopCounterMode`` (elementwise work, the optimiser and grid sampling are not counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # torch's formula counts a grouped conv's weight gradient once per group too many (it ignores groups);
+    # HyperMorph's per-sample convolutions are grouped.
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop}) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+                        transposed: Any, output_padding: Any, groups: Any, output_mask: Any, **kwargs: Any) -> int:
+    """FLOPs of a (non-transposed) conv's backward: each of the input and weight gradients asked for costs
+    what the forward does, 2·N·prod(out spatial)·prod(weight shape), groups included (the weight is
+    (C_out, C_in/groups, k...))."""
+    forward = 2 * x_shape[0] * math.prod((x_shape if transposed else grad_out_shape)[2:]) * math.prod(w_shape)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def dense_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's FP32 rate on a dense n×n matmul with the current torch threads, median of ``repeats``:
+    the yardstick a training step's GFLOP/s is compared with, timed in the same process and run."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / float(np.median(times)) / 1e9
 
 
 def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto") -> Any:
@@ -167,8 +222,11 @@ def time_training_steps(
             if i >= 3:
                 infer.append(1000 * (time.perf_counter() - start))
         validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1))
+        inference_gflop = counted_gflop(lambda: method.register(pairs[0].fixed, pairs[0].moving))
+        model.train()
+        step_gflop = counted_gflop(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
         out.append(StepTiming(name, size, step_batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full,
-                              method.num_parameters()))
+                              method.num_parameters(), step_gflop, inference_gflop))
     return out
 
 
@@ -298,7 +356,9 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph-m") -> str:
+def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph-m", matmul_gflops: float | None = None) -> str:
+    """The step table, then (with ``matmul_gflops``) the throughput table: counted GFLOP per step, achieved
+    GFLOP/s and its share of the dense matmul rate measured in the same run, and pairs/s."""
     ref = next((r.step_s for r in rows if r.method == reference), None)
     lines = [f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
              f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}"]
@@ -306,4 +366,10 @@ def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph
         rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
         lines.append(f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
                      f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}")
+    if matmul_gflops:
+        lines += ["", f"throughput against this machine's dense FP32 matmul ({matmul_gflops:.1f} GFLOP/s, 2048², same threads):",
+                  f"{'method':<16}{'GFLOP/step':>12}{'GFLOP/s':>10}{'% matmul':>10}{'train pairs/s':>15}{'GFLOP/pair':>12}{'infer pairs/s':>15}"]
+        for r in rows:
+            lines.append(f"{r.method:<16}{r.step_gflop:>12.2f}{r.step_gflops:>10.1f}{100 * r.step_gflops / matmul_gflops:>9.0f}%"
+                         f"{r.train_pairs_per_s:>15.1f}{r.inference_gflop:>12.3f}{r.inference_pairs_per_s:>15.1f}")
     return "\n".join(lines)

@@ -38,6 +38,38 @@ def test_per_sample_lambdas_equal_one_lambda_at_a_time():
     assert not torch.allclose(first, model(moving[:1], fixed[:1], 0.8), atol=1e-5)  # λ changes the field
 
 
+def test_sharing_weights_between_equal_lambda_draws_leaves_the_update_unchanged():
+    """A training batch with repeated λ (the extreme draws): loss and every gradient as with one generated
+    row per sample, to float32 tolerance."""
+    import copy
+
+    from regbench.methods.hypermorph import HyperObjective
+
+    torch.manual_seed(0)
+    shared = HyperRegistrationNet(hyper_layers=2, hyper_units=4).train()
+    _randomise_heads(shared)
+    per_sample = copy.deepcopy(shared)
+    per_sample.share_equal_lambdas = False
+    moving, fixed = torch.rand(8, 1, 32, 32), torch.rand(8, 1, 32, 32)
+    lam = torch.tensor([0.0, 0.3, 1.0, 0.0, 1.0, 0.3, 0.7, 1.0])
+    objective = HyperObjective()
+    losses, grads, rows = [], [], []
+    for model in (shared, per_sample):
+        objective.sample_lambda = lambda n, generator: lam  # the same draws for both
+        first, generate = model.hyper_convs[0], model.hyper_convs[0].generate
+        first.generate = lambda embedding, generate=generate: (rows.append(embedding.shape[0]), generate(embedding))[1]
+        similarity, smoothness = objective(model, moving, fixed, torch.Generator())
+        (similarity + smoothness).backward()
+        losses.append(torch.stack([similarity, smoothness]).detach())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert rows == [4, 8]  # weights generated for the 4 distinct λ, against one row per sample
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-7), name
+    assert any(g.abs().sum() > 0 for name, g in grads[0].items() if "hyper." in name)  # the hypernetwork learns
+
+
 def test_inference_cache_follows_lambda_and_training():
     torch.manual_seed(0)
     model = HyperRegistrationNet(hyper_layers=2, hyper_units=4).eval()

@@ -176,11 +176,16 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
 
     (step,) = time_training_steps(["gsmorph"], size=32, batch=2, steps=1, device="cpu", repeats=1)
     assert step.step_s > 0 and step.inference_ms > 0 and step.validation_ms > 0
+    # Counted FLOPs: the U-Net's forward at 32 px is 0.114 GFLOP per pair; a GSMorph step at batch 2 is two
+    # forwards and twice two backward passes (each twice a forward, less the stem's unneeded input gradient).
+    assert 0.1 < step.inference_gflop < 0.13
+    assert 9.5 < step.step_gflop / step.inference_gflop <= 10
     assert step.parameters == METHODS.create("gsmorph").num_parameters() == 1_968_002
     assert main(["perf", "--methods", "voxelmorph-l", "--size", "32", "--batch", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "voxelmorph-m" in out and "voxelmorph-l" in out  # the reference is added
     assert "AdamW step over 1,968,002 parameters" in out
+    assert "throughput against this machine's dense FP32 matmul" in out and "% matmul" in out
 
 
 def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
@@ -201,3 +206,17 @@ def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugin
     pids = calls.read_text().split()
     workers = set(pids)
     assert len(pids) == len(pairs) + len(workers)  # every case once, plus one warm-up in each worker
+
+
+def test_counted_flops_of_a_grouped_convolution_equal_those_of_the_batched_one():
+    """HyperMorph's per-sample weights run as one grouped conv: the same multiplications as a batch."""
+    import torch
+    import torch.nn.functional as F
+
+    from regbench.perf import counted_gflop
+
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    w, per_sample = torch.randn(6, 8, 3, 3, requires_grad=True), torch.randn(4 * 6, 8, 3, 3, requires_grad=True)
+    batched = counted_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward())
+    grouped = counted_gflop(lambda: F.conv2d(x.reshape(1, 32, 16, 16), per_sample, padding=1, groups=4).sum().backward())
+    assert batched == grouped == 3 * 2 * 4 * 16 * 16 * 6 * 8 * 9 / 1e9  # forward, input and weight gradients
