@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
                        "training-step time relative to voxelmorph-m, inference ms per pair, the cost of a validation pass, "
                        "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of this "
-                       "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, and "
+                       "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, the share of a step's operator "
+                       "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler), and "
                        "one optimiser step of the largest model with subnormal Adam moments, computed and flushed to zero.")
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")

@@ -8,7 +8,8 @@
   batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
   scoring the same pairs one by one with every metric; the FLOPs of a training step and of one registration
   (counted, not estimated), the achieved GFLOP/s against this machine's dense FP32 matmul rate timed in the same
-  run, and pairs/s; and one optimiser step of the largest of them with subnormal Adam moments, computed and
+  run, and pairs/s; the share of a step's operator time spent in convolutions, grid sampling, matmuls and the
+  optimiser (torch.profiler); and one optimiser step of the largest of them with subnormal Adam moments, computed and
   flushed to zero.
 """
 
@@ -121,6 +122,7 @@ class StepTiming:
     parameters: int  # trainable parameters of the model timed
     step_gflop: float = float("nan")  # counted (torch.utils.flop_counter) in one training step: forward + backward
     inference_gflop: float = float("nan")  # counted in one registration at batch 1
+    op_shares: dict[str, float] | None = None  # share of a step's operator time per OP_GROUPS group (torch.profiler)
 
     @property
     def step_gflops(self) -> float:
@@ -134,6 +136,34 @@ class StepTiming:
     @property
     def inference_pairs_per_s(self) -> float:
         return 1000.0 / self.inference_ms
+
+
+# Where a training step's time goes, by operator (torch.profiler's self CPU time): the groups perf prints.
+OP_GROUPS: dict[str, tuple[str, ...]] = {
+    "conv fwd": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution", "aten::cudnn_convolution"),
+    "conv bwd": ("aten::convolution_backward",),
+    "grid_sample fwd": ("aten::grid_sampler_2d", "aten::cudnn_grid_sampler"),
+    "grid_sample bwd": ("aten::grid_sampler_2d_backward", "aten::cudnn_grid_sampler_backward"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "optimiser": ("aten::_fused_adamw_", "aten::_fused_adam_", "Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"),
+}
+
+
+def operator_shares(fn: Any, repeats: int = 2) -> dict[str, float]:
+    """Share of ``fn``'s operator time (self CPU time, ``repeats`` calls) per :data:`OP_GROUPS` group; the
+    rest (BatchNorm, activations, the losses' elementwise work, copies) is ``other``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    totals = {group: 0.0 for group in OP_GROUPS}
+    totals["other"] = 0.0
+    group_of = {name: group for group, names in OP_GROUPS.items() for name in names}
+    for event in prof.key_averages():
+        totals[group_of.get(event.key, "other")] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {group: t / whole for group, t in totals.items()}
 
 
 def counted_gflop(fn: Any) -> float:
@@ -225,8 +255,9 @@ def time_training_steps(
         inference_gflop = counted_gflop(lambda: method.register(pairs[0].fixed, pairs[0].moving))
         model.train()
         step_gflop = counted_gflop(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
+        shares = operator_shares(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
         out.append(StepTiming(name, size, step_batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full,
-                              method.num_parameters(), step_gflop, inference_gflop))
+                              method.num_parameters(), step_gflop, inference_gflop, shares))
     return out
 
 
@@ -372,4 +403,11 @@ def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph
         for r in rows:
             lines.append(f"{r.method:<16}{r.step_gflop:>12.2f}{r.step_gflops:>10.1f}{100 * r.step_gflops / matmul_gflops:>9.0f}%"
                          f"{r.train_pairs_per_s:>15.1f}{r.inference_gflop:>12.3f}{r.inference_pairs_per_s:>15.1f}")
+    with_shares = [r for r in rows if r.op_shares]
+    if with_shares:
+        groups = list(with_shares[0].op_shares or {})
+        lines += ["", "share of a training step's operator time (torch.profiler, self CPU time of 2 steps):",
+                  f"{'method':<16}" + "".join(f"{g:>17}" for g in groups)]
+        for r in with_shares:
+            lines.append(f"{r.method:<16}" + "".join(f"{100 * (r.op_shares or {}).get(g, 0.0):>16.1f}%" for g in groups))
     return "\n".join(lines)

@@ -180,12 +180,15 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
     # forwards and twice two backward passes (each twice a forward, less the stem's unneeded input gradient).
     assert 0.1 < step.inference_gflop < 0.13
     assert 9.5 < step.step_gflop / step.inference_gflop <= 10
+    assert step.op_shares is not None and sum(step.op_shares.values()) == pytest.approx(1.0)
+    assert step.op_shares["conv bwd"] > 0 and step.op_shares["grid_sample fwd"] > 0 and step.op_shares["optimiser"] > 0
     assert step.parameters == METHODS.create("gsmorph").num_parameters() == 1_968_002
     assert main(["perf", "--methods", "voxelmorph-l", "--size", "32", "--batch", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "voxelmorph-m" in out and "voxelmorph-l" in out  # the reference is added
     assert "AdamW step over 1,968,002 parameters" in out
     assert "throughput against this machine's dense FP32 matmul" in out and "% matmul" in out
+    assert "share of a training step's operator time" in out and "grid_sample bwd" in out
 
 
 def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
