@@ -244,9 +244,10 @@ class Cluster:
         pair_of: dict[Any, Any] = {}  # pending future -> its pair
         no_worker_since: float | None = None
         last_check = time.monotonic()
+        capacity = self._capacity(gpu)  # asked again when a case finishes and every 5 s, not at every poll
         try:
             while waiting or pair_of:
-                while waiting and len(pair_of) < self._capacity(gpu):
+                while waiting and len(pair_of) < capacity:
                     pair = waiting.pop()
                     key = f"regbench-case-{getattr(method, 'name', 'method')}-{pair.subject}-{pair.slice}-{tag}"
                     # pure=False: a rerun of the command submits again
@@ -257,7 +258,9 @@ class Cluster:
                     time.sleep(0.05)
                     if time.monotonic() - last_check > 5:
                         no_worker_since, last_check = self._check_workers(no_worker_since), time.monotonic()
+                        capacity = self._capacity(gpu)
                     continue
+                capacity = self._capacity(gpu)
                 for future in done:
                     try:
                         row = future.result()
@@ -351,10 +354,7 @@ def open_client(config: Any) -> Iterator[Any]:
         # 92.8 s, with both changes 51.1 s; alone 28.8 s). Neither changes a number.
         environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if k != "MALLOC_TRIM_THRESHOLD_"}
         environ.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-        # One task at a time per worker (not dask's default 1.1 x threads, i.e. two): when a worker dies, only
-        # the case it was running is blamed (and retried elsewhere), never a queued innocent one.
-        settings = {"distributed.nanny.pre-spawn-environ": environ, "distributed.scheduler.worker-saturation": 1.0}
-        with workers_ignore_sigint(), dask.config.set(settings):
+        with workers_ignore_sigint(), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
             # Ctrl-C reaches the driver only, which cancels and closes the cluster
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: never a clash
         client = Client(cluster, set_as_default=False)

@@ -256,10 +256,7 @@ def _iterate_cases(
             evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu
         )
         for pair, row in cases:
-            if isinstance(row, CaseFailure):
-                log.warning("%s: case %s slice %s failed: %s", method.name, pair.subject, pair.slice, row.reason)
-                row = failed_case_row(method.name, config.dataset, pair, row.reason)
-            yield row
+            yield _row_of_failure(method.name, config.dataset, pair, row) if isinstance(row, CaseFailure) else row
         return
     jobs = config.jobs if getattr(method, "parallel_safe", True) else 1
     threads = 1 if jobs != 1 else None
@@ -271,10 +268,13 @@ def _iterate_cases(
     by_key = {pair.key: pair for pair in pairs}
     tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples}) for pair in pairs]
     for key, row in run_isolated(evaluate_case, tasks, jobs, config.case_timeout_for(method.name)):
-        if isinstance(row, CaseFailure):
-            log.warning("%s: case %s slice %s failed: %s", method.name, key[0], key[1], row.reason)
-            row = failed_case_row(method.name, config.dataset, by_key[key], row.reason)
-        yield row
+        yield _row_of_failure(method.name, config.dataset, by_key[key], row) if isinstance(row, CaseFailure) else row
+
+
+def _row_of_failure(name: str, dataset: str, pair: Pair, failure: CaseFailure) -> dict[str, Any]:
+    """A case whose worker died or that timed out: one warning, and its failed row."""
+    log.warning("%s: case %s slice %s failed: %s", name, pair.subject, pair.slice, failure.reason)
+    return failed_case_row(name, dataset, pair, failure.reason)
 
 
 def isolates_cases(method: Any) -> bool:

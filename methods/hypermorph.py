@@ -154,7 +154,7 @@ class HyperRegistrationNet(nn.Module):
         embedding = self.hyper(distinct.reshape(-1, 1) if shared else lam_t) / self.hyper_units**0.5
         for conv in self.hyper_convs:
             weight, bias = conv.generate(embedding)
-            if shared and lam_t.shape[0] > 1:
+            if shared:
                 weight, bias = weight[inverse], None if bias is None else bias[inverse]
             conv.generated = (weight, bias)
         self._cached_lam = float(lam_t) if inference else None
