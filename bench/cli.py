@@ -12,6 +12,7 @@ from typing import Sequence
 from . import __version__
 from .config import PROFILES, load_config, parse_seeds
 from .errors import ConfigError, RegbenchError
+from .study import DEFAULT_STUDY
 
 log = logging.getLogger("regbench")
 
@@ -81,14 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "training seeds, numbers are over pairs of the per-pair mean over seeds, [+-s] the seeds' spread.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
-    p.add_argument("--against", default="gsmorph", help="comma-separated reference methods for the paired tests (default gsmorph)")
+    p.add_argument("--against", help=f"comma-separated reference methods for the paired tests (default: the study's, {DEFAULT_STUDY.reference})")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)")
     p.add_argument("--per-structure", action="store_true", help="add Dice and HD95 of LV, Myo and RV to Table 1")
     p.add_argument("--digits", type=int, default=2, help="digits after the decimal point, in table units (default 2, as the paper)")
     p.add_argument("--caption", help="Table 1 caption (default: describes the metrics and the marks)")
     p.add_argument("--label", default="tab:regbench", help="LaTeX label of Table 1; Table 2 gets LABEL-speed")
     p.add_argument("--compare-paper", action="store_true", help="also write compare_paper.csv/.md: this run next to the paper's Table 1")
-    p.add_argument("--paper-dataset", choices=["acdc", "mnm"], help="compare with this dataset of the paper (default: the run's own)")
+    p.add_argument("--paper-dataset", choices=list(DEFAULT_STUDY.published_datasets),
+                   help="compare with this dataset of the paper (default: the run's own)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
     p.add_argument("--layout", choices=["auto", "plain", "fit", "wide"], default="auto",
                    help="Table 1's LaTeX: plain (table, booktabs), fit (scaled to \\linewidth, needs graphicx), wide "
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("perf", help="print timings: seconds per pair, --jobs speed-up, training-step cost",
                        description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
                        "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
-                       "training-step time relative to voxelmorph-m, inference ms per pair, the cost of a validation pass, "
+                       f"training-step time relative to {DEFAULT_STUDY.step_reference}, inference ms per pair, the cost of a validation pass, "
                        "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of this "
                        "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, the share of a step's operator "
                        "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler), and "
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build deep methods with this profile's options, as regbench run does (default quick)")
     p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's, 16 for quick)")
     p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
-    p.add_argument("--contention", action="store_true", help="also time voxelmorph-m's training step alone and beside a "
+    p.add_argument("--contention", action="store_true", help=f"also time {DEFAULT_STUDY.step_reference}'s training step alone and beside a "
                    "CPU-bound process, with OMP_WAIT_POLICY unset and PASSIVE (what regbench sets)")
     return parser
 
@@ -204,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     options = ReportOptions(
         per_structure=args.per_structure, digits=args.digits, caption=args.caption, label=args.label,
-        references=tuple(m.strip() for m in args.against.split(",") if m.strip()), alpha=args.alpha,
+        references=tuple(m.strip() for m in args.against.split(",") if m.strip()) if args.against is not None else None, alpha=args.alpha,
         compare_paper=args.compare_paper or bool(args.paper_dataset), paper_dataset=args.paper_dataset, figures=not args.no_figures,
         layout=args.layout,
     )
@@ -250,7 +252,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from .registry import DATASETS
 
     for name in DATASETS.names():
-        print(name)
+        meta = DATASETS.meta(name)
+        print(f"{name:<12} {meta.display_name or name:<12} {'/'.join(f'{d}-D' for d in meta.dims)}")
     return 0
 
 
@@ -284,8 +287,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
             rows.append(time_cases(name, pairs, jobs=args.jobs, options=options[name]))
             print(format_case_timings(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_case_timings(rows), flush=True)
     if trainable:
-        if "voxelmorph-m" not in trainable:
-            trainable.insert(0, "voxelmorph-m")  # the reference for the relative step time
+        reference = DEFAULT_STUDY.step_reference
+        if reference not in trainable:
+            trainable.insert(0, reference)  # the reference for the relative step time
         steps = time_training_steps(trainable, args.size, args.batch, device=args.device, profile=args.profile)
         print(format_step_timings(steps, matmul_gflops=dense_matmul_gflops()), flush=True)
         largest = max(step.parameters for step in steps)

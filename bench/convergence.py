@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from .rundir import RunDir
+
 
 @dataclass(frozen=True)
 class ConvergenceRule:
@@ -72,22 +74,11 @@ def judge(history: pd.DataFrame, rule: ConvergenceRule = CONVERGENCE_RULE) -> Ve
                    f"{rule.tolerance * 100:.1f} and two standard errors)")
 
 
-def history_paths(run_dir: Path) -> dict[tuple[str, int | None], Path]:
-    """(method, training seed or None) → ``history.csv`` of each model trained in a run directory."""
-    out: dict[tuple[str, int | None], Path] = {}
-    models = Path(run_dir) / "models"
-    for path in sorted(models.glob("*/history.csv")):
-        out[(path.parent.name, None)] = path
-    for path in sorted(models.glob("*/seed-*/history.csv")):
-        out[(path.parent.parent.name, int(path.parent.name.split("-", 1)[1]))] = path
-    return out
-
-
 def run_verdicts(run_dir: Path, rule: ConvergenceRule = CONVERGENCE_RULE) -> dict[str, Verdict]:
     """Per method of a run directory: its verdict; with several training seeds, converged only if every seed
     converged, epochs of the longest and training time summed (the reason names the worst seed)."""
     by_method: dict[str, list[tuple[int | None, Verdict]]] = {}
-    for (method, seed), path in history_paths(run_dir).items():
+    for (method, seed), path in RunDir(run_dir).history_files().items():
         try:
             history = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):

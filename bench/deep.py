@@ -19,12 +19,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import get_profile
 from .errors import ConfigError
 from .interface import Pair, Registration, validate_images
 from .metrics import evaluate
+from .fileio import atomic_write_bytes
 from .nn import SpatialTransformer, UNet, count_parameters
-from .store import atomic_write_bytes
-from .trainer import PROFILE_SETTINGS, EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, resolve_device
+from .registry import MethodMeta
+from .trainer import EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, resolve_device
 
 
 class RegistrationNet(nn.Module):
@@ -76,7 +78,8 @@ class DeepRegistration:
 
     @classmethod
     def profile_options(cls, profile: str) -> dict[str, Any]:
-        return dict(PROFILE_SETTINGS.get(profile, {}))
+        """The profile's deep-training settings (regbench.config.Profile.training)."""
+        return dict(get_profile(profile).training)
 
     # -- method interface ------------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -170,3 +173,10 @@ def settings_from_options(options: dict[str, Any]) -> TrainSettings:
 def deep_option_names(*extra: str) -> set[str]:
     """The options of a deep method's factory: device, progress, the TrainSettings fields and ``extra``."""
     return {"device", "progress", *TrainSettings.names(), *extra}
+
+
+def deep_meta(display_name: str, extra_options: set[str], **declared: Any) -> MethodMeta:
+    """The metadata of a deep variant: trainable, the deep options plus ``extra_options``, the profiles' training
+    settings, and whatever else it declares (family, sweep, default options)."""
+    return MethodMeta(display_name=display_name, trainable=True, option_names=frozenset(deep_option_names(*extra_options)),
+                      profile_options=DeepRegistration.profile_options, **declared)

@@ -8,7 +8,7 @@ Needs ``pip install "regbench[dask]"`` (dask.distributed, dask-jobqueue). What c
   SLURMClusters from the ``slurm`` settings: a ``cpu`` pool and an optional ``gpu`` pool whose workers
   advertise the resource ``GPU=1``. One scheduler serves both pools (the GPU pool's jobs are added to the CPU
   cluster's worker spec).
-- **What is sent.** Workers get a :class:`MethodSpec` (name, options as given, model file), never a method
+- **What is sent.** Workers get a :class:`~regbench.execution.MethodSpec` (name, options as given, model file), never a method
   object: a model pickled on a GPU driver does not load on a CPU worker, and ``device="auto"`` is resolved on
   the worker. Built methods are cached per worker process by spec. Each case task carries its pair (a few
   hundred kB in 2-D), never a scattered copy: that lives only on workers, and dies with the last that holds it.
@@ -24,8 +24,6 @@ Needs ``pip install "regbench[dask]"`` (dask.distributed, dask-jobqueue). What c
 from __future__ import annotations
 
 import contextlib
-import json
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +31,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import ConfigError, MissingExtraError, RegbenchError
+from .execution import TrainingTask
+from .pool import CaseFailure, workers_ignore_sigint
 
 INSTALL_HINT = 'pip install "regbench[dask]"'
 GPU = "GPU"  # the worker resource a GPU worker advertises (dask-worker --resources GPU=1)
@@ -49,71 +49,7 @@ def require_dask() -> None:
             raise MissingExtraError(f"--backend dask needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
 
 
-# ----------------------------------------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a worker needs to build a method: its name, its options (as given: ``device="auto"`` is resolved
-    where it is built) and, for a trained method, the model file to load."""
-
-    name: str
-    options_json: str
-    model_path: str | None = None
-
-    @classmethod
-    def of(cls, name: str, options: dict[str, Any], model_path: Path | None = None) -> "MethodSpec":
-        return cls(name, json.dumps(options, sort_keys=True, default=str), str(model_path) if model_path else None)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return json.loads(self.options_json)
-
-    def build(self) -> Any:
-        from .registry import METHODS
-
-        method = METHODS.create(self.name, **self.options)
-        if self.model_path is not None:
-            method.load(Path(self.model_path))
-        return method
-
-
-_BUILT: dict[MethodSpec, Any] = {}  # per worker process
-
-
-def built_method(spec: MethodSpec) -> Any:
-    """The method for ``spec``, built once per process (each task unpickles the spec, not a model)."""
-    method = _BUILT.get(spec)
-    if method is None:
-        if len(_BUILT) >= 4:  # a worker serves methods one after another: keep a few, free the rest
-            _BUILT.pop(next(iter(_BUILT)))
-        method = _BUILT[spec] = spec.build()
-        from .runner import WARM_UP_KEY
-
-        try:  # copies of one spec share the warm-up
-            setattr(method, WARM_UP_KEY, spec)
-        except AttributeError:
-            pass
-    return method
-
-
 # --------------------------------------------------------------------------------------- provenance
-def where_am_i(device: Any = None) -> dict[str, Any]:
-    """The host, the dask worker (its address; None outside a dask worker) and the GPU's name when
-    ``device`` is a CUDA device."""
-    gpu = None
-    if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda":
-        import torch
-
-        gpu = torch.cuda.get_device_name(device)
-    worker = None
-    try:
-        from distributed import get_worker
-
-        worker = get_worker().address
-    except (ImportError, ValueError):  # not installed, or not in a dask worker
-        pass
-    return {"host": socket.gethostname(), "worker": worker, "gpu": gpu}
-
-
 def software_versions() -> dict[str, str | None]:
     """The versions that must agree between driver and workers: regbench, torch, SimpleITK, ANTsPy and every
     installed regbench plugin distribution."""
@@ -236,8 +172,6 @@ class Cluster:
         error) are cancelled."""
         from distributed import KilledWorker
 
-        from .pool import CaseFailure
-
         resources = {self.gpu_resource: 1} if gpu else None
         tag = uuid.uuid4().hex[:8]
         waiting = list(pairs)[::-1]
@@ -292,13 +226,11 @@ class Cluster:
             return max(1, sum(1 for w in workers if w.get("resources", {}).get(self.gpu_resource)))
         return max(1, sum(self.client.nthreads().values()))
 
-    def submit_training(self, *args: Any) -> Any:
-        """One training task (see :func:`regbench.runner.train_task`); on a GPU worker where there are any."""
-        from .runner import train_task
-
+    def submit_training(self, task: TrainingTask) -> Any:
+        """One training task; on a GPU worker where there are any."""
         resources = {self.gpu_resource: 1} if self.gpu_workers else None
         # pure=False: a retried run submits again and the task resumes from its checkpoint
-        return self.client.submit(train_task, *args, resources=resources, pure=False, key=f"regbench-train-{args[1]}-{args[3]}-{uuid.uuid4().hex[:8]}")
+        return self.client.submit(task, resources=resources, pure=False, key=f"regbench-train-{task.name}-{task.seed}-{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.contextmanager
@@ -342,8 +274,6 @@ def open_client(config: Any) -> Iterator[Any]:
         client = Client(cluster, set_as_default=False)
     else:
         workers = config.jobs if config.jobs > 0 else (os.cpu_count() or 1)
-        from .pool import workers_ignore_sigint
-
         import dask
 
         # dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers: glibc then returns freed memory to the

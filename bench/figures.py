@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS
+from .naming import Names
 from .registry import method_sort_key
-from .report import DATASET_NAMES, _display_name
-
-VOXELMORPH = ["voxelmorph-s", "voxelmorph-m", "voxelmorph-l"]
+from .rundir import RunDir
 
 
 def _pyplot():
@@ -56,19 +55,19 @@ def _methods(frame: pd.DataFrame) -> list[str]:
     return sorted(dict.fromkeys(frame["method"]), key=method_sort_key)
 
 
-def boxplots(per_case: pd.DataFrame, metrics: Sequence[str], stem: Path) -> list[Path]:
+def boxplots(per_case: pd.DataFrame, metrics: Sequence[str], stem: Path, names: Names) -> list[Path]:
     """One panel per metric, methods on the x axis (paper order), a box per dataset when there are several."""
     if per_case.empty or not metrics:
         return []
     plt, sns = _pyplot()
     methods = _methods(per_case)
-    data = per_case.assign(Method=per_case["method"].map(_display_name), Dataset=per_case["dataset"].map(lambda d: DATASET_NAMES.get(d, d)))
+    data = per_case.assign(Method=per_case["method"].map(names.method), Dataset=per_case["dataset"].map(names.dataset))
     several = data["Dataset"].nunique() > 1
     fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 0.75 * len(methods) + 2), 2.6 * len(metrics)), sharex=True, squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):
         spec = METRICS[metric]
         values = data.assign(value=pd.to_numeric(data[metric], errors="coerce") * spec.table_scale).dropna(subset=["value"])
-        sns.boxplot(values, x="Method", y="value", hue="Dataset" if several else None, order=[_display_name(m) for m in methods],
+        sns.boxplot(values, x="Method", y="value", hue="Dataset" if several else None, order=[names.method(m) for m in methods],
                     ax=ax, fliersize=2, linewidth=0.8, color=None if several else "#8fb3d9")
         ax.set_ylabel(spec.label)
         ax.set_xlabel("")
@@ -82,14 +81,15 @@ def boxplots(per_case: pd.DataFrame, metrics: Sequence[str], stem: Path) -> list
 
 
 def load_sweeps(run_dirs: Sequence[Path]) -> pd.DataFrame:
-    """Every ``curves/*_sweep.csv`` of the runs (per parameter value and pair)."""
-    frames = [pd.read_csv(p, dtype={"subject": str}) for d in run_dirs for p in sorted((Path(d) / "curves").glob("*_sweep.csv"))]
+    """Every sweep file of the runs (per parameter value and pair)."""
+    frames = [pd.read_csv(p, dtype={"subject": str}) for d in run_dirs for p in RunDir(d).sweep_files()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path) -> list[Path]:
-    """Dice (%) against NJD (%): each method a point with std error bars; VoxelMorph's λ points joined;
-    HyperMorph's λ curve (test split) when the run has it. One panel per dataset."""
+def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
+    """Dice (%) against NJD (%): each method a point with std error bars; the points of a declared family (the
+    VoxelMorph λ variants) joined in the order of their value; each method's sweep curve (test split; HyperMorph's
+    λ) when the run has one. One panel per dataset."""
     if per_case.empty or "dice" not in per_case or "njd" not in per_case:
         return []
     plt, sns = _pyplot()
@@ -102,26 +102,33 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path) -> list[P
         for method in _methods(data):
             row = stats.loc[method]
             ax.errorbar(row[("njd", "mean")], 100 * row[("dice", "mean")], xerr=row[("njd", "std")], yerr=100 * row[("dice", "std")],
-                        fmt="o", ms=5, capsize=2, lw=0.8, color=palette[method], label=_display_name(method))
-        vxm = [m for m in VOXELMORPH if m in stats.index]
-        if len(vxm) > 1:
-            ax.plot([stats.loc[m, ("njd", "mean")] for m in vxm], [100 * stats.loc[m, ("dice", "mean")] for m in vxm],
-                    "--", color="0.5", lw=0.8, label="VoxelMorph λ (s→m→l)")
+                        fmt="o", ms=5, capsize=2, lw=0.8, color=palette[method], label=names.method(method))
+        for family, members in names.family_members(list(stats.index)).items():
+            if len(members) > 1:
+                ax.plot([stats.loc[m, ("njd", "mean")] for m in members], [100 * stats.loc[m, ("dice", "mean")] for m in members],
+                        "--", color="0.5", lw=0.8, label=family)
         sweep = sweeps[sweeps["dataset"] == dataset] if len(sweeps) else sweeps
         for method, curve in (sweep.groupby("method") if len(sweep) else []):
-            means = curve.groupby("lam")[["dice", "njd"]].mean().sort_index()
+            column, symbol = names.sweep_parameters.get(method, ("lam", "λ"))
+            means = curve.groupby(column)[["dice", "njd"]].mean().sort_index()
             ax.plot(means["njd"], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0,
-                    label=f"{_display_name(method)} λ sweep")
-            for lam in (means.index.min(), means.index.max()):
-                ax.annotate(f"λ={lam:g}", (means.loc[lam, "njd"], 100 * means.loc[lam, "dice"]), fontsize=7,
+                    label=f"{names.method(method)} {symbol} sweep")
+            for value in (means.index.min(), means.index.max()):
+                ax.annotate(f"{symbol}={value:g}", (means.loc[value, "njd"], 100 * means.loc[value, "dice"]), fontsize=7,
                             textcoords="offset points", xytext=(4, -8))
         ax.set_xlabel(METRICS["njd"].label + "  (lower is smoother)")
         ax.set_ylabel(METRICS["dice"].label)
-        ax.set_title(DATASET_NAMES.get(dataset, dataset))
+        ax.set_title(names.dataset(dataset))
     handles, labels = axes[0, -1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     fig.tight_layout()
     return _save(fig, stem)
+
+
+def _subject_slice(pair_file: Path) -> tuple[str, int]:
+    """(subject, slice) of an example file named SUBJECT-SLICE.npz."""
+    subject, slice_ = pair_file.stem.rsplit("-", 1)
+    return subject, int(slice_)
 
 
 def _grid_lines(ax, flow: np.ndarray, step: int) -> None:
@@ -137,12 +144,13 @@ def _grid_lines(ax, flow: np.ndarray, step: int) -> None:
     ax.set_ylim(h - 0.5, -0.5)
 
 
-def qualitative(run_dir: Path, stem: Path, methods: Sequence[str] | None = None) -> list[Path]:
+def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] | None = None) -> list[Path]:
     """Per example pair, two rows: fixed then each method's moved image; moving then each method's
     deformation as a warped grid (the layout of the paper's Fig. 3)."""
     plt, _ = _pyplot()
-    pair_files = sorted((Path(run_dir) / "examples" / "pairs").glob("*.npz"))
-    available = [d.name for d in (Path(run_dir) / "examples").iterdir() if d.is_dir() and d.name != "pairs"] if pair_files else []
+    folder = RunDir(run_dir)
+    pair_files = folder.example_pairs()
+    available = folder.example_methods() if pair_files else []
     methods = sorted(methods or available, key=method_sort_key)
     if not pair_files or not methods:
         return []
@@ -157,13 +165,13 @@ def qualitative(run_dir: Path, stem: Path, methods: Sequence[str] | None = None)
         bottom[0].set_title("Moving (ES)", fontsize=8)
         top[0].set_ylabel(pair_file.stem, fontsize=7)
         for c, method in enumerate(methods, start=1):
-            path = Path(run_dir) / "examples" / method / pair_file.name
+            path = folder.example(method, *_subject_slice(pair_file))
             if not path.exists():
                 top[c].text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7, transform=top[c].transAxes)
                 continue
             example = np.load(path)
             top[c].imshow(example["moved"], cmap="gray", vmin=0, vmax=1)
-            top[c].set_title(_display_name(method), fontsize=8)
+            top[c].set_title(names.method(method), fontsize=8)
             bottom[c].imshow(pair["moving"], cmap="gray", vmin=0, vmax=1, alpha=0.35)
             _grid_lines(bottom[c], example["flow"], step=max(pair["fixed"].shape[0] // 16, 2))
     for ax in axes.ravel():
@@ -173,14 +181,13 @@ def qualitative(run_dir: Path, stem: Path, methods: Sequence[str] | None = None)
     return _save(fig, stem)
 
 
-def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[str] = ()) -> list[Path]:
+def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[str] = (), names: Names | None = None) -> list[Path]:
     """Both losses, validation Dice and (surgery variants) the share of conflicting layers, per epoch.
     ``all_methods``: the report's methods, so that each keeps the colour it has in the other figures."""
-    from .convergence import history_paths
-
+    names = names or Names()
     frames = []
     for run_dir in run_dirs:
-        for (method, seed), path in history_paths(run_dir).items():
+        for (method, seed), path in RunDir(run_dir).history_files().items():
             frames.append(pd.read_csv(path).assign(method=method, seed=-1 if seed is None else seed))
     if not frames:
         return []
@@ -199,20 +206,21 @@ def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[
                 if curve.empty:
                     continue
                 ax.plot(curve["epoch"], scale * curve[column], marker="." if len(curve) < 30 else None, color=palette[method], lw=1.0,
-                        alpha=1.0 if i == 0 else 0.6, label=_display_name(method) if i == 0 else None)
+                        alpha=1.0 if i == 0 else 0.6, label=names.method(method) if i == 0 else None)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if column.startswith("loss"):
             ax.set_yscale("log")
-    if "hypermorph" in methods:  # its losses are weighted per sample: another scale
-        axes[0].annotate("HyperMorph: (1−λ)·MSE/σ² and λ·smooth", (0.02, 0.02), xycoords="axes fraction", fontsize=6)
+    for method in methods:  # a method whose losses are on another scale says so (declared in its metadata)
+        if method in names.loss_notes:
+            axes[0].annotate(names.loss_notes[method], (0.02, 0.02), xycoords="axes fraction", fontsize=6)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), bbox_to_anchor=(0.5, -0.12), frameon=False, fontsize=8)
     fig.tight_layout()
     return _save(fig, stem)
 
 
-def seed_means(per_case: pd.DataFrame, stem: Path) -> list[Path]:
+def seed_means(per_case: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
     """Each method's mean Dice per training seed (one dot per seed; methods run once: one dot), per dataset."""
     if per_case.empty or "seed" not in per_case:
         return []
@@ -224,10 +232,10 @@ def seed_means(per_case: pd.DataFrame, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(6, 0.8 * len(methods)) * len(datasets), 3.4), squeeze=False)
     palette = _palette(methods)
     for ax, dataset in zip(axes[0], datasets):
-        data = means[means["dataset"] == dataset].assign(Method=lambda d: d["method"].map(_display_name))
-        sns.stripplot(data, x="Method", y="dice", hue="method", palette=palette, order=[_display_name(m) for m in methods],
+        data = means[means["dataset"] == dataset].assign(Method=lambda d: d["method"].map(names.method))
+        sns.stripplot(data, x="Method", y="dice", hue="method", palette=palette, order=[names.method(m) for m in methods],
                       size=6, jitter=0.15, legend=False, ax=ax)
-        ax.set_title(DATASET_NAMES.get(dataset, dataset), fontsize=9)
+        ax.set_title(names.dataset(dataset), fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("mean Dice per training seed (%)")
         ax.tick_params(axis="x", rotation=45)

@@ -22,8 +22,8 @@ from types import TracebackType
 from typing import Any
 
 from .errors import RegbenchError
+from .rundir import RunDir
 
-LOCK_FILE = "lock.json"
 log = logging.getLogger("regbench")
 
 
@@ -39,7 +39,7 @@ class RunDirectoryLock:
     """``with RunDirectoryLock(run_dir):`` — exclusive use of ``run_dir`` by this process, or RunDirectoryLocked."""
 
     def __init__(self, run_dir: Path, command: str | None = None) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+        self.path = RunDir(run_dir).lock
         self.command = command or " ".join(["regbench", *sys.argv[1:]])[:300]
         self._fd: int | None = None
 

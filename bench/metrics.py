@@ -40,20 +40,37 @@ class MetricSpec:
     label: str = ""  # plain-text header with the table unit (Markdown tables, figure axes)
 
 
+STRUCTURE_NAMES = {"lv": "LV", "myo": "Myo", "rv": "RV"}
+
+
+def _per_structure(spec: MetricSpec, description: str) -> dict[str, MetricSpec]:
+    """``spec`` and its per-structure versions (``dice_lv``, ...), in that order."""
+    out = {spec.name: spec}
+    for s in STRUCTURES:
+        n = STRUCTURE_NAMES[s]
+        header = spec.table_header.replace(" (", f" {n} (", 1)
+        label = spec.label.replace(" (", f" {n} (", 1)
+        out[f"{spec.name}_{s}"] = MetricSpec(f"{spec.name}_{s}", spec.unit, spec.higher_is_better, spec.table_scale, header,
+                                             description.format(n), label)
+    return out
+
+
+# Every per-case metric, in per_case.csv's column order (regbench.rundir derives the columns from it).
 METRICS: dict[str, MetricSpec] = {
-    "dice": MetricSpec("dice", "fraction", True, 100.0, r"Dice (\%)", "mean Dice over LV, Myo, RV", "Dice (%)"),
-    "hd95": MetricSpec("hd95", "mm", False, 1.0, "HD95 (mm)", "mean pooled HD95 over LV, Myo, RV", "HD95 (mm)"),
+    **_per_structure(MetricSpec("dice", "fraction", True, 100.0, r"Dice (\%)", "mean Dice over LV, Myo, RV", "Dice (%)"), "Dice of {}"),
+    **_per_structure(MetricSpec("hd95", "mm", False, 1.0, "HD95 (mm)", "mean pooled HD95 over LV, Myo, RV", "HD95 (mm)"), "pooled HD95 of {}"),
     "mse": MetricSpec("mse", "intensity^2", False, 100.0, r"MSE ($10^{-2}$)", "mean squared error, images in [0,1]", "MSE (×10⁻²)"),
     "njd": MetricSpec("njd", "%", False, 1.0, r"NJD (\%)", "% of pixels with det(Jacobian) < 0", "NJD (%)"),
     "sdlogj": MetricSpec("sdlogj", "1", False, 1.0, "SDlogJ", "std of log Jacobian determinant", "SDlogJ"),
     "epe_mm": MetricSpec("epe_mm", "mm", False, 1.0, "EPE (mm)", "end-point error vs ground truth in the heart", "EPE (mm)"),
     "time_s": MetricSpec("time_s", "s", False, 1000.0, "Time (ms)", "registration time per pair", "Time (ms/pair)"),
 }
-STRUCTURE_NAMES = {"lv": "LV", "myo": "Myo", "rv": "RV"}
-for _s in STRUCTURES:
-    _n = STRUCTURE_NAMES[_s]
-    METRICS[f"dice_{_s}"] = MetricSpec(f"dice_{_s}", "fraction", True, 100.0, rf"Dice {_n} (\%)", f"Dice of {_n}", f"Dice {_n} (%)")
-    METRICS[f"hd95_{_s}"] = MetricSpec(f"hd95_{_s}", "mm", False, 1.0, f"HD95 {_n} (mm)", f"pooled HD95 of {_n}", f"HD95 {_n} (mm)")
+
+
+def with_structures(metrics: list[str]) -> list[str]:
+    """Each metric followed by its per-structure versions where it has them (Table 1 with --per-structure)."""
+    return [m for metric in metrics for m in METRICS if m == metric or (m.startswith(f"{metric}_") and m[len(metric) + 1:] in STRUCTURES)]
+
 
 HD95_CONVENTIONS = ("pooled", "max")
 JACOBIAN_SCHEMES = ("central", "forward")

@@ -1,8 +1,8 @@
 """One resolution of a method's options, used by ``run``, ``train``, ``check-method`` and ``perf``.
 
-Later layers win: the method's declared defaults (``default_options``: bound into the run directory, so a run
-made under another default is refused rather than reused) < the method's own settings for the profile
-(``profile_options(profile)``) < the profile's entry for this method (``Profile.method_options``, e.g.
+Later layers win: the method's declared defaults (``MethodMeta.default_options``: bound into the run directory, so
+a run made under another default is refused rather than reused) < the method's own settings for the profile
+(``MethodMeta.profile_options(profile)``; the deep methods': the profile's ``training``) < the profile's entry for this method (``Profile.method_options``, e.g.
 GS-Agr's 240 epochs in ``reproduce``) < the run's ``seed`` and ``device``, for a factory that takes them < the
 user's ``method_options`` (YAML config).
 """
@@ -21,15 +21,15 @@ def resolve_method_options(
 ) -> dict[str, Any]:
     """The keyword options ``name`` is built with under ``profile`` (see the module docstring for the order)."""
     factory = METHODS.get(name)
-    options: dict[str, Any] = dict(getattr(factory, "default_options", None) or {})
-    profile_options = getattr(factory, "profile_options", None)
-    if callable(profile_options):
-        options.update(profile_options(profile))
+    meta = METHODS.meta(name)
+    options: dict[str, Any] = dict(meta.default_options or {})
+    if callable(meta.profile_options):
+        options.update(meta.profile_options(profile))
     options.update(get_profile(profile).method_options.get(name, {}))
     try:
-        params = inspect.signature(factory).parameters
+        params: Mapping[str, Any] = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+        params = {}
     if "seed" in params:
         options["seed"] = seed
     if "device" in params:

@@ -4,7 +4,7 @@
 - Throughput of the runner's case loop (registration + metrics) with ``--jobs 1`` and ``--jobs N``, after
   warming the worker pool (one registration per worker), and the speed-up.
 - For trainable methods (built with the ``--profile``'s options, as ``regbench run`` builds them): the time of
-  one training step relative to ``voxelmorph-m``'s (WeightedSum) on the same batch, inference ms per pair at
+  one training step relative to the study's reference method's (the paper: ``voxelmorph-m``, WeightedSum) on the same batch, inference ms per pair at
   batch 1 (eval mode, no_grad, warm-up, synchronised on GPU), and the cost of one validation pass during training (16 pairs, batched, Dice and NJD) next to registering and
   scoring the same pairs one by one with every metric; the FLOPs of a training step and of one registration
   (counted, not estimated), the achieved GFLOP/s against this machine's dense FP32 matmul rate timed in the same
@@ -26,7 +26,8 @@ from .config import RunConfig
 from .interface import is_trainable
 from .options import resolve_method_options
 from .registry import METHODS, create_dataset
-from .runner import _iterate_cases, limit_threads
+from .execution import iterate_cases, limit_threads
+from .study import DEFAULT_STUDY
 
 
 @dataclass
@@ -74,16 +75,16 @@ def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> Case
         times.append(time.perf_counter() - start)
     # Start the worker pool the runner uses and let each worker register once: ANTs loads its library (~1.3 s)
     # on the first call in a process, a one-off cost a real run spreads over all its pairs. With --jobs 1,
-    # methods that isolate their cases (regbench.runner.isolates_cases) run them in one such worker.
+    # methods that isolate their cases (regbench.execution.isolates_cases) run them in one such worker.
     _warm_pool(method, pairs[0], 1)
     config = RunConfig(methods=[name], jobs=1)
     start = time.perf_counter()
-    list(_iterate_cases(method, pairs, config, examples=set()))
+    list(iterate_cases(method, pairs, config, examples=set()))
     wall1 = time.perf_counter() - start
     _warm_pool(method, pairs[0], jobs)
     config = RunConfig(methods=[name], jobs=jobs)
     start = time.perf_counter()
-    list(_iterate_cases(method, pairs, config, examples=set()))
+    list(iterate_cases(method, pairs, config, examples=set()))
     walln = time.perf_counter() - start
     return CaseTiming(name, pairs[0].fixed.shape[0], len(pairs), float(np.mean(times)), float(np.std(times)), wall1, walln, jobs)
 
@@ -295,7 +296,7 @@ class ContentionTiming:
     beside_s: float  # beside a CPU-bound neighbour process
 
 
-def time_training_beside_load(name: str = "voxelmorph-m", size: int = 64, profile: str = "quick", steps: int = 10,
+def time_training_beside_load(name: str = DEFAULT_STUDY.step_reference, size: int = 64, profile: str = "quick", steps: int = 10,
                               policies: Sequence[str] = ("unset", "PASSIVE")) -> list[ContentionTiming]:
     """Median training-step seconds of ``name`` alone and beside a CPU-bound neighbour (a multi-threaded torch
     process running convolutions), both under each OpenMP wait policy; each in fresh processes."""
@@ -387,7 +388,7 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def format_step_timings(rows: Sequence[StepTiming], reference: str = "voxelmorph-m", matmul_gflops: float | None = None) -> str:
+def format_step_timings(rows: Sequence[StepTiming], reference: str = DEFAULT_STUDY.step_reference, matmul_gflops: float | None = None) -> str:
     """The step table, then (with ``matmul_gflops``) the throughput table: counted GFLOP per step, achieved
     GFLOP/s and its share of the dense matmul rate measured in the same run, and pairs/s."""
     ref = next((r.step_s for r in rows if r.method == reference), None)

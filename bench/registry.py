@@ -12,36 +12,94 @@ import difflib
 import fnmatch
 import importlib
 import inspect
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Mapping
 
 from .errors import ConfigError, MissingExtraError, RegbenchError, RegistryError
+from .study import DEFAULT_STUDY, STUDIES
+
+
+@dataclass(frozen=True)
+class MethodMeta:
+    """What a method plugin declares about itself, given once at registration
+    (``@register_method("name", MethodMeta(...))``). Generic code reads these fields, never the method's code.
+
+    A plugin registered without one is described by the same-named attributes of its factory (a class's class
+    attributes), each optional: the declarations third-party plugins made before this class existed."""
+
+    display_name: str | None = None  # how tables and figures name it (default: the registered name)
+    trainable: bool = False  # has fit/save/load and a model directory (regbench.interface.TrainableMethod)
+    requires: tuple[str, ...] = ()  # distributions it needs beyond regbench's own; missing ones leave it out of patterns
+    install_hint: str | None = None  # the command that installs them
+    option_names: Collection[str] | None = None  # keyword options it takes (None: its factory's signature says)
+    default_options: Mapping[str, Any] = field(default_factory=dict)  # bound into the run directory
+    profile_options: Callable[[str], dict[str, Any]] | None = None  # its own settings per profile (training budget)
+    parallel_safe: bool = True  # its cases may run in several worker processes at once
+    isolate_cases: bool | None = None  # run each case in a worker even with --jobs 1 (None: plugins yes, built-ins no)
+    dims: tuple[int, ...] = (2,)  # image dimensions it registers
+    family: tuple[str, float] | None = None  # (label, value): figures join a family's points in the order of value
+    sweep: tuple[str, str] | None = None  # (column, symbol) of the parameter its ``sweep(pairs)`` varies
+    loss_note: str | None = None  # what the training-curve figure says of its losses, when they are on another scale
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a dataset plugin declares about itself at registration."""
+
+    display_name: str | None = None
+    dims: tuple[int, ...] = (2,)
+    requires: tuple[str, ...] = ()
+    install_hint: str | None = None
+    option_names: Collection[str] | None = None
+
+
+_ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe",
+                     "isolate_cases")
+
+
+def _meta_from_attributes(factory: Any, kind: type) -> Any:
+    """The metadata a factory's attributes declare (plugins that give no MethodMeta/DatasetMeta)."""
+    if kind is DatasetMeta:
+        return DatasetMeta(display_name=getattr(factory, "display_name", None), requires=tuple(getattr(factory, "requires", ())),
+                           install_hint=getattr(factory, "install_hint", None))
+    values: dict[str, Any] = {}
+    for name in _ATTRIBUTE_FIELDS:
+        value = getattr(factory, name, None)
+        if value is not None and not (inspect.isclass(factory) and isinstance(value, property)):
+            values[name] = value() if name == "option_names" and callable(value) else value
+    if "requires" in values:
+        values["requires"] = tuple(values["requires"])
+    values["trainable"] = all(callable(getattr(factory, a, None)) for a in ("fit", "save", "load"))
+    return MethodMeta(**values)
 
 
 class Registry:
     """One kind of plugin (methods or datasets): names, their factories and where they come from."""
 
-    def __init__(self, kind: str, group: str, builtins: dict[str, str], aliases: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, kind: str, group: str, builtins: dict[str, str], meta_type: type, aliases: dict[str, list[str]] | None = None) -> None:
         self.kind = kind
         self.group = group
         self._builtins = dict(builtins)  # name -> module that registers it on import
+        self.meta_type = meta_type  # MethodMeta or DatasetMeta
         self.aliases = dict(aliases or {})  # a name for a list of names (``paper``: the paper's ten methods)
         self._factories: dict[str, Callable[..., Any]] = {}
+        self._meta: dict[str, tuple[Any, Any]] = {}  # name -> (factory, its metadata)
         self._origins: dict[str, str] = {}
         self._providers: dict[str, str] = {}  # name -> "distribution version" for entry-point plugins
         self._entry_points: dict[str, Any] | None = None
 
     # -- registration -----------------------------------------------------------------------------
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: ``@register_method("name")`` on a class or factory function."""
+    def register(self, name: str, meta: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@register_method("name", MethodMeta(...))`` on a class or factory function."""
 
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(name, factory)
+            self.add(name, factory, meta)
             return factory
 
         return decorator
 
-    def add(self, name: str, factory: Callable[..., Any]) -> None:
+    def add(self, name: str, factory: Callable[..., Any], meta: Any = None) -> None:
         if not name or name != name.strip().lower() or "," in name:
             raise RegistryError(f"{self.kind} name {name!r} must be non-empty, lower-case and contain no comma")
         origin = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
@@ -50,8 +108,25 @@ class Registry:
                 f"{self.kind} {name!r} is already registered (by {self._origins[name]}); "
                 f"cannot register it again for {origin}"
             )
+        if meta is not None and not isinstance(meta, self.meta_type):
+            raise RegistryError(f"{self.kind} {name!r}: metadata must be a {self.meta_type.__name__}, got {type(meta).__name__}")
         self._factories[name] = factory
         self._origins[name] = origin
+        if meta is not None:
+            self._meta[name] = (factory, meta)
+
+    def remove(self, name: str) -> None:
+        """Forget a registered name (tests, interactive sessions); built-ins and entry points load again on use."""
+        for table in (self._factories, self._origins, self._providers, self._meta):
+            table.pop(name, None)
+
+    def meta(self, name: str) -> Any:
+        """What ``name`` declares (its MethodMeta / DatasetMeta, or one read from its factory's attributes)."""
+        factory = self.get(name)
+        cached = self._meta.get(name)
+        if cached is None or cached[0] is not factory:
+            cached = self._meta[name] = (factory, _meta_from_attributes(factory, self.meta_type))
+        return cached[1]
 
     # -- discovery --------------------------------------------------------------------------------
     def _plugin_entry_points(self) -> dict[str, Any]:
@@ -112,11 +187,11 @@ class Registry:
             except metadata.PackageNotFoundError:
                 return False
 
-        factory = self.get(name)
-        absent = [dist for dist in getattr(factory, "requires", ()) if not installed(dist)]
+        meta = self.meta(name)
+        absent = [dist for dist in meta.requires if not installed(dist)]
         if not absent:
             return None
-        hint = getattr(factory, "install_hint", None) or f"pip install {' '.join(absent)}"
+        hint = meta.install_hint or f"pip install {' '.join(absent)}"
         return f"{self.kind} {name!r} needs {', '.join(absent)}, which is not installed: {hint}"
 
     def _unknown_message(self, name: str) -> str:
@@ -161,7 +236,7 @@ class Registry:
 
     def option_names(self, name: str) -> set[str] | None:
         """The keyword options ``name``'s factory takes, or None where it does not say."""
-        return _accepted_options(self.get(name))
+        return _accepted_options(self.get(name), self.meta(name))
 
     def create(self, name: str, **options: Any) -> Any:
         """Build ``name`` with keyword options; an unknown option or a value the factory rejects is a
@@ -169,7 +244,7 @@ class Registry:
         factory = self.get(name)
         if (missing := self.missing_extra(name)) is not None:
             raise MissingExtraError(missing)
-        accepted = _accepted_options(factory)
+        accepted = self.option_names(name)
         if accepted is not None:
             unknown = sorted(set(options) - accepted)
             if unknown:
@@ -191,13 +266,10 @@ class Registry:
                 pass
         return obj
 
-    def display_name(self, name: str, obj: Any = None) -> str:
-        """How tables print ``name``: the object's or factory's ``display_name`` attribute, else the name."""
-        for holder in (obj, self._factories.get(name)):
-            text = getattr(holder, "display_name", None)
-            if isinstance(text, str) and text:
-                return text
-        return name
+    def display_name(self, name: str) -> str:
+        """How tables print ``name``: its declared display name, else the name."""
+        text = self.meta(name).display_name
+        return text if isinstance(text, str) and text else name
 
     def provider(self, name: str) -> str | None:
         """The distribution (and version) that provides ``name``: the entry point's, or the one that ships the
@@ -222,12 +294,12 @@ class Registry:
         return None
 
 
-def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
-    """Keyword names a factory takes: its ``option_names`` attribute where it declares one, else its signature;
+def _accepted_options(factory: Callable[..., Any], meta: Any) -> set[str] | None:
+    """Keyword names a factory takes: its declared ``option_names`` where it declares them, else its signature;
     None where it takes **kwargs without declaring them (then it checks them itself)."""
-    declared = getattr(factory, "option_names", None)
+    declared = meta.option_names
     if declared is not None:
-        return set(declared() if callable(declared) else declared)
+        return set(declared)
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
@@ -236,13 +308,6 @@ def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
         return None
     return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
 
-
-# The paper's row order, then regbench's methods beyond the paper; any other plugin follows alphabetically.
-PAPER_METHOD_ORDER = [
-    "initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
-    "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph",
-]
-BEYOND_PAPER_ORDER = ["demons-fastsym", "elastix-bspline", "fireants-syn", "voxelmorph-diff"]
 
 METHODS = Registry(
     "method",
@@ -259,12 +324,14 @@ METHODS = Registry(
         "gs-agr": "regbench.methods.gradient_surgery",
         "gs-pcgrad": "regbench.methods.gradient_surgery",
         "gsmorph": "regbench.methods.gradient_surgery",
-        # Beyond the paper (issue #14); the first and last need an extra (see each module).
+        # Beyond the paper; elastix and FireANTs need an extra (see each module). Tables list built-ins that are
+        # not in the study after its methods, in this order.
         "elastix-bspline": "regbench.methods.elastix",
-        "voxelmorph-diff": "regbench.methods.voxelmorph",
         "fireants-syn": "regbench.methods.fireants",
+        "voxelmorph-diff": "regbench.methods.voxelmorph",
     },
-    aliases={"paper": PAPER_METHOD_ORDER},
+    MethodMeta,
+    aliases={study.alias: list(study.methods) for study in STUDIES.values() if study.alias},
 )
 DATASETS = Registry(
     "dataset",
@@ -274,17 +341,19 @@ DATASETS = Registry(
         "acdc": "regbench.datasets.acdc",
         "mnm": "regbench.datasets.mnm",
     },
+    DatasetMeta,
 )
 
 
-def register_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a method factory (a class or function returning an object with ``register(fixed, moving)``)."""
-    return METHODS.register(name)
+def register_method(name: str, meta: MethodMeta | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a method factory (a class or function returning an object with ``register(fixed, moving)``) with
+    what it declares about itself."""
+    return METHODS.register(name, meta)
 
 
-def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_dataset(name: str, meta: DatasetMeta | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a dataset factory (returning an object with ``pairs(split)``)."""
-    return DATASETS.register(name)
+    return DATASETS.register(name, meta)
 
 
 def list_methods(pattern: str = "*") -> list[str]:
@@ -304,6 +373,6 @@ def create_dataset(name: str, **options: Any) -> Any:
 
 
 def method_sort_key(name: str) -> tuple[int, str]:
-    """Paper order first, then regbench's other built-ins, then anything else alphabetically."""
-    order = PAPER_METHOD_ORDER + BEYOND_PAPER_ORDER
+    """The study's order first, then regbench's other built-ins, then anything else alphabetically."""
+    order = list(DEFAULT_STUDY.methods) + [m for m in METHODS._builtins if m not in DEFAULT_STUDY.methods]
     return (order.index(name), "") if name in order else (len(order), name)

@@ -19,19 +19,17 @@ import pandas as pd
 
 from .convergence import CONVERGENCE_RULE, Verdict, combine, run_verdicts
 from .errors import ConfigError, DataError
-from .metrics import METRICS
+from .fileio import atomic_write_text
+from .metrics import METRICS, with_structures
+from .naming import Names
 from .registry import method_sort_key
-from .store import atomic_write_text
+from .rundir import (
+    FINGERPRINT_KEYS, METRIC_COLUMNS, PER_CASE_COLUMNS, REQUIRED_COLUMNS, Manifest, RunDir, fingerprint_differences, prepare_run_dir,
+    read_manifest_for_report,
+)
+from .study import DEFAULT_STUDY, Study
 
-PER_CASE_COLUMNS = [
-    "method", "dataset", "subject", "slice", "seed",
-    "dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv",
-    "mse", "njd", "sdlogj", "epe_mm", "time_s", "params", "n_skipped", "skipped", "status", "reason",
-]
-SUMMARY_METRICS = [
-    "dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv",
-    "mse", "njd", "sdlogj", "epe_mm", "time_s",
-]
+SUMMARY_METRICS = METRIC_COLUMNS
 TABLE1_METRICS = ["dice", "hd95", "mse", "njd"]
 DASH = "–"
 LATEX_DASH = "--"
@@ -127,35 +125,14 @@ def format_params(n: Any) -> str:
     return str(n)
 
 
-# Display names of the report being written: each method declares its own (``display_name`` on the plugin),
-# the runner records it in the manifest (``method_info``), and the report reads it from there, so no method
-# code is imported. A run without it (made by hand, or before names were recorded) prints the method's name.
-DISPLAY_NAMES: dict[str, str] = {}
-
-
-def use_display_names(manifests: Sequence[dict[str, Any]]) -> None:
-    DISPLAY_NAMES.clear()
-    for manifest in manifests:
-        for method, info in (manifest.get("method_info") or {}).items():
-            if isinstance(info, dict) and isinstance(info.get("display_name"), str):
-                DISPLAY_NAMES.setdefault(method, info["display_name"])
-
-
-def _display_name(method: str) -> str:
-    return DISPLAY_NAMES.get(method, method)
-
-
 def latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(a, b)
     return text
 
 
-DATASET_NAMES = {"acdc": "ACDC", "mnm": "M&M", "synthetic": "Synthetic"}
-REQUIRED_COLUMNS = ("method", "dataset", "subject", "slice", "status")
 # --per-structure: Dice, its structures, HD95, its structures, then MSE and NJD
-TABLE1_WITH_STRUCTURES = ["dice", "dice_lv", "dice_myo", "dice_rv", "hd95", "hd95_lv", "hd95_myo", "hd95_rv", "mse", "njd"]
-NO_DEFORMATION = ("initial",)  # the paper prints '-' for Initial's NJD
+TABLE1_WITH_STRUCTURES = with_structures(TABLE1_METRICS)
 DEFORMATION_METRICS = {"njd", "sdlogj"}
 DAGGER = "†"
 DDAGGER = "‡"  # training did not converge (regbench.convergence)
@@ -169,12 +146,17 @@ class ReportOptions:
     digits: int = 2  # digits after the decimal point (in table units), as the paper's 2
     caption: str | None = None
     label: str = "tab:regbench"
-    references: tuple[str, ...] = ("gsmorph",)  # Wilcoxon against these; the first marks Table 1
+    references: tuple[str, ...] | None = None  # Wilcoxon against these (None: the study's reference); the first marks Table 1
     alpha: float = 0.05
     compare_paper: bool = False
     paper_dataset: str | None = None  # compare this run with the paper's acdc or mnm numbers
     figures: bool = True
     layout: str = "auto"  # Table 1's LaTeX: plain | fit | wide | auto (see LAYOUTS)
+    study: Study = DEFAULT_STUDY  # row order, reference, baselines and published numbers
+
+    def __post_init__(self) -> None:
+        if self.references is None:
+            self.references = (self.study.reference,)
 
 
 @dataclass
@@ -187,10 +169,7 @@ class Report:
 # ------------------------------------------------------------------------------------------- loading
 def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
     """``per_case.csv`` checked for the columns the report needs; a missing metric is a problem, not fatal."""
-    path = Path(run_dir) / "per_case.csv"
-    if not path.exists():
-        hint = " (the run stored cases in cases.jsonl; run `regbench run` with the same settings to rewrite it)" if (Path(run_dir) / "cases.jsonl").exists() else ""
-        raise DataError(f"{path} does not exist: not a regbench run directory, or the run did not finish a case{hint}")
+    path = RunDir(run_dir).require_per_case()
     try:
         df = pd.read_csv(path, dtype={"subject": str, "reason": str, "skipped": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -207,25 +186,6 @@ def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
     return df
 
 
-def read_manifest_if_any(run_dir: Path, problems: list[str] | None = None) -> dict[str, Any]:
-    """The run's manifest; {} when there is none. One that cannot be read is a problem named in the report
-    (its display names, training times and merge checks are then missing), not a silent {}."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        manifest, why = None, f"cannot be read ({type(exc).__name__}: {exc})"
-    else:
-        why = f"is not a JSON object (got {type(manifest).__name__})"
-    if isinstance(manifest, dict):
-        return manifest
-    if problems is not None:
-        problems.append(f"{path} {why}: the report is written without it (no display names, training times or merge checks)")
-    return {}
-
-
 def failed_methods(per_case: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(dataset, method) → the first failure reason, for methods none of whose cases succeeded."""
     out = {}
@@ -240,8 +200,8 @@ def _order(methods: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(methods), key=method_sort_key)
 
 
-def _best(summary: pd.DataFrame, metric: str) -> float | None:
-    rows = summary[~(summary["method"].isin(NO_DEFORMATION) & (metric in DEFORMATION_METRICS))]
+def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str]) -> float | None:
+    rows = summary[~(summary["method"].isin(list(baselines)) & (metric in DEFORMATION_METRICS))]
     values = pd.to_numeric(rows[f"{metric}_mean"], errors="coerce").dropna()
     if not len(values):
         return None
@@ -249,9 +209,10 @@ def _best(summary: pd.DataFrame, metric: str) -> float | None:
 
 
 def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], digits: int, marks: dict[tuple[str, str, str], str],
-                 spread: pd.DataFrame | None = None) -> pd.DataFrame:
+                 spread: pd.DataFrame | None = None, baselines: Collection[str] = DEFAULT_STUDY.baselines) -> pd.DataFrame:
     """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark; with
-    several training seeds, ``seed_std`` (the std of the method's mean over its seeds) follows in brackets."""
+    several training seeds, ``seed_std`` (the std of the method's mean over its seeds) follows in brackets.
+    ``baselines`` (methods that do not deform) print '-' for the deformation metrics."""
     spread = spread.set_index(["dataset", "method"]) if spread is not None and len(spread) else None
     rows = []
     for dataset, summary in summaries.items():
@@ -259,13 +220,13 @@ def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], dig
             if f"{metric}_mean" not in summary:
                 continue
             spec = METRICS[metric]
-            best = _best(summary, metric)
+            best = _best(summary, metric, baselines)
             for rec in summary.itertuples():
                 mean, std = getattr(rec, f"{metric}_mean"), getattr(rec, f"{metric}_std")
                 row = {"dataset": dataset, "method": rec.method, "metric": metric, "mean": mean * spec.table_scale,
                        "std": std * spec.table_scale, "n": getattr(rec, f"{metric}_n"), "best": False,
                        "mark": marks.get((dataset, rec.method, metric), ""), "text": ""}
-                if rec.method in NO_DEFORMATION and metric in DEFORMATION_METRICS:
+                if rec.method in baselines and metric in DEFORMATION_METRICS:
                     row.update(mean=np.nan, std=np.nan, text="-", mark="")
                 elif pd.isna(mean):
                     row["text"] = "failed" if rec.n_failed == rec.n_cases else "n/a"
@@ -295,8 +256,9 @@ def resolve_layout(layout: str, n_datasets: int, per_structure: bool) -> str:
 
 
 def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str, layout: str = "plain",
-                 unconverged: Collection[str] = ()) -> str:
+                 unconverged: Collection[str] = (), names: Names | None = None) -> str:
     """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
+    names = names or Names()
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
     n = len(metrics)
@@ -307,13 +269,13 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
         lines.append(rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%")
     lines += [r"\begin{tabular}{l" + ("c" * n) * len(datasets) + "}", r"\toprule"]
     if len(datasets) > 1 or datasets[0] != "":
-        groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(_dataset_name(d))}}}" for d in datasets)
+        groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(names.dataset(d))}}}" for d in datasets)
         rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(datasets)))
         lines += [f"Dataset & {groups} \\\\", rules]
     lines += [" & ".join(["Method"] + [METRICS[m].table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
     index = cells.set_index(["dataset", "method", "metric"])
     for method in methods:
-        out = [latex_escape(_display_name(method)) + (r"$^{\ddagger}$" if method in unconverged else "")]
+        out = [latex_escape(names.method(method)) + (r"$^{\ddagger}$" if method in unconverged else "")]
         for dataset in datasets:
             for metric in metrics:
                 key = (dataset, method, metric)
@@ -336,13 +298,15 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
     return "\n".join(lines) + "\n"
 
 
-def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = ()) -> str:
+def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = (),
+                    names: Names | None = None) -> str:
+    names = names or Names()
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
     index = cells.set_index(["dataset", "method", "metric"])
     records = []
     for method in methods:
-        rec = {"Method": _display_name(method) + (DDAGGER if method in unconverged else "")}
+        rec = {"Method": names.method(method) + (DDAGGER if method in unconverged else "")}
         for dataset in datasets:
             for metric in metrics:
                 key = (dataset, method, metric)
@@ -352,20 +316,20 @@ def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Seque
                     main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
                     text = (f"**{main}**" if cell["best"] else main) + (f" [{bracket}" if bracket else "")
                     text += DAGGER if cell["mark"] else ""
-                column = METRICS[metric].label if len(datasets) == 1 else f"{_dataset_name(dataset)} {METRICS[metric].label}"
+                column = METRICS[metric].label if len(datasets) == 1 else f"{names.dataset(dataset)} {METRICS[metric].label}"
                 rec[column] = text
         records.append(rec)
     return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
 
 
 # -------------------------------------------------------------------------------------------- table 2
-def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = None) -> pd.DataFrame:
+def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = None, baselines: Collection[str] = DEFAULT_STUDY.baselines) -> pd.DataFrame:
     """Parameters, inference ms per pair (mean±std over successful cases of every dataset) and, for trained
     methods, how long they trained and whether they converged."""
     verdicts = verdicts or {}
     rows = []
     for method in _order(per_case["method"]):
-        if method in NO_DEFORMATION:
+        if method in baselines:
             continue
         group = per_case[(per_case["method"] == method) & (per_case["status"] == "ok")]
         times = pd.to_numeric(group["time_s"], errors="coerce").dropna() * 1000.0 if "time_s" in group else pd.Series(dtype=float)
@@ -378,7 +342,8 @@ def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = N
     return frame.astype({"params": "Int64", "epochs": "Int64"})
 
 
-def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int) -> str:
+def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int, names: Names | None = None) -> str:
+    names = names or Names()
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
              r"\begin{tabular}{lcccc}", r"\toprule", r"Method & Params & Time (ms/pair) & Epochs & Training (min) \\", r"\midrule"]
     for rec in frame.itertuples():
@@ -387,22 +352,15 @@ def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int) -> 
         trained = pd.notna(rec.epochs)
         epochs = f"{int(rec.epochs)}" + ("" if rec.converged is True else r"$^{\ddagger}$") if trained else "--"
         minutes = f"{rec.train_minutes:.1f}" if trained else "--"
-        lines.append(f"{latex_escape(_display_name(rec.method))} & {'--' if params == DASH else params} & {time_text} & {epochs} & {minutes} \\\\")
+        lines.append(f"{latex_escape(names.method(rec.method))} & {'--' if params == DASH else params} & {time_text} & {epochs} & {minutes} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------- paper numbers
-def published_table1() -> pd.DataFrame:
-    """The paper's Table 1 (``results/published/``), in the paper's units (Dice %, MSE ×10⁻²)."""
-    from importlib.resources import files
-
-    return pd.read_csv(files("regbench.published").joinpath("gsmorph_miccai2023_table1.csv").open())
-
-
-def compare_with_paper(cells: pd.DataFrame, dataset_map: dict[str, str]) -> pd.DataFrame:
-    """This run's Table 1 numbers next to the paper's, for the (dataset, method, metric) both have."""
-    paper = published_table1()
+def compare_with_paper(cells: pd.DataFrame, dataset_map: dict[str, str], study: Study = DEFAULT_STUDY) -> pd.DataFrame:
+    """This run's Table 1 numbers next to the study's published ones, for the (dataset, method, metric) both have."""
+    paper = study.published()
     rows = []
     for rec in cells.itertuples():
         paper_dataset = dataset_map.get(rec.dataset)
@@ -417,10 +375,11 @@ def compare_with_paper(cells: pd.DataFrame, dataset_map: dict[str, str]) -> pd.D
                                        "paper_mean", "paper_std", "paper_as_printed", "difference"])
 
 
-def comparison_markdown(frame: pd.DataFrame, digits: int) -> str:
+def comparison_markdown(frame: pd.DataFrame, digits: int, names: Names | None = None) -> str:
+    names = names or Names()
     records = []
     for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
-        rec = {"Dataset": f"{_dataset_name(dataset)} vs paper {_dataset_name(group['paper_dataset'].iloc[0])}", "Method": _display_name(method)}
+        rec = {"Dataset": f"{names.dataset(dataset)} vs paper {names.dataset(group['paper_dataset'].iloc[0])}", "Method": names.method(method)}
         for r in group.itertuples():
             ours = "-" if pd.isna(r.ours_mean) else f"{r.ours_mean:.{digits}f}±{r.ours_std:.{digits}f}"
             rec[METRICS[r.metric].label] = f"{ours} ({r.paper_as_printed})"
@@ -431,10 +390,6 @@ def comparison_markdown(frame: pd.DataFrame, digits: int) -> str:
 
 
 # -------------------------------------------------------------------------------------------- report
-def _dataset_name(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
-
-
 def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options: ReportOptions | None = None) -> Report:
     """Write Table 1/2 (LaTeX, Markdown, CSV), stats.csv, figures and the paper comparison.
 
@@ -448,7 +403,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise DataError("no run directory given")
-    report = Report(Path(out_dir) if out_dir else run_dirs[0] / "report")
+    report = Report(Path(out_dir) if out_dir else RunDir(run_dirs[0]).report)
     layout = resolve_layout(options.layout, 1, options.per_structure)  # checks the value before any work
     unique: dict[Path, Path] = {}
     for run_dir in run_dirs:
@@ -459,10 +414,12 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     frames, manifests = [], []
     for run_dir in run_dirs:
         frames.append(load_per_case(run_dir, report.problems))
-        manifests.append(read_manifest_if_any(run_dir, report.problems))
+        manifests.append(read_manifest_for_report(run_dir, report.problems))
     per_case = merge_runs(run_dirs, frames, manifests, report.problems)
     prepare_output_dir(report.out_dir)
-    use_display_names(manifests)
+    study = options.study
+    names = Names.from_manifests(manifests, study)
+    references = options.references or ()
     for (dataset, method), reason in failed_methods(per_case).items():
         report.problems.append(f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})")
     datasets = list(dict.fromkeys(per_case["dataset"]))
@@ -478,22 +435,22 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     out = report.out_dir
     averaged = seed_averaged(per_case)  # one row per pair: tests and figures weigh pairs, not seeds
     spread = seed_spread(per_case, metrics)
-    stats = paired_tests(averaged, options.references, metrics, options.alpha)
-    for reference in options.references:
+    stats = paired_tests(averaged, references, metrics, options.alpha)
+    for reference in references:
         if reference not in set(per_case["method"]):
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
     report.written.append(_write(out / "stats.csv", stats.to_csv(index=False)))
-    marks = significance_marks(stats, options.references[0]) if options.references else {}
+    marks = significance_marks(stats, references[0]) if references else {}
 
-    cells = table1_cells(summaries, metrics, options.digits, marks, spread)
-    n_pairs = ", ".join(f"{_dataset_name(d)} {per_case[(per_case['dataset'] == d)].groupby(['subject', 'slice']).ngroups}" for d in datasets)
+    cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines)
+    n_pairs = ", ".join(f"{names.dataset(d)} {per_case[(per_case['dataset'] == d)].groupby(['subject', 'slice']).ngroups}" for d in datasets)
     seeded = spread[spread["n_seeds"] > 1]
     seed_text = ""
     if len(seeded):
         counts = "/".join(str(n) for n in sorted(seeded["n_seeds"].unique()))
         seed_text = (f" Trained methods: {counts} training seeds each; their numbers are over the test pairs of the per-pair mean "
                      "over seeds, and [$\\pm$s] is the std of the method's mean over its seeds.")
-    reference_name = _display_name(options.references[0]) if options.references else ""
+    reference_name = names.method(references[0]) if references else ""
     caption = options.caption or (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
         "LV, Myo and RV; HD95 pooled (medpy) in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian "
@@ -504,54 +461,55 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         + (f" $^{{\\dagger}}$: differs from {latex_escape(reference_name)} (paired Wilcoxon signed-rank, Holm-corrected, "
            f"$p<{options.alpha}$)." if marks else "")
         + seed_text
-        + training_caption(verdicts)
+        + training_caption(verdicts, names)
     )
-    profiles = {str(m.get("config", {}).get("profile")) for m in manifests}
+    profiles = {str(m.profile) for m in manifests}
     longer = "" if profiles == {"reproduce"} else ", or --profile reproduce"  # no advice to use the profile just run
     for method in sorted(unconverged, key=method_sort_key):
-        why = "; ".join(f"{_dataset_name(d)}: {v[method].reason}" for d, v in verdicts.items() if method in v and not v[method].converged)
+        why = "; ".join(f"{names.dataset(d)}: {v[method].reason}" for d, v in verdicts.items() if method in v and not v[method].converged)
         report.problems.append(f"{method} did not converge ({why}): its numbers say how far it got, not how good it is "
                                f"(train longer: method_options {{{method}: {{epochs: N}}}}{longer})")
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)
     report.written += [
-        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged)),
-        _write(out / "table1.md", table1_markdown(cells, datasets, metrics, unconverged)),
+        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged, names)),
+        _write(out / "table1.md", table1_markdown(cells, datasets, metrics, unconverged, names)),
         _write(out / "table1.csv", cells.to_csv(index=False)),
     ]
-    table2 = table2_frame(per_case, merged_verdicts(verdicts))
-    devices = sorted({str(m.get("environment", {}).get("device", "unknown device")) for m in manifests})
+    table2 = table2_frame(per_case, merged_verdicts(verdicts, names), study.baselines)
+    devices = sorted({m.device for m in manifests})
     caption2 = (f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
                 f"only, after one warm-up; device: {latex_escape('; '.join(devices))}); epochs and minutes of training "
                 f"(summed over datasets and seeds). $^{{\\ddagger}}$: not converged ({latex_escape(CONVERGENCE_RULE.describe())}).")
     report.written += [
-        _write(out / "table2.tex", table2_latex(table2, caption2, options.label + "-speed", options.digits)),
+        _write(out / "table2.tex", table2_latex(table2, caption2, options.label + "-speed", options.digits, names)),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
 
     if options.compare_paper:
-        dataset_map = {d: d for d in datasets if d in ("acdc", "mnm")}
+        published = list(study.published_datasets)
+        dataset_map = {d: d for d in datasets if d in published}
         if options.paper_dataset:
-            if options.paper_dataset not in ("acdc", "mnm"):
-                raise ConfigError(f"--paper-dataset must be 'acdc' or 'mnm', got {options.paper_dataset!r}")
+            if options.paper_dataset not in published:
+                raise ConfigError(f"--paper-dataset must be {' or '.join(repr(d) for d in published)}, got {options.paper_dataset!r}")
             dataset_map = {d: options.paper_dataset for d in datasets}
-        comparison = compare_with_paper(cells, dataset_map)
+        comparison = compare_with_paper(cells, dataset_map, study)
         if comparison.empty:
-            report.problems.append(f"compare-paper: the paper has numbers for acdc and mnm; this report has {', '.join(datasets)} "
-                                   "(use --paper-dataset acdc|mnm to compare anyway)")
+            report.problems.append(f"compare-paper: the paper has numbers for {' and '.join(published)}; this report has {', '.join(datasets)} "
+                                   f"(use --paper-dataset {'|'.join(published)} to compare anyway)")
         else:
             report.written += [_write(out / "compare_paper.csv", comparison.to_csv(index=False)),
-                               _write(out / "compare_paper.md", comparison_markdown(comparison, options.digits))]
+                               _write(out / "compare_paper.md", comparison_markdown(comparison, options.digits, names))]
 
     if options.figures:
         from . import figures
 
         ok = averaged[averaged["status"] == "ok"]
-        drawings = [] if seeded.empty else [("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem))]
+        drawings = [] if seeded.empty else [("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem, names))]
         for name, draw in [*drawings,
-            ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem)),
-            ("tradeoff", lambda stem: figures.tradeoff(ok, figures.load_sweeps(run_dirs), stem)),
-            ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem)),
-            ("training", lambda stem: figures.training_curves(run_dirs, stem, list(per_case["method"].unique()))),
+            ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem, names)),
+            ("tradeoff", lambda stem: figures.tradeoff(ok, figures.load_sweeps(run_dirs), stem, names)),
+            ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem, names)),
+            ("training", lambda stem: figures.training_curves(run_dirs, stem, list(per_case["method"].unique()), names)),
         ]:
             try:
                 paths = draw(out / "figures" / name)
@@ -565,14 +523,12 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
 
 
 CASE_KEY = ["dataset", "method", "subject", "slice"]
-# What must agree for two run directories of one dataset to be merged into one column group.
-MERGE_KEYS = ("dataset", "dataset_options", "profile", "seed", "hd95_convention", "jacobian_scheme")
 
 
-def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifests: Sequence[dict[str, Any]], problems: list[str]) -> pd.DataFrame:
-    """One frame of every run's cases. Runs of one dataset are merged when their settings agree (fingerprint,
-    and the options of every method they share), each case kept once; otherwise a DataError names the
-    difference. Runs of different datasets become separate column groups."""
+def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifests: Sequence[Manifest], problems: list[str]) -> pd.DataFrame:
+    """One frame of every run's cases. Runs of one dataset are merged when their settings agree (the
+    fingerprint that binds a run directory, and the options of every method they share), each case kept once;
+    otherwise a DataError names the difference. Runs of different datasets become separate column groups."""
     first: dict[str, int] = {}  # dataset -> index of the first run holding it
     for i, frame in enumerate(frames):
         for dataset in dict.fromkeys(frame["dataset"]):
@@ -581,16 +537,16 @@ def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifes
                 continue
             j = first[dataset]
             a, b = manifests[j], manifests[i]
-            if not a or not b:
-                missing = run_dirs[j] if not a else run_dirs[i]
-                raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r}, and {missing / 'manifest.json'} is missing or "
+            if not a.data or not b.data:
+                missing = run_dirs[j] if not a.data else run_dirs[i]
+                raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r}, and {RunDir(missing).manifest} is missing or "
                                 "unreadable, so their settings cannot be compared; report them separately")
-            fa, fb = a.get("fingerprint", {}), b.get("fingerprint", {})
-            diffs = [k for k in MERGE_KEYS if fa.get(k) != fb.get(k)]
-            shared = set(a.get("methods", {})) & set(b.get("methods", {})) & set(frame["method"]) & set(frames[j]["method"])
-            diffs += [f"options of {m}" for m in sorted(shared) if a["methods"][m] != b["methods"][m]]
+            fa, fb = a.fingerprint, b.fingerprint
+            diffs = fingerprint_differences(fa, fb)
+            shared = set(a.methods) & set(b.methods) & set(frame["method"]) & set(frames[j]["method"])
+            diffs += [f"options of {m}" for m in sorted(shared) if a.methods[m] != b.methods[m]]
             if diffs:
-                detail = "; ".join(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" if k in MERGE_KEYS else k for k in diffs)
+                detail = "; ".join(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" if k in FINGERPRINT_KEYS else k for k in diffs)
                 raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r} with different settings ({detail}): "
                                 "they cannot share a column of Table 1; report them separately")
     per_case = pd.concat(frames, ignore_index=True)
@@ -603,8 +559,6 @@ def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifes
 
 def prepare_output_dir(out: Path) -> None:
     """The report's folder exists and is writable, else one error naming it (before anything is computed)."""
-    from .store import prepare_run_dir
-
     prepare_run_dir(out, hint="use --out DIR to write the report elsewhere")
 
 
@@ -620,18 +574,18 @@ def dataset_verdicts(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame]) -
     return out
 
 
-def merged_verdicts(verdicts: dict[str, dict[str, Verdict]]) -> dict[str, Verdict]:
+def merged_verdicts(verdicts: dict[str, dict[str, Verdict]], names: Names | None = None) -> dict[str, Verdict]:
     """One verdict per method over datasets: converged only if converged everywhere; training time summed."""
     by_method: dict[str, list[tuple[str, Verdict]]] = {}
     for dataset, per_dataset in verdicts.items():
         for method, v in per_dataset.items():
-            by_method.setdefault(method, []).append((_dataset_name(dataset), v))
+            by_method.setdefault(method, []).append(((names or Names()).dataset(dataset), v))
     return {method: combine(labelled, "datasets") for method, labelled in by_method.items()}
 
 
-def training_caption(verdicts: dict[str, dict[str, Verdict]]) -> str:
+def training_caption(verdicts: dict[str, dict[str, Verdict]], names: Names | None = None) -> str:
     """What the caption says about training: epochs, and which methods did not converge by the rule."""
-    merged = merged_verdicts(verdicts)
+    merged = merged_verdicts(verdicts, names)
     if not merged:
         return ""
     epochs = sorted({v.epochs for v in merged.values()})
@@ -651,9 +605,9 @@ def _write(path: Path, text: str) -> Path:
 def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Path]:
     """per_case.csv and summary.csv of a run directory (each written atomically). summary.csv carries each
     trained method's verdict: converged, epochs, train_minutes, convergence_gain (empty for other methods)."""
-    run_dir = Path(run_dir)
+    folder = RunDir(run_dir)
     per_case = per_case_frame(rows)
-    paths = {"per_case": run_dir / "per_case.csv", "summary": run_dir / "summary.csv"}
+    paths = {"per_case": folder.per_case, "summary": folder.summary}
     atomic_write_text(paths["per_case"], per_case.to_csv(index=False))
     summary = summary_frame(per_case)
     verdicts = run_verdicts(run_dir)

@@ -32,7 +32,9 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .interface import Pair
-from .store import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text
+from .rundir import checkpoint as checkpoint_path
+from .rundir import history as history_path
 
 log = logging.getLogger("regbench.trainer")
 
@@ -154,24 +156,6 @@ class TrainSettings:
 LR_SCHEDULES = ("constant", "cosine")
 
 
-PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
-    # A few steps on tiny data: seconds.
-    "smoke": {"epochs": 2, "batch_size": 4, "val_every": 1, "max_val_pairs": 4, "recalibrate_bn": True},
-    # The README demo: 64-px images, short training that fits the 10-minute budget with the other methods;
-    # validation every epoch so that the convergence verdict has points to judge (it says: not converged).
-    "quick": {"epochs": 10, "batch_size": 16, "val_every": 1, "max_val_pairs": 16},
-    # The CPU reproduction: the quick profile's data, the paper's batch (32) and lr, 120 epochs with the lr
-    # annealed (cosine) so that the last epoch's weights, which the paper evaluates, are settled rather than
-    # one draw from an oscillation; validated every 2 epochs (15 points per quarter for the convergence rule).
-    # Measured (issue #11): at batch 16 GSMorph's projection settles on VoxelMorph-l's operating point; with a
-    # constant lr VoxelMorph-m's last-epoch NJD was as high as -s's. 100 epochs at batch 32 left GSMorph
-    # rising by 0.59 points in the last quarter (not converged by the rule); 120 give it the room. GS-Agr gets 240
-    # (the reproduce Profile's method_options, regbench.config).
-    "reproduce": {"epochs": 120, "batch_size": 32, "lr_schedule": "cosine", "val_every": 2, "max_val_pairs": 16},
-    "paper": {},
-}
-
-
 # ---------------------------------------------------------------------------------------------- objective
 class Objective(Protocol):
     """Forms (similarity loss, smoothness loss) for a batch; returns them and the flow."""
@@ -239,7 +223,7 @@ class Trainer:
         optimiser = self.make_optimiser(params, model_lr_scales(model))
         history: list[EpochRecord] = []
         start_epoch = 0
-        checkpoint = workdir / "checkpoint.pt" if workdir else None
+        checkpoint = checkpoint_path(workdir) if workdir else None
         if checkpoint is not None and checkpoint.exists():
             state = torch.load(checkpoint, map_location=self.device, weights_only=True)
             model.load_state_dict(state["model"])
@@ -281,7 +265,7 @@ class Trainer:
                 if epoch + 1 < s.epochs and time.perf_counter() - last_checkpoint >= s.checkpoint_every_s:
                     self._save_checkpoint(checkpoint, model, optimiser, order_rng, noise_rng, epoch + 1, history)
                     last_checkpoint = time.perf_counter()
-                write_history(workdir / "history.csv", history)
+                write_history(history_path(workdir), history)
             bar.set_postfix(sim=f"{record.loss_sim:.4f}", reg=f"{record.loss_reg:.4f}", **({"val_dice": f"{record.val_dice:.3f}"} if record.val_dice is not None else {}))
             bar.update(1)
             for callback in self.callbacks:

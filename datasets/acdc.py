@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import DataError
-from ..registry import register_dataset
+from ..registry import DatasetMeta, register_dataset
 from .cine import CineCase, CineDataset, check_case, iterate_dirs, read_nifti, relabel
 
 LABELS = {1: 1, 2: 2, 3: 3}  # ACDC → common: identical (RV 1, Myo 2, LV 3)
@@ -37,7 +37,7 @@ def read_info(path: Path) -> dict[str, str]:
     return info
 
 
-@register_dataset("acdc")
+@register_dataset("acdc", DatasetMeta(display_name="ACDC"))
 class ACDC(CineDataset):
     """ACDC (Bernard et al., 2018): 150 subjects, ED/ES frames labelled. Root: --root or $REGBENCH_ACDC_ROOT."""
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..interface import STRUCTURES, Pair
-from ..store import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .splits import SPLITS, read_split_file, split_subjects
 
 PREPARATION_VERSION = 1  # bump when preparation changes the numbers: old caches are then not used

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..registry import register_dataset
+from ..registry import DatasetMeta, register_dataset
 from .cine import CineCase, CineDataset, check_case, iterate_dirs, read_nifti, relabel
 
 LABELS = {1: 3, 2: 2, 3: 1}  # M&M (1 LV, 2 Myo, 3 RV) → common (3 LV, 2 Myo, 1 RV)
@@ -26,7 +26,7 @@ SUBSETS = ("Training/Labeled", "Validation", "Testing")
 META_COLUMNS = {"VendorName": "vendor_name", "Vendor": "vendor", "Centre": "centre", "Pathology": "pathology"}
 
 
-@register_dataset("mnm")
+@register_dataset("mnm", DatasetMeta(display_name="M&M"))
 class MnM(CineDataset):
     """M&Ms-1 (Campello et al., 2021): labelled cases from four vendors and six centres. Root: --root or $REGBENCH_MNM_ROOT."""
 

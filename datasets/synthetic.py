@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from ..interface import Pair
-from ..registry import register_dataset
+from ..registry import DatasetMeta, register_dataset
 from .splits import SPLITS, split_subjects
 
 # |∇v| stays well below 1 in this motion model; 20 iterations leave a residual below 1e-3 px (tested).
@@ -134,7 +134,7 @@ class _Slice:
         return img
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", DatasetMeta(display_name="Synthetic"))
 class SyntheticCardiac:
     """Embedded synthetic cardiac cine pairs (ES moving, ED fixed) with ground-truth flows.
 

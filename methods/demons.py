@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..interface import Registration, validate_images
-from ..registry import register_method
+from ..registry import MethodMeta, register_method
 
 VARIANTS = {
     "diffeomorphic": sitk.DiffeomorphicDemonsRegistrationFilter,
@@ -32,9 +32,6 @@ def _image(array: np.ndarray) -> sitk.Image:
 
 class SimpleITKDemons:
     """Demons registration with a coarse-to-fine schedule; every setting is a keyword option."""
-
-    parallel_safe = True
-    isolate_cases = True  # wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run
 
     def __init__(
         self,
@@ -108,7 +105,12 @@ class SimpleITKDemons:
         return {k: getattr(self, k) for k in ("variant", "iterations", "shrink_factors", "smoothing_sigma", "update_sigma", "max_step_length")}
 
 
-@register_method("demons")
+_OPTION_NAMES = frozenset(inspect.signature(SimpleITKDemons).parameters) - {"variant"}
+# Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
+_META = dict(option_names=_OPTION_NAMES, isolate_cases=True)
+
+
+@register_method("demons", MethodMeta(display_name="Demons", **_META))
 def demons(**options: Any) -> SimpleITKDemons:
     """Diffeomorphic demons (SimpleITK), two levels (shrink 2, 1), 30 + 10 iterations, field σ 2 px."""
     m = SimpleITKDemons(**{"variant": "diffeomorphic", **options})
@@ -116,17 +118,10 @@ def demons(**options: Any) -> SimpleITKDemons:
     return m
 
 
-demons.display_name = "Demons"  # type: ignore[attr-defined]
-
-
-@register_method("demons-fastsym")
+@register_method("demons-fastsym", MethodMeta(display_name="Demons (fast symmetric)", **_META))
 def demons_fastsym(**options: Any) -> SimpleITKDemons:
     """Fast symmetric forces demons (SimpleITK), same schedule as ``demons``."""
     m = SimpleITKDemons(**{"variant": "fastsymmetric", **options})
     m.name = "demons-fastsym"
     return m
 
-
-demons_fastsym.display_name = "Demons (fast symmetric)"  # type: ignore[attr-defined]
-_OPTION_NAMES = set(inspect.signature(SimpleITKDemons).parameters) - {"variant"}
-demons.option_names = demons_fastsym.option_names = _OPTION_NAMES  # type: ignore[attr-defined]

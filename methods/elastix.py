@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..registry import register_method
+from ..registry import MethodMeta, register_method
 
 
 def _itk_image(array: np.ndarray) -> Any:
@@ -35,16 +35,13 @@ def _itk_image(array: np.ndarray) -> Any:
     return itk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
 
 
-@register_method("elastix-bspline")
+# Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
+@register_method("elastix-bspline", MethodMeta(display_name="elastix B-spline", isolate_cases=True, requires=("itk-elastix",),
+                                               install_hint='pip install "regbench[elastix]"'))
 class ElastixBSpline:
     """elastix B-spline registration; every setting is a keyword option."""
 
     name = "elastix-bspline"
-    display_name = "elastix B-spline"
-    parallel_safe = True
-    isolate_cases = True  # wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run
-    requires = ("itk-elastix",)  # distributions; see Registry.missing_extra
-    install_hint = "pip install \"regbench[elastix]\""
 
     def __init__(
         self,

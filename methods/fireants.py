@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..registry import register_method
+from ..registry import MethodMeta, register_method
 from ..warp import warp
 
 
@@ -52,15 +52,15 @@ def _import_fireants() -> tuple[Any, Any, Any]:
     return Image, BatchedImages, SyNRegistration
 
 
-@register_method("fireants-syn")
+@register_method("fireants-syn", MethodMeta(
+    display_name="FireANTs SyN", requires=("fireants",),
+    install_hint='pip install "regbench[fireants]" && pip install --no-deps "fireants==1.5.0" (FireANTs pins SimpleITK==2.2.1, which regbench\'s SimpleITK>=2.3 excludes)',
+))
 class FireANTsSyN:
     """FireANTs SyN; every setting is a keyword option."""
 
     name = "fireants-syn"
-    display_name = "FireANTs SyN"
-    parallel_safe = True  # on CPU; on CUDA the runner evaluates it in the main process
-    requires = ("fireants",)  # distributions; see Registry.missing_extra
-    install_hint = 'pip install "regbench[fireants]" && pip install --no-deps "fireants==1.5.0" (FireANTs pins SimpleITK==2.2.1, which regbench\'s SimpleITK>=2.3 excludes)'
+    parallel_safe = True  # on CPU; on CUDA the runner evaluates it in the main process (an instance's own say)
 
     def __init__(
         self,

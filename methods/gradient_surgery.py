@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..deep import DeepRegistration, deep_option_names, settings_from_options
+from ..deep import DeepRegistration, deep_meta, settings_from_options
 from ..errors import ConfigError
 from ..registry import register_method
 
@@ -99,13 +99,12 @@ def _factory(name: str, combiner: type):
     make.__doc__ = f"{name}: the paper's U-Net trained with {combiner.__name__}; options: device, TrainSettings fields" + (
         f" and {', '.join(sorted(own_names))}." if own_names else "."
     )
-    make.profile_options = DeepRegistration.profile_options  # type: ignore[attr-defined]
-    make.option_names = deep_option_names(*own_names)  # type: ignore[attr-defined]
-    # Declared so that the run directory binds them: a run trained under another default is refused, not reused.
-    make.default_options = {k: p.default for k, p in inspect.signature(combiner).parameters.items()}  # type: ignore[attr-defined]
-    make.display_name = DISPLAY_NAMES[name]  # type: ignore[attr-defined]
     return make
 
 
 for _name, _combiner in COMBINERS.items():
-    register_method(_name)(_factory(_name, _combiner))
+    register_method(_name, deep_meta(
+        DISPLAY_NAMES[_name], set(inspect.signature(_combiner).parameters),
+        # Declared so that the run directory binds them: a run trained under another default is refused, not reused.
+        default_options={k: p.default for k, p in inspect.signature(_combiner).parameters.items()},
+    ))(_factory(_name, _combiner))

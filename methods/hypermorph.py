@@ -36,13 +36,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..deep import DeepRegistration, deep_option_names, settings_from_options
+from ..deep import DeepRegistration, deep_meta, settings_from_options
 from ..errors import ConfigError
 from ..interface import Pair, Registration
 from ..metrics import evaluate
 from ..nn import SpatialTransformer, UNet
+from ..fileio import atomic_write_text
 from ..registry import register_method
-from ..store import atomic_write_text
 from ..trainer import per_sample_smoothness
 from .voxelmorph import WeightedSum
 
@@ -319,26 +319,16 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
 
 
-@register_method("hypermorph")
+@register_method("hypermorph", deep_meta(
+    "HyperMorph", set(inspect.signature(HyperMorph).parameters) - {"train_options"},
+    # Bound into the run directory: a HyperMorph trained under another hypernetwork lr is refused, not reused.
+    default_options={"hyper_lr": HYPER_LR},
+    sweep=("lam", "λ"),  # its sweep() scores the λ grid on the test split
+    loss_note="HyperMorph: (1−λ)·MSE/σ² and λ·smooth",  # its losses are weighted per sample: another scale
+))
 def make_hypermorph(device: str = "auto", progress: bool = False, **options: Any) -> HyperMorph:
     """HyperMorph: one λ-conditioned training, λ chosen on validation. Options: hyper_layers, hyper_units,
     sigma, extreme_share, hyper_lr (the hypernetwork's dense layers' lr; null: the lr), lam (fix λ, no
     selection), selection_grid, max_njd, sweep_grid, and TrainSettings fields."""
     return HyperMorph(device=device, progress=progress, **options)
 
-
-def _profile_options(profile: str) -> dict[str, Any]:
-    """The deep methods' profile settings; smoke also shrinks the hypernetwork (2 units: 5.9M parameters, a
-    24 MB model file instead of 0.5 GB) since smoke runs prove the pipeline, not the method. (At seed 3407 both
-    2-unit dense layers' units are dead at λ ≥ 0 from initialisation: the embedding is 0 and λ has no effect.)"""
-    options = DeepRegistration.profile_options(profile)
-    if profile == "smoke":
-        options["hyper_units"] = 2
-    return options
-
-
-make_hypermorph.profile_options = _profile_options  # type: ignore[attr-defined]
-make_hypermorph.option_names = deep_option_names(*(set(inspect.signature(HyperMorph).parameters) - {"train_options"}))  # type: ignore[attr-defined]
-make_hypermorph.display_name = "HyperMorph"  # type: ignore[attr-defined]
-# Bound into the run directory: a HyperMorph trained under another hypernetwork lr is refused, not reused.
-make_hypermorph.default_options = {"hyper_lr": HYPER_LR}  # type: ignore[attr-defined]

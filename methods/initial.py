@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..registry import register_method
+from ..registry import MethodMeta, register_method
 
 
-@register_method("initial")
+@register_method("initial", MethodMeta(display_name="Initial"))
 class Initial:
     """Identity transform: the overlap the pair has before any registration."""
 
     name = "initial"
-    display_name = "Initial"
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
         fixed, moving = validate_images(fixed, moving)

@@ -24,17 +24,15 @@ from typing import Sequence
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..registry import register_method
+from ..registry import MethodMeta, register_method
 
 
-@register_method("syn")
+# Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
+@register_method("syn", MethodMeta(display_name="SyN", isolate_cases=True))
 class AntsSyN:
     """ANTsPy SyN; every setting is a keyword option."""
 
     name = "syn"
-    display_name = "SyN"
-    parallel_safe = True
-    isolate_cases = True  # wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..deep import DeepRegistration, RegistrationNet, deep_option_names, settings_from_options
+from ..deep import DeepRegistration, RegistrationNet, deep_meta, settings_from_options
 from ..registry import register_method
 from ..trainer import SIMILARITY, smoothness_loss
 
@@ -39,14 +39,12 @@ def _factory(name: str, weight: float):
         return DeepRegistration(name, WeightedSum(lam), settings_from_options(train_options), device=device, progress=progress)
 
     make.__doc__ = f"VoxelMorph with λ = {weight} (smoothness weight); options: lam, device, and TrainSettings fields."
-    make.profile_options = DeepRegistration.profile_options  # type: ignore[attr-defined]
-    make.option_names = deep_option_names("lam")  # type: ignore[attr-defined]
-    make.display_name = DISPLAY_NAMES[name]  # type: ignore[attr-defined]
     return make
 
 
 for _name, _weight in LAMBDAS.items():
-    register_method(_name)(_factory(_name, _weight))
+    # One family in the figures: the three λ points joined from the smallest λ to the largest.
+    register_method(_name, deep_meta(DISPLAY_NAMES[_name], {"lam"}, family=("VoxelMorph λ (s→m→l)", _weight)))(_factory(_name, _weight))
 
 
 # ------------------------------------------------------------------------------------------ voxelmorph-diff
@@ -105,7 +103,7 @@ class DiffeomorphicRegistration(DeepRegistration):
         return {**super().options(), "integration_steps": self.model.steps}
 
 
-@register_method("voxelmorph-diff")
+@register_method("voxelmorph-diff", deep_meta("VoxelMorph-diff", {"lam", "integration_steps"}))
 def voxelmorph_diff(
     device: str = "auto", progress: bool = False, lam: float = 0.01, integration_steps: int = INTEGRATION_STEPS, **train_options: Any
 ) -> DeepRegistration:
@@ -113,7 +111,3 @@ def voxelmorph_diff(
     device, and TrainSettings fields."""
     return DiffeomorphicRegistration(lam, integration_steps, settings_from_options(train_options), device=device, progress=progress)
 
-
-voxelmorph_diff.profile_options = DeepRegistration.profile_options  # type: ignore[attr-defined]
-voxelmorph_diff.option_names = deep_option_names("lam", "integration_steps")  # type: ignore[attr-defined]
-voxelmorph_diff.display_name = "VoxelMorph-diff"  # type: ignore[attr-defined]

@@ -140,8 +140,7 @@ def missing_extra_method():
     METHODS.add("needs-something", NeedsSomething)
     yield "needs-something"
     # only this entry goes: built-ins imported meanwhile stay registered (their modules stay imported)
-    METHODS._factories.pop("needs-something")
-    METHODS._origins.pop("needs-something")
+    METHODS.remove("needs-something")
 
 
 def test_a_missing_extra_is_one_message_with_the_pip_command_and_star_leaves_it_out(missing_extra_method):

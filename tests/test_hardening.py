@@ -60,8 +60,7 @@ def controlled():
     METHODS.add("controlled", Controlled)
     Controlled.mode, Controlled.calls = "ok", []
     yield Controlled
-    METHODS._factories.pop("controlled", None)
-    METHODS._origins.pop("controlled", None)
+    METHODS.remove("controlled")
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -189,8 +188,7 @@ def test_a_method_whose_training_fails_exits_non_zero_and_the_others_are_kept(tm
     try:
         code, _, err = cli("run", "--methods", "initial,untrainable", "--out", str(tmp_path / "r"), *SMOKE)
     finally:
-        METHODS._factories.pop("untrainable", None)
-        METHODS._origins.pop("untrainable", None)
+        METHODS.remove("untrainable")
     assert code == 1 and "regbench: error: method untrainable did not run: RuntimeError: out of memory (pretend)" in err
     assert (pd.read_csv(tmp_path / "r" / "per_case.csv").status == "ok").sum() == 12  # initial's cases
 

@@ -20,7 +20,8 @@ import pytest
 from regbench.config import RunConfig, load_config, parse_seeds
 from regbench.errors import ConfigError, DataError, InputError, RegbenchError
 from regbench.interface import validate_images
-from regbench.lock import LOCK_FILE, RunDirectoryLock, RunDirectoryLocked
+from regbench.lock import RunDirectoryLock, RunDirectoryLocked
+from regbench.rundir import LOCK_FILE
 from regbench.registry import DATASETS
 from regbench.runner import run
 

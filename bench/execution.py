@@ -1,0 +1,322 @@
+"""What a worker does, whichever path sent it: the serial loop, joblib/loky processes (regbench.pool) or a dask
+worker (regbench.distributed). One place for case evaluation, warm-up, thread limits, method specs and the
+training task, so the three paths (and ``regbench perf``) compute a case the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .config import RunConfig, get_profile
+from .errors import ConfigError
+from .interface import Pair, check_moved_agrees_with_flow, is_trainable, validate_registration
+from .metrics import evaluate
+from .pool import CaseFailure, Task, run_isolated
+from .registry import DATASETS, METHODS, MethodMeta
+from .rundir import METRIC_COLUMNS, checkpoint, final_model
+
+log = logging.getLogger("regbench")
+
+
+# --------------------------------------------------------------------------------------------- threads
+def limit_threads(n: int | None) -> None:
+    """Cap the threads of torch and ITK in this process (one per worker when several processes run)."""
+    if n is None:
+        return
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+    except ImportError:  # pragma: no cover - SimpleITK is a dependency
+        pass
+
+
+def driver_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------------------ building
+def create_method(name: str, options: dict[str, Any], config: RunConfig | None = None) -> Any:
+    """``METHODS.create`` whose errors name the method and where its options came from."""
+    try:
+        return METHODS.create(name, **options)
+    except ConfigError as exc:
+        if f"{name!r}" in str(exc) or f" {name} " in str(exc):
+            raise
+        source = getattr(config, "source", None)
+        origin = f"method_options of config file {source} or profile {config.profile}" if source else f"profile {config.profile} or method_options" if config else "its options"
+        raise type(exc)(f"method {name!r} (options from {origin}): {exc}") from None
+
+
+def build_dataset(config: RunConfig) -> Any:
+    options = {**get_profile(config.profile).dataset_options.get(config.dataset, {}), **config.dataset_options}
+    return DATASETS.create(config.dataset, **options)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a worker needs to build a method: its name, its options (as given: ``device="auto"`` is resolved
+    where it is built) and, for a trained method, the model file to load."""
+
+    name: str
+    options_json: str
+    model_path: str | None = None
+
+    @classmethod
+    def of(cls, name: str, options: dict[str, Any], model_path: Path | None = None) -> MethodSpec:
+        return cls(name, json.dumps(options, sort_keys=True, default=str), str(model_path) if model_path else None)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.options_json)
+
+    def build(self) -> Any:
+        method = METHODS.create(self.name, **self.options)
+        if self.model_path is not None:
+            method.load(Path(self.model_path))
+        return method
+
+
+_BUILT: dict[MethodSpec, Any] = {}  # per worker process
+
+
+def built_method(spec: MethodSpec) -> Any:
+    """The method for ``spec``, built once per process (each task unpickles the spec, not a model)."""
+    method = _BUILT.get(spec)
+    if method is None:
+        if len(_BUILT) >= 4:  # a worker serves methods one after another: keep a few, free the rest
+            _BUILT.pop(next(iter(_BUILT)))
+        method = _BUILT[spec] = spec.build()
+        with contextlib.suppress(AttributeError):  # copies of one spec share the warm-up
+            setattr(method, WARM_UP_KEY, spec)
+    return method
+
+
+# ------------------------------------------------------------------------------------------- warm-up
+_WARMED: set[Any] = set()  # warm-up keys of the method objects warmed up in this process
+WARM_UP_KEY = "_regbench_warm_up_key"
+
+
+def mark_for_warm_up(method: Any) -> None:
+    """Give ``method`` a key that survives pickling, so that the copies a worker unpickles (one per task)
+    are warmed up once per process, not once per case."""
+    if getattr(method, WARM_UP_KEY, None) is None:
+        with contextlib.suppress(AttributeError):  # an object that takes no attributes is warmed up per copy
+            setattr(method, WARM_UP_KEY, uuid.uuid4().hex)
+
+
+def _warm_up_once(method: Any, pair: Pair) -> None:
+    """One untimed registration per method and process: library loading (ANTs ~1.3 s), first-call
+    allocations and CUDA kernels selection stay out of ``time_s``."""
+    key = getattr(method, WARM_UP_KEY, None) or id(method)
+    if key in _WARMED:
+        return
+    _WARMED.add(key)
+    try:
+        method.register(pair.fixed, pair.moving)
+    except Exception:  # the timed call reports the failure
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- a case
+def where_am_i(device: Any = None) -> dict[str, Any]:
+    """The host, the dask worker (its address; None outside a dask worker) and the GPU's name when
+    ``device`` is a CUDA device."""
+    gpu = None
+    if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_name(device)
+    worker = None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):  # not installed, or not in a dask worker
+        pass
+    return {"host": socket.gethostname(), "worker": worker, "gpu": gpu}
+
+
+def case_seed(seed: int, method: str, pair: Pair) -> int:
+    """A per-case seed that does not depend on order or on the number of workers."""
+    return zlib.crc32(f"{seed}/{method}/{pair.subject}/{pair.slice}".encode()) & 0x7FFFFFFF
+
+
+def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int | None, hd95_convention: str, jacobian_scheme: str, keep_example: bool = False) -> dict[str, Any]:
+    """Register one pair and score it; any exception becomes a failed row with its reason.
+
+    ``method``: a method object, or a :class:`MethodSpec` (built once per process). With ``keep_example`` the
+    row carries the moved image and flow under ``"_example"`` (for the qualitative figure); the runner saves
+    them and never stores them in the table."""
+    limit_threads(threads)
+    if isinstance(method, MethodSpec):
+        method = built_method(method)
+    row: dict[str, Any] = {"method": method.name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice)}
+    row.update(where_am_i(getattr(method, "device", None)))
+    import torch
+
+    s = case_seed(seed, method.name, pair)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    try:
+        _warm_up_once(method, pair)
+        start = time.perf_counter()
+        registration = method.register(pair.fixed, pair.moving)
+        elapsed = time.perf_counter() - start
+        validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
+        check_moved_agrees_with_flow(pair.moving, registration)  # a flow in other units fails, never ranks
+        row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme))
+        row.update(time_s=elapsed, status="ok", reason="")
+        if keep_example:
+            row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
+    except Exception as exc:  # a failing case is recorded, the run goes on
+        row.update(_failure(f"{type(exc).__name__}: {exc}".strip()))
+        log.debug("case %s/%s/%s failed:\n%s", method.name, pair.subject, pair.slice, traceback.format_exc())
+    return row
+
+
+def _failure(reason: str) -> dict[str, Any]:
+    return {**{k: float("nan") for k in METRIC_COLUMNS}, "n_skipped": 0, "skipped": "", "status": "failed", "reason": reason}
+
+
+def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[str, Any]:
+    """The row of a case that produced no row of its own (its worker died, or it timed out)."""
+    return {"method": name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice), **_failure(reason)}
+
+
+# ------------------------------------------------------------------------------------------- training
+def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = False) -> None:
+    """Load the model directory's final model if this run trained the method already; otherwise fit
+    (resuming from its checkpoint) and save it."""
+    final = final_model(model_dir)
+    if final.exists() and not retrain:
+        method.load(final)
+        return
+    model_dir.mkdir(parents=True, exist_ok=True)
+    method.fit(dataset.pairs("train"), dataset.pairs("val"), workdir=model_dir)
+    method.save(final)
+    # The checkpoint only serves resuming an interrupted training (HyperMorph's is 1.5 GB with AdamW state).
+    checkpoint(model_dir).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """One (method, seed) trained into ``directory`` (``RUN/models/...``) on a dask worker, on the filesystem
+    the workers share. Idempotent: a task that runs again (a lost worker, a walltime) resumes from the
+    checkpoint, or loads the final model when an earlier run of it finished; every write is atomic.
+
+    ``threads``: torch threads for CPU training (dask starts its workers with one); the same count as the
+    driver's gives a LocalCluster the default backend's numbers, bit for bit (CPU results depend on it).
+    ``one_at_a_time``: trainings wait for each other (a cluster-wide semaphore): on one machine, two
+    multi-threaded trainings at once oversubscribe the cores (measured: 45 s each instead of 5 s)."""
+
+    config: RunConfig
+    name: str
+    options: dict[str, Any]
+    seed: int | None
+    directory: str
+    retrain: bool
+    threads: int | None = None
+    one_at_a_time: bool = False
+
+    def __call__(self) -> dict[str, Any]:
+        import torch
+
+        torch.set_num_threads(self.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        options = {**self.options, "seed": self.seed} if self.seed is not None else self.options
+        method = create_method(self.name, options, self.config)
+        with contextlib.ExitStack() as stack:
+            if self.one_at_a_time:
+                from distributed import Semaphore
+
+                stack.enter_context(Semaphore(max_leases=1, name="regbench-training"))
+            started = time.perf_counter()
+            train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain)
+        return {**where_am_i(getattr(method, "device", None)), "seconds": round(time.perf_counter() - started, 1)}
+
+
+# -------------------------------------------------------------------------------------- many cases
+def iterate_cases(
+    method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]], cluster: Any = None, spec: Any = None
+) -> Iterator[dict[str, Any]]:
+    """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
+
+    joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster:
+    one task per pair, one per worker thread at a time (rows stream back one by one; see
+    :meth:`~regbench.distributed.Cluster.submit_cases`), the method
+    sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
+    args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)  # noqa: E731
+    task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
+    if spec is None:
+        mark_for_warm_up(method)
+    if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
+        gpu = cluster.gpu_workers and is_trainable(method)
+        cases = cluster.submit_cases(
+            evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu
+        )
+        for pair, row in cases:
+            yield _row_of_failure(method.name, config.dataset, pair, row) if isinstance(row, CaseFailure) else row
+        return
+    parallel = parallel_safe(method)
+    jobs = config.jobs if parallel else 1
+    threads = 1 if jobs != 1 else None
+    args = args_for(threads)
+    if jobs == 1 and not (parallel and isolates_cases(method)):
+        for pair in pairs:
+            yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
+        return
+    by_key = {pair.key: pair for pair in pairs}
+    tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples}) for pair in pairs]
+    for key, row in run_isolated(evaluate_case, tasks, jobs, config.case_timeout_for(method.name)):
+        yield _row_of_failure(method.name, config.dataset, by_key[key], row) if isinstance(row, CaseFailure) else row
+
+
+def _row_of_failure(name: str, dataset: str, pair: Pair, failure: CaseFailure) -> dict[str, Any]:
+    """A case whose worker died or that timed out: one warning, and its failed row."""
+    log.warning("%s: case %s slice %s failed: %s", name, pair.subject, pair.slice, failure.reason)
+    return failed_case_row(name, dataset, pair, failure.reason)
+
+
+def _meta(method: Any) -> MethodMeta:
+    """The registered metadata of ``method`` (an object built by the registry), or the defaults."""
+    name = getattr(method, "name", None)
+    return METHODS.meta(name) if name in METHODS.names() else MethodMeta()
+
+
+def parallel_safe(method: Any) -> bool:
+    """Whether ``method``'s cases may run in several processes: declared (``MethodMeta.parallel_safe``), and not
+    refused by the object itself (a model on a CUDA device sets ``parallel_safe = False``: it is evaluated in the
+    main process)."""
+    return bool(_meta(method).parallel_safe and getattr(method, "parallel_safe", True))
+
+
+def isolates_cases(method: Any) -> bool:
+    """Whether ``method``'s cases run in a worker process even with --jobs 1, so that a crash in it (a segfault
+    in native code, ``os._exit``) or a hang fails the case, not the run: methods that declare
+    ``isolate_cases=True`` (regbench's wrappers of native libraries) and every method from outside regbench
+    unless it declares ``isolate_cases=False``."""
+    declared = _meta(method).isolate_cases
+    if declared is None:
+        declared = getattr(method, "isolate_cases", None)  # an object's own say, for plugins without metadata
+    if declared is not None:
+        return bool(declared)
+    return type(method).__module__.split(".")[0] != "regbench"

@@ -1,0 +1,384 @@
+"""The run directory: its layout, its manifest and its format version, in one place.
+
+A run directory is regbench's stored contract: ``regbench report`` reads one made by another machine or an
+older regbench, and a run resumes one it made before. Every path and manifest key is spelled here and only
+here; the other modules ask :class:`RunDir` for a path and :class:`Manifest` for a value.
+
+Layout (format :data:`FORMAT_VERSION`)::
+
+    cases.jsonl          the store: one JSON line per finished case (regbench.store)
+    manifest.json        settings, method options and info, environment, format_version
+    per_case.csv         one row per case, columns PER_CASE_COLUMNS (+ provenance: host, worker, gpu)
+    summary.csv          per method: mean/std/n per metric, counts, the training verdict
+    split.json           subjects of the train/val/test splits
+    lock.json            the writer's lock (regbench.lock)
+    models/METHOD/[seed-S/]  final.pt, checkpoint.pt (while training), history.csv, the method's own files
+    curves/METHOD_sweep.csv  parameter sweeps on the test split
+    examples/pairs/SUBJECT-SLICE.npz, examples/METHOD/SUBJECT-SLICE.npz   the qualitative figure's arrays
+    report/              what ``regbench report`` writes
+
+Versions: 1 had no ``format_version`` key (regbench 0.1.0 before the key existed); 2 adds it and the
+dataset's display name (``dataset_info``). Older manifests are migrated when read; a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError, DataError
+from .fileio import atomic_write_text
+from .metrics import METRICS
+
+FORMAT_VERSION = 2
+
+CASES_FILE = "cases.jsonl"
+MANIFEST_FILE = "manifest.json"
+PER_CASE_FILE = "per_case.csv"
+SUMMARY_FILE = "summary.csv"
+SPLIT_FILE = "split.json"
+LOCK_FILE = "lock.json"
+REPORT_DIR = "report"
+MODELS_DIR = "models"
+CURVES_DIR = "curves"
+EXAMPLES_DIR = "examples"
+EXAMPLE_PAIRS_DIR = "pairs"
+SWEEP_SUFFIX = "_sweep.csv"
+SEED_DIR_PREFIX = "seed-"
+# In a model directory (the ``workdir`` a trainable method's fit() gets): written by regbench's trainer and runner.
+FINAL_MODEL_FILE = "final.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "history.csv"
+
+# per_case.csv: the case's key, every registered metric (regbench.metrics.METRICS, in its order), then the rest.
+KEY_COLUMNS = ["method", "dataset", "subject", "slice", "seed"]
+METRIC_COLUMNS = list(METRICS)
+TRAILING_COLUMNS = ["params", "n_skipped", "skipped", "status", "reason"]
+PER_CASE_COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + TRAILING_COLUMNS
+REQUIRED_COLUMNS = ("method", "dataset", "subject", "slice", "status")  # what a report cannot do without
+
+
+# ------------------------------------------------------------------------------------------------- layout
+class RunDir:
+    """The paths of one run directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    @property
+    def cases(self) -> Path:
+        return self.root / CASES_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def per_case(self) -> Path:
+        return self.root / PER_CASE_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SUMMARY_FILE
+
+    @property
+    def split(self) -> Path:
+        return self.root / SPLIT_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_DIR
+
+    @property
+    def models(self) -> Path:
+        return self.root / MODELS_DIR
+
+    def model_dir(self, method: str, seed: int | None = None) -> Path:
+        """``models/METHOD/`` for the method's own seed, ``models/METHOD/seed-S/`` per training seed."""
+        return self.models / method / ("" if seed is None else f"{SEED_DIR_PREFIX}{seed}")
+
+    def final_model(self, method: str, seed: int | None = None) -> Path:
+        return final_model(self.model_dir(method, seed))
+
+    def history_files(self) -> dict[tuple[str, int | None], Path]:
+        """(method, training seed or None) → ``history.csv`` of each model trained in this run directory."""
+        out: dict[tuple[str, int | None], Path] = {}
+        for path in sorted(self.models.glob(f"*/{HISTORY_FILE}")):
+            out[(path.parent.name, None)] = path
+        for path in sorted(self.models.glob(f"*/{SEED_DIR_PREFIX}*/{HISTORY_FILE}")):
+            out[(path.parent.parent.name, int(path.parent.name[len(SEED_DIR_PREFIX):]))] = path
+        return out
+
+    def sweep(self, method: str) -> Path:
+        return self.root / CURVES_DIR / f"{method}{SWEEP_SUFFIX}"
+
+    def sweep_files(self) -> list[Path]:
+        return sorted((self.root / CURVES_DIR).glob(f"*{SWEEP_SUFFIX}"))
+
+    @staticmethod
+    def example_name(subject: str, slice_: int) -> str:
+        return f"{subject}-{int(slice_)}.npz"
+
+    def example_pair(self, subject: str, slice_: int) -> Path:
+        """Fixed and moving images and labels of a pair shown in the qualitative figure."""
+        return self.root / EXAMPLES_DIR / EXAMPLE_PAIRS_DIR / self.example_name(subject, slice_)
+
+    def example(self, method: str, subject: str, slice_: int) -> Path:
+        """A method's moved image and flow of an example pair."""
+        return self.root / EXAMPLES_DIR / method / self.example_name(subject, slice_)
+
+    def example_pairs(self) -> list[Path]:
+        return sorted((self.root / EXAMPLES_DIR / EXAMPLE_PAIRS_DIR).glob("*.npz"))
+
+    def example_methods(self) -> list[str]:
+        """Methods with saved examples (folder order of the file system)."""
+        folder = self.root / EXAMPLES_DIR
+        return [d.name for d in folder.iterdir() if d.is_dir() and d.name != EXAMPLE_PAIRS_DIR] if folder.is_dir() else []
+
+    def holds_results(self) -> bool:
+        """Whether a stored case or a model file is here (what a manifest's settings protect)."""
+        if self.cases.exists() and self.cases.stat().st_size > 0:
+            return True
+        return self.models.is_dir() and any(p.is_file() for p in self.models.rglob("*"))
+
+    def require_per_case(self) -> Path:
+        """``per_case.csv``, or one error saying why there is none."""
+        if not self.per_case.exists():
+            hint = (f" (the run stored cases in {CASES_FILE}; run `regbench run` with the same settings to rewrite it)"
+                    if self.cases.exists() else "")
+            raise DataError(f"{self.per_case} does not exist: not a regbench run directory, or the run did not finish a case{hint}")
+        return self.per_case
+
+
+def final_model(model_dir: Path) -> Path:
+    return Path(model_dir) / FINAL_MODEL_FILE
+
+
+def checkpoint(model_dir: Path) -> Path:
+    return Path(model_dir) / CHECKPOINT_FILE
+
+
+def history(model_dir: Path) -> Path:
+    return Path(model_dir) / HISTORY_FILE
+
+
+def prepare_run_dir(run_dir: Path, hint: str = "choose another --out") -> None:
+    """Create ``run_dir`` and prove it writable before any work, so a bad --out costs nothing."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a directory; give a directory for the run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"run directory {run_dir} is not writable ({exc.strerror or exc}); {hint}") from None
+
+
+# ---------------------------------------------------------------------------------------------- fingerprint
+# What binds a run directory and what must agree for two run directories of one dataset to share a column group.
+FINGERPRINT_KEYS = ("dataset", "dataset_options", "profile", "seed", "hd95_convention", "jacobian_scheme", "max_test_pairs")
+
+
+def fingerprint(config: Any, dataset_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that change every number of a run (``config``: a RunConfig)."""
+    values = {
+        "dataset": config.dataset,
+        "dataset_options": dict(dataset_options),
+        "profile": config.profile,
+        "seed": config.seed,
+        "hd95_convention": config.hd95_convention,
+        "jacobian_scheme": config.jacobian_scheme,
+        "max_test_pairs": config.resolved_max_test_pairs(),
+    }
+    return json_safe(values)
+
+
+def fingerprint_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The fingerprint keys whose values differ between ``a`` and ``b``."""
+    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, unknown objects as their str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+class Manifest:
+    """``manifest.json``: what a run was made with. Reads and writes go through its methods."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    @classmethod
+    def new(cls, fingerprint: dict[str, Any], config: dict[str, Any], environment: dict[str, Any], dataset_display_name: str) -> Manifest:
+        manifest = cls({"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "methods": {}})
+        manifest.update_run(config, environment, dataset_display_name)
+        return manifest
+
+    def update_run(self, config: dict[str, Any], environment: dict[str, Any], dataset_display_name: str) -> None:
+        """This invocation's configuration and environment (a resumed run records the latest)."""
+        self.data.update(config=json_safe(config), environment=environment, dataset_info={"display_name": dataset_display_name})
+
+    # ---- reading
+    @property
+    def format_version(self) -> int:
+        return int(self.data.get("format_version", 1))
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.data.get("fingerprint") or {}
+
+    @property
+    def methods(self) -> dict[str, dict[str, Any]]:
+        """Each method's options as given (what binds its stored results)."""
+        return self.data.setdefault("methods", {})
+
+    def method_info(self, method: str) -> dict[str, Any]:
+        """What the run recorded about ``method``: resolved options, provider, display name, figure family, seeds."""
+        info = (self.data.get("method_info") or {}).get(method)
+        return info if isinstance(info, dict) else {}
+
+    def display_names(self) -> dict[str, str]:
+        return {m: i["display_name"] for m, i in (self.data.get("method_info") or {}).items()
+                if isinstance(i, dict) and isinstance(i.get("display_name"), str)}
+
+    @property
+    def dataset_display_name(self) -> str | None:
+        info = self.data.get("dataset_info")
+        return info.get("display_name") if isinstance(info, dict) else None
+
+    @property
+    def profile(self) -> str | None:
+        value = (self.data.get("config") or {}).get("profile")
+        return None if value is None else str(value)
+
+    @property
+    def device(self) -> str:
+        return str((self.data.get("environment") or {}).get("device", "unknown device"))
+
+    def params(self, method: str) -> int | None:
+        return (self.data.get("methods_params") or {}).get(method)
+
+    # ---- recording
+    def check_method(self, run_dir: Path, method: str, options: Mapping[str, Any]) -> None:
+        """Refuse options for ``method`` that differ from those its stored results were computed with."""
+        options = json_safe(dict(options))
+        old = self.methods.get(method)
+        if old is not None and old != options:
+            diffs = [k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k)]
+            detail = "; ".join(f"{k}: {old.get(k)!r} there, {options.get(k)!r} now" for k in diffs)
+            raise ConfigError(f"run directory {run_dir} holds '{method}' run with other options ({detail}); use another --out")
+
+    def bind_method(self, run_dir: Path, method: str, options: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> None:
+        """Record a method's settings (and ``info``: resolved options, provider, display name); refuse to mix
+        results of one method name under two settings. Written at once."""
+        self.check_method(run_dir, method, options)
+        self.methods[method] = json_safe(dict(options))
+        if info is not None:
+            self.data.setdefault("method_info", {})[method] = json_safe(dict(info))
+        self.write(run_dir)
+
+    def set_params(self, method: str, count: int | None) -> None:
+        self.data["methods_params"] = {**self.data.get("methods_params", {}), method: count}
+
+    def record_trained_on(self, method: str, seed: int | None, where: Mapping[str, Any]) -> None:
+        self.data["method_info"][method].setdefault("trained_on", {})["default" if seed is None else str(seed)] = dict(where)
+
+    def add_seed(self, method: str, seed: int) -> None:
+        info = self.data["method_info"][method]
+        info["seeds"] = sorted({*info.get("seeds", []), seed})
+
+    def set_cluster(self, record: Mapping[str, Any]) -> None:
+        self.data["cluster"] = json_safe(dict(record))
+
+    def set_test_pairs(self, count: int) -> None:
+        self.data["test_pairs"] = count
+
+    def write(self, run_dir: Path) -> None:
+        atomic_write_text(RunDir(run_dir).manifest, json.dumps(self.data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A manifest of an older format brought to :data:`FORMAT_VERSION`; a newer one is refused naming both."""
+    version = data.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{path}: format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"{path} has run-directory format {version}; this regbench reads formats 1 to {FORMAT_VERSION}: "
+                          "upgrade regbench to read it")
+    if version == 1:  # 1 → 2: the version key; the dataset's display name is unknown (tables print the dataset's name)
+        data = {**data, "format_version": 2}
+    return data
+
+
+def read_manifest(run_dir: Path) -> Manifest | None:
+    """The run directory's manifest (migrated to the current format), or None when there is none."""
+    path = RunDir(run_dir).manifest
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); move it away or choose another --out") from None
+    if not isinstance(data, dict) or not isinstance(data.get("methods", {}), dict) or not isinstance(data.get("fingerprint", {}), dict):
+        raise ConfigError(f"{path} is not a regbench manifest (a JSON object with 'fingerprint' and 'methods' objects, got "
+                          f"{type(data).__name__}); move it away or choose another --out")
+    return Manifest(migrate(data, path))
+
+
+def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], config: dict[str, Any], environment: dict[str, Any],
+                 dataset_display_name: str) -> Manifest:
+    """Create or reopen a run directory; refuse one made for other data or settings."""
+    folder = RunDir(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        if folder.cases.exists():
+            raise ConfigError(f"{run_dir} holds {CASES_FILE} but no {MANIFEST_FILE}: not a run directory regbench can resume")
+        manifest = Manifest.new(fingerprint, config, environment, dataset_display_name)
+    else:
+        diffs = fingerprint_differences(manifest.fingerprint, fingerprint)
+        if diffs and not folder.holds_results():  # e.g. an earlier run refused for a bad --root: nothing to protect
+            manifest = Manifest.new(fingerprint, config, environment, dataset_display_name)
+        elif diffs:
+            old = manifest.fingerprint
+            detail = "; ".join(f"{k}: {old.get(k)!r} there, {fingerprint.get(k)!r} now" for k in diffs)
+            raise ConfigError(
+                f"run directory {run_dir} holds a run with other settings ({detail}). "
+                "Use another --out, or the same settings to resume or add methods."
+            )
+        else:
+            manifest.update_run(config, environment, dataset_display_name)
+    manifest.write(run_dir)
+    return manifest
+
+
+def read_manifest_for_report(run_dir: Path, problems: list[str]) -> Manifest:
+    """The manifest for a report; an empty one when there is none. One that cannot be read is a problem named
+    in the report (display names, training times and merge checks are then missing), not a silent {}; a newer
+    format is refused (its meaning is unknown here)."""
+    path = RunDir(run_dir).manifest
+    if not path.exists():
+        return Manifest({})
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        data, why = None, f"cannot be read ({type(exc).__name__}: {exc})"
+    else:
+        why = f"is not a JSON object (got {type(data).__name__})"
+    if isinstance(data, dict):
+        return Manifest(migrate(data, path))
+    problems.append(f"{path} {why}: the report is written without it (no display names, training times or merge checks)")
+    return Manifest({})

@@ -1,0 +1,52 @@
+"""Studies: a published experiment regbench reproduces, as data that generic code reads.
+
+A study names its methods in row order, its reference method (paired tests, the relative step time), the
+methods that do not deform (their deformation metrics are printed '-'), the datasets it published numbers for
+and where those numbers are. The GSMorph paper is the first; a second study (a 3-D or Learn2Reg task) is a
+second :class:`Study`, with no change to the report, figures, CLI or perf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    methods: tuple[str, ...]  # the study's rows, in its order (the method alias ``name``)
+    reference: str  # paired tests are against it by default
+    step_reference: str  # `regbench perf` states training steps relative to this method's
+    baselines: tuple[str, ...] = ()  # methods that do not deform: their NJD and SDlogJ are printed '-'
+    alias: str = ""  # the --methods name for the study's methods
+    published_datasets: dict[str, str] = field(default_factory=dict)  # dataset -> display name, with published numbers
+    published_table1: str | None = None  # file in regbench.published: dataset, method, metric, unit, mean, std, as_printed
+    published_table2: str | None = None
+
+    def published(self) -> pd.DataFrame:
+        """The study's published Table 1 (its units: Dice %, MSE ×10⁻², as printed)."""
+        from importlib.resources import files
+
+        if self.published_table1 is None:
+            return pd.DataFrame(columns=["dataset", "method", "metric", "unit", "mean", "std", "as_printed"])
+        return pd.read_csv(files("regbench.published").joinpath(self.published_table1).open())
+
+
+GSMORPH_MICCAI2023 = Study(
+    name="gsmorph-miccai2023",
+    title="GSMorph: Gradient Surgery for cine-MRI Cardiac Deformable Registration (MICCAI 2023)",
+    methods=("initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l", "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph"),
+    reference="gsmorph",
+    step_reference="voxelmorph-m",
+    baselines=("initial",),  # the paper prints '-' for Initial's NJD
+    alias="paper",
+    published_datasets={"acdc": "ACDC", "mnm": "M&M"},
+    published_table1="gsmorph_miccai2023_table1.csv",
+    published_table2="gsmorph_miccai2023_table2.csv",
+)
+
+STUDIES: dict[str, Study] = {GSMORPH_MICCAI2023.name: GSMORPH_MICCAI2023}
+DEFAULT_STUDY = GSMORPH_MICCAI2023
