@@ -77,7 +77,7 @@ def _meta_from_attributes(factory: Any, kind: type) -> Any:
 class Registry:
     """One kind of plugin (methods or datasets): names, their factories and where they come from."""
 
-    def __init__(self, kind: str, group: str, builtins: dict[str, str], meta_type: type, aliases: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, kind: str, group: str, builtins: dict[str, str], aliases: dict[str, list[str]] | None = None, meta_type: type = MethodMeta) -> None:
         self.kind = kind
         self.group = group
         self._builtins = dict(builtins)  # name -> module that registers it on import
@@ -330,7 +330,6 @@ METHODS = Registry(
         "fireants-syn": "regbench.methods.fireants",
         "voxelmorph-diff": "regbench.methods.voxelmorph",
     },
-    MethodMeta,
     aliases={study.alias: list(study.methods) for study in STUDIES.values() if study.alias},
 )
 DATASETS = Registry(
@@ -341,7 +340,7 @@ DATASETS = Registry(
         "acdc": "regbench.datasets.acdc",
         "mnm": "regbench.datasets.mnm",
     },
-    DatasetMeta,
+    meta_type=DatasetMeta,
 )
 
 

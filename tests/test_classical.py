@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from regbench import Pair, create_method
 from regbench.metrics import evaluate, jacobian_determinant
-from regbench.runner import evaluate_case
+from regbench.execution import evaluate_case
 from regbench.warp import warp
 
 CLASSICAL = ["demons", "demons-fastsym", "syn"]

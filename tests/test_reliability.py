@@ -366,14 +366,14 @@ def test_a_per_case_csv_without_table1_columns_is_one_error(tmp_path):
 
 
 def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
-    from regbench import store
+    from regbench import fileio, store
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store.os, "fsync", full)
     with pytest.raises(OSError) as caught:
-        store.atomic_write_text(tmp_path / "manifest.json", "{}")
+        fileio.atomic_write_text(tmp_path / "manifest.json", "{}")
     assert caught.value.filename == str(tmp_path / "manifest.json") and caught.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []  # no temporary file left
     with pytest.raises(OSError) as caught:

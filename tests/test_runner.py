@@ -195,7 +195,7 @@ def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugin
     """Each task unpickles its own copy of the method; the warm-up is keyed so that copies share it."""
     from regbench import create_method
     from regbench.config import RunConfig
-    from regbench.runner import _iterate_cases
+    from regbench.execution import iterate_cases
 
     from joblib.externals.loky import get_reusable_executor
 
@@ -204,7 +204,7 @@ def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugin
     monkeypatch.setenv("REGBENCH_TEST_CALLS", str(calls))
     monkeypatch.setenv("REGBENCH_TEST_DELAY", "0")
     pairs = small_dataset.pairs("test")[:8]
-    rows = list(_iterate_cases(create_method("slow-initial"), pairs, RunConfig(methods=["slow-initial"], jobs=2), examples=set()))
+    rows = list(iterate_cases(create_method("slow-initial"), pairs, RunConfig(methods=["slow-initial"], jobs=2), examples=set()))
     assert [r["status"] for r in rows] == ["ok"] * len(pairs)
     pids = calls.read_text().split()
     workers = set(pids)
