@@ -30,7 +30,24 @@ from .warp import warp, warp_label
 __version__ = "0.1.0"
 
 __all__ = [
-    "STRUCTURES", "ConfigError", "DataError", "InputError", "Method", "Pair", "RegbenchError", "Registration",
-    "RegistryError", "TrainableMethod", "check_method", "create_dataset", "create_method", "list_datasets",
-    "list_methods", "register_dataset", "register_method", "warp", "warp_label", "__version__",
+    "STRUCTURES",
+    "ConfigError",
+    "DataError",
+    "InputError",
+    "Method",
+    "Pair",
+    "RegbenchError",
+    "Registration",
+    "RegistryError",
+    "TrainableMethod",
+    "check_method",
+    "create_dataset",
+    "create_method",
+    "list_datasets",
+    "list_methods",
+    "register_dataset",
+    "register_method",
+    "warp",
+    "warp_label",
+    "__version__",
 ]

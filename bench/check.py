@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
         error = float(np.sqrt(((np.asarray(reg.flow) - truth) ** 2).sum(0))[mask].mean())
         zero = float(np.sqrt((truth**2).sum(0))[mask].mean())
         swapped = float(np.sqrt(((np.asarray(reg.flow)[::-1] - truth) ** 2).sum(0))[mask].mean())
-        hint = " (with the channels swapped it would be {:.2f} px: are channel 0 rows and channel 1 columns?)".format(swapped) if swapped < error else ""
+        hint = f" (with the channels swapped it would be {swapped:.2f} px: are channel 0 rows and channel 1 columns?)" if swapped < error else ""
         assert error < RECOVERY_MAX_SHARE * zero, (
             f"end-point error {error:.2f} px on a known {KNOWN_DISPLACEMENT_PX} px displacement, zero motion's is {zero:.2f} px "
             f"(must be below {RECOVERY_MAX_SHARE:.0%} of it){hint}; is the flow in pixels, moved(p) = moving(p + flow(p))?"

@@ -6,8 +6,8 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import __version__
 from .config import PROFILES, load_config, parse_seeds
@@ -21,13 +21,20 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with RunConfig keys (flags given here override it)")
     p.add_argument("--dataset", help="dataset name (default: synthetic)")
     p.add_argument("--root", help="dataset folder, for datasets read from disk (acdc, mnm; or $REGBENCH_ACDC_ROOT / $REGBENCH_MNM_ROOT)")
-    p.add_argument("--profile", choices=list(PROFILES), metavar="PROFILE",
-                   help="; ".join(f"{p.name}: {p.description}".replace("%", "%%") for p in PROFILES.values()) + " (default: quick)")
+    p.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        metavar="PROFILE",
+        help="; ".join(f"{p.name}: {p.description}".replace("%", "%%") for p in PROFILES.values()) + " (default: quick)",
+    )
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
     p.add_argument("--device", help="auto (default: CUDA when available) | cpu | cuda[:N]")
-    p.add_argument("--seeds", help="training seeds, e.g. 0,1,2: each trainable method is trained and evaluated once per seed "
-                   "(classical methods once); default: once, with the method's own seed (3407 for the deep methods)")
+    p.add_argument(
+        "--seeds",
+        help="training seeds, e.g. 0,1,2: each trainable method is trained and evaluated once per seed "
+        "(classical methods once); default: once, with the method's own seed (3407 for the deep methods)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,47 +46,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cases)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run (or resume) a benchmark; writes per_case.csv, summary.csv, manifest.json and report/",
-                       description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
-                       "the same command again resumes and retries failed cases. Other settings into the same --out are "
-                       "refused, and so is a second run while one holds the directory (RUN/lock.json). A case whose worker dies or "
-                       "that exceeds case_timeout_s (default 900 s) is stored as failed and retried by the next run. Trained "
-                       "methods whose training did not converge are flagged (warning, Table 1 ‡). Exit status: 0; 1 if a method "
-                       "could not run or none of its cases succeeded; 2 for bad input; 130 after Ctrl-C; 143 after SIGTERM.")
+    p = sub.add_parser(
+        "run",
+        help="run (or resume) a benchmark; writes per_case.csv, summary.csv, manifest.json and report/",
+        description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
+        "the same command again resumes and retries failed cases. Other settings into the same --out are "
+        "refused, and so is a second run while one holds the directory (RUN/lock.json). A case whose worker dies or "
+        "that exceeds case_timeout_s (default 900 s) is stored as failed and retried by the next run. Trained "
+        "methods whose training did not converge are flagged (warning, Table 1 ‡). Exit status: 0; 1 if a method "
+        "could not run or none of its cases succeeded; 2 for bad input; 130 after Ctrl-C; 143 after SIGTERM.",
+    )
     _add_run_arguments(p)
-    p.add_argument("--methods", help="comma-separated names, patterns or 'paper' (the paper's ten), e.g. 'initial,voxelmorph-*' "
-                   "(default: the profile's: 'paper' for reproduce, all for the others)")
-    p.add_argument("--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores); with --backend dask "
-                   "--cluster local, the LocalCluster's workers")
-    p.add_argument("--backend", choices=["joblib", "dask"], help="joblib: processes on this machine (default); dask: a "
-                   "dask.distributed cluster (pip install \"regbench[dask]\"): --cluster, --scheduler or --scheduler-file")
-    p.add_argument("--cluster", choices=["local", "slurm"], help="with --backend dask: start a LocalCluster (default) or "
-                   "SLURM jobs through dask-jobqueue (pools in the YAML's slurm: {cpu: {...}, gpu: {...}})")
+    p.add_argument(
+        "--methods",
+        help="comma-separated names, patterns or 'paper' (the paper's ten), e.g. 'initial,voxelmorph-*' "
+        "(default: the profile's: 'paper' for reproduce, all for the others)",
+    )
+    p.add_argument(
+        "--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores); with --backend dask --cluster local, the LocalCluster's workers"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["joblib", "dask"],
+        help="joblib: processes on this machine (default); dask: a "
+        'dask.distributed cluster (pip install "regbench[dask]"): --cluster, --scheduler or --scheduler-file',
+    )
+    p.add_argument(
+        "--cluster",
+        choices=["local", "slurm"],
+        help="with --backend dask: start a LocalCluster (default) or SLURM jobs through dask-jobqueue (pools in the YAML's slurm: {cpu: {...}, gpu: {...}})",
+    )
     p.add_argument("--scheduler", help="with --backend dask: address of a running scheduler, e.g. tcp://host:8786")
     p.add_argument("--scheduler-file", dest="scheduler_file", help="with --backend dask: a running scheduler's JSON file")
     p.add_argument("--max-pairs", type=int, dest="max_test_pairs", help="evaluate only the first N test pairs")
     p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
-    p.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
-                   help="skip parameter sweeps on the test split (HyperMorph's λ curve, curves/METHOD_sweep.csv)")
+    p.add_argument(
+        "--no-sweep",
+        dest="sweep",
+        action="store_false",
+        default=None,
+        help="skip parameter sweeps on the test split (HyperMorph's λ curve, curves/METHOD_sweep.csv)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("train", help="train one deep method on the train split into RUN/models/METHOD/ (resumes)",
-                       description="Train (or resume training of) one trainable method; the same run directory "
-                       "then evaluates it without retraining.")
+    p = sub.add_parser(
+        "train",
+        help="train one deep method on the train split into RUN/models/METHOD/ (resumes)",
+        description="Train (or resume training of) one trainable method; the same run directory then evaluates it without retraining.",
+    )
     p.add_argument("method")
     _add_run_arguments(p)
     p.add_argument("--retrain", action="store_true", help="train again even if final.pt exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("report", help="write tables, statistics and figures of run directories (no registration is recomputed)",
-                       description="Regenerate RUN/report/ from per_case.csv and the run's saved curves and examples: "
-                       "table1.tex/.md/.csv (Table 1: Dice %, HD95 mm, MSE x1e-2, NJD % as mean±std, best in bold, "
-                       "dagger = differs from the first --against method, paired Wilcoxon + Holm), table2.tex/.csv "
-                       "(parameters, ms per pair, epochs and minutes of training), stats.csv and figures/*.png|pdf. Several run "
-                       "directories (e.g. ACDC and M&M) make one column group per dataset; runs of one dataset are merged "
-                       "when their settings agree (each case counted once) and refused otherwise. Double dagger: training "
-                       "did not converge (validation Dice still rising over the last quarter by > 0.5 points and > 2 standard errors). With several "
-                       "training seeds, numbers are over pairs of the per-pair mean over seeds, [+-s] the seeds' spread.")
+    p = sub.add_parser(
+        "report",
+        help="write tables, statistics and figures of run directories (no registration is recomputed)",
+        description="Regenerate RUN/report/ from per_case.csv and the run's saved curves and examples: "
+        "table1.tex/.md/.csv (Table 1: Dice %, HD95 mm, MSE x1e-2, NJD % as mean±std, best in bold, "
+        "dagger = differs from the first --against method, paired Wilcoxon + Holm), table2.tex/.csv "
+        "(parameters, ms per pair, epochs and minutes of training), stats.csv and figures/*.png|pdf. Several run "
+        "directories (e.g. ACDC and M&M) make one column group per dataset; runs of one dataset are merged "
+        "when their settings agree (each case counted once) and refused otherwise. Double dagger: training "
+        "did not converge (validation Dice still rising over the last quarter by > 0.5 points and > 2 standard errors). With several "
+        "training seeds, numbers are over pairs of the per-pair mean over seeds, [+-s] the seeds' spread.",
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
     p.add_argument("--against", help=f"comma-separated reference methods for the paired tests (default: the study's, {DEFAULT_STUDY.reference})")
@@ -89,19 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption", help="Table 1 caption (default: describes the metrics and the marks)")
     p.add_argument("--label", default="tab:regbench", help="LaTeX label of Table 1; Table 2 gets LABEL-speed")
     p.add_argument("--compare-paper", action="store_true", help="also write compare_paper.csv/.md: this run next to the paper's Table 1")
-    p.add_argument("--paper-dataset", choices=list(DEFAULT_STUDY.published_datasets),
-                   help="compare with this dataset of the paper (default: the run's own)")
+    p.add_argument("--paper-dataset", choices=list(DEFAULT_STUDY.published_datasets), help="compare with this dataset of the paper (default: the run's own)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
-    p.add_argument("--layout", choices=["auto", "plain", "fit", "wide"], default="auto",
-                   help="Table 1's LaTeX: plain (table, booktabs), fit (scaled to \\linewidth, needs graphicx), wide "
-                   "(table* across both columns of a two-column class, scaled to \\textwidth, needs graphicx); "
-                   "auto (default): fit for several datasets or --per-structure, else plain")
+    p.add_argument(
+        "--layout",
+        choices=["auto", "plain", "fit", "wide"],
+        default="auto",
+        help="Table 1's LaTeX: plain (table, booktabs), fit (scaled to \\linewidth, needs graphicx), wide "
+        "(table* across both columns of a two-column class, scaled to \\textwidth, needs graphicx); "
+        "auto (default): fit for several datasets or --per-structure, else plain",
+    )
 
     p = sub.add_parser("data", help="dataset tools: `data check` validates a download")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = data_sub.add_parser("check", help="read and prepare every case; print a summary and every problem found",
-                            description="Validate a dataset download (e.g. ACDC or M&M at --root): subjects, slices kept, "
-                            "spacing range, label values and every problem found, all at once. Exit status 1 if any.")
+    p = data_sub.add_parser(
+        "check",
+        help="read and prepare every case; print a summary and every problem found",
+        description="Validate a dataset download (e.g. ACDC or M&M at --root): subjects, slices kept, "
+        "spacing range, label values and every problem found, all at once. Exit status 1 if any.",
+    )
     p.add_argument("--dataset", required=True, help="dataset name (acdc, mnm, ...)")
     p.add_argument("--root", help="dataset folder (default: the dataset's environment variable)")
     p.add_argument("--slice-rule", choices=["all-structures", "lv", "all"], help="which slices to keep (default all-structures)")
@@ -110,29 +147,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
 
-    p = sub.add_parser("check-method", help="run the conformance checks on a registered method",
-                       description="Build the method with the profile's options (resolved as regbench run resolves them; "
-                       "printed first) and run the conformance checks on small synthetic pairs.")
+    p = sub.add_parser(
+        "check-method",
+        help="run the conformance checks on a registered method",
+        description="Build the method with the profile's options (resolved as regbench run resolves them; "
+        "printed first) and run the conformance checks on small synthetic pairs.",
+    )
     p.add_argument("name")
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="build it with this profile's options, as regbench run does (default smoke)")
-    p = sub.add_parser("perf", help="print timings: seconds per pair, --jobs speed-up, training-step cost",
-                       description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
-                       "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
-                       f"training-step time relative to {DEFAULT_STUDY.step_reference}, inference ms per pair, the cost of a validation pass, "
-                       "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of this "
-                       "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, the share of a step's operator "
-                       "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler), and "
-                       "one optimiser step of the largest model with subnormal Adam moments, computed and flushed to zero.")
+    p = sub.add_parser(
+        "perf",
+        help="print timings: seconds per pair, --jobs speed-up, training-step cost",
+        description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
+        "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
+        f"training-step time relative to {DEFAULT_STUDY.step_reference}, inference ms per pair, the cost of a validation pass, "
+        "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of this "
+        "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, the share of a step's operator "
+        "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler), and "
+        "one optimiser step of the largest model with subnormal Adam moments, computed and flushed to zero.",
+    )
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
     p.add_argument("--pairs", type=int, default=24, help="pairs to time (default 24)")
     p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
-    p.add_argument("--profile", default="quick", choices=list(PROFILES), metavar="PROFILE",
-                   help="build deep methods with this profile's options, as regbench run does (default quick)")
+    p.add_argument(
+        "--profile",
+        default="quick",
+        choices=list(PROFILES),
+        metavar="PROFILE",
+        help="build deep methods with this profile's options, as regbench run does (default quick)",
+    )
     p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's, 16 for quick)")
     p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
-    p.add_argument("--contention", action="store_true", help=f"also time {DEFAULT_STUDY.step_reference}'s training step alone and beside a "
-                   "CPU-bound process, with OMP_WAIT_POLICY unset and PASSIVE (what regbench sets)")
+    p.add_argument(
+        "--contention",
+        action="store_true",
+        help=f"also time {DEFAULT_STUDY.step_reference}'s training step alone and beside a "
+        "CPU-bound process, with OMP_WAIT_POLICY unset and PASSIVE (what regbench sets)",
+    )
     return parser
 
 
@@ -168,9 +220,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"regbench: note: left out of {','.join(config.methods)}: {why}", file=sys.stderr)
     for name in sorted(set(result.evaluated) | set(result.skipped)):
         retried = result.retried.get(name, 0)
-        print(f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored"
-              + (f" ({retried} failed before and retried)" if retried else ""))
-    summary = result.run_dir / "summary.csv"
+        print(
+            f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored"
+            + (f" ({retried} failed before and retried)" if retried else "")
+        )
+    from .rundir import RunDir
+
+    summary = RunDir(result.run_dir).summary
     if summary.exists():
         import pandas as pd
 
@@ -205,9 +261,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     options = ReportOptions(
-        per_structure=args.per_structure, digits=args.digits, caption=args.caption, label=args.label,
-        references=tuple(m.strip() for m in args.against.split(",") if m.strip()) if args.against is not None else None, alpha=args.alpha,
-        compare_paper=args.compare_paper or bool(args.paper_dataset), paper_dataset=args.paper_dataset, figures=not args.no_figures,
+        per_structure=args.per_structure,
+        digits=args.digits,
+        caption=args.caption,
+        label=args.label,
+        references=tuple(m.strip() for m in args.against.split(",") if m.strip()) if args.against is not None else None,
+        alpha=args.alpha,
+        compare_paper=args.compare_paper or bool(args.paper_dataset),
+        paper_dataset=args.paper_dataset,
+        figures=not args.no_figures,
         layout=args.layout,
     )
     report = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, options)
@@ -271,9 +333,17 @@ def cmd_perf(args: argparse.Namespace) -> int:
     for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
-    from .perf import (benchmark_pairs, dense_matmul_gflops, format_case_timings, format_step_timings, format_subnormal_timing,
-                       time_cases, time_subnormal_optimiser_step, time_training_steps)
     from .options import resolve_method_options
+    from .perf import (
+        benchmark_pairs,
+        dense_matmul_gflops,
+        format_case_timings,
+        format_step_timings,
+        format_subnormal_timing,
+        time_cases,
+        time_subnormal_optimiser_step,
+        time_training_steps,
+    )
     from .registry import METHODS
 
     names = METHODS.resolve(args.methods)
@@ -309,7 +379,16 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "report": cmd_report, "data": cmd_data, "methods": cmd_methods, "datasets": cmd_datasets, "check-method": cmd_check_method, "perf": cmd_perf}
+COMMANDS = {
+    "run": cmd_run,
+    "train": cmd_train,
+    "report": cmd_report,
+    "data": cmd_data,
+    "methods": cmd_methods,
+    "datasets": cmd_datasets,
+    "check-method": cmd_check_method,
+    "perf": cmd_perf,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -165,7 +165,9 @@ class RunConfig:
         limits = self.case_timeout_s if isinstance(self.case_timeout_s, dict) else {"default": self.case_timeout_s}
         for key, limit in limits.items():
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
-                raise ConfigError(f"case_timeout_s{'' if not isinstance(self.case_timeout_s, dict) else f'[{key!r}]'} must be a positive number of seconds or null (no limit), got {limit!r}")
+                raise ConfigError(
+                    f"case_timeout_s{'' if not isinstance(self.case_timeout_s, dict) else f'[{key!r}]'} must be a positive number of seconds or null (no limit), got {limit!r}"
+                )
 
     def case_timeout_for(self, method: str) -> float | None:
         """The per-case time limit of ``method`` in seconds (None: no limit)."""
@@ -242,8 +244,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         unknown = [k for k in loaded if k not in config_keys()]
         if unknown:
             hints = "; ".join(
-                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(str(k), config_keys(), n=1)) else "")
-                for k in unknown
+                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(str(k), config_keys(), n=1)) else "") for k in unknown
             )
             raise ConfigError(f"config file {path}: unknown key {hints}. Known keys: {', '.join(config_keys())}")
         values.update(loaded)

@@ -31,8 +31,10 @@ class ConvergenceRule:
     min_points: int = 5
 
     def describe(self) -> str:
-        return (f"validation Dice still rising from the third to the last quarter of training, by more than "
-                f"{100 * self.tolerance:.1f} points and more than two standard errors")
+        return (
+            f"validation Dice still rising from the third to the last quarter of training, by more than "
+            f"{100 * self.tolerance:.1f} points and more than two standard errors"
+        )
 
 
 CONVERGENCE_RULE = ConvergenceRule()
@@ -47,8 +49,12 @@ class Verdict:
     reason: str
 
     def as_columns(self) -> dict[str, Any]:
-        return {"converged": self.converged, "epochs": self.epochs, "train_minutes": self.train_seconds / 60.0,
-                "convergence_gain": math.nan if self.gain is None else self.gain}
+        return {
+            "converged": self.converged,
+            "epochs": self.epochs,
+            "train_minutes": self.train_seconds / 60.0,
+            "convergence_gain": math.nan if self.gain is None else self.gain,
+        }
 
 
 def judge(history: pd.DataFrame, rule: ConvergenceRule = CONVERGENCE_RULE) -> Verdict:
@@ -61,17 +67,26 @@ def judge(history: pd.DataFrame, rule: ConvergenceRule = CONVERGENCE_RULE) -> Ve
     third = points[(points["epoch"] > epochs / 2) & (points["epoch"] <= 3 * epochs / 4)]
     last = points[points["epoch"] > 3 * epochs / 4]
     if len(third) < rule.min_points or len(last) < rule.min_points:
-        return Verdict(False, epochs, seconds, None,
-                       f"{epochs} epochs with {len(points)} validation point(s): too few to judge "
-                       f"(needs {rule.min_points} in each of the last two quarters)")
+        return Verdict(
+            False,
+            epochs,
+            seconds,
+            None,
+            f"{epochs} epochs with {len(points)} validation point(s): too few to judge (needs {rule.min_points} in each of the last two quarters)",
+        )
     gain = float(last[rule.metric].mean() - third[rule.metric].mean())
     noise = 2.0 * math.sqrt(third[rule.metric].var(ddof=1) / len(third) + last[rule.metric].var(ddof=1) / len(last))
     threshold = max(rule.tolerance, noise)
     converged = gain <= threshold
-    return Verdict(converged, epochs, seconds, gain,
-                   f"validation Dice {gain * 100:+.2f} points from the third to the last quarter of {epochs} epochs "
-                   f"({'within' if converged else 'above'} the threshold {threshold * 100:.2f}: the larger of "
-                   f"{rule.tolerance * 100:.1f} and two standard errors)")
+    return Verdict(
+        converged,
+        epochs,
+        seconds,
+        gain,
+        f"validation Dice {gain * 100:+.2f} points from the third to the last quarter of {epochs} epochs "
+        f"({'within' if converged else 'above'} the threshold {threshold * 100:.2f}: the larger of "
+        f"{rule.tolerance * 100:.1f} and two standard errors)",
+    )
 
 
 def run_verdicts(run_dir: Path, rule: ConvergenceRule = CONVERGENCE_RULE) -> dict[str, Verdict]:
@@ -94,5 +109,10 @@ def combine(labelled: list[tuple[str, Verdict]], what: str) -> Verdict:
         return labelled[0][1]
     label, worst = max(labelled, key=lambda lv: (not lv[1].converged, lv[1].gain if lv[1].gain is not None else math.inf))
     verdicts = [v for _, v in labelled]
-    return Verdict(all(v.converged for v in verdicts), max(v.epochs for v in verdicts), sum(v.train_seconds for v in verdicts),
-                   worst.gain, f"{sum(v.converged for v in verdicts)}/{len(verdicts)} {what} converged; {label}: {worst.reason}")
+    return Verdict(
+        all(v.converged for v in verdicts),
+        max(v.epochs for v in verdicts),
+        sum(v.train_seconds for v in verdicts),
+        worst.gain,
+        f"{sum(v.converged for v in verdicts)}/{len(verdicts)} {what} converged; {label}: {worst.reason}",
+    )

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,9 +22,9 @@ import torch.nn.functional as F
 
 from .config import get_profile
 from .errors import ConfigError
+from .fileio import atomic_write_bytes
 from .interface import Pair, Registration, validate_images
 from .metrics import evaluate
-from .fileio import atomic_write_bytes
 from .nn import SpatialTransformer, UNet, count_parameters
 from .registry import MethodMeta
 from .trainer import EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, resolve_device
@@ -90,7 +91,9 @@ class DeepRegistration:
         weighted = self.objective is None or getattr(self.objective, "weighted_by_combiner", False)
         combiner_options = getattr(self.combiner, "options", None)  # a combiner's own (gs-agr's noise_scale)
         return {
-            **asdict(self.settings), "device": str(self.device), **({"lam": weight} if weight is not None and weighted else {}),
+            **asdict(self.settings),
+            "device": str(self.device),
+            **({"lam": weight} if weight is not None and weighted else {}),
             **(combiner_options() if callable(combiner_options) else {}),
         }
 
@@ -165,7 +168,9 @@ class DeepRegistration:
 def settings_from_options(options: dict[str, Any]) -> TrainSettings:
     unknown = sorted(set(options) - TrainSettings.names())
     if unknown:
-        hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, sorted(TrainSettings.names()), n=1)) else "") for u in unknown)
+        hints = "; ".join(
+            f"{u!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, sorted(TrainSettings.names()), n=1)) else "") for u in unknown
+        )
         raise ConfigError(f"unknown training option {hints}; known: {', '.join(sorted(TrainSettings.names()))}")
     return TrainSettings(**options)
 
@@ -178,5 +183,10 @@ def deep_option_names(*extra: str) -> set[str]:
 def deep_meta(display_name: str, extra_options: set[str], **declared: Any) -> MethodMeta:
     """The metadata of a deep variant: trainable, the deep options plus ``extra_options``, the profiles' training
     settings, and whatever else it declares (family, sweep, default options)."""
-    return MethodMeta(display_name=display_name, trainable=True, option_names=frozenset(deep_option_names(*extra_options)),
-                      profile_options=DeepRegistration.profile_options, **declared)
+    return MethodMeta(
+        display_name=display_name,
+        trainable=True,
+        option_names=frozenset(deep_option_names(*extra_options)),
+        profile_options=DeepRegistration.profile_options,
+        **declared,
+    )

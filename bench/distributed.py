@@ -26,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ConfigError, MissingExtraError, RegbenchError
 from .execution import TrainingTask
@@ -95,15 +96,29 @@ def cluster_record(config: Any, client: Any) -> dict[str, Any]:
         "cluster": config.cluster or "external",
         "scheduler": client.scheduler.address if client.scheduler else None,
         "workers": [
-            {"address": a, "host": w.get("host"), "nthreads": w.get("nthreads"), "resources": w.get("resources", {})}
-            for a, w in sorted(workers.items())
+            {"address": a, "host": w.get("host"), "nthreads": w.get("nthreads"), "resources": w.get("resources", {})} for a, w in sorted(workers.items())
         ],
     }
 
 
 # ------------------------------------------------------------------------------------------- clusters
-SLURM_KEYS = ("cores", "memory", "processes", "walltime", "queue", "account", "job_extra_directives", "job_script_prologue",
-              "worker_extra_args", "local_directory", "log_directory", "interface", "python", "jobs", "job_name")
+SLURM_KEYS = (
+    "cores",
+    "memory",
+    "processes",
+    "walltime",
+    "queue",
+    "account",
+    "job_extra_directives",
+    "job_script_prologue",
+    "worker_extra_args",
+    "local_directory",
+    "log_directory",
+    "interface",
+    "python",
+    "jobs",
+    "job_name",
+)
 
 
 def _slurm_options(pool: str, settings: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -157,9 +172,7 @@ class Cluster:
     record: dict[str, Any]
     gpu_resource: str = GPU
 
-    def submit_cases(
-        self, fn: Any, method: Any, pairs: list[Any], args: tuple[Any, ...], examples: set[Any], gpu: bool
-    ) -> Iterator[tuple[Any, Any]]:
+    def submit_cases(self, fn: Any, method: Any, pairs: list[Any], args: tuple[Any, ...], examples: set[Any], gpu: bool) -> Iterator[tuple[Any, Any]]:
         """``fn(method, pair, *args)`` for every pair, one task each, yielding ``(pair, row)`` as they finish.
 
         At most one task per worker thread is submitted at a time: when a worker dies, the scheduler blames

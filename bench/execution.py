@@ -14,9 +14,10 @@ import time
 import traceback
 import uuid
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,13 @@ def create_method(name: str, options: dict[str, Any], config: RunConfig | None =
         if f"{name!r}" in str(exc) or f" {name} " in str(exc):
             raise
         source = getattr(config, "source", None)
-        origin = f"method_options of config file {source} or profile {config.profile}" if source else f"profile {config.profile} or method_options" if config else "its options"
+        origin = (
+            f"method_options of config file {source} or profile {config.profile}"
+            if source
+            else f"profile {config.profile} or method_options"
+            if config
+            else "its options"
+        )
         raise type(exc)(f"method {name!r} (options from {origin}): {exc}") from None
 
 
@@ -161,7 +168,9 @@ def case_seed(seed: int, method: str, pair: Pair) -> int:
     return zlib.crc32(f"{seed}/{method}/{pair.subject}/{pair.slice}".encode()) & 0x7FFFFFFF
 
 
-def evaluate_case(method: Any, pair: Pair, dataset: str, seed: int, threads: int | None, hd95_convention: str, jacobian_scheme: str, keep_example: bool = False) -> dict[str, Any]:
+def evaluate_case(
+    method: Any, pair: Pair, dataset: str, seed: int, threads: int | None, hd95_convention: str, jacobian_scheme: str, keep_example: bool = False
+) -> dict[str, Any]:
     """Register one pair and score it; any exception becomes a failed row with its reason.
 
     ``method``: a method object, or a :class:`MethodSpec` (built once per process). With ``keep_example`` the
@@ -270,9 +279,7 @@ def iterate_cases(
         mark_for_warm_up(method)
     if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
         gpu = cluster.gpu_workers and is_trainable(method)
-        cases = cluster.submit_cases(
-            evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu
-        )
+        cases = cluster.submit_cases(evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu)
         for pair, row in cases:
             yield _row_of_failure(method.name, config.dataset, pair, row) if isinstance(row, CaseFailure) else row
         return

@@ -8,8 +8,8 @@ draw. Files carry no timestamps, so drawing again gives identical bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,8 +67,17 @@ def boxplots(per_case: pd.DataFrame, metrics: Sequence[str], stem: Path, names: 
     for ax, metric in zip(axes[:, 0], metrics):
         spec = METRICS[metric]
         values = data.assign(value=pd.to_numeric(data[metric], errors="coerce") * spec.table_scale).dropna(subset=["value"])
-        sns.boxplot(values, x="Method", y="value", hue="Dataset" if several else None, order=[names.method(m) for m in methods],
-                    ax=ax, fliersize=2, linewidth=0.8, color=None if several else "#8fb3d9")
+        sns.boxplot(
+            values,
+            x="Method",
+            y="value",
+            hue="Dataset" if several else None,
+            order=[names.method(m) for m in methods],
+            ax=ax,
+            fliersize=2,
+            linewidth=0.8,
+            color=None if several else "#8fb3d9",
+        )
         ax.set_ylabel(spec.label)
         ax.set_xlabel("")
         if several and ax is not axes[0, 0] and ax.get_legend():
@@ -101,21 +110,37 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
         stats = data.groupby("method")[["dice", "njd"]].agg(["mean", "std"])
         for method in _methods(data):
             row = stats.loc[method]
-            ax.errorbar(row[("njd", "mean")], 100 * row[("dice", "mean")], xerr=row[("njd", "std")], yerr=100 * row[("dice", "std")],
-                        fmt="o", ms=5, capsize=2, lw=0.8, color=palette[method], label=names.method(method))
+            ax.errorbar(
+                row[("njd", "mean")],
+                100 * row[("dice", "mean")],
+                xerr=row[("njd", "std")],
+                yerr=100 * row[("dice", "std")],
+                fmt="o",
+                ms=5,
+                capsize=2,
+                lw=0.8,
+                color=palette[method],
+                label=names.method(method),
+            )
         for family, members in names.family_members(list(stats.index)).items():
             if len(members) > 1:
-                ax.plot([stats.loc[m, ("njd", "mean")] for m in members], [100 * stats.loc[m, ("dice", "mean")] for m in members],
-                        "--", color="0.5", lw=0.8, label=family)
+                ax.plot(
+                    [stats.loc[m, ("njd", "mean")] for m in members],
+                    [100 * stats.loc[m, ("dice", "mean")] for m in members],
+                    "--",
+                    color="0.5",
+                    lw=0.8,
+                    label=family,
+                )
         sweep = sweeps[sweeps["dataset"] == dataset] if len(sweeps) else sweeps
-        for method, curve in (sweep.groupby("method") if len(sweep) else []):
+        for method, curve in sweep.groupby("method") if len(sweep) else []:
             column, symbol = names.sweep_parameters.get(method, ("lam", "λ"))
             means = curve.groupby(column)[["dice", "njd"]].mean().sort_index()
-            ax.plot(means["njd"], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0,
-                    label=f"{names.method(method)} {symbol} sweep")
+            ax.plot(means["njd"], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0, label=f"{names.method(method)} {symbol} sweep")
             for value in (means.index.min(), means.index.max()):
-                ax.annotate(f"{symbol}={value:g}", (means.loc[value, "njd"], 100 * means.loc[value, "dice"]), fontsize=7,
-                            textcoords="offset points", xytext=(4, -8))
+                ax.annotate(
+                    f"{symbol}={value:g}", (means.loc[value, "njd"], 100 * means.loc[value, "dice"]), fontsize=7, textcoords="offset points", xytext=(4, -8)
+                )
         ax.set_xlabel(METRICS["njd"].label + "  (lower is smoother)")
         ax.set_ylabel(METRICS["dice"].label)
         ax.set_title(names.dataset(dataset))
@@ -194,8 +219,12 @@ def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[
     plt, sns = _pyplot()
     data = pd.concat(frames, ignore_index=True)
     methods = _methods(data)
-    panels = [("loss_sim", "similarity loss (MSE)"), ("loss_reg", "smoothness loss (mean |∇u|, px)"),
-              ("val_dice", "validation Dice (%)"), ("conflict_share", "conflicting layers (%)")]
+    panels = [
+        ("loss_sim", "similarity loss (MSE)"),
+        ("loss_reg", "smoothness loss (mean |∇u|, px)"),
+        ("val_dice", "validation Dice (%)"),
+        ("conflict_share", "conflicting layers (%)"),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     palette = _palette([*all_methods, *methods])
     for ax, (column, label) in zip(axes, panels):
@@ -205,8 +234,15 @@ def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[
                 curve = run[["epoch", column]].dropna()
                 if curve.empty:
                     continue
-                ax.plot(curve["epoch"], scale * curve[column], marker="." if len(curve) < 30 else None, color=palette[method], lw=1.0,
-                        alpha=1.0 if i == 0 else 0.6, label=names.method(method) if i == 0 else None)
+                ax.plot(
+                    curve["epoch"],
+                    scale * curve[column],
+                    marker="." if len(curve) < 30 else None,
+                    color=palette[method],
+                    lw=1.0,
+                    alpha=1.0 if i == 0 else 0.6,
+                    label=names.method(method) if i == 0 else None,
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if column.startswith("loss"):
@@ -225,16 +261,22 @@ def seed_means(per_case: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
     if per_case.empty or "seed" not in per_case:
         return []
     plt, sns = _pyplot()
-    means = (per_case.assign(seed=per_case["seed"].astype("Float64").fillna(-1))
-             .groupby(["dataset", "method", "seed"], sort=False)["dice"].mean().mul(100).reset_index())
+    means = (
+        per_case.assign(seed=per_case["seed"].astype("Float64").fillna(-1))
+        .groupby(["dataset", "method", "seed"], sort=False)["dice"]
+        .mean()
+        .mul(100)
+        .reset_index()
+    )
     methods = _methods(means)
     datasets = list(dict.fromkeys(means["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(6, 0.8 * len(methods)) * len(datasets), 3.4), squeeze=False)
     palette = _palette(methods)
     for ax, dataset in zip(axes[0], datasets):
         data = means[means["dataset"] == dataset].assign(Method=lambda d: d["method"].map(names.method))
-        sns.stripplot(data, x="Method", y="dice", hue="method", palette=palette, order=[names.method(m) for m in methods],
-                      size=6, jitter=0.15, legend=False, ax=ax)
+        sns.stripplot(
+            data, x="Method", y="dice", hue="method", palette=palette, order=[names.method(m) for m in methods], size=6, jitter=0.15, legend=False, ax=ax
+        )
         ax.set_title(names.dataset(dataset), fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("mean Dice per training seed (%)")

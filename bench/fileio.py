@@ -1,5 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file, and a full disk names the file it was writing.
-"""
+"""Atomic file writes: a reader never sees a half-written file, and a full disk names the file it was writing."""
 
 from __future__ import annotations
 

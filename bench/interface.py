@@ -6,9 +6,10 @@ Images are 2-D float32 arrays in [0, 1]; labels are integer maps in the common c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -98,8 +99,7 @@ def validate_images(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, 
         if not np.all(np.isfinite(img)):
             raise InputError(f"{name} image has {int(np.size(img) - np.isfinite(img).sum())} non-finite values (NaN/inf)")
         if img.min() < IMAGE_RANGE[0] - RANGE_SLACK or img.max() > IMAGE_RANGE[1] + RANGE_SLACK:
-            raise InputError(f"{name} image has values in [{float(img.min()):g}, {float(img.max()):g}], outside [0, 1]: "
-                             "normalise intensities to [0, 1] first")
+            raise InputError(f"{name} image has values in [{float(img.min()):g}, {float(img.max()):g}], outside [0, 1]: normalise intensities to [0, 1] first")
         if np.ptp(img) == 0:
             raise InputError(f"{name} image is constant (every pixel {float(img.flat[0])!r}): nothing to register")
     if fixed.shape != moving.shape:
@@ -152,8 +152,10 @@ def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
         if not np.all(np.isfinite(img)):
             raise InputError(f"{where}: {name} image has {int(img.size - np.isfinite(img).sum())} non-finite values (NaN/inf)")
         if img.min() < lo - RANGE_SLACK or img.max() > hi + RANGE_SLACK:
-            raise InputError(f"{where}: {name} image has values in [{float(img.min()):g}, {float(img.max()):g}], outside [0, 1]; "
-                             "normalise intensities to [0, 1] (e.g. divide 0..255 images by 255)")
+            raise InputError(
+                f"{where}: {name} image has values in [{float(img.min()):g}, {float(img.max()):g}], outside [0, 1]; "
+                "normalise intensities to [0, 1] (e.g. divide 0..255 images by 255)"
+            )
     for name, label in (("fixed", pair.fixed_label), ("moving", pair.moving_label)):
         if label is None:
             continue
@@ -162,8 +164,10 @@ def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
             raise InputError(f"{where}: {name} label has shape {label.shape}, its image {shape}")
         extra = sorted(set(np.unique(label).tolist()) - allowed)
         if extra:
-            raise InputError(f"{where}: {name} label has value(s) {extra} outside the dataset's structures {sorted(allowed)} "
-                             f"(0 = background, {', '.join(f'{v} = {k}' for k, v in (structures or STRUCTURES).items())})")
+            raise InputError(
+                f"{where}: {name} label has value(s) {extra} outside the dataset's structures {sorted(allowed)} "
+                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in (structures or STRUCTURES).items())})"
+            )
     spacing = np.asarray(pair.spacing, dtype=float)
     if spacing.shape != (len(shape),) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InputError(f"{where}: spacing {tuple(pair.spacing)!r} must be {len(shape)} positive finite mm values, one per image axis")

@@ -59,8 +59,11 @@ class RunDirectoryLock:
             raise
         previous = _read_holder(fd)
         if previous.get("pid") is not None:  # a holder that ended without releasing: killed, or its machine lost
-            log.warning("run directory %s: taking over the lock of a run that ended without releasing it (%s); its finished cases are kept",
-                        self.path.parent, _describe(previous))
+            log.warning(
+                "run directory %s: taking over the lock of a run that ended without releasing it (%s); its finished cases are kept",
+                self.path.parent,
+                _describe(previous),
+            )
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": self.command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
@@ -76,7 +79,7 @@ class RunDirectoryLock:
         finally:
             os.close(fd)  # closing releases the flock
 
-    def __enter__(self) -> "RunDirectoryLock":
+    def __enter__(self) -> RunDirectoryLock:
         self.acquire()
         return self
 

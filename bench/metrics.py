@@ -50,8 +50,7 @@ def _per_structure(spec: MetricSpec, description: str) -> dict[str, MetricSpec]:
         n = STRUCTURE_NAMES[s]
         header = spec.table_header.replace(" (", f" {n} (", 1)
         label = spec.label.replace(" (", f" {n} (", 1)
-        out[f"{spec.name}_{s}"] = MetricSpec(f"{spec.name}_{s}", spec.unit, spec.higher_is_better, spec.table_scale, header,
-                                             description.format(n), label)
+        out[f"{spec.name}_{s}"] = MetricSpec(f"{spec.name}_{s}", spec.unit, spec.higher_is_better, spec.table_scale, header, description.format(n), label)
     return out
 
 
@@ -69,7 +68,7 @@ METRICS: dict[str, MetricSpec] = {
 
 def with_structures(metrics: list[str]) -> list[str]:
     """Each metric followed by its per-structure versions where it has them (Table 1 with --per-structure)."""
-    return [m for metric in metrics for m in METRICS if m == metric or (m.startswith(f"{metric}_") and m[len(metric) + 1:] in STRUCTURES)]
+    return [m for metric in metrics for m in METRICS if m == metric or (m.startswith(f"{metric}_") and m[len(metric) + 1 :] in STRUCTURES)]
 
 
 HD95_CONVENTIONS = ("pooled", "max")
@@ -178,11 +177,7 @@ def evaluate(
         return row
     row["mse"] = mse(registration.moved, pair.fixed)
     row["sdlogj"] = sdlogj(registration.flow, jacobian_scheme)
-    row["epe_mm"] = (
-        endpoint_error(registration.flow, pair.flow_gt, pair.spacing, pair.fixed_label > 0)
-        if pair.flow_gt is not None
-        else float("nan")
-    )
+    row["epe_mm"] = endpoint_error(registration.flow, pair.flow_gt, pair.spacing, pair.fixed_label > 0) if pair.flow_gt is not None else float("nan")
     row["n_skipped"] = len(skipped)
     row["skipped"] = ";".join(skipped)
     return row

@@ -3,8 +3,9 @@ read from what runs recorded in their manifests (no method code is imported to d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .study import DEFAULT_STUDY, Study
 

@@ -9,7 +9,7 @@ Kaiming-normal (fan_out). 1,968,002 parameters in 75 tensors. Flow channels: row
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -26,8 +26,12 @@ ConvFactory = Callable[..., nn.Module]  # (cin, cout, kernel, padding=, bias=) -
 class ConvBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int, conv: ConvFactory = nn.Conv2d) -> None:
         super().__init__(
-            conv(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
-            conv(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
+            conv(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.01),
+            conv(cout, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.01),
         )
 
 
@@ -41,12 +45,8 @@ class UNet(nn.Module):
         super().__init__()
         self.features = tuple(features)
         self.stem = conv(2, features[0], 3, padding=1, bias=False)
-        self.encoder = nn.ModuleList(
-            ConvBlock(features[max(i - 1, 0)], f, conv) for i, f in enumerate(features)
-        )
-        self.decoder = nn.ModuleList(
-            ConvBlock(features[i + 1] + features[i], features[i], conv) for i in reversed(range(len(features) - 1))
-        )
+        self.encoder = nn.ModuleList(ConvBlock(features[max(i - 1, 0)], f, conv) for i, f in enumerate(features))
+        self.decoder = nn.ModuleList(ConvBlock(features[i + 1] + features[i], features[i], conv) for i in reversed(range(len(features) - 1)))
         self.flow = nn.Conv2d(features[0], 2, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -10,15 +10,14 @@ user's ``method_options`` (YAML config).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .config import get_profile
 from .registry import METHODS
 
 
-def resolve_method_options(
-    name: str, profile: str, user_options: Mapping[str, Any] | None = None, seed: int = 0, device: str = "auto"
-) -> dict[str, Any]:
+def resolve_method_options(name: str, profile: str, user_options: Mapping[str, Any] | None = None, seed: int = 0, device: str = "auto") -> dict[str, Any]:
     """The keyword options ``name`` is built with under ``profile`` (see the module docstring for the order)."""
     factory = METHODS.get(name)
     meta = METHODS.meta(name)

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .config import RunConfig
+from .execution import iterate_cases, limit_threads
 from .interface import is_trainable
 from .options import resolve_method_options
 from .registry import METHODS, create_dataset
-from .execution import iterate_cases, limit_threads
 from .study import DEFAULT_STUDY
 
 
@@ -180,8 +181,20 @@ def counted_gflop(fn: Any) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
-                        transposed: Any, output_padding: Any, groups: Any, output_mask: Any, **kwargs: Any) -> int:
+def _conv_backward_flop(
+    grad_out_shape: Any,
+    x_shape: Any,
+    w_shape: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: Any,
+    output_padding: Any,
+    groups: Any,
+    output_mask: Any,
+    **kwargs: Any,
+) -> int:
     """FLOPs of a (non-transposed) conv's backward: each of the input and weight gradients asked for costs
     what the forward does, 2·N·prod(out spatial)·prod(weight shape), groups included (the weight is
     (C_out, C_in/groups, k...))."""
@@ -232,8 +245,8 @@ def time_training_steps(
         trainer = Trainer(method.settings, method.combiner, method.device, method.objective)
         optimiser = trainer.make_optimiser(params, model_lr_scales(model))
         objective = method.objective or PlainObjective()
-        setattr(method.combiner, "generator", torch.Generator(device=method.device).manual_seed(0))
-        generator = getattr(method.combiner, "generator")
+        method.combiner.generator = torch.Generator(device=method.device).manual_seed(0)
+        generator = method.combiner.generator
         times = []
         for i in range(steps + 1):
             _sync(method.device)
@@ -257,8 +270,22 @@ def time_training_steps(
         model.train()
         step_gflop = counted_gflop(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
         shares = operator_shares(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
-        out.append(StepTiming(name, size, step_batch, float(np.median(times)), float(np.median(infer)), float(np.std(infer)), validation, full,
-                              method.num_parameters(), step_gflop, inference_gflop, shares))
+        out.append(
+            StepTiming(
+                name,
+                size,
+                step_batch,
+                float(np.median(times)),
+                float(np.median(infer)),
+                float(np.std(infer)),
+                validation,
+                full,
+                method.num_parameters(),
+                step_gflop,
+                inference_gflop,
+                shares,
+            )
+        )
     return out
 
 
@@ -276,16 +303,22 @@ else:
     os.environ["OMP_WAIT_POLICY"] = policy
 import torch
 """
-_TIMED_STEPS = _POLICY_PRELUDE + """
+_TIMED_STEPS = (
+    _POLICY_PRELUDE
+    + """
 from regbench.perf import time_training_steps
 print(time_training_steps([sys.argv[2]], int(sys.argv[3]), steps=int(sys.argv[4]), repeats=1, profile=sys.argv[5])[0].step_s)
 """
-_NEIGHBOUR = _POLICY_PRELUDE + """
+)
+_NEIGHBOUR = (
+    _POLICY_PRELUDE
+    + """
 import torch.nn.functional as F
 x, w = torch.randn(16, 16, 64, 64), torch.randn(16, 16, 3, 3)
 while True:
     F.conv2d(F.leaky_relu(x), w, padding=1)
 """
+)
 
 
 @dataclass
@@ -296,16 +329,16 @@ class ContentionTiming:
     beside_s: float  # beside a CPU-bound neighbour process
 
 
-def time_training_beside_load(name: str = DEFAULT_STUDY.step_reference, size: int = 64, profile: str = "quick", steps: int = 10,
-                              policies: Sequence[str] = ("unset", "PASSIVE")) -> list[ContentionTiming]:
+def time_training_beside_load(
+    name: str = DEFAULT_STUDY.step_reference, size: int = 64, profile: str = "quick", steps: int = 10, policies: Sequence[str] = ("unset", "PASSIVE")
+) -> list[ContentionTiming]:
     """Median training-step seconds of ``name`` alone and beside a CPU-bound neighbour (a multi-threaded torch
     process running convolutions), both under each OpenMP wait policy; each in fresh processes."""
     import subprocess
     import sys
 
     def timed(policy: str) -> float:
-        out = subprocess.run([sys.executable, "-c", _TIMED_STEPS, policy, name, str(size), str(steps), profile],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", _TIMED_STEPS, policy, name, str(size), str(steps), profile], capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
 
     rows = []
@@ -377,8 +410,10 @@ def time_subnormal_optimiser_step(n_params: int, repeats: int = 5) -> tuple[floa
 
 
 def format_subnormal_timing(n_params: int, computed_ms: float, flushed_ms: float) -> str:
-    return (f"AdamW step over {n_params:,} parameters with subnormal moments (1 thread): {computed_ms:.0f} ms computing "
-            f"subnormals, {flushed_ms:.0f} ms flushing them to zero as training does ({computed_ms / flushed_ms:.1f}×)")
+    return (
+        f"AdamW step over {n_params:,} parameters with subnormal moments (1 thread): {computed_ms:.0f} ms computing "
+        f"subnormals, {flushed_ms:.0f} ms flushing them to zero as training does ({computed_ms / flushed_ms:.1f}×)"
+    )
 
 
 def _sync(device: Any) -> None:
@@ -392,23 +427,35 @@ def format_step_timings(rows: Sequence[StepTiming], reference: str = DEFAULT_STU
     """The step table, then (with ``matmul_gflops``) the throughput table: counted GFLOP per step, achieved
     GFLOP/s and its share of the dense matmul rate measured in the same run, and pairs/s."""
     ref = next((r.step_s for r in rows if r.method == reference), None)
-    lines = [f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
-             f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}"]
+    lines = [
+        f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
+        f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}"
+    ]
     for r in rows:
         rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
-        lines.append(f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
-                     f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}")
+        lines.append(
+            f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
+            f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}"
+        )
     if matmul_gflops:
-        lines += ["", f"throughput against this machine's dense FP32 matmul ({matmul_gflops:.1f} GFLOP/s, 2048², same threads):",
-                  f"{'method':<16}{'GFLOP/step':>12}{'GFLOP/s':>10}{'% matmul':>10}{'train pairs/s':>15}{'GFLOP/pair':>12}{'infer pairs/s':>15}"]
+        lines += [
+            "",
+            f"throughput against this machine's dense FP32 matmul ({matmul_gflops:.1f} GFLOP/s, 2048², same threads):",
+            f"{'method':<16}{'GFLOP/step':>12}{'GFLOP/s':>10}{'% matmul':>10}{'train pairs/s':>15}{'GFLOP/pair':>12}{'infer pairs/s':>15}",
+        ]
         for r in rows:
-            lines.append(f"{r.method:<16}{r.step_gflop:>12.2f}{r.step_gflops:>10.1f}{100 * r.step_gflops / matmul_gflops:>9.0f}%"
-                         f"{r.train_pairs_per_s:>15.1f}{r.inference_gflop:>12.3f}{r.inference_pairs_per_s:>15.1f}")
+            lines.append(
+                f"{r.method:<16}{r.step_gflop:>12.2f}{r.step_gflops:>10.1f}{100 * r.step_gflops / matmul_gflops:>9.0f}%"
+                f"{r.train_pairs_per_s:>15.1f}{r.inference_gflop:>12.3f}{r.inference_pairs_per_s:>15.1f}"
+            )
     with_shares = [r for r in rows if r.op_shares]
     if with_shares:
         groups = list(with_shares[0].op_shares or {})
-        lines += ["", "share of a training step's operator time (torch.profiler, self CPU time of 2 steps):",
-                  f"{'method':<16}" + "".join(f"{g:>17}" for g in groups)]
+        lines += [
+            "",
+            "share of a training step's operator time (torch.profiler, self CPU time of 2 steps):",
+            f"{'method':<16}" + "".join(f"{g:>17}" for g in groups),
+        ]
         for r in with_shares:
             lines.append(f"{r.method:<16}" + "".join(f"{100 * (r.op_shares or {}).get(g, 0.0):>16.1f}%" for g in groups))
     return "\n".join(lines)

@@ -19,10 +19,11 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any
 
 # A generous default: classical methods take seconds per 2-D pair, deep inference milliseconds; the first case
 # of a worker also builds (or loads) the method and warms it up.
@@ -73,7 +74,7 @@ def stop_workers() -> None:
 
 
 def worker_death_reason(exc: BaseException) -> str:
-    """"worker died: signal 11 (SIGSEGV)" or "worker died: exit code 1" from loky's TerminatedWorkerError."""
+    """ "worker died: signal 11 (SIGSEGV)" or "worker died: exit code 1" from loky's TerminatedWorkerError."""
     codes = [int(c) for c in re.findall(r"\((-?\d+)\)", str(exc).rsplit("exit codes of the workers are", 1)[-1])]
     described = []
     for code in codes:
@@ -87,8 +88,7 @@ def worker_death_reason(exc: BaseException) -> str:
     return "worker died: " + (", ".join(dict.fromkeys(described)) if described else "no exit status known")
 
 
-def run_isolated(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int,
-                 timeout_s: float | None = DEFAULT_CASE_TIMEOUT_S) -> Iterator[tuple[Hashable, Any]]:
+def run_isolated(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: float | None = DEFAULT_CASE_TIMEOUT_S) -> Iterator[tuple[Hashable, Any]]:
     """``(task.key, fn(*task.args, **task.kwargs))`` for every task, in the order they finish, computed in
     ``jobs`` worker processes; a CaseFailure in place of the result for a task whose worker died or that
     timed out."""

@@ -12,9 +12,10 @@ import difflib
 import fnmatch
 import importlib
 import inspect
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Collection, Mapping
+from typing import Any
 
 from .errors import ConfigError, MissingExtraError, RegbenchError, RegistryError
 from .study import DEFAULT_STUDY, STUDIES
@@ -54,15 +55,17 @@ class DatasetMeta:
     option_names: Collection[str] | None = None
 
 
-_ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe",
-                     "isolate_cases")
+_ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe", "isolate_cases")
 
 
 def _meta_from_attributes(factory: Any, kind: type) -> Any:
     """The metadata a factory's attributes declare (plugins that give no MethodMeta/DatasetMeta)."""
     if kind is DatasetMeta:
-        return DatasetMeta(display_name=getattr(factory, "display_name", None), requires=tuple(getattr(factory, "requires", ())),
-                           install_hint=getattr(factory, "install_hint", None))
+        return DatasetMeta(
+            display_name=getattr(factory, "display_name", None),
+            requires=tuple(getattr(factory, "requires", ())),
+            install_hint=getattr(factory, "install_hint", None),
+        )
     values: dict[str, Any] = {}
     for name in _ATTRIBUTE_FIELDS:
         value = getattr(factory, name, None)
@@ -104,10 +107,7 @@ class Registry:
             raise RegistryError(f"{self.kind} name {name!r} must be non-empty, lower-case and contain no comma")
         origin = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
         if name in self._factories:
-            raise RegistryError(
-                f"{self.kind} {name!r} is already registered (by {self._origins[name]}); "
-                f"cannot register it again for {origin}"
-            )
+            raise RegistryError(f"{self.kind} {name!r} is already registered (by {self._origins[name]}); cannot register it again for {origin}")
         if meta is not None and not isinstance(meta, self.meta_type):
             raise RegistryError(f"{self.kind} {name!r}: metadata must be a {self.meta_type.__name__}, got {type(meta).__name__}")
         self._factories[name] = factory
@@ -250,9 +250,7 @@ class Registry:
             if unknown:
                 close = {u: difflib.get_close_matches(u, sorted(accepted), n=1) for u in unknown}
                 hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for u, c in close.items())
-                raise ConfigError(
-                    f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}."
-                )
+                raise ConfigError(f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}.")
         try:
             obj = factory(**options)
         except RegbenchError:

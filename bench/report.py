@@ -8,11 +8,11 @@ running the report again gives byte-identical files.
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,14 @@ from .metrics import METRICS, with_structures
 from .naming import Names
 from .registry import method_sort_key
 from .rundir import (
-    FINGERPRINT_KEYS, METRIC_COLUMNS, PER_CASE_COLUMNS, REQUIRED_COLUMNS, Manifest, RunDir, fingerprint_differences, prepare_run_dir,
+    FINGERPRINT_KEYS,
+    METRIC_COLUMNS,
+    PER_CASE_COLUMNS,
+    REQUIRED_COLUMNS,
+    Manifest,
+    RunDir,
+    fingerprint_differences,
+    prepare_run_dir,
     read_manifest_for_report,
 )
 from .study import DEFAULT_STUDY, Study
@@ -208,8 +215,14 @@ def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str]) -> flo
     return float(values.max() if METRICS[metric].higher_is_better else values.min())
 
 
-def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], digits: int, marks: dict[tuple[str, str, str], str],
-                 spread: pd.DataFrame | None = None, baselines: Collection[str] = DEFAULT_STUDY.baselines) -> pd.DataFrame:
+def table1_cells(
+    summaries: dict[str, pd.DataFrame],
+    metrics: Sequence[str],
+    digits: int,
+    marks: dict[tuple[str, str, str], str],
+    spread: pd.DataFrame | None = None,
+    baselines: Collection[str] = DEFAULT_STUDY.baselines,
+) -> pd.DataFrame:
     """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark; with
     several training seeds, ``seed_std`` (the std of the method's mean over its seeds) follows in brackets.
     ``baselines`` (methods that do not deform) print '-' for the deformation metrics."""
@@ -223,9 +236,17 @@ def table1_cells(summaries: dict[str, pd.DataFrame], metrics: Sequence[str], dig
             best = _best(summary, metric, baselines)
             for rec in summary.itertuples():
                 mean, std = getattr(rec, f"{metric}_mean"), getattr(rec, f"{metric}_std")
-                row = {"dataset": dataset, "method": rec.method, "metric": metric, "mean": mean * spec.table_scale,
-                       "std": std * spec.table_scale, "n": getattr(rec, f"{metric}_n"), "best": False,
-                       "mark": marks.get((dataset, rec.method, metric), ""), "text": ""}
+                row = {
+                    "dataset": dataset,
+                    "method": rec.method,
+                    "metric": metric,
+                    "mean": mean * spec.table_scale,
+                    "std": std * spec.table_scale,
+                    "n": getattr(rec, f"{metric}_n"),
+                    "best": False,
+                    "mark": marks.get((dataset, rec.method, metric), ""),
+                    "text": "",
+                }
                 if rec.method in baselines and metric in DEFORMATION_METRICS:
                     row.update(mean=np.nan, std=np.nan, text="-", mark="")
                 elif pd.isna(mean):
@@ -255,8 +276,16 @@ def resolve_layout(layout: str, n_datasets: int, per_structure: bool) -> str:
     return layout
 
 
-def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], caption: str, label: str, layout: str = "plain",
-                 unconverged: Collection[str] = (), names: Names | None = None) -> str:
+def table1_latex(
+    cells: pd.DataFrame,
+    datasets: Sequence[str],
+    metrics: Sequence[str],
+    caption: str,
+    label: str,
+    layout: str = "plain",
+    unconverged: Collection[str] = (),
+    names: Names | None = None,
+) -> str:
     """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
     names = names or Names()
     methods = _order(cells["method"])
@@ -298,8 +327,7 @@ def table1_latex(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
     return "\n".join(lines) + "\n"
 
 
-def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = (),
-                    names: Names | None = None) -> str:
+def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = (), names: Names | None = None) -> str:
     names = names or Names()
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
@@ -334,20 +362,38 @@ def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = N
         group = per_case[(per_case["method"] == method) & (per_case["status"] == "ok")]
         times = pd.to_numeric(group["time_s"], errors="coerce").dropna() * 1000.0 if "time_s" in group else pd.Series(dtype=float)
         params = per_case.loc[per_case["method"] == method, "params"].dropna() if "params" in per_case else pd.Series(dtype=float)
-        rows.append({"method": method, "params": int(params.iloc[0]) if len(params) else None,
-                     "time_ms_mean": times.mean() if len(times) else np.nan,
-                     "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan, "n": len(times),
-                     **(verdicts[method].as_columns() if method in verdicts else {})})
+        rows.append(
+            {
+                "method": method,
+                "params": int(params.iloc[0]) if len(params) else None,
+                "time_ms_mean": times.mean() if len(times) else np.nan,
+                "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan,
+                "n": len(times),
+                **(verdicts[method].as_columns() if method in verdicts else {}),
+            }
+        )
     frame = pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n", "epochs", "train_minutes", "converged", "convergence_gain"])
     return frame.astype({"params": "Int64", "epochs": "Int64"})
 
 
 def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int, names: Names | None = None) -> str:
     names = names or Names()
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{lcccc}", r"\toprule", r"Method & Params & Time (ms/pair) & Epochs & Training (min) \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{lcccc}",
+        r"\toprule",
+        r"Method & Params & Time (ms/pair) & Epochs & Training (min) \\",
+        r"\midrule",
+    ]
     for rec in frame.itertuples():
-        time_text = "n/a" if pd.isna(rec.time_ms_mean) else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else rf"$\pm${rec.time_ms_std:.{digits}f}")
+        time_text = (
+            "n/a"
+            if pd.isna(rec.time_ms_mean)
+            else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else rf"$\pm${rec.time_ms_std:.{digits}f}")
+        )
         params = format_params(rec.params)
         trained = pd.notna(rec.epochs)
         epochs = f"{int(rec.epochs)}" + ("" if rec.converged is True else r"$^{\ddagger}$") if trained else "--"
@@ -368,11 +414,25 @@ def compare_with_paper(cells: pd.DataFrame, dataset_map: dict[str, str], study: 
         if paper_dataset is None or hit.empty:
             continue
         p = hit.iloc[0]
-        rows.append({"dataset": rec.dataset, "paper_dataset": paper_dataset, "method": rec.method, "metric": rec.metric,
-                     "unit": p["unit"], "ours_mean": rec.mean, "ours_std": rec.std, "paper_mean": p["mean"], "paper_std": p["std"],
-                     "paper_as_printed": p["as_printed"], "difference": rec.mean - p["mean"]})
-    return pd.DataFrame(rows, columns=["dataset", "paper_dataset", "method", "metric", "unit", "ours_mean", "ours_std",
-                                       "paper_mean", "paper_std", "paper_as_printed", "difference"])
+        rows.append(
+            {
+                "dataset": rec.dataset,
+                "paper_dataset": paper_dataset,
+                "method": rec.method,
+                "metric": rec.metric,
+                "unit": p["unit"],
+                "ours_mean": rec.mean,
+                "ours_std": rec.std,
+                "paper_mean": p["mean"],
+                "paper_std": p["std"],
+                "paper_as_printed": p["as_printed"],
+                "difference": rec.mean - p["mean"],
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["dataset", "paper_dataset", "method", "metric", "unit", "ours_mean", "ours_std", "paper_mean", "paper_std", "paper_as_printed", "difference"],
+    )
 
 
 def comparison_markdown(frame: pd.DataFrame, digits: int, names: Names | None = None) -> str:
@@ -421,7 +481,9 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     names = Names.from_manifests(manifests, study)
     references = options.references or ()
     for (dataset, method), reason in failed_methods(per_case).items():
-        report.problems.append(f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})")
+        report.problems.append(
+            f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})"
+        )
     datasets = list(dict.fromkeys(per_case["dataset"]))
     metrics = [m for m in (TABLE1_WITH_STRUCTURES if options.per_structure else TABLE1_METRICS) if m in per_case]
     # Synthetic data knows the true motion: its flow error goes beside the paper's columns, since Dice and MSE
@@ -448,18 +510,26 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     seed_text = ""
     if len(seeded):
         counts = "/".join(str(n) for n in sorted(seeded["n_seeds"].unique()))
-        seed_text = (f" Trained methods: {counts} training seeds each; their numbers are over the test pairs of the per-pair mean "
-                     "over seeds, and [$\\pm$s] is the std of the method's mean over its seeds.")
+        seed_text = (
+            f" Trained methods: {counts} training seeds each; their numbers are over the test pairs of the per-pair mean "
+            "over seeds, and [$\\pm$s] is the std of the method's mean over its seeds."
+        )
     reference_name = names.method(references[0]) if references else ""
     caption = options.caption or (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
         "LV, Myo and RV; HD95 pooled (medpy) in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian "
         "determinant."
-        + (" EPE: mean end-point error of the flow against the ground-truth flow over the ED heart (LV, Myo, RV), in mm "
-           "(synthetic data only)." if with_epe else "")
+        + (
+            " EPE: mean end-point error of the flow against the ground-truth flow over the ED heart (LV, Myo, RV), in mm (synthetic data only)."
+            if with_epe
+            else ""
+        )
         + " Bold: best per column."
-        + (f" $^{{\\dagger}}$: differs from {latex_escape(reference_name)} (paired Wilcoxon signed-rank, Holm-corrected, "
-           f"$p<{options.alpha}$)." if marks else "")
+        + (
+            f" $^{{\\dagger}}$: differs from {latex_escape(reference_name)} (paired Wilcoxon signed-rank, Holm-corrected, $p<{options.alpha}$)."
+            if marks
+            else ""
+        )
         + seed_text
         + training_caption(verdicts, names)
     )
@@ -467,8 +537,10 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     longer = "" if profiles == {"reproduce"} else ", or --profile reproduce"  # no advice to use the profile just run
     for method in sorted(unconverged, key=method_sort_key):
         why = "; ".join(f"{names.dataset(d)}: {v[method].reason}" for d, v in verdicts.items() if method in v and not v[method].converged)
-        report.problems.append(f"{method} did not converge ({why}): its numbers say how far it got, not how good it is "
-                               f"(train longer: method_options {{{method}: {{epochs: N}}}}{longer})")
+        report.problems.append(
+            f"{method} did not converge ({why}): its numbers say how far it got, not how good it is "
+            f"(train longer: method_options {{{method}: {{epochs: N}}}}{longer})"
+        )
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)
     report.written += [
         _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged, names)),
@@ -477,9 +549,11 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     ]
     table2 = table2_frame(per_case, merged_verdicts(verdicts, names), study.baselines)
     devices = sorted({m.device for m in manifests})
-    caption2 = (f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
-                f"only, after one warm-up; device: {latex_escape('; '.join(devices))}); epochs and minutes of training "
-                f"(summed over datasets and seeds). $^{{\\ddagger}}$: not converged ({latex_escape(CONVERGENCE_RULE.describe())}).")
+    caption2 = (
+        f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
+        f"only, after one warm-up; device: {latex_escape('; '.join(devices))}); epochs and minutes of training "
+        f"(summed over datasets and seeds). $^{{\\ddagger}}$: not converged ({latex_escape(CONVERGENCE_RULE.describe())})."
+    )
     report.written += [
         _write(out / "table2.tex", table2_latex(table2, caption2, options.label + "-speed", options.digits, names)),
         _write(out / "table2.csv", table2.to_csv(index=False)),
@@ -494,18 +568,23 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             dataset_map = {d: options.paper_dataset for d in datasets}
         comparison = compare_with_paper(cells, dataset_map, study)
         if comparison.empty:
-            report.problems.append(f"compare-paper: the paper has numbers for {' and '.join(published)}; this report has {', '.join(datasets)} "
-                                   f"(use --paper-dataset {'|'.join(published)} to compare anyway)")
+            report.problems.append(
+                f"compare-paper: the paper has numbers for {' and '.join(published)}; this report has {', '.join(datasets)} "
+                f"(use --paper-dataset {'|'.join(published)} to compare anyway)"
+            )
         else:
-            report.written += [_write(out / "compare_paper.csv", comparison.to_csv(index=False)),
-                               _write(out / "compare_paper.md", comparison_markdown(comparison, options.digits, names))]
+            report.written += [
+                _write(out / "compare_paper.csv", comparison.to_csv(index=False)),
+                _write(out / "compare_paper.md", comparison_markdown(comparison, options.digits, names)),
+            ]
 
     if options.figures:
         from . import figures
 
         ok = averaged[averaged["status"] == "ok"]
         drawings = [] if seeded.empty else [("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem, names))]
-        for name, draw in [*drawings,
+        for name, draw in [
+            *drawings,
             ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem, names)),
             ("tradeoff", lambda stem: figures.tradeoff(ok, figures.load_sweeps(run_dirs), stem, names)),
             ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem, names)),
@@ -539,16 +618,20 @@ def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifes
             a, b = manifests[j], manifests[i]
             if not a.data or not b.data:
                 missing = run_dirs[j] if not a.data else run_dirs[i]
-                raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r}, and {RunDir(missing).manifest} is missing or "
-                                "unreadable, so their settings cannot be compared; report them separately")
+                raise DataError(
+                    f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r}, and {RunDir(missing).manifest} is missing or "
+                    "unreadable, so their settings cannot be compared; report them separately"
+                )
             fa, fb = a.fingerprint, b.fingerprint
             diffs = fingerprint_differences(fa, fb)
             shared = set(a.methods) & set(b.methods) & set(frame["method"]) & set(frames[j]["method"])
             diffs += [f"options of {m}" for m in sorted(shared) if a.methods[m] != b.methods[m]]
             if diffs:
                 detail = "; ".join(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" if k in FINGERPRINT_KEYS else k for k in diffs)
-                raise DataError(f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r} with different settings ({detail}): "
-                                "they cannot share a column of Table 1; report them separately")
+                raise DataError(
+                    f"{run_dirs[j]} and {run_dirs[i]} both hold {dataset!r} with different settings ({detail}): "
+                    "they cannot share a column of Table 1; report them separately"
+                )
     per_case = pd.concat(frames, ignore_index=True)
     key = CASE_KEY + (["seed"] if "seed" in per_case else [])
     duplicated = per_case.duplicated(key, keep="first")

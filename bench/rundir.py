@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
@@ -116,7 +117,7 @@ class RunDir:
         for path in sorted(self.models.glob(f"*/{HISTORY_FILE}")):
             out[(path.parent.name, None)] = path
         for path in sorted(self.models.glob(f"*/{SEED_DIR_PREFIX}*/{HISTORY_FILE}")):
-            out[(path.parent.parent.name, int(path.parent.name[len(SEED_DIR_PREFIX):]))] = path
+            out[(path.parent.parent.name, int(path.parent.name[len(SEED_DIR_PREFIX) :]))] = path
         return out
 
     def sweep(self, method: str) -> Path:
@@ -154,8 +155,7 @@ class RunDir:
     def require_per_case(self) -> Path:
         """``per_case.csv``, or one error saying why there is none."""
         if not self.per_case.exists():
-            hint = (f" (the run stored cases in {CASES_FILE}; run `regbench run` with the same settings to rewrite it)"
-                    if self.cases.exists() else "")
+            hint = f" (the run stored cases in {CASES_FILE}; run `regbench run` with the same settings to rewrite it)" if self.cases.exists() else ""
             raise DataError(f"{self.per_case} does not exist: not a regbench run directory, or the run did not finish a case{hint}")
         return self.per_case
 
@@ -252,8 +252,7 @@ class Manifest:
         return info if isinstance(info, dict) else {}
 
     def display_names(self) -> dict[str, str]:
-        return {m: i["display_name"] for m, i in (self.data.get("method_info") or {}).items()
-                if isinstance(i, dict) and isinstance(i.get("display_name"), str)}
+        return {m: i["display_name"] for m, i in (self.data.get("method_info") or {}).items() if isinstance(i, dict) and isinstance(i.get("display_name"), str)}
 
     @property
     def dataset_display_name(self) -> str | None:
@@ -317,8 +316,7 @@ def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ConfigError(f"{path}: format_version {version!r} is not a positive integer")
     if version > FORMAT_VERSION:
-        raise ConfigError(f"{path} has run-directory format {version}; this regbench reads formats 1 to {FORMAT_VERSION}: "
-                          "upgrade regbench to read it")
+        raise ConfigError(f"{path} has run-directory format {version}; this regbench reads formats 1 to {FORMAT_VERSION}: upgrade regbench to read it")
     if version == 1:  # 1 → 2: the version key; the dataset's display name is unknown (tables print the dataset's name)
         data = {**data, "format_version": 2}
     return data
@@ -334,13 +332,14 @@ def read_manifest(run_dir: Path) -> Manifest | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}); move it away or choose another --out") from None
     if not isinstance(data, dict) or not isinstance(data.get("methods", {}), dict) or not isinstance(data.get("fingerprint", {}), dict):
-        raise ConfigError(f"{path} is not a regbench manifest (a JSON object with 'fingerprint' and 'methods' objects, got "
-                          f"{type(data).__name__}); move it away or choose another --out")
+        raise ConfigError(
+            f"{path} is not a regbench manifest (a JSON object with 'fingerprint' and 'methods' objects, got "
+            f"{type(data).__name__}); move it away or choose another --out"
+        )
     return Manifest(migrate(data, path))
 
 
-def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], config: dict[str, Any], environment: dict[str, Any],
-                 dataset_display_name: str) -> Manifest:
+def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], config: dict[str, Any], environment: dict[str, Any], dataset_display_name: str) -> Manifest:
     """Create or reopen a run directory; refuse one made for other data or settings."""
     folder = RunDir(run_dir)
     manifest = read_manifest(run_dir)
@@ -356,8 +355,7 @@ def bind_run_dir(run_dir: Path, fingerprint: dict[str, Any], config: dict[str, A
             old = manifest.fingerprint
             detail = "; ".join(f"{k}: {old.get(k)!r} there, {fingerprint.get(k)!r} now" for k in diffs)
             raise ConfigError(
-                f"run directory {run_dir} holds a run with other settings ({detail}). "
-                "Use another --out, or the same settings to resume or add methods."
+                f"run directory {run_dir} holds a run with other settings ({detail}). Use another --out, or the same settings to resume or add methods."
             )
         else:
             manifest.update_run(config, environment, dataset_display_name)

@@ -12,9 +12,10 @@ import contextlib
 import difflib
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from .rundir import Manifest, RunDir, bind_run_dir, fingerprint, prepare_run_dir
 from .store import RunStore
 
 log = logging.getLogger("regbench")
+
 
 @dataclass
 class RunResult:
@@ -60,7 +62,9 @@ def check_method_options(config: RunConfig) -> None:
     for name in config.method_options:
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=1)
-            raise ConfigError(f"method_options names unknown method {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f". Known: {', '.join(known)}.")
+            raise ConfigError(
+                f"method_options names unknown method {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f". Known: {', '.join(known)}."
+            )
 
 
 def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[dict[str, Any], Any]]:
@@ -82,8 +86,11 @@ def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, An
     ``options()`` where it has one, else the factory's defaults plus those given), the distribution that
     provides it, its display name and what the figures need of its declared metadata (family, sweep, loss note)."""
     meta = METHODS.meta(name)
-    info: dict[str, Any] = {"display_name": METHODS.display_name(name), "provider": METHODS.provider(name),
-                            "resolved_options": resolved_options(name, options, method)}
+    info: dict[str, Any] = {
+        "display_name": METHODS.display_name(name),
+        "provider": METHODS.provider(name),
+        "resolved_options": resolved_options(name, options, method),
+    }
     if meta.family is not None:
         info["family"] = {"label": meta.family[0], "value": meta.family[1]}
     if meta.sweep is not None:
@@ -159,8 +166,7 @@ def save_example_pair(run_dir: RunDir, pair: Pair) -> None:
 
 def bind(config: RunConfig, dataset: Any) -> Manifest:
     """Create or reopen the run directory for ``config`` and ``dataset`` (refused when its settings differ)."""
-    return bind_run_dir(config.out_dir, fingerprint(config, dataset_options(dataset)), asdict(config), environment(),
-                        DATASETS.display_name(config.dataset))
+    return bind_run_dir(config.out_dir, fingerprint(config, dataset_options(dataset)), asdict(config), environment(), DATASETS.display_name(config.dataset))
 
 
 def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = False) -> Path:
@@ -240,7 +246,9 @@ class RunContext:
     retrain: bool
 
 
-def _run_units(config: RunConfig, methods: list[str], built: dict[str, Any], unavailable: dict[str, str], cluster: Any, progress: bool, retrain: bool, report: bool) -> RunResult:
+def _run_units(
+    config: RunConfig, methods: list[str], built: dict[str, Any], unavailable: dict[str, str], cluster: Any, progress: bool, retrain: bool, report: bool
+) -> RunResult:
     run_dir = RunDir(config.out_dir)
     dataset = build_dataset(config)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
@@ -259,8 +267,7 @@ def _run_units(config: RunConfig, methods: list[str], built: dict[str, Any], una
     for pair in example_pairs:
         save_example_pair(run_dir, pair)
     result = RunResult(config.out_dir, unavailable=unavailable)
-    context = RunContext(config, run_dir, built, manifest, store, dataset, test_pairs, {p.key for p in example_pairs}, result,
-                         cluster, progress, retrain)
+    context = RunContext(config, run_dir, built, manifest, store, dataset, test_pairs, {p.key for p in example_pairs}, result, cluster, progress, retrain)
     # (method, seed, first seed of the method); under dask, every training is submitted now and its method is
     # evaluated as soon as it finishes, while the classical methods run on the other workers.
     units = [(name, seed, index == 0) for name in methods for index, seed in enumerate(training_seeds(config, built[name][1]))]
@@ -269,9 +276,9 @@ def _run_units(config: RunConfig, methods: list[str], built: dict[str, Any], una
         local = config.cluster == "local"  # one machine: train as the default backend does, one at a time
         for name, seed, _ in units:
             if is_trainable(built[name][1]):
-                trainings[(name, seed)] = cluster.submit_training(TrainingTask(
-                    config, name, built[name][0], seed, str(run_dir.model_dir(name, seed)), retrain, driver_threads() if local else None, local
-                ))
+                trainings[(name, seed)] = cluster.submit_training(
+                    TrainingTask(config, name, built[name][0], seed, str(run_dir.model_dir(name, seed)), retrain, driver_threads() if local else None, local)
+                )
     for name in methods:
         options, method = built[name]
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))

@@ -8,14 +8,22 @@ original method), statsmodels the correction.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 STATS_COLUMNS = [
-    "dataset", "reference", "method", "metric", "n_pairs", "median_difference", "statistic", "p_value",
-    "p_holm", "significant",
+    "dataset",
+    "reference",
+    "method",
+    "metric",
+    "n_pairs",
+    "median_difference",
+    "statistic",
+    "p_value",
+    "p_holm",
+    "significant",
 ]
 
 
@@ -43,8 +51,16 @@ def paired_tests(per_case: pd.DataFrame, references: Sequence[str], metrics: Seq
                     other = indexed[indexed["method"] == method]
                     both = pd.concat([other[metric], ref[metric]], axis=1, join="inner", keys=["m", "r"]).dropna()
                     diff = (both["m"] - both["r"]).to_numpy(float)
-                    row = {"dataset": dataset, "reference": reference, "method": method, "metric": metric, "n_pairs": len(both),
-                           "median_difference": float(np.median(diff)) if len(diff) else np.nan, "statistic": np.nan, "p_value": np.nan}
+                    row = {
+                        "dataset": dataset,
+                        "reference": reference,
+                        "method": method,
+                        "metric": metric,
+                        "n_pairs": len(both),
+                        "median_difference": float(np.median(diff)) if len(diff) else np.nan,
+                        "statistic": np.nan,
+                        "p_value": np.nan,
+                    }
                     if len(diff) and np.any(diff != 0):
                         result = wilcoxon(both["m"], both["r"], zero_method="wilcox", alternative="two-sided")
                         row.update(statistic=float(result.statistic), p_value=float(result.pvalue))

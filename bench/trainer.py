@@ -22,17 +22,18 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
-from .interface import Pair
 from .fileio import atomic_write_bytes, atomic_write_text
+from .interface import Pair
 from .rundir import checkpoint as checkpoint_path
 from .rundir import history as history_path
 
@@ -234,7 +235,7 @@ class Trainer:
             history = [EpochRecord(**r) for r in _records(state["history"])]
             start_epoch = int(state["epoch"])
             log.info("resuming %s from epoch %d", workdir, start_epoch)
-        setattr(self.combiner, "generator", noise_rng)
+        self.combiner.generator = noise_rng
 
         from tqdm.auto import tqdm
 
@@ -266,7 +267,9 @@ class Trainer:
                     self._save_checkpoint(checkpoint, model, optimiser, order_rng, noise_rng, epoch + 1, history)
                     last_checkpoint = time.perf_counter()
                 write_history(history_path(workdir), history)
-            bar.set_postfix(sim=f"{record.loss_sim:.4f}", reg=f"{record.loss_reg:.4f}", **({"val_dice": f"{record.val_dice:.3f}"} if record.val_dice is not None else {}))
+            bar.set_postfix(
+                sim=f"{record.loss_sim:.4f}", reg=f"{record.loss_reg:.4f}", **({"val_dice": f"{record.val_dice:.3f}"} if record.val_dice is not None else {})
+            )
             bar.update(1)
             for callback in self.callbacks:
                 callback(record)
@@ -302,7 +305,9 @@ class Trainer:
             groups.setdefault(float(scales.get(id(p), 1.0)), []).append(p)
         return torch.optim.AdamW(
             [{"params": group, "lr": self.settings.lr * scale, "lr_scale": scale} for scale, group in groups.items()],
-            lr=self.settings.lr, weight_decay=self.settings.weight_decay, fused=True,
+            lr=self.settings.lr,
+            weight_decay=self.settings.weight_decay,
+            fused=True,
         )
 
     def step(self, model, params, optimiser, objective, moving, fixed, generator):
@@ -329,8 +334,11 @@ class Trainer:
         buffer = io.BytesIO()
         torch.save(
             {
-                "model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
-                "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state().cpu(),
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "epoch": epoch,
+                "order_rng": order_rng.get_state(),
+                "noise_rng": noise_rng.get_state().cpu(),
                 "torch_rng": torch.get_rng_state(),
                 "history": [[r.epoch, r.loss_sim, r.loss_reg, _nan(r.conflict_share), _nan(r.val_dice), _nan(r.val_njd), r.seconds] for r in history],
             },

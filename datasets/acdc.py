@@ -73,7 +73,12 @@ class ACDC(CineDataset):
             if name == "ed_image":
                 spacing = (zooms[0], zooms[1])
         case = CineCase(
-            subject, volumes["ed_image"], volumes["es_image"], volumes["ed_label"], volumes["es_label"], spacing,
+            subject,
+            volumes["ed_image"],
+            volumes["es_image"],
+            volumes["ed_label"],
+            volumes["es_label"],
+            spacing,
             meta={k.lower(): info[k] for k in ("Group", "Height", "Weight") if k in info} | {"subset": folder.parent.name},
         )
         check_case(case, files)

@@ -28,15 +28,16 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..interface import STRUCTURES, Pair
 from ..fileio import atomic_write_bytes
+from ..interface import STRUCTURES, Pair
 from .splits import SPLITS, read_split_file, split_subjects
 
 PREPARATION_VERSION = 1  # bump when preparation changes the numbers: old caches are then not used
@@ -123,8 +124,9 @@ class Preparation:
         """The kept slices of a case as prepared pairs (fixed = ED, moving = ES)."""
         ed_img, es_img, ed_lab, es_lab, spacing = case.ed_image, case.es_image, case.ed_label, case.es_label, case.spacing
         if self.spacing_mm is not None:
-            ed_img, es_img, ed_lab, es_lab = (_resample(v, spacing, float(self.spacing_mm), order) for v, order in
-                                              ((ed_img, 1), (es_img, 1), (ed_lab, 0), (es_lab, 0)))
+            ed_img, es_img, ed_lab, es_lab = (
+                _resample(v, spacing, float(self.spacing_mm), order) for v, order in ((ed_img, 1), (es_img, 1), (ed_lab, 0), (es_lab, 0))
+            )
             spacing = (float(self.spacing_mm), float(self.spacing_mm))
         kept = [z for z in range(ed_img.shape[2]) if self.keep(ed_lab[..., z], es_lab[..., z])]
         if not kept:
@@ -137,8 +139,18 @@ class Preparation:
             crops = [_crop(a[..., z], centre, int(self.crop)) for a in (ed_img, es_img, ed_lab, es_lab)]
             fixed, moving = (np.clip((c[0] - low) / scale, 0, 1).astype(np.float32) for c in crops[:2])
             padded = crops[0][1]
-            pairs.append(Pair(fixed=fixed, moving=moving, fixed_label=crops[2][0].astype(np.uint8), moving_label=crops[3][0].astype(np.uint8),
-                              spacing=spacing, subject=case.subject, slice=z, meta={**case.meta, "padded": padded}))
+            pairs.append(
+                Pair(
+                    fixed=fixed,
+                    moving=moving,
+                    fixed_label=crops[2][0].astype(np.uint8),
+                    moving_label=crops[3][0].astype(np.uint8),
+                    spacing=spacing,
+                    subject=case.subject,
+                    slice=z,
+                    meta={**case.meta, "padded": padded},
+                )
+            )
         return pairs
 
 
@@ -213,10 +225,15 @@ class CineDataset:
     # -- dataset interface -------------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
         return {
-            "root": str(self.root), "slice_rule": self.preparation.slice_rule, "crop": self.preparation.crop,
-            "spacing_mm": self.preparation.spacing_mm, "clip_percentiles": list(self.preparation.clip_percentiles),
-            "seed": self.seed, "split_fractions": list(self.split_fractions),
-            "split_file": str(self.split_file) if self.split_file else None, "preparation_version": PREPARATION_VERSION,
+            "root": str(self.root),
+            "slice_rule": self.preparation.slice_rule,
+            "crop": self.preparation.crop,
+            "spacing_mm": self.preparation.spacing_mm,
+            "clip_percentiles": list(self.preparation.clip_percentiles),
+            "seed": self.seed,
+            "split_fractions": list(self.split_fractions),
+            "split_file": str(self.split_file) if self.split_file else None,
+            "preparation_version": PREPARATION_VERSION,
         }
 
     def subjects(self) -> list[str]:
@@ -255,7 +272,7 @@ class CineDataset:
         return prepared
 
     # -- validation --------------------------------------------------------------------------------------
-    def check(self) -> "CheckSummary":
+    def check(self) -> CheckSummary:
         """Load and prepare every case; collect every problem instead of stopping at the first."""
         summary = CheckSummary(self.name, self.root)
         try:
@@ -298,9 +315,11 @@ class CheckSummary:
     problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.dataset} at {self.root}",
-                 f"  subjects: {self.subjects} found, {self.ok_subjects} readable",
-                 f"  slices: {self.slices_kept} kept of {self.slices_total}"]
+        lines = [
+            f"{self.dataset} at {self.root}",
+            f"  subjects: {self.subjects} found, {self.ok_subjects} readable",
+            f"  slices: {self.slices_kept} kept of {self.slices_total}",
+        ]
         if self.spacings:
             s = np.asarray(self.spacings)
             lines.append(f"  in-plane spacing (mm): rows {s[:, 0].min():.2f}–{s[:, 0].max():.2f}, columns {s[:, 1].min():.2f}–{s[:, 1].max():.2f}")
@@ -322,9 +341,12 @@ def _write_cache(path: Path, prepared: dict[str, list[Pair]]) -> None:
     arrays: dict[str, np.ndarray] = {"subjects": np.asarray(sorted(prepared), dtype=str)}
     if pairs:
         arrays.update({f: np.stack([getattr(p, f) for p in pairs]) for f in CACHE_FIELDS})
-    arrays.update(subject=np.asarray([p.subject for p in pairs], dtype=str), slice=np.asarray([p.slice for p in pairs], np.int64),
-                  spacing=np.asarray([p.spacing for p in pairs], np.float64).reshape(-1, 2),
-                  meta=np.asarray([json.dumps(p.meta, sort_keys=True, default=str) for p in pairs], dtype=str))
+    arrays.update(
+        subject=np.asarray([p.subject for p in pairs], dtype=str),
+        slice=np.asarray([p.slice for p in pairs], np.int64),
+        spacing=np.asarray([p.spacing for p in pairs], np.float64).reshape(-1, 2),
+        meta=np.asarray([json.dumps(p.meta, sort_keys=True, default=str) for p in pairs], dtype=str),
+    )
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
@@ -335,11 +357,18 @@ def _read_cache(path: Path) -> dict[str, list[Pair]]:
         data = {k: npz[k] for k in npz.files}  # each npz[k] reads the whole array: read each once
     out: dict[str, list[Pair]] = {str(s): [] for s in data["subjects"]}
     for i, subject in enumerate(data["subject"]):
-        out[str(subject)].append(Pair(
-            fixed=data["fixed"][i], moving=data["moving"][i], fixed_label=data["fixed_label"][i], moving_label=data["moving_label"][i],
-            spacing=(float(data["spacing"][i, 0]), float(data["spacing"][i, 1])), subject=str(subject), slice=int(data["slice"][i]),
-            meta=json.loads(str(data["meta"][i])),
-        ))
+        out[str(subject)].append(
+            Pair(
+                fixed=data["fixed"][i],
+                moving=data["moving"][i],
+                fixed_label=data["fixed_label"][i],
+                moving_label=data["moving_label"][i],
+                spacing=(float(data["spacing"][i, 0]), float(data["spacing"][i, 1])),
+                subject=str(subject),
+                slice=int(data["slice"][i]),
+                meta=json.loads(str(data["meta"][i])),
+            )
+        )
     return out
 
 

@@ -84,8 +84,12 @@ class MnM(CineDataset):
                 raise DataError(f"{csv_path}: {key} = {frames[key]} of {subject!r} is outside the time range 0..{image.shape[3] - 1} of {image_path}")
         files = {"ed_image": image_path, "es_image": image_path, "ed_label": label_path, "es_label": label_path}
         case = CineCase(
-            subject, np.ascontiguousarray(image[..., frames["ED"]]), np.ascontiguousarray(image[..., frames["ES"]]),
-            np.ascontiguousarray(label[..., frames["ED"]]), np.ascontiguousarray(label[..., frames["ES"]]), (zooms[0], zooms[1]),
+            subject,
+            np.ascontiguousarray(image[..., frames["ED"]]),
+            np.ascontiguousarray(image[..., frames["ES"]]),
+            np.ascontiguousarray(label[..., frames["ED"]]),
+            np.ascontiguousarray(label[..., frames["ES"]]),
+            (zooms[0], zooms[1]),
             meta={m: str(row[c]).strip() for c, m in META_COLUMNS.items() if c in row} | {"subset": str(folder.parent.relative_to(self.root))},
         )
         check_case(case, files)

@@ -15,7 +15,7 @@ the pair (fixed = ED, moving = ES) is ``u(x) = S⁻¹(x) − x`` in pixels, foun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -167,8 +167,12 @@ class SyntheticCardiac:
     def options(self) -> dict[str, Any]:
         """Everything that changes the data; recorded in the run manifest."""
         return {
-            "n_subjects": self.n_subjects, "image_size": self.image_size, "fov_mm": self.fov_mm,
-            "seed": self.seed, "noise": list(self.noise), "split": list(self.split_fractions),
+            "n_subjects": self.n_subjects,
+            "image_size": self.image_size,
+            "fov_mm": self.fov_mm,
+            "seed": self.seed,
+            "noise": list(self.noise),
+            "split": list(self.split_fractions),
         }
 
     def subjects(self) -> list[str]:
@@ -186,7 +190,7 @@ class SyntheticCardiac:
     def subject_pairs(self, subject: str) -> list[Pair]:
         return list(self._subject_pairs(subject))
 
-    @lru_cache(maxsize=None)
+    @cache  # noqa: B019 - a dataset lives as long as its run; its pairs are what it caches
     def _subject_pairs(self, subject: str) -> tuple[Pair, ...]:
         index = self.subjects().index(subject)
         rng = np.random.default_rng([self.seed, index])
@@ -213,8 +217,14 @@ class SyntheticCardiac:
             ur, uc = ur + (r - sr), uc + (c - sc)
         flow = np.stack([ur / sp, uc / sp]).astype(np.float32)
         return Pair(
-            fixed=frames[0], moving=frames[1], fixed_label=ed_label, moving_label=es_label,
-            spacing=self.spacing, subject=subject, slice=z, flow_gt=flow,
+            fixed=frames[0],
+            moving=frames[1],
+            fixed_label=ed_label,
+            moving_label=es_label,
+            spacing=self.spacing,
+            subject=subject,
+            slice=z,
+            flow_gt=flow,
             meta={"ef": 1 - anatomy.contraction**2, "rv_present": anatomy.rv_present},
         )
 

@@ -11,7 +11,8 @@ spacing, and the channels are swapped.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -124,4 +125,3 @@ def demons_fastsym(**options: Any) -> SimpleITKDemons:
     m = SimpleITKDemons(**{"variant": "fastsymmetric", **options})
     m.name = "demons-fastsym"
     return m
-

@@ -36,8 +36,10 @@ def _itk_image(array: np.ndarray) -> Any:
 
 
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
-@register_method("elastix-bspline", MethodMeta(display_name="elastix B-spline", isolate_cases=True, requires=("itk-elastix",),
-                                               install_hint='pip install "regbench[elastix]"'))
+@register_method(
+    "elastix-bspline",
+    MethodMeta(display_name="elastix B-spline", isolate_cases=True, requires=("itk-elastix",), install_hint='pip install "regbench[elastix]"'),
+)
 class ElastixBSpline:
     """elastix B-spline registration; every setting is a keyword option."""
 
@@ -54,7 +56,13 @@ class ElastixBSpline:
         threads: int = 1,
         seed: int = 0,
     ) -> None:
-        for option, value, least in (("grid_spacing", grid_spacing, 1), ("resolutions", resolutions, 1), ("iterations", iterations, 1), ("samples", samples, 16), ("threads", threads, 1)):
+        for option, value, least in (
+            ("grid_spacing", grid_spacing, 1),
+            ("resolutions", resolutions, 1),
+            ("iterations", iterations, 1),
+            ("samples", samples, 16),
+            ("threads", threads, 1),
+        ):
             if not value >= least:
                 raise ValueError(f"elastix-bspline {option} must be at least {least}, got {value!r}")
         if final_interpolation_order not in (0, 1, 2, 3, 4, 5):

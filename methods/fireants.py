@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +53,14 @@ def _import_fireants() -> tuple[Any, Any, Any]:
     return Image, BatchedImages, SyNRegistration
 
 
-@register_method("fireants-syn", MethodMeta(
-    display_name="FireANTs SyN", requires=("fireants",),
-    install_hint='pip install "regbench[fireants]" && pip install --no-deps "fireants==1.5.0" (FireANTs pins SimpleITK==2.2.1, which regbench\'s SimpleITK>=2.3 excludes)',
-))
+@register_method(
+    "fireants-syn",
+    MethodMeta(
+        display_name="FireANTs SyN",
+        requires=("fireants",),
+        install_hint='pip install "regbench[fireants]" && pip install --no-deps "fireants==1.5.0" (FireANTs pins SimpleITK==2.2.1, which regbench\'s SimpleITK>=2.3 excludes)',
+    ),
+)
 class FireANTsSyN:
     """FireANTs SyN; every setting is a keyword option."""
 
@@ -104,9 +109,17 @@ class FireANTsSyN:
         fixed_batch, moving_batch = batch(fixed), batch(moving)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             registration = SyNRegistration(
-                self.scales, self.iterations, fixed_batch, moving_batch, loss_type=self.loss, cc_kernel_size=self.cc_kernel_size,
-                optimizer="Adam", optimizer_lr=self.lr, smooth_grad_sigma=self.smooth_grad_sigma,
-                smooth_warp_sigma=self.smooth_warp_sigma, progress_bar=False,
+                self.scales,
+                self.iterations,
+                fixed_batch,
+                moving_batch,
+                loss_type=self.loss,
+                cc_kernel_size=self.cc_kernel_size,
+                optimizer="Adam",
+                optimizer_lr=self.lr,
+                smooth_grad_sigma=self.smooth_grad_sigma,
+                smooth_warp_sigma=self.smooth_warp_sigma,
+                progress_bar=False,
             )
             registration.optimize()
         return registration, fixed_batch, moving_batch

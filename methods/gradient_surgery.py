@@ -103,8 +103,12 @@ def _factory(name: str, combiner: type):
 
 
 for _name, _combiner in COMBINERS.items():
-    register_method(_name, deep_meta(
-        DISPLAY_NAMES[_name], set(inspect.signature(_combiner).parameters),
-        # Declared so that the run directory binds them: a run trained under another default is refused, not reused.
-        default_options={k: p.default for k, p in inspect.signature(_combiner).parameters.items()},
-    ))(_factory(_name, _combiner))
+    register_method(
+        _name,
+        deep_meta(
+            DISPLAY_NAMES[_name],
+            set(inspect.signature(_combiner).parameters),
+            # Declared so that the run directory binds them: a run trained under another default is refused, not reused.
+            default_options={k: p.default for k, p in inspect.signature(_combiner).parameters.items()},
+        ),
+    )(_factory(_name, _combiner))

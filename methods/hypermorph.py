@@ -26,10 +26,11 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,10 +39,10 @@ import torch.nn.functional as F
 
 from ..deep import DeepRegistration, deep_meta, settings_from_options
 from ..errors import ConfigError
+from ..fileio import atomic_write_text
 from ..interface import Pair, Registration
 from ..metrics import evaluate
 from ..nn import SpatialTransformer, UNet
-from ..fileio import atomic_write_text
 from ..registry import register_method
 from ..trainer import per_sample_smoothness
 from .voxelmorph import WeightedSum
@@ -99,8 +100,11 @@ class HyperConv2d(nn.Module):
             return F.conv2d(x, weight[0], None if bias is None else bias[0], padding=self.padding)
         n, _, h, w = x.shape
         out = F.conv2d(
-            x.reshape(1, -1, h, w), weight.reshape(-1, *self.shape[1:]),
-            None if bias is None else bias.reshape(-1), padding=self.padding, groups=n,
+            x.reshape(1, -1, h, w),
+            weight.reshape(-1, *self.shape[1:]),
+            None if bias is None else bias.reshape(-1),
+            padding=self.padding,
+            groups=n,
         )
         return out.view(n, self.shape[0], out.shape[-2], out.shape[-1])
 
@@ -160,7 +164,7 @@ class HyperRegistrationNet(nn.Module):
         self._cached_lam = float(lam_t) if inference else None
         return self.unet(moving, fixed)
 
-    def train(self, mode: bool = True) -> "HyperRegistrationNet":
+    def train(self, mode: bool = True) -> HyperRegistrationNet:
         if mode:
             self._cached_lam = None  # weights change while training
         return super().train(mode)
@@ -233,8 +237,15 @@ class HyperMorph(DeepRegistration):
         self.sweep_grid = [float(v) for v in grids["sweep_grid"]]
         self.max_njd = max_njd
         self.selection: list[dict[str, Any]] = []
-        self.hyper_options = {"hyper_layers": hyper_layers, "hyper_units": hyper_units, "sigma": sigma, "extreme_share": extreme_share,
-                              "hyper_lr": hyper_lr, "lam": lam, "max_njd": max_njd}
+        self.hyper_options = {
+            "hyper_layers": hyper_layers,
+            "hyper_units": hyper_units,
+            "sigma": sigma,
+            "extreme_share": extreme_share,
+            "hyper_lr": hyper_lr,
+            "lam": lam,
+            "max_njd": max_njd,
+        }
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), **self.hyper_options, "selection_grid": self.selection_grid, "sweep_grid": self.sweep_grid}
@@ -319,16 +330,19 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
 
 
-@register_method("hypermorph", deep_meta(
-    "HyperMorph", set(inspect.signature(HyperMorph).parameters) - {"train_options"},
-    # Bound into the run directory: a HyperMorph trained under another hypernetwork lr is refused, not reused.
-    default_options={"hyper_lr": HYPER_LR},
-    sweep=("lam", "λ"),  # its sweep() scores the λ grid on the test split
-    loss_note="HyperMorph: (1−λ)·MSE/σ² and λ·smooth",  # its losses are weighted per sample: another scale
-))
+@register_method(
+    "hypermorph",
+    deep_meta(
+        "HyperMorph",
+        set(inspect.signature(HyperMorph).parameters) - {"train_options"},
+        # Bound into the run directory: a HyperMorph trained under another hypernetwork lr is refused, not reused.
+        default_options={"hyper_lr": HYPER_LR},
+        sweep=("lam", "λ"),  # its sweep() scores the λ grid on the test split
+        loss_note="HyperMorph: (1−λ)·MSE/σ² and λ·smooth",  # its losses are weighted per sample: another scale
+    ),
+)
 def make_hypermorph(device: str = "auto", progress: bool = False, **options: Any) -> HyperMorph:
     """HyperMorph: one λ-conditioned training, λ chosen on validation. Options: hyper_layers, hyper_units,
     sigma, extreme_share, hyper_lr (the hypernetwork's dense layers' lr; null: the lr), lam (fix λ, no
     selection), selection_grid, max_njd, sweep_grid, and TrainSettings fields."""
     return HyperMorph(device=device, progress=progress, **options)
-

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -69,19 +69,23 @@ class AntsSyN:
             try:
                 ants.config._random_seed = self.seed  # ANTsPy passes it on as --random-seed
                 out = ants.registration(
-                    f_img, m_img, type_of_transform=self.transform, outprefix=os.path.join(tmp, "syn_"),
-                    syn_metric=self.metric, syn_sampling=self.sampling, reg_iterations=self.iterations,
-                    grad_step=self.grad_step, flow_sigma=self.flow_sigma, total_sigma=self.total_sigma,
-                    aff_metric=self.metric, verbose=False,
+                    f_img,
+                    m_img,
+                    type_of_transform=self.transform,
+                    outprefix=os.path.join(tmp, "syn_"),
+                    syn_metric=self.metric,
+                    syn_sampling=self.sampling,
+                    reg_iterations=self.iterations,
+                    grad_step=self.grad_step,
+                    flow_sigma=self.flow_sigma,
+                    total_sigma=self.total_sigma,
+                    aff_metric=self.metric,
+                    verbose=False,
                 )
             finally:
                 ants.config._random_seed = previous_seed
             transforms = out["fwdtransforms"]
-            field_path = (
-                transforms[0]
-                if len(transforms) == 1
-                else ants.apply_transforms(f_img, m_img, transforms, compose=os.path.join(tmp, "comp_"))
-            )
+            field_path = transforms[0] if len(transforms) == 1 else ants.apply_transforms(f_img, m_img, transforms, compose=os.path.join(tmp, "comp_"))
             field = ants.image_read(field_path)  # read into memory before the directory goes
         flow = np.moveaxis(field.numpy(), -1, 0).astype(np.float32)  # (2, H, W): rows, columns
         moved = out["warpedmovout"].numpy().astype(np.float32)

@@ -110,4 +110,3 @@ def voxelmorph_diff(
     """Diffeomorphic VoxelMorph: velocity field, scaling and squaring; options: lam, integration_steps,
     device, and TrainSettings fields."""
     return DiffeomorphicRegistration(lam, integration_steps, settings_from_options(train_options), device=device, progress=progress)
-

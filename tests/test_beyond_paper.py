@@ -167,7 +167,8 @@ def test_cli_names_the_pip_command_for_a_missing_extra(tmp_path):
     )
     run = subprocess.run(
         [sys.executable, "-c", script, "run", "--profile", "smoke", "--methods", "initial,elastix-bspline", "--out", str(tmp_path / "r"), "--no-progress"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [

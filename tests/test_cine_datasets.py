@@ -63,8 +63,28 @@ def test_smoke_run_on_the_fixture_scores_dice_lv_one(name, make, tmp_path):
     root = make(tmp_path / name)
     out = tmp_path / "run"
     env = {**os.environ, "REGBENCH_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "regbench.cli", "run", "--dataset", name, "--root", str(root), "--methods", "initial",
-                           "--profile", "smoke", "--out", str(out), "--no-progress"], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regbench.cli",
+            "run",
+            "--dataset",
+            name,
+            "--root",
+            str(root),
+            "--methods",
+            "initial",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     df = pd.read_csv(out / "per_case.csv")
     assert len(df) == 3 and (df["dataset"] == name).all()
@@ -135,22 +155,49 @@ ACDC_CASES = {
     "Info.cfg without ES": (lambda r: (r / ACDC_P1 / "Info.cfg").write_text("ED: 1\nNbFrame: 30\n"), r"Info.cfg: key 'ES' is missing"),
     "frame file missing": (lambda r: (r / ACDC_P1 / "patient001_frame10.nii.gz").unlink(), r"patient001_frame10.nii.gz: es image \(3-D\) file is missing"),
     "truncated NIfTI": (lambda r: _truncate(r / ACDC_P1 / "patient001_frame01.nii.gz"), r"patient001_frame01.nii.gz: cannot read"),
-    "corrupt NIfTI": (lambda r: (r / ACDC_P1 / "patient001_frame01_gt.nii.gz").write_bytes(gzip.compress(b"not a nifti" * 50)), r"patient001_frame01_gt.nii.gz: cannot read"),
-    "4-D where 3-D is expected": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame01.nii.gz", lambda d: d[..., None]), r"patient001_frame01.nii.gz: ed image \(3-D\) must be 3-D"),
-    "label value 4": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame01_gt.nii.gz", lambda d: np.where(d == 1, 4, d).astype(np.uint8)), r"frame01_gt.nii.gz: label values \[4.0\] outside"),
-    "label shape differs": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame10_gt.nii.gz", lambda d: d[:90]), r"frame10_gt.nii.gz: label shape \(90, 80, 4\) differs from image shape"),
+    "corrupt NIfTI": (
+        lambda r: (r / ACDC_P1 / "patient001_frame01_gt.nii.gz").write_bytes(gzip.compress(b"not a nifti" * 50)),
+        r"patient001_frame01_gt.nii.gz: cannot read",
+    ),
+    "4-D where 3-D is expected": (
+        lambda r: _rewrite(r / ACDC_P1 / "patient001_frame01.nii.gz", lambda d: d[..., None]),
+        r"patient001_frame01.nii.gz: ed image \(3-D\) must be 3-D",
+    ),
+    "label value 4": (
+        lambda r: _rewrite(r / ACDC_P1 / "patient001_frame01_gt.nii.gz", lambda d: np.where(d == 1, 4, d).astype(np.uint8)),
+        r"frame01_gt.nii.gz: label values \[4.0\] outside",
+    ),
+    "label shape differs": (
+        lambda r: _rewrite(r / ACDC_P1 / "patient001_frame10_gt.nii.gz", lambda d: d[:90]),
+        r"frame10_gt.nii.gz: label shape \(90, 80, 4\) differs from image shape",
+    ),
     "ES beyond NbFrame": (lambda r: (r / ACDC_P1 / "Info.cfg").write_text("ED: 1\nES: 40\nNbFrame: 30\n"), r"Info.cfg: ES = 40 is outside the frames 1..30"),
-    "NaN intensities": (lambda r: _rewrite(r / ACDC_P1 / "patient001_frame10.nii.gz", lambda d: np.where(d > 800, np.nan, d).astype(np.float32)), r"patient001_frame10.nii.gz: \d+ non-finite intensities"),
+    "NaN intensities": (
+        lambda r: _rewrite(r / ACDC_P1 / "patient001_frame10.nii.gz", lambda d: np.where(d > 800, np.nan, d).astype(np.float32)),
+        r"patient001_frame10.nii.gz: \d+ non-finite intensities",
+    ),
 }
 
 
 MNM_CODE = "A0B0C0"
 MNM_CASES = {
-    "code missing from the CSV": (lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(MNM_CODE, "ZZZZZZ")), r"case code 'A0B0C0' .* is not in the metadata CSV"),
-    "ES outside the time range": (lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(f"{MNM_CODE},Siemens,A,1,0,9", f"{MNM_CODE},Siemens,A,1,0,12")), r"ES = 12 of 'A0B0C0' is outside the time range 0..11"),
-    "3-D where 4-D is expected": (lambda r: _rewrite(r / "Training/Labeled" / MNM_CODE / f"{MNM_CODE}_sa.nii.gz", lambda d: d[..., 0]), r"A0B0C0_sa.nii.gz: 4-D cine image must be 4-D, got shape \(96, 80, 4\)"),
+    "code missing from the CSV": (
+        lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(MNM_CODE, "ZZZZZZ")),
+        r"case code 'A0B0C0' .* is not in the metadata CSV",
+    ),
+    "ES outside the time range": (
+        lambda r: (r / MNM_CSV).write_text((r / MNM_CSV).read_text().replace(f"{MNM_CODE},Siemens,A,1,0,9", f"{MNM_CODE},Siemens,A,1,0,12")),
+        r"ES = 12 of 'A0B0C0' is outside the time range 0..11",
+    ),
+    "3-D where 4-D is expected": (
+        lambda r: _rewrite(r / "Training/Labeled" / MNM_CODE / f"{MNM_CODE}_sa.nii.gz", lambda d: d[..., 0]),
+        r"A0B0C0_sa.nii.gz: 4-D cine image must be 4-D, got shape \(96, 80, 4\)",
+    ),
     "metadata CSV missing": (lambda r: (r / MNM_CSV).unlink(), r"the M&M metadata CSV is missing"),
-    "label values outside": (lambda r: _rewrite(r / "Training/Labeled" / MNM_CODE / f"{MNM_CODE}_sa_gt.nii.gz", lambda d: (d * 3).astype(np.uint8)), r"A0B0C0_sa_gt.nii.gz: label values \[6.0, 9.0\] outside"),
+    "label values outside": (
+        lambda r: _rewrite(r / "Training/Labeled" / MNM_CODE / f"{MNM_CODE}_sa_gt.nii.gz", lambda d: (d * 3).astype(np.uint8)),
+        r"A0B0C0_sa_gt.nii.gz: label values \[6.0, 9.0\] outside",
+    ),
 }
 
 
@@ -170,8 +217,9 @@ def test_data_check_reports_every_problem_at_once(acdc_root, tmp_path):
     ACDC_CASES["no Info.cfg"][0](acdc_root)
     _rewrite(acdc_root / "training/patient002/patient002_frame01_gt.nii.gz", lambda d: np.where(d == 1, 4, d).astype(np.uint8))
     _truncate(acdc_root / "training/patient003/patient003_frame10.nii.gz")
-    done = subprocess.run([sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "acdc", "--root", str(acdc_root)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "acdc", "--root", str(acdc_root)], capture_output=True, text=True
+    )
     assert done.returncode == 1
     out = done.stdout
     assert "subjects: 5 found, 2 readable" in out and "problems: 3" in out
@@ -180,7 +228,6 @@ def test_data_check_reports_every_problem_at_once(acdc_root, tmp_path):
 
 
 def test_data_check_of_a_good_download(mnm_root):
-    done = subprocess.run([sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "mnm", "--root", str(mnm_root)],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "mnm", "--root", str(mnm_root)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "subjects: 5 found, 5 readable" in done.stdout and "problems: 0" in done.stdout and "[0, 1, 2, 3]" in done.stdout

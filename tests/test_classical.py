@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from regbench import Pair, create_method
-from regbench.metrics import evaluate, jacobian_determinant
 from regbench.execution import evaluate_case
+from regbench.metrics import evaluate, jacobian_determinant
 from regbench.warp import warp
 
 CLASSICAL = ["demons", "demons-fastsym", "syn"]

@@ -19,8 +19,7 @@ from regbench.convergence import CONVERGENCE_RULE, judge, run_verdicts
 
 def history(val_dice: np.ndarray, val_every: int = 2) -> pd.DataFrame:
     epochs = np.arange(1, len(val_dice) + 1)
-    return pd.DataFrame({"epoch": epochs, "loss_sim": 1.0 / epochs, "seconds": 2.0,
-                         "val_dice": np.where(epochs % val_every == 0, val_dice, np.nan)})
+    return pd.DataFrame({"epoch": epochs, "loss_sim": 1.0 / epochs, "seconds": 2.0, "val_dice": np.where(epochs % val_every == 0, val_dice, np.nan)})
 
 
 def test_verdict_on_a_plateau_a_rising_curve_and_a_short_run():
@@ -141,8 +140,9 @@ def test_the_convergence_warning_does_not_advise_the_profile_that_was_run(seeded
 def test_a_killed_seeded_run_resumes_to_the_same_table_bit_for_bit(seeded_run, tmp_path):
     reference, _ = seeded_run
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "regbench.cli", *SEEDED, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "regbench.cli", *SEEDED, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     cases = out / "cases.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (cases.exists() and cases.read_text().count('"seed": 0') >= 3):

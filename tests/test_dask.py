@@ -110,7 +110,6 @@ def test_bad_slurm_settings_name_the_pool_and_key():
 
 def test_a_worker_with_other_versions_is_refused_naming_the_package():
     from distributed import Client, LocalCluster
-
     from regbench.distributed import check_worker_versions, software_versions
 
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
@@ -133,7 +132,8 @@ def test_a_worker_with_other_versions_is_refused_naming_the_package():
 def test_bad_backend_flags_are_one_line(tmp_path, flags, message):
     done = subprocess.run(
         [sys.executable, "-m", "regbench.cli", "run", "--profile", "smoke", "--methods", "initial", "--out", str(tmp_path / "r"), *flags],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

@@ -71,7 +71,7 @@ def test_run_train_check_method_and_perf_build_gs_agr_with_the_same_options(monk
         "check-method": ["check-method", "gs-agr", "--profile", "reproduce"],
         "perf": ["perf", "--methods", "gs-agr", "--profile", "reproduce", "--size", "32"],
     }
-    for command, argv in commands.items():
+    for command, argv in commands.items():  # noqa: B007 - read by the patched create() above
         with pytest.raises(_Built):
             main(argv)
     assert built["run"]["epochs"] == 240 and built["run"]["noise_scale"] == "masked-mean"  # the profile's entry for gs-agr

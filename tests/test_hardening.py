@@ -324,8 +324,7 @@ def _compile(tmp_path: Path, table: Path, documentclass: str = "\\documentclass{
             pytest.fail("REGBENCH_REQUIRE_LATEX is set but no pdflatex is on PATH")
         pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
     doc = tmp_path / f"{table.parent.name}.tex"
-    doc.write_text(f"{documentclass}\n\\usepackage{{booktabs}}\n\\usepackage{{graphicx}}\n"
-                   f"\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n")
+    doc.write_text(f"{documentclass}\n\\usepackage{{booktabs}}\n\\usepackage{{graphicx}}\n\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n")
     done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:]
     return (tmp_path / doc.with_suffix(".log").name).read_text(errors="replace")
@@ -410,8 +409,18 @@ MISTAKES = [
     ("root missing", ["run", "--dataset", "acdc", "--root", "TMP/nowhere", "--methods", "initial", "--out", "TMP"], 2, "acdc root folder does not exist"),
     ("config missing", ["run", "--config", "TMP/none.yaml"], 2, "none.yaml does not exist"),
     ("config is a folder", ["run", "--config", "TMP"], 2, "cannot be read"),
-    ("other settings, same out", ["run", "--methods", "initial", "--profile", "smoke", "--max-pairs", "2", "--seed", "5", "--out", "RUN"], 2, "holds a run with other settings (seed: 0 there, 5 now)"),
-    ("other max-pairs, same out", ["run", "--methods", "initial", "--profile", "smoke", "--max-pairs", "3", "--out", "RUN"], 2, "holds a run with other settings (max_test_pairs: 2 there, 3 now)"),
+    (
+        "other settings, same out",
+        ["run", "--methods", "initial", "--profile", "smoke", "--max-pairs", "2", "--seed", "5", "--out", "RUN"],
+        2,
+        "holds a run with other settings (seed: 0 there, 5 now)",
+    ),
+    (
+        "other max-pairs, same out",
+        ["run", "--methods", "initial", "--profile", "smoke", "--max-pairs", "3", "--out", "RUN"],
+        2,
+        "holds a run with other settings (max_test_pairs: 2 there, 3 now)",
+    ),
     ("report: no run", ["report", "TMP"], 2, "per_case.csv does not exist"),
     ("report: same dataset, other settings", ["report", "RUN", "OTHER"], 2, "with different settings (seed: 0 vs 7)"),
     ("report: digits -1", ["report", "RUN", "--digits", "-1"], 2, "--digits must be 0 or more"),
@@ -425,7 +434,12 @@ MISTAKES = [
     ("perf pairs 0", ["perf", "--pairs", "0"], 2, "--pairs must be at least 1, got 0"),
     ("perf size 8", ["perf", "--size", "8"], 2, "--size must be at least 32, got 8"),
     ("unknown command", ["runn"], 2, "invalid choice: 'runn'"),
-    ("seeds not numbers", ["run", "--methods", "gsmorph", "--seeds", "a,b", "--out", "TMP"], 2, "--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got 'a,b'"),
+    (
+        "seeds not numbers",
+        ["run", "--methods", "gsmorph", "--seeds", "a,b", "--out", "TMP"],
+        2,
+        "--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got 'a,b'",
+    ),
     ("seeds repeated", ["run", "--methods", "gsmorph", "--seeds", "1,1", "--out", "TMP"], 2, "seeds has duplicates: [1, 1]"),
     ("YAML lr as text", ["run", "--config", "LRYAML", "--out", "TMP"], 2, "lr must be a positive number, got '5e-3' (YAML reads 5e-3 as text: write 5.0e-3)"),
 ]

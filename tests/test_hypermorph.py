@@ -165,8 +165,12 @@ def test_save_and_load_keep_the_chosen_lambda(trained, tmp_path, pairs):
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"lam": 1.5}, "lam must be in"), ({"similarity": "ncc"}, "similarity must be 'mse'"),
-     ({"selection_grid": []}, "selection_grid"), ({"sweep_grid": [0.5, 2.0]}, "sweep_grid")],
+    [
+        ({"lam": 1.5}, "lam must be in"),
+        ({"similarity": "ncc"}, "similarity must be 'mse'"),
+        ({"selection_grid": []}, "selection_grid"),
+        ({"sweep_grid": [0.5, 2.0]}, "sweep_grid"),
+    ],
 )
 def test_bad_options_are_named(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -176,7 +180,11 @@ def test_bad_options_are_named(options, message):
 @pytest.mark.slow
 def test_run_writes_the_lambda_sweep_and_resumes_without_recomputing(tmp_path):
     config = load_config(
-        None, methods=["hypermorph"], profile="smoke", out=str(tmp_path / "run"), max_test_pairs=3,
+        None,
+        methods=["hypermorph"],
+        profile="smoke",
+        out=str(tmp_path / "run"),
+        max_test_pairs=3,
         method_options={"hypermorph": {"hyper_units": 4, "sweep_grid": [0.0, 0.5, 1.0]}},
     )
     run(config, progress=False)

@@ -47,8 +47,18 @@ def test_paper_names_the_papers_ten_methods_and_is_the_reproduce_profiles_defaul
     from regbench.config import RunConfig
     from regbench.registry import METHODS
 
-    assert METHODS.resolve("paper") == ["initial", "demons", "syn", "voxelmorph-s", "voxelmorph-m", "voxelmorph-l",
-                                        "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph"]
+    assert METHODS.resolve("paper") == [
+        "initial",
+        "demons",
+        "syn",
+        "voxelmorph-s",
+        "voxelmorph-m",
+        "voxelmorph-l",
+        "hypermorph",
+        "gs-agr",
+        "gs-pcgrad",
+        "gsmorph",
+    ]
     assert METHODS.resolve("voxelmorph-diff,paper")[:2] == ["voxelmorph-diff", "initial"]  # order kept, no repeats
     assert RunConfig(profile="reproduce").methods == ["paper"]
     assert RunConfig(profile="quick").methods == ["*"]

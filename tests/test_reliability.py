@@ -21,8 +21,8 @@ from regbench.config import RunConfig, load_config, parse_seeds
 from regbench.errors import ConfigError, DataError, InputError, RegbenchError
 from regbench.interface import validate_images
 from regbench.lock import RunDirectoryLock, RunDirectoryLocked
-from regbench.rundir import LOCK_FILE
 from regbench.registry import DATASETS
+from regbench.rundir import LOCK_FILE
 from regbench.runner import run
 
 SMOKE = ["--profile", "smoke", "--no-progress"]
@@ -82,8 +82,13 @@ def test_two_concurrent_cli_runs_with_different_settings_never_share_a_directory
     """The user's case: two terminals, one --out, different epochs. One runs, the other is refused in one line."""
     out = tmp_path / "r"
     env = {"REGBENCH_TEST_DELAY": "0.5"}
-    first = subprocess.Popen([sys.executable, "-m", "regbench.cli", "run", "--methods", "slow-initial", "--out", str(out), *SMOKE],
-                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "regbench.cli", "run", "--methods", "slow-initial", "--out", str(out), *SMOKE],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "cases.jsonl").exists():
         time.sleep(0.05)
@@ -186,8 +191,11 @@ def test_a_dask_cluster_left_without_workers_is_an_error_not_a_hang(monkeypatch)
 def test_a_hanging_case_times_out_and_the_others_complete(tmp_path, with_plugins):
     out = tmp_path / "r"
     (tmp_path / "c.yaml").write_text("case_timeout_s: {hanging: 4}\n")
-    done = _cli(["run", "--config", str(tmp_path / "c.yaml"), "--methods", "hanging", "--jobs", "2", "--out", str(out), *SMOKE],
-                {"REGBENCH_TEST_EVERY": "5"}, timeout=240)
+    done = _cli(
+        ["run", "--config", str(tmp_path / "c.yaml"), "--methods", "hanging", "--jobs", "2", "--out", str(out), *SMOKE],
+        {"REGBENCH_TEST_EVERY": "5"},
+        timeout=240,
+    )
     per_case = pd.read_csv(out / "per_case.csv")
     failed = per_case[per_case["status"] != "ok"]
     assert 0 < len(failed) < 12 and set(failed["reason"]) == {"timed out after 4 s"}, done.stderr
@@ -231,10 +239,19 @@ def scaled_dataset():
     DATASETS._origins.pop("scaled", None)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"scale": 255.0}, r"dataset 'scaled' test split, pair subject '\w+' slice \d+: fixed image has values in \[0\.\d+, 255\], outside \[0, 1\]; normalise intensities"),
-    ({"label_from": 1}, r"dataset 'scaled' test split, pair subject '\w+' slice \d+: moving label has value\(s\) \[4\] outside the dataset's structures \[0, 1, 2, 3\]"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"scale": 255.0},
+            r"dataset 'scaled' test split, pair subject '\w+' slice \d+: fixed image has values in \[0\.\d+, 255\], outside \[0, 1\]; normalise intensities",
+        ),
+        (
+            {"label_from": 1},
+            r"dataset 'scaled' test split, pair subject '\w+' slice \d+: moving label has value\(s\) \[4\] outside the dataset's structures \[0, 1, 2, 3\]",
+        ),
+    ],
+)
 def test_a_dataset_out_of_range_is_one_error_before_anything_is_written(tmp_path, scaled_dataset, options, message):
     out = tmp_path / "r"
     with pytest.raises(DataError, match=message):
@@ -242,10 +259,13 @@ def test_a_dataset_out_of_range_is_one_error_before_anything_is_written(tmp_path
     assert not (out / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda a: (a * 255).astype(np.uint8), r"fixed image has dtype uint8; give float images intensity-normalised to \[0, 1\]"),
-    (lambda a: a * 1000, r"fixed image has values in \[[\d.]+, 1000\], outside \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda a: (a * 255).astype(np.uint8), r"fixed image has dtype uint8; give float images intensity-normalised to \[0, 1\]"),
+        (lambda a: a * 1000, r"fixed image has values in \[[\d.]+, 1000\], outside \[0, 1\]"),
+    ],
+)
 def test_register_inputs_out_of_range_are_refused(pairs, make, message):
     pair = pairs[0]
     bad = make(pair.fixed / pair.fixed.max())
@@ -274,24 +294,35 @@ def test_jobs_beyond_the_cores_are_capped_with_one_note(tmp_path, with_plugins):
 
     marker = uuid.uuid4().hex
     out = tmp_path / "r"
-    done = _cli(["run", "--methods", "slow-initial", "--jobs", "999", "--max-pairs", "4", "--out", str(out), *SMOKE],
-                {"REGBENCH_TEST_DELAY": "0", "REGBENCH_TEST_MARK": marker})
+    done = _cli(
+        ["run", "--methods", "slow-initial", "--jobs", "999", "--max-pairs", "4", "--out", str(out), *SMOKE],
+        {"REGBENCH_TEST_DELAY": "0", "REGBENCH_TEST_MARK": marker},
+    )
     assert done.returncode == 0, done.stderr
     assert f"--jobs 999 is more than the {cpu_count()} cores this process may use: running {cpu_count()} worker processes" in done.stderr
     assert json.loads((out / "manifest.json").read_text())["config"]["jobs"] == cpu_count()
     assert _wait_gone(marker) == []
 
 
-@pytest.mark.parametrize("sig, code, line", [
-    (signal.SIGTERM, 143, "regbench: terminated (SIGTERM); finished cases are stored, run the same command to resume"),
-    (signal.SIGINT, 130, "regbench: interrupted; finished cases are stored, run the same command to resume"),
-])
+@pytest.mark.parametrize(
+    "sig, code, line",
+    [
+        (signal.SIGTERM, 143, "regbench: terminated (SIGTERM); finished cases are stored, run the same command to resume"),
+        (signal.SIGINT, 130, "regbench: interrupted; finished cases are stored, run the same command to resume"),
+    ],
+)
 def test_sigterm_and_ctrl_c_stop_the_run_and_every_worker_and_keep_the_store(tmp_path, with_plugins, sig, code, line):
     marker = uuid.uuid4().hex
     out = tmp_path / "r"
     args = [sys.executable, "-m", "regbench.cli", "run", "--methods", "slow-initial", "--jobs", "999", "--out", str(out), *SMOKE]
-    proc = subprocess.Popen(args, env={**os.environ, "REGBENCH_TEST_DELAY": "0.5", "REGBENCH_TEST_MARK": marker},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, "REGBENCH_TEST_DELAY": "0.5", "REGBENCH_TEST_MARK": marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not ((out / "cases.jsonl").exists() and (out / "cases.jsonl").read_text().count("\n") >= 2):
         time.sleep(0.05)
@@ -316,7 +347,10 @@ def test_an_empty_seed_entry_is_an_error():
 def test_a_bad_option_value_names_the_method_and_the_config_file(tmp_path):
     path = tmp_path / "ten.yaml"
     path.write_text("method_options:\n  gsmorph: {epochs: ten}\n")
-    with pytest.raises(ConfigError, match=rf"method 'gsmorph' \(options from method_options of config file {path} or profile smoke\): epochs must be an integer of at least 1, got 'ten'"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"method 'gsmorph' \(options from method_options of config file {path} or profile smoke\): epochs must be an integer of at least 1, got 'ten'",
+    ):
         run(load_config(path, profile="smoke", methods="gsmorph", out=str(tmp_path / "r")), progress=False)
 
 

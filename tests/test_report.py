@@ -38,13 +38,29 @@ def fake_run(path: Path, dataset: str, effects: dict[str, float], n: int = 12, s
         noise = rng.normal(0, 0.01, n)
         for i in range(n):
             dice = float(np.clip(base[i] + effect + noise[i], 0, 1))
-            rows.append({"method": method, "dataset": dataset, "subject": f"s{i:02d}", "slice": 0, "dice": dice,
-                         "hd95": 5 - 4 * dice, "mse": 0.02 * (1 - dice), "njd": 0.0 if method == "initial" else 10 * effect ** 2,
-                         "time_s": 0.01, "params": 1968002 if method != "initial" else None, "status": "ok", "reason": ""})
+            rows.append(
+                {
+                    "method": method,
+                    "dataset": dataset,
+                    "subject": f"s{i:02d}",
+                    "slice": 0,
+                    "dice": dice,
+                    "hd95": 5 - 4 * dice,
+                    "mse": 0.02 * (1 - dice),
+                    "njd": 0.0 if method == "initial" else 10 * effect**2,
+                    "time_s": 0.01,
+                    "params": 1968002 if method != "initial" else None,
+                    "status": "ok",
+                    "reason": "",
+                }
+            )
     path.mkdir(parents=True)
     per_case_frame(rows).to_csv(path / "per_case.csv", index=False)
-    manifest = {"fingerprint": {"dataset": dataset, "profile": "paper", "seed": 0}, "methods": {m: {} for m in effects},
-                "method_info": {m: {"display_name": DISPLAY.get(m, m)} for m in effects}}
+    manifest = {
+        "fingerprint": {"dataset": dataset, "profile": "paper", "seed": 0},
+        "methods": {m: {} for m in effects},
+        "method_info": {m: {"display_name": DISPLAY.get(m, m)} for m in effects},
+    }
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 

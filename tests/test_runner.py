@@ -54,8 +54,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, with_plugins):
     cli(*args, "--out", str(reference), env={**env, "REGBENCH_TEST_DELAY": "0"})
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "regbench.cli", *args, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "regbench.cli", *args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cases = out / "cases.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -193,11 +192,11 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
 
 def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
     """Each task unpickles its own copy of the method; the warm-up is keyed so that copies share it."""
+    from joblib.externals.loky import get_reusable_executor
+
     from regbench import create_method
     from regbench.config import RunConfig
     from regbench.execution import iterate_cases
-
-    from joblib.externals.loky import get_reusable_executor
 
     get_reusable_executor().shutdown(wait=True)  # fresh workers, which see the plugin on PYTHONPATH
     calls = tmp_path / "calls.txt"

@@ -68,8 +68,7 @@ def _our_jobs(prefix: str = "regbench-") -> list[str]:
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "regbench.cli", *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "regbench.cli", *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_smoke_run_on_slurm_gives_the_default_backends_per_case_table(tmp_path):
@@ -89,8 +88,10 @@ def test_a_smoke_run_on_slurm_gives_the_default_backends_per_case_table(tmp_path
     assert rows["worker"].str.startswith("tcp://").all()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["cluster"]["cluster"] == "slurm"
-    _report(f"test_slurm: smoke run ({', '.join(METHODS)}) through dask-jobqueue: SLURM jobs {sorted(seen)} seen in squeue; "
-            f"per_case.csv equals the default backend's ({len(rows)} rows, timings and provenance aside)")
+    _report(
+        f"test_slurm: smoke run ({', '.join(METHODS)}) through dask-jobqueue: SLURM jobs {sorted(seen)} seen in squeue; "
+        f"per_case.csv equals the default backend's ({len(rows)} rows, timings and provenance aside)"
+    )
 
 
 def test_scancel_of_a_worker_job_mid_run_loses_nothing(tmp_path, with_plugins):
@@ -114,5 +115,7 @@ def test_scancel_of_a_worker_job_mid_run_loses_nothing(tmp_path, with_plugins):
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     keys = [(r["subject"], r["slice"]) for r in rows if r["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 12
-    _report(f"test_slurm: scancel of worker job {jobs[0]} after {stored} stored cases (first attempt rc {proc.returncode}); "
-            "12 ok cases in the end, none stored twice")
+    _report(
+        f"test_slurm: scancel of worker job {jobs[0]} after {stored} stored cases (first attempt rc {proc.returncode}); "
+        "12 ok cases in the end, none stored twice"
+    )

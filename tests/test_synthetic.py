@@ -3,7 +3,7 @@
 import numpy as np
 
 from regbench import create_dataset, create_method
-from regbench.datasets.synthetic import SyntheticCardiac, _Slice, _draw_subject
+from regbench.datasets.synthetic import SyntheticCardiac, _draw_subject, _Slice
 from regbench.interface import Registration
 from regbench.metrics import evaluate
 from regbench.warp import warp
