@@ -101,7 +101,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
     else:
         method = method_or_name
         name = getattr(method, "name", type(method).__name__)
-        make = (lambda: type(method)()) if _constructible(type(method)) else None  # noqa: E731
+        make = (lambda: type(method)()) if _constructible(type(method)) else None  # type: ignore[assignment]  # noqa: E731
 
     report = CheckReport(name)
     if isinstance(method_or_name, str):
@@ -220,7 +220,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             method.save(path)
-            clone = make() if make else method
+            clone = make() if make is not None else method
             clone.load(path)
         a = method.register(evaluate_pair.fixed, evaluate_pair.moving).flow
         b = clone.register(evaluate_pair.fixed, evaluate_pair.moving).flow

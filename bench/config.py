@@ -258,5 +258,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         config = RunConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"bad configuration{f' in config file {path}' if path is not None else ''}: {exc}") from None
-    config.source = str(path) if path is not None else None  # named in errors about its method_options; not a key
+    setattr(config, "source", str(path) if path is not None else None)  # noqa: B010 - named in errors about its method_options; not a key
     return config

@@ -70,7 +70,7 @@ class DeepRegistration:
         self.device = resolve_device(device)
         self.parallel_safe = self.device.type == "cpu"
         torch.manual_seed(settings.seed)
-        self.model = (model or RegistrationNet()).to(self.device)
+        self.model: Any = (model or RegistrationNet()).to(self.device)  # RegistrationNet or a variant with its interface
         self.model.eval()
         self.objective = objective
         self.progress = progress

@@ -147,7 +147,7 @@ def slurm_cluster(slurm: dict[str, Any]) -> Any:
     from dask_jobqueue.slurm import SLURMJob
 
     cpu_options, cpu_jobs = _slurm_options("cpu", slurm["cpu"])
-    cluster = SLURMCluster(**cpu_options, scheduler_options={"dashboard_address": ":0"})
+    cluster: Any = SLURMCluster(**cpu_options, scheduler_options={"dashboard_address": ":0"})
     cluster.regbench_job_scripts = {"cpu": cluster.job_script()}
     if cpu_jobs:
         cluster.scale(jobs=cpu_jobs)

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -64,13 +64,12 @@ def create_method(name: str, options: dict[str, Any], config: RunConfig | None =
         if f"{name!r}" in str(exc) or f" {name} " in str(exc):
             raise
         source = getattr(config, "source", None)
-        origin = (
-            f"method_options of config file {source} or profile {config.profile}"
-            if source
-            else f"profile {config.profile} or method_options"
-            if config
-            else "its options"
-        )
+        if config is None:
+            origin = "its options"
+        elif source:
+            origin = f"method_options of config file {source} or profile {config.profile}"
+        else:
+            origin = f"profile {config.profile} or method_options"
         raise type(exc)(f"method {name!r} (options from {origin}): {exc}") from None
 
 
@@ -294,7 +293,7 @@ def iterate_cases(
     by_key = {pair.key: pair for pair in pairs}
     tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples}) for pair in pairs]
     for key, row in run_isolated(evaluate_case, tasks, jobs, config.case_timeout_for(method.name)):
-        yield _row_of_failure(method.name, config.dataset, by_key[key], row) if isinstance(row, CaseFailure) else row
+        yield _row_of_failure(method.name, config.dataset, by_key[cast(tuple[str, int], key)], row) if isinstance(row, CaseFailure) else row
 
 
 def _row_of_failure(name: str, dataset: str, pair: Pair, failure: CaseFailure) -> dict[str, Any]:

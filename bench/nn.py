@@ -54,6 +54,7 @@ class UNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.flow.weight, 0.0, 1e-5)
+        assert self.flow.bias is not None
         nn.init.zeros_(self.flow.bias)
 
     @property

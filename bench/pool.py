@@ -156,8 +156,8 @@ def _run(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: fl
                 except BrokenProcessPool as exc:
                     broken.append((task, suspect, exc))
             if len(broken) == 1 or all(suspect for _, suspect, _ in broken):
-                for task, _, exc in broken:
-                    yield task.key, CaseFailure(worker_death_reason(exc))
+                for task, _, error in broken:
+                    yield task.key, CaseFailure(worker_death_reason(error))
             else:
                 suspects.extend(task for task, _, _ in broken)
             continue

@@ -8,6 +8,7 @@ decorator, or at a factory object, which is then registered under the entry poin
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import fnmatch
 import importlib
@@ -143,14 +144,14 @@ class Registry:
         patterns = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
         return [n for n in self.names() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
-    def resolve(self, spec: str | list[str], skipped: dict[str, str] | None = None) -> list[str]:
+    def resolve(self, spec: str | builtins.list[str], skipped: dict[str, str] | None = None) -> builtins.list[str]:
         """Expand comma-separated names and patterns, keeping order; an unmatched entry is an error.
 
         A pattern (``*``, ``voxelmorph-*``) leaves out names whose optional dependencies are missing; with
         ``skipped`` given, they are recorded there with the pip command that installs them. A name given
         explicitly is kept (building it then raises :class:`MissingExtraError`)."""
         items = spec.split(",") if isinstance(spec, str) else list(spec)
-        out: list[str] = []
+        out: builtins.list[str] = []
         for item in (i.strip() for i in items):
             if not item:
                 continue

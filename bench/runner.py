@@ -210,7 +210,7 @@ def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str) ->
 def run(config: RunConfig, progress: bool = True, retrain: bool = False, report: bool = True) -> RunResult:
     """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end."""
     unavailable: dict[str, str] = {}
-    methods = METHODS.resolve(config.methods, skipped=unavailable)
+    methods = METHODS.resolve(config.methods or [], skipped=unavailable)
     if not methods:
         raise ConfigError(f"no method matches {config.methods!r}" + (f" among those installed ({'; '.join(unavailable.values())})" if unavailable else ""))
     methods.sort(key=method_sort_key)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -158,6 +158,9 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 # ---------------------------------------------------------------------------------------------- objective
+SpatialTransformerLike = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image, flow) -> moved image
+
+
 class Objective(Protocol):
     """Forms (similarity loss, smoothness loss) for a batch; returns them and the flow."""
 
@@ -173,7 +176,7 @@ class PlainObjective:
 
     def __call__(self, model: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         flow = model(moving, fixed)
-        moved = model.transformer(moving, flow)
+        moved = cast(SpatialTransformerLike, model.transformer)(moving, flow)
         return SIMILARITY[self.similarity](moved, fixed), smoothness_loss(flow, self.smoothness)
 
 
@@ -235,7 +238,7 @@ class Trainer:
             history = [EpochRecord(**r) for r in _records(state["history"])]
             start_epoch = int(state["epoch"])
             log.info("resuming %s from epoch %d", workdir, start_epoch)
-        self.combiner.generator = noise_rng
+        setattr(self.combiner, "generator", noise_rng)  # noqa: B010 - a combiner that draws noise (GS-Agr) reads it; others ignore it
 
         from tqdm.auto import tqdm
 
@@ -266,7 +269,7 @@ class Trainer:
                 if epoch + 1 < s.epochs and time.perf_counter() - last_checkpoint >= s.checkpoint_every_s:
                     self._save_checkpoint(checkpoint, model, optimiser, order_rng, noise_rng, epoch + 1, history)
                     last_checkpoint = time.perf_counter()
-                write_history(history_path(workdir), history)
+                write_history(history_path(checkpoint.parent), history)
             bar.set_postfix(
                 sim=f"{record.loss_sim:.4f}", reg=f"{record.loss_reg:.4f}", **({"val_dice": f"{record.val_dice:.3f}"} if record.val_dice is not None else {})
             )
@@ -355,7 +358,7 @@ def _records(rows: Any) -> list[dict[str, Any]]:
     keys = ["epoch", "loss_sim", "loss_reg", "conflict_share", "val_dice", "val_njd", "seconds"]
     out = []
     for row in rows:
-        rec = dict(zip(keys, [float(v) for v in row]))
+        rec: dict[str, Any] = dict(zip(keys, [float(v) for v in row]))
         rec["epoch"] = int(rec["epoch"])
         for k in ("conflict_share", "val_dice", "val_njd"):
             rec[k] = None if math.isnan(rec[k]) else rec[k]

@@ -64,7 +64,7 @@ def read_nifti(path: Path, ndim: int, what: str) -> tuple[np.ndarray, tuple[floa
     if not path.exists():
         raise DataError(f"{path}: {what} file is missing")
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt or truncated files
         raise DataError(f"{path}: cannot read {what} as NIfTI ({type(exc).__name__}: {exc})") from None
@@ -338,7 +338,7 @@ CACHE_FIELDS = ("fixed", "moving", "fixed_label", "moving_label")
 
 def _write_cache(path: Path, prepared: dict[str, list[Pair]]) -> None:
     pairs = [p for subject in sorted(prepared) for p in prepared[subject]]
-    arrays: dict[str, np.ndarray] = {"subjects": np.asarray(sorted(prepared), dtype=str)}
+    arrays: dict[str, Any] = {"subjects": np.asarray(sorted(prepared), dtype=str)}
     if pairs:
         arrays.update({f: np.stack([getattr(p, f) for p in pairs]) for f in CACHE_FIELDS})
     arrays.update(

@@ -34,6 +34,8 @@ def _image(array: np.ndarray) -> sitk.Image:
 class SimpleITKDemons:
     """Demons registration with a coarse-to-fine schedule; every setting is a keyword option."""
 
+    name = "demons"  # the registered name (demons, demons-fastsym) is set by the factory
+
     def __init__(
         self,
         variant: str = "diffeomorphic",
@@ -57,7 +59,7 @@ class SimpleITKDemons:
         self.threads = threads
 
     def _filter(self, iterations: int) -> Any:
-        f = VARIANTS[self.variant]()
+        f: Any = VARIANTS[self.variant]()
         f.SetNumberOfIterations(iterations)
         f.SetSmoothDisplacementField(self.smoothing_sigma > 0)
         f.SetStandardDeviations(self.smoothing_sigma or 1.0)

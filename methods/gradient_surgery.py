@@ -20,7 +20,7 @@ Each combiner also reports its conflict share: the fraction of groups (layer-wis
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -46,8 +46,8 @@ class GlobalProjection:
     needs_separate_gradients = True
 
     def __call__(self, g_sim: list[torch.Tensor], g_reg: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        dot = sum((s * r).sum() for s, r in zip(g_sim, g_reg))
-        norm = sum((r * r).sum() for r in g_reg)
+        dot = cast(torch.Tensor, sum((s * r).sum() for s, r in zip(g_sim, g_reg)))
+        norm = cast(torch.Tensor, sum((r * r).sum() for r in g_reg))
         conflict = dot < 0
         coef = torch.where(conflict, dot / norm.clamp_min(EPS), torch.zeros_like(dot))
         return [s - coef * r for s, r in zip(g_sim, g_reg)], conflict.float()
@@ -71,7 +71,7 @@ class AgreementRandom:
     def __call__(self, g_sim: list[torch.Tensor], g_reg: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         agree = [torch.sign(s) == torch.sign(r) for s, r in zip(g_sim, g_reg)]
         total = sum(s.numel() for s in g_sim)
-        n_agree = sum(a.sum() for a in agree)
+        n_agree = cast(torch.Tensor, sum(a.sum() for a in agree))
         if self.noise_scale == "mean":
             scale = sum(s.abs().sum() for s in g_sim) / total
         else:

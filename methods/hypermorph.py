@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from ..interface import Pair, Registration
 from ..metrics import evaluate
 from ..nn import SpatialTransformer, UNet
 from ..registry import register_method
-from ..trainer import per_sample_smoothness
+from ..trainer import SpatialTransformerLike, per_sample_smoothness
 from .voxelmorph import WeightedSum
 
 # The hypernetwork's dense layers train at voxelmorph's HyperMorph learning rate (Adam 1e-4), the generated
@@ -192,7 +192,7 @@ class HyperObjective:
     def __call__(self, model: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         lam = self.sample_lambda(moving.shape[0], generator)
         flow = model(moving, fixed, lam)
-        moved = model.transformer(moving, flow)
+        moved = cast(SpatialTransformerLike, model.transformer)(moving, flow)
         mse = (moved - fixed).square().flatten(1).mean(1)
         smooth = per_sample_smoothness(flow, self.smoothness)
         return ((1 - lam) * mse).mean() / self.sigma**2, (lam * smooth).mean()
