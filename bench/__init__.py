@@ -18,6 +18,8 @@ from .check import check_method
 from .errors import ConfigError, DataError, InputError, RegbenchError, RegistryError
 from .interface import STRUCTURES, Method, Pair, Registration, TrainableMethod
 from .registry import (
+    DatasetMeta,
+    MethodMeta,
     create_dataset,
     create_method,
     list_datasets,
@@ -33,8 +35,10 @@ __all__ = [
     "STRUCTURES",
     "ConfigError",
     "DataError",
+    "DatasetMeta",
     "InputError",
     "Method",
+    "MethodMeta",
     "Pair",
     "RegbenchError",
     "Registration",
