@@ -34,6 +34,7 @@ def _needs(distribution: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- elastix
+@pytest.mark.slow
 def test_elastix_field_reproduces_elastix_own_moved_image(pairs):
     _needs("itk-elastix")
     p = pairs[1]
@@ -86,6 +87,7 @@ def test_fireants_flow_reproduces_fireants_own_moved_image(pairs):
     assert np.abs(reg.moved[INSIDE] - own[INSIDE]).max() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["elastix-bspline", "fireants-syn"])
 def test_optional_classical_methods_clearly_beat_initial(name, small_dataset):
     _needs({"elastix-bspline": "itk-elastix", "fireants-syn": "fireants"}[name])
@@ -113,6 +115,7 @@ def test_scaling_and_squaring_unfolds_a_velocity_that_folds_as_a_displacement():
     assert not np.allclose(flow, velocity[0].numpy(), atol=0.1)
 
 
+@pytest.mark.slow
 def test_voxelmorph_diff_records_its_options_and_trains_on_the_one_trainer(small_dataset, tmp_path):
     method = create_method("voxelmorph-diff", epochs=2, batch_size=8, val_every=1, lam=0.02)
     options = method.options()
@@ -153,6 +156,7 @@ def test_a_missing_extra_is_one_message_with_the_pip_command_and_star_leaves_it_
     assert METHODS.resolve(missing_extra_method) == [missing_extra_method]  # named: kept, so building it says why
 
 
+@pytest.mark.slow
 def test_cli_names_the_pip_command_for_a_missing_extra(tmp_path):
     """In a subprocess where itk-elastix cannot be found, `run --methods elastix-bspline` is one line."""
     script = (

@@ -58,6 +58,7 @@ def test_mnm_keeps_vendor_and_centre_and_skips_unlabelled(mnm_root, tmp_path):
     assert pair.meta["vendor"] == "A" and pair.meta["vendor_name"] == "Siemens" and pair.meta["centre"] in ("1", "2")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, make", [("acdc", make_acdc), ("mnm", make_mnm)])
 def test_smoke_run_on_the_fixture_scores_dice_lv_one(name, make, tmp_path):
     root = make(tmp_path / name)
@@ -213,6 +214,7 @@ def test_bad_input_is_one_clear_error_and_leaves_no_cache(name, make, case, brea
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
+@pytest.mark.slow
 def test_data_check_reports_every_problem_at_once(acdc_root, tmp_path):
     ACDC_CASES["no Info.cfg"][0](acdc_root)
     _rewrite(acdc_root / "training/patient002/patient002_frame01_gt.nii.gz", lambda d: np.where(d == 1, 4, d).astype(np.uint8))

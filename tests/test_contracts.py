@@ -10,63 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from import_graph import DOT_FILE, ROOT, find_cycle, import_graph, package_modules, to_dot
 from regbench import rundir
 from regbench.cli import main
 
-PACKAGE = {"bench": "regbench", "methods": "regbench.methods", "datasets": "regbench.datasets"}
-ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "smoke-run"
 TABLES = ["stats.csv", "table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.tex"]
-
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for folder, package in PACKAGE.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
-            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
-    return out
-
-
-def import_graph() -> dict[str, set[str]]:
-    """module -> the package modules it imports (at module level or inside functions)."""
-    modules = _modules()
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    for module, path in modules.items():
-        package = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
-                target = ".".join(p for p in (base, node.module or "") if p)
-                candidates = [target, *(f"{target}.{alias.name}" for alias in node.names)]
-            elif isinstance(node, ast.Import):
-                candidates = [alias.name for alias in node.names]
-            else:
-                continue
-            graph[module] |= {c for c in candidates if c in modules and c != module}
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}  # 1 on the stack, 2 done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt) :] + [nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (cycle := visit(node)):
-            return cycle
-    return None
 
 
 def test_the_package_has_no_import_cycle():
@@ -78,6 +27,12 @@ def test_the_package_has_no_import_cycle():
 def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_import_graph_picture_matches_the_source():
+    """docs/import-graph.dot (and the SVG drawn from it) is the picture of today's imports: redraw it with
+    `python tests/import_graph.py` when they change."""
+    assert DOT_FILE.read_text() == to_dot(import_graph()), "stale docs/import-graph.dot: run python tests/import_graph.py"
 
 
 # Names of the run directory's files and folders and the manifest's keys: only regbench.rundir spells them.
@@ -106,7 +61,7 @@ RUN_DIRECTORY_LITERALS = {
 
 def test_only_the_run_directory_module_spells_its_paths_and_manifest_keys():
     found = []
-    for module, path in _modules().items():
+    for module, path in package_modules().items():
         if module == "regbench.rundir" or not module.startswith("regbench."):
             continue
         for node in ast.walk(ast.parse(path.read_text())):

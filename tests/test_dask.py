@@ -108,6 +108,7 @@ def test_bad_slurm_settings_name_the_pool_and_key():
         RunConfig(backend="dask", cluster="slurm", slurm={"gpu": {}})
 
 
+@pytest.mark.slow
 def test_a_worker_with_other_versions_is_refused_naming_the_package():
     from distributed import Client, LocalCluster
     from regbench.distributed import check_worker_versions, software_versions
@@ -120,6 +121,7 @@ def test_a_worker_with_other_versions_is_refused_naming_the_package():
             check_worker_versions(client, driver)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, message",
     [

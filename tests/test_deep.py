@@ -90,6 +90,7 @@ def test_trainer_gradients_equal_two_independent_backward_passes(pairs):
             assert torch.allclose(g, expected, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEEP)
 def test_a_few_training_steps_lower_the_loss(name, small_dataset):
     train = small_dataset.pairs("train")
@@ -101,6 +102,7 @@ def test_a_few_training_steps_lower_the_loss(name, small_dataset):
         assert last.conflict_share is not None or name.startswith("voxelmorph")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_dataset, schedule):
     train = small_dataset.pairs("train")[:16]

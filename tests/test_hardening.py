@@ -90,6 +90,7 @@ def test_a_nan_flow_fails_the_case_and_the_run_exits_non_zero(tmp_path, controll
     assert "failed" in table and "**" not in table.split("Controlled (test)")[1].splitlines()[0]
 
 
+@pytest.mark.slow
 def test_same_run_twice_is_read_once_and_runs_of_one_dataset_merge_or_are_refused(tmp_path, controlled):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     run(RunConfig(methods=["initial"], profile="smoke", out=str(a)), progress=False, report=False)
@@ -108,6 +109,7 @@ def test_same_run_twice_is_read_once_and_runs_of_one_dataset_merge_or_are_refuse
 
 
 # ------------------------------------------------------------------------------------ lost work
+@pytest.mark.slow
 def test_failed_cases_are_retried_by_the_next_run_and_good_ones_are_kept(tmp_path, controlled):
     out = tmp_path / "r"
     controlled.mode = "odd"
@@ -137,6 +139,7 @@ def test_a_damaged_line_inside_the_store_is_an_error_not_a_truncation(tmp_path):
     assert cases.read_text().count("\n") == 12  # nothing truncated
 
 
+@pytest.mark.slow
 def test_a_typo_in_method_options_stops_before_any_work_and_binds_nothing(tmp_path):
     out = tmp_path / "r"
     config = tmp_path / "c.yaml"
@@ -159,6 +162,7 @@ def test_a_typo_in_method_options_stops_before_any_work_and_binds_nothing(tmp_pa
     assert manifest["method_info"]["demons"]["display_name"] == "Demons"
 
 
+@pytest.mark.slow
 def test_a_method_that_cannot_run_at_all_exits_non_zero(tmp_path, controlled):
     controlled.mode = "raise"
     code, _, err = cli("run", "--methods", "initial,controlled", "--out", str(tmp_path / "r"), *SMOKE)
@@ -183,6 +187,7 @@ class UntrainableModel(Controlled):
         pass
 
 
+@pytest.mark.slow
 def test_a_method_whose_training_fails_exits_non_zero_and_the_others_are_kept(tmp_path, controlled):
     METHODS.add("untrainable", UntrainableModel)
     try:
@@ -272,6 +277,7 @@ def test_entry_point_name_must_equal_the_registered_name(plugin_dir):
     assert code == 2 and "it registered 'my-method-v2' instead" in err and "entry point's name must equal" in err
 
 
+@pytest.mark.slow
 def test_plugin_display_name_and_provider_reach_the_manifest_and_table(tmp_path, plugin_dir):
     source = """
     import numpy as np
@@ -297,6 +303,7 @@ def test_plugin_display_name_and_provider_reach_the_manifest_and_table(tmp_path,
 
 
 # ------------------------------------------------------------------------------------ outputs people share
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_written_files_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
@@ -330,6 +337,7 @@ def _compile(tmp_path: Path, table: Path, documentclass: str = "\\documentclass{
     return (tmp_path / doc.with_suffix(".log").name).read_text(errors="replace")
 
 
+@pytest.mark.slow
 def test_wide_table1_fits_the_page_with_fit_and_wide_layouts(tmp_path):
     assert "Overfull \\hbox" in _compile(tmp_path, _two_dataset_report(tmp_path, "plain"))  # the problem
     for layout, documentclass in (("fit", "\\documentclass{article}"), ("wide", "\\documentclass[twocolumn]{article}"), ("auto", "\\documentclass{article}")):
@@ -339,6 +347,7 @@ def test_wide_table1_fits_the_page_with_fit_and_wide_layouts(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ interruptions
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["joblib", pytest.param("dask", marks=pytest.mark.slow)])
 def test_ctrl_c_stops_a_parallel_run_with_one_line_and_it_resumes(tmp_path, with_plugins, backend):
     """Also under dask (a LocalCluster): the store grows case by case while the run goes, Ctrl-C cancels the

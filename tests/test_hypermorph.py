@@ -110,6 +110,7 @@ def trained(small_dataset, tmp_path_factory):
     return method, workdir
 
 
+@pytest.mark.slow
 def test_chosen_lambda_is_the_validation_grid_best(trained, small_dataset):
     method, workdir = trained
     curve = pd.read_csv(workdir / "lambda_selection.csv")
@@ -122,6 +123,7 @@ def test_chosen_lambda_is_the_validation_grid_best(trained, small_dataset):
     assert np.nanmean([r["dice"] for r in rows]) == pytest.approx(best["dice_mean"])
 
 
+@pytest.mark.slow
 def test_njd_bound_restricts_the_choice(trained, small_dataset):
     method, _ = trained
     curve = pd.DataFrame(method.selection)
@@ -139,6 +141,7 @@ def test_njd_bound_restricts_the_choice(trained, small_dataset):
         method.select_lambda(small_dataset.pairs("val"))
 
 
+@pytest.mark.slow
 def test_register_at_another_lambda_leaves_the_chosen_one(trained, pairs):
     method, _ = trained
     p = pairs[0]
@@ -149,6 +152,7 @@ def test_register_at_another_lambda_leaves_the_chosen_one(trained, pairs):
         method.register(p.fixed, p.moving, lam=1.5)
 
 
+@pytest.mark.slow
 def test_save_and_load_keep_the_chosen_lambda(trained, tmp_path, pairs):
     method, _ = trained
     method.save(tmp_path / "final.pt")

@@ -76,6 +76,7 @@ def test_the_reproduce_profile_trains_gs_agr_twice_as_long_and_a_user_option_sti
     assert method_options("gs-agr", given)["epochs"] == 30
 
 
+@pytest.mark.slow
 def test_entry_point_plugins_appear_everywhere(with_plugins):
     assert {"slow-initial", "flaky"} <= set(list_methods())
     method = create_method("flaky")  # an entry point naming a class (no decorator)

@@ -61,6 +61,7 @@ def _hold_lock(run_dir: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder_and_binds_nothing(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
@@ -78,6 +79,7 @@ def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder_and_b
     assert (out / LOCK_FILE).read_text() == ""  # released
 
 
+@pytest.mark.slow
 def test_two_concurrent_cli_runs_with_different_settings_never_share_a_directory(tmp_path, with_plugins):
     """The user's case: two terminals, one --out, different epochs. One runs, the other is refused in one line."""
     out = tmp_path / "r"
@@ -112,6 +114,7 @@ def test_the_lock_is_released_when_the_run_fails(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ crashes and hangs
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("crash", ["segv", "exit"])
 def test_a_method_that_kills_its_worker_fails_those_cases_only_and_the_rerun_retries_them(tmp_path, with_plugins, jobs, crash):
@@ -141,6 +144,7 @@ def test_a_method_that_kills_its_worker_fails_those_cases_only_and_the_rerun_ret
     assert f"crashing: {len(failed)} pairs computed, {12 - len(failed)} already stored ({len(failed)} failed before and retried)" in again.stdout
 
 
+@pytest.mark.slow
 def test_a_method_that_kills_its_dask_worker_fails_those_cases_only(tmp_path, with_plugins):
     pytest.importorskip("distributed")
     out = tmp_path / "r"
@@ -188,6 +192,7 @@ def test_a_dask_cluster_left_without_workers_is_an_error_not_a_hang(monkeypatch)
         cluster._check_workers(since)
 
 
+@pytest.mark.slow
 def test_a_hanging_case_times_out_and_the_others_complete(tmp_path, with_plugins):
     out = tmp_path / "r"
     (tmp_path / "c.yaml").write_text("case_timeout_s: {hanging: 4}\n")
@@ -277,6 +282,7 @@ def test_register_inputs_out_of_range_are_refused(pairs, make, message):
         create_method("demons").register(bad, pair.moving)
 
 
+@pytest.mark.slow
 def test_a_flow_in_normalised_units_fails_every_case_and_is_not_ranked(tmp_path, with_plugins):
     out = tmp_path / "r"
     done = _cli(["run", "--methods", "initial,normalised-flow", "--out", str(out), *SMOKE])
@@ -289,6 +295,7 @@ def test_a_flow_in_normalised_units_fails_every_case_and_is_not_ranked(tmp_path,
 
 
 # ------------------------------------------------------------------------------------ processes and signals
+@pytest.mark.slow
 def test_jobs_beyond_the_cores_are_capped_with_one_note(tmp_path, with_plugins):
     from joblib import cpu_count
 
@@ -304,6 +311,7 @@ def test_jobs_beyond_the_cores_are_capped_with_one_note(tmp_path, with_plugins):
     assert _wait_gone(marker) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig, code, line",
     [
@@ -372,6 +380,7 @@ def test_an_empty_run_directory_with_a_stale_manifest_is_rebound(tmp_path):
         run(RunConfig(methods=["initial"], profile="smoke", out=str(out), max_test_pairs=3), progress=False, report=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["[1, 2]", '"a string"', '{"fingerprint": [], "methods": {}}'])
 def test_a_manifest_that_is_not_an_object_is_one_error_in_run_and_a_problem_in_report(tmp_path, text):
     from regbench.report import write_report

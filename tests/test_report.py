@@ -68,6 +68,7 @@ def fake_run(path: Path, dataset: str, effects: dict[str, float], n: int = 12, s
 EFFECTS = {"initial": 0.0, "voxelmorph-m": 0.15, "gsmorph": 0.16, "gs-agr": 0.01}
 
 
+@pytest.mark.slow
 def test_table1_has_one_column_group_per_dataset_bold_best_and_daggers(tmp_path):
     acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
     mnm = fake_run(tmp_path / "mnm", "mnm", EFFECTS, seed=1)
@@ -89,6 +90,7 @@ def test_table1_has_one_column_group_per_dataset_bold_best_and_daggers(tmp_path)
     assert not report.problems
 
 
+@pytest.mark.slow
 def test_table1_adds_the_flow_error_only_where_the_data_has_a_true_flow(tmp_path):
     acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
     write_report([acdc], tmp_path / "acdc-out", ReportOptions(figures=False))
@@ -120,6 +122,7 @@ def test_statistics_are_scipy_wilcoxon_with_holm(tmp_path):
     assert row["median_difference"] < 0 and bool(row["significant"])
 
 
+@pytest.mark.slow
 def test_compare_paper_puts_the_published_numbers_next_to_ours(tmp_path):
     acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
     write_report([acdc], options=ReportOptions(compare_paper=True, figures=False))
@@ -183,6 +186,7 @@ def test_latex_tables_compile(smoke_run, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_table_2_lists_parameters_and_milliseconds(tmp_path):
     acdc = fake_run(tmp_path / "acdc", "acdc", EFFECTS)
     write_report([acdc], options=ReportOptions(figures=False))
@@ -204,6 +208,7 @@ def test_missing_required_column_is_named(tmp_path):
         write_report([path])
 
 
+@pytest.mark.slow
 def test_missing_metric_and_failed_method_are_reported_and_the_rest_written(tmp_path):
     path = fake_run(tmp_path / "r", "acdc", EFFECTS)
     df = pd.read_csv(path / "per_case.csv", dtype={"reason": str}).drop(columns="hd95")
@@ -219,6 +224,7 @@ def test_missing_metric_and_failed_method_are_reported_and_the_rest_written(tmp_
     assert (path / "report" / "figures" / "boxplots.png").exists()
 
 
+@pytest.mark.slow
 def test_per_structure_columns_follow_dice_and_hd95(tmp_path):
     path = fake_run(tmp_path / "r", "acdc", EFFECTS)
     df = pd.read_csv(path / "per_case.csv")

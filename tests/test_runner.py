@@ -23,6 +23,7 @@ def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.C
     return subprocess.run([sys.executable, "-m", "regbench.cli", *args], capture_output=True, text=True, env=env, check=check)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_tables_and_the_report(tmp_path):
     out = tmp_path / "run"
     proc = cli("run", "--dataset", "synthetic", "--methods", "initial", "--profile", "smoke", "--out", str(out), "--no-progress")
@@ -47,6 +48,7 @@ def _stable(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=["time_s"])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_table(tmp_path, with_plugins):
     env = {**os.environ, "REGBENCH_TEST_DELAY": "0.25"}
     args = ["run", "--methods", "initial,slow-initial", "--profile", "smoke", "--no-progress"]
@@ -73,6 +75,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, with_plugins):
     pd.testing.assert_frame_equal(_stable(a), _stable(b))
 
 
+@pytest.mark.slow
 def test_torn_last_line_is_dropped_and_recomputed(tmp_path):
     out = tmp_path / "run"
     config = RunConfig(methods=["initial"], profile="smoke", out=str(out))
@@ -85,6 +88,7 @@ def test_torn_last_line_is_dropped_and_recomputed(tmp_path):
     assert len(pd.read_csv(out / "per_case.csv")) == 12
 
 
+@pytest.mark.slow
 def test_adding_methods_is_allowed_other_settings_are_refused(tmp_path, with_plugins):
     out = tmp_path / "run"
     run(RunConfig(methods=["initial"], profile="smoke", out=str(out)), progress=False)
@@ -131,6 +135,7 @@ def test_yaml_config_and_flags(tmp_path):
     assert config.methods == ["initial"] and config.profile == "smoke" and config.seed == 5
 
 
+@pytest.mark.slow
 def test_train_command_then_run_reuses_the_model(tmp_path):
     out = tmp_path / "run"
     proc = cli("train", "gsmorph", "--dataset", "synthetic", "--profile", "smoke", "--out", str(out), "--no-progress")
@@ -168,6 +173,7 @@ def test_perf_subnormal_step_restores_threads_and_leaves_subnormals_flushed():
     assert "10,000 parameters" in format_subnormal_timing(10_000, computed, flushed)
 
 
+@pytest.mark.slow
 def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_model_timed(capsys):
     from regbench.cli import main
     from regbench.perf import time_training_steps
@@ -190,6 +196,7 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
     assert "share of a training step's operator time" in out and "grid_sample bwd" in out
 
 
+@pytest.mark.slow
 def test_workers_warm_a_method_up_once_per_process_not_once_per_case(with_plugins, tmp_path, monkeypatch, small_dataset):
     """Each task unpickles its own copy of the method; the warm-up is keyed so that copies share it."""
     from joblib.externals.loky import get_reusable_executor

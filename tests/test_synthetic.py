@@ -1,6 +1,7 @@
 """The embedded synthetic dataset: deterministic, split by subject, heart-like motion with true flows."""
 
 import numpy as np
+import pytest
 
 from regbench import create_dataset, create_method
 from regbench.datasets.synthetic import SyntheticCardiac, _draw_subject, _Slice
@@ -56,6 +57,7 @@ def test_ground_truth_flow_inverts_the_motion():
     assert np.abs(p.flow_gt).max() > 1.0  # there is real motion to recover
 
 
+@pytest.mark.slow
 def test_initial_overlap_near_the_papers_and_ground_truth_registers_well():
     ds = create_dataset("synthetic", n_subjects=12, image_size=96, seed=0)
     ps = [p for s in ds.subjects() for p in ds.subject_pairs(s)]
