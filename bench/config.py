@@ -46,7 +46,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
         "the README demo: all methods on 40 synthetic subjects at 64 px (3 mm pixels), deep methods 10 epochs "
-        "(not converged: tables mark them); 13.5 minutes on a 2-core AVX2 CPU",
+        "(not converged: tables mark them); 15-20 minutes on 2 CPU cores (docs/profiles-and-results.md names the CPUs)",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
         # 64-px images, short training that fits the budget with the other methods; validation every epoch so that
         # the convergence verdict has points to judge (it says: not converged).
@@ -56,9 +56,9 @@ PROFILES: dict[str, Profile] = {
         "reproduce",
         "the paper's findings on CPU: the paper's ten methods (by default) on the quick profile's data (synthetic, "
         "64 px), deep methods trained 120 epochs (GS-Agr 240) at batch 32 with a cosine lr decay (converged by the "
-        "rule in regbench.convergence); ≤ 60 minutes on 2 CPU cores",
+        "rule in regbench.convergence); about 90 minutes on 2 CPU cores",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
-        # The 60-minute budget holds the paper's ten; methods beyond the paper are added by name or with '*'.
+        # The paper's ten by default; methods beyond the paper are added by name or with '*'.
         methods=("paper",),
         # The paper's batch (32) and lr, 120 epochs with the lr annealed (cosine) so that the last epoch's weights,
         # which the paper evaluates, are settled rather than one draw from an oscillation; validated every 2 epochs
@@ -66,10 +66,10 @@ PROFILES: dict[str, Profile] = {
         # VoxelMorph-l's operating point; with a constant lr VoxelMorph-m's last-epoch NJD was as high as -s's;
         # 100 epochs at batch 32 left GSMorph rising by 0.59 points in the last quarter.
         training={"epochs": 120, "batch_size": 32, "lr_schedule": "cosine", "val_every": 2, "max_val_pairs": 16},
-        # GS-Agr replaces ~80% of its gradient entries by noise. With the former unmasked noise scale it had not
-        # converged at 120 epochs (+5.25 points over the last quarter at seed 3407) and settled at 240 (+0.38).
-        # With the authors' masked scale (the default now) it is still rising at 240 (+1.21 at seed 3407, +0.79 at
-        # seed 0: not converged, and its tables say so).
+        # GS-Agr replaces ~80% of its gradient entries by noise and learns slowly: with noise_scale "mean" it had not
+        # converged at 120 epochs (+5.25 points over the last quarter at seed 3407) and settled at 240 (+0.38); with
+        # the default "masked-mean" it is still rising at 240 (+1.21 at seed 3407, +0.79 at seed 0: not converged,
+        # and its tables say so).
         method_options={"gs-agr": {"epochs": 240}},
     ),
     "paper": Profile(
