@@ -20,7 +20,7 @@ DOT_FILE = ROOT / "docs" / "import-graph.dot"
 
 
 def package_modules() -> dict[str, Path]:
-    """Dotted module name -> source file, for every module of the installed package's three source folders."""
+    """Dotted module name -> source file, for every module in the package's three source folders."""
     out = {}
     for folder, package in PACKAGE.items():
         for path in sorted((ROOT / folder).glob("*.py")):
