@@ -5,11 +5,17 @@ Architecture (the authors' reference code): input = moving and fixed concatenate
 128, 256 features and 2×2 max-pooling between levels; decoder: bilinear ×2 up-sampling, concatenation with
 the skip, the same blocks back to 16; flow head 3×3 conv 16→2, weights ~ N(0, 1e-5), bias 0. Other convs
 Kaiming-normal (fan_out). 1,968,002 parameters in 75 tensors. Flow channels: rows, then columns (pixels).
+
+Memory layout: by default the U-Net's parameters and activations are channels-last (NHWC): oneDNN's convolutions
+skip their layout reorders, and a training step at 64 px, batch 32, ran 11-17% faster on a 2-core AMD EPYC
+(Zen 4, AVX512). The flow it returns is contiguous (NCHW) whatever the layout inside. Values are those of the
+NCHW network up to floating-point summation order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -39,11 +45,14 @@ class UNet(nn.Module):
     """(moving, fixed) → flow (N, 2, H, W) in pixels. H and W must be multiples of 2^(levels−1).
 
     ``conv`` builds every 3×3 conv but the flow head (HyperMorph passes its hyper-conv here).
+    ``channels_last``: the layout of parameters and activations (see the module's docstring); HyperMorph's
+    per-sample grouped convs are slower channels-last, so its U-Net keeps NCHW.
     """
 
-    def __init__(self, features: tuple[int, ...] = FEATURES, conv: ConvFactory = nn.Conv2d) -> None:
+    def __init__(self, features: tuple[int, ...] = FEATURES, conv: ConvFactory = nn.Conv2d, channels_last: bool = True) -> None:
         super().__init__()
         self.features = tuple(features)
+        self.channels_last = channels_last
         self.stem = conv(2, features[0], 3, padding=1, bias=False)
         self.encoder = nn.ModuleList(ConvBlock(features[max(i - 1, 0)], f, conv) for i, f in enumerate(features))
         self.decoder = nn.ModuleList(ConvBlock(features[i + 1] + features[i], features[i], conv) for i in reversed(range(len(features) - 1)))
@@ -56,13 +65,18 @@ class UNet(nn.Module):
         nn.init.normal_(self.flow.weight, 0.0, 1e-5)
         assert self.flow.bias is not None
         nn.init.zeros_(self.flow.bias)
+        if channels_last:
+            cast(Any, self).to(memory_format=torch.channels_last)  # 4-D parameters (torch's stubs lack the keyword); .to(device) keeps it
 
     @property
     def multiple(self) -> int:
         return 2 ** (len(self.features) - 1)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        x = self.stem(torch.cat([moving, fixed], dim=1))
+        x = torch.cat([moving, fixed], dim=1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x)
         skips = []
         for i, block in enumerate(self.encoder):
             if i:
@@ -72,7 +86,7 @@ class UNet(nn.Module):
         for block, skip in zip(self.decoder, reversed(skips[:-1])):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
-        return self.flow(x)
+        return self.flow(x).contiguous()
 
 
 class SpatialTransformer(nn.Module):

@@ -70,6 +70,39 @@ def test_sharing_weights_between_equal_lambda_draws_leaves_the_update_unchanged(
     assert any(g.abs().sum() > 0 for name, g in grads[0].items() if "hyper." in name)  # the hypernetwork learns
 
 
+def test_small_levels_as_batched_matmul_leave_the_update_unchanged(monkeypatch):
+    """The 8×8 and 4×4 levels' per-sample convs run as a batched matmul over unfolded columns: a training
+    step's losses and every gradient equal those of grouped convs everywhere, to float32 tolerance."""
+    import copy
+
+    import regbench.methods.hypermorph as hypermorph
+    from regbench.methods.hypermorph import HyperObjective
+
+    torch.manual_seed(0)
+    matmul = HyperRegistrationNet(hyper_layers=2, hyper_units=4).train()
+    _randomise_heads(matmul)
+    grouped = copy.deepcopy(matmul)
+    moving, fixed = torch.rand(6, 1, 64, 64), torch.rand(6, 1, 64, 64)
+    lam = torch.tensor([0.1, 0.3, 0.5, 0.6, 0.7, 0.9])
+    objective = HyperObjective()
+    objective.sample_lambda = lambda n, generator: lam
+    losses, grads, paths = [], [], []
+    for model, limit in ((matmul, hypermorph.MATMUL_MAX_PIXELS), (grouped, 0)):
+        monkeypatch.setattr(hypermorph, "MATMUL_MAX_PIXELS", limit)
+        calls = []
+        monkeypatch.setattr(hypermorph.F, "unfold", lambda *a, _unfold=torch.nn.functional.unfold, **k: (calls.append(1), _unfold(*a, **k))[1])
+        similarity, smoothness = objective(model, moving, fixed, torch.Generator())
+        (similarity + smoothness).backward()
+        monkeypatch.undo()
+        paths.append(len(calls))
+        losses.append(torch.stack([similarity, smoothness]).detach())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert paths == [6, 0]  # at 64 px: two convs at 4×4, four at 8×8 (encoder and decoder), none above
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6), name
+
+
 def test_inference_cache_follows_lambda_and_training():
     torch.manual_seed(0)
     model = HyperRegistrationNet(hyper_layers=2, hyper_units=4).eval()
