@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the profile's: 'paper' for reproduce, all for the others)",
     )
     p.add_argument(
-        "--jobs", type=int, help="worker processes for the cases (default 1; -1: all cores); with --backend dask --cluster local, the LocalCluster's workers"
+        "--jobs",
+        type=int,
+        help="worker processes for the cases (default 1; -1: all cores), and as many CPU trainings at once, each in its own "
+        "process with the threads divided among them (YAML parallel_trainings: 1 keeps one at a time); with --backend dask "
+        "--cluster local, the LocalCluster's workers",
     )
     p.add_argument(
         "--backend",

@@ -122,6 +122,10 @@ class RunConfig:
     # ("timed out after N s") and its worker is replaced. A number, null (no limit) or a mapping
     # {METHOD: seconds, default: seconds}.
     case_timeout_s: Any = DEFAULT_CASE_TIMEOUT_S
+    # Trainings at once with the joblib backend, each in its own process with (torch threads ÷ N) threads, when
+    # two or more trainable methods that run on CPU are to be trained. None: --jobs's number. 1: one at a time
+    # in this process with all threads. CPU results depend on the thread count; the manifest records it.
+    parallel_trainings: int | None = None
 
     def __post_init__(self) -> None:
         if self.methods is None:
@@ -136,6 +140,10 @@ class RunConfig:
         get_profile(self.profile)
         if self.max_test_pairs is not None and (isinstance(self.max_test_pairs, bool) or not isinstance(self.max_test_pairs, int) or self.max_test_pairs < 1):
             raise ConfigError(f"max_test_pairs (--max-pairs) must be a positive integer, got {self.max_test_pairs!r}; leave it out to evaluate every test pair")
+        if self.parallel_trainings is not None and (
+            isinstance(self.parallel_trainings, bool) or not isinstance(self.parallel_trainings, int) or self.parallel_trainings < 1
+        ):
+            raise ConfigError(f"parallel_trainings must be a positive integer (or null: --jobs's number), got {self.parallel_trainings!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):

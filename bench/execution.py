@@ -259,7 +259,39 @@ class TrainingTask:
                 stack.enter_context(Semaphore(max_leases=1, name="regbench-training"))
             started = time.perf_counter()
             train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain)
-        return {**where_am_i(getattr(method, "device", None)), "seconds": round(time.perf_counter() - started, 1)}
+        return {**where_am_i(getattr(method, "device", None)), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def side_by_side_trainings(
+    config: RunConfig, built: dict[str, tuple[dict[str, Any], Any]], units: Sequence[tuple[str, int | None]], model_dir: Any, retrain: bool
+) -> tuple[list[tuple[tuple[str, int | None], TrainingTask]], int]:
+    """The trainings to run side by side on this machine, longest first, and how many at once; ([], 1) when
+    one at a time (in the driver, with all its threads) is what applies.
+
+    Side by side when ``config.parallel_trainings`` (default: ``config.jobs``) is at least 2 and at least two
+    (method, seed) units are to be trained by methods whose cases may run in worker processes (CPU models:
+    a CUDA model refuses). Each then gets (the driver's torch threads ÷ trainings at once) threads. Measured on
+    a 2-core AMD EPYC (Zen 3, AVX2): two 1-thread trainings of VoxelMorph-m did 10% more steps per second in
+    total than one with 2 threads, of GSMorph 18%. ``model_dir(name, seed)`` is the unit's model directory."""
+    slots = config.parallel_trainings or config.jobs
+    if slots < 2:
+        return [], 1
+    pending = []
+    for name, seed in units:
+        options, method = built[name]
+        if not (is_trainable(method) and parallel_safe(method)):
+            continue
+        if final_model(model_dir(name, seed)).exists() and not retrain:
+            continue
+        pending.append((name, seed, options))
+    if len(pending) < 2:
+        return [], 1
+    slots = min(slots, len(pending))
+    threads = max(1, driver_threads() // slots)
+    cost = lambda unit: float(unit[2].get("epochs", 1)) * METHODS.meta(unit[0]).epoch_cost  # noqa: E731
+    ordered = sorted(pending, key=cost, reverse=True)  # stable: equal costs keep the run's method order
+    tasks = [((n, s), TrainingTask(config, n, o, s, str(model_dir(n, s)), retrain, threads)) for n, s, o in ordered]
+    return tasks, slots
 
 
 # -------------------------------------------------------------------------------------- many cases

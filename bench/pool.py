@@ -1,4 +1,5 @@
-"""Cases in worker processes, isolated: a worker that dies or a case over its time limit fails that case only.
+"""Cases in worker processes, isolated: a worker that dies or a case over its time limit fails that case only;
+and long tasks (trainings) side by side, each in a process of its own (:class:`SideBySide`).
 
 The workers are joblib's (loky) processes. At most one case per worker is in flight; a case's time starts when
 a worker starts it (it touches a file first), so spawning workers and importing torch never count. When a
@@ -76,16 +77,84 @@ def stop_workers() -> None:
 def worker_death_reason(exc: BaseException) -> str:
     """ "worker died: signal 11 (SIGSEGV)" or "worker died: exit code 1" from loky's TerminatedWorkerError."""
     codes = [int(c) for c in re.findall(r"\((-?\d+)\)", str(exc).rsplit("exit codes of the workers are", 1)[-1])]
-    described = []
-    for code in codes:
-        if code < 0:
-            try:
-                described.append(f"signal {-code} ({signal.Signals(-code).name})")
-            except ValueError:
-                described.append(f"signal {-code}")
-        else:
-            described.append(f"exit code {code}")
+    described = [describe_exit(code) for code in codes]
     return "worker died: " + (", ".join(dict.fromkeys(described)) if described else "no exit status known")
+
+
+def describe_exit(code: int) -> str:
+    """A process's exit status as "signal 11 (SIGSEGV)" (negative: killed by that signal) or "exit code 1"."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"signal {-code}"
+
+
+# ------------------------------------------------------------------------------------- long tasks side by side
+def _in_child(fn: Callable[[], Any], sender: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops this process
+    try:
+        outcome: tuple[str, Any] = ("ok", fn())
+    except BaseException as exc:  # noqa: BLE001 - handed to the driver, which raises it
+        outcome = ("error", exc)
+    try:
+        sender.send(outcome)
+    except Exception as exc:  # an exception or result that does not pickle
+        sender.send(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} (could not be sent back: {exc})")))
+
+
+class SideBySide:
+    """Long tasks (trainings) in processes of their own, ``slots`` at a time, started in the order given.
+
+    ``futures[key]`` gives a task's result or raises its exception; a process that dies fails its own task
+    only ("process died: signal 9 (SIGKILL)"). ``stop()`` cancels what has not started and terminates the
+    processes that run. Each task is a picklable callable; processes are spawned (fresh interpreters)."""
+
+    def __init__(self, tasks: Sequence[tuple[Hashable, Callable[[], Any]]], slots: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._running: set[Any] = set()
+        self._threads = ThreadPoolExecutor(max(1, slots), thread_name_prefix="regbench-side-by-side")
+        self.futures: dict[Hashable, Future] = {key: self._threads.submit(self._run, key, fn) for key, fn in tasks}
+
+    def _run(self, key: Hashable, fn: Callable[[], Any]) -> Any:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_in_child, args=(fn, sender), name=f"regbench-{key}", daemon=True)
+        with self._lock:
+            if self._stopping.is_set():
+                raise RuntimeError("stopped before it started")
+            process.start()
+            self._running.add(process)
+        sender.close()
+        try:
+            kind, value = receiver.recv()
+        except EOFError:
+            process.join()
+            raise RuntimeError(f"process died: {describe_exit(process.exitcode or 0)}") from None
+        finally:
+            receiver.close()
+        process.join()
+        with self._lock:
+            self._running.discard(process)
+        if kind == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for future in self.futures.values():
+            future.cancel()
+        with self._lock:
+            for process in self._running:
+                if process.is_alive():
+                    process.terminate()
+        self._threads.shutdown(wait=True)
 
 
 def run_isolated(fn: Callable[..., Any], tasks: Sequence[Task], jobs: int, timeout_s: float | None = DEFAULT_CASE_TIMEOUT_S) -> Iterator[tuple[Hashable, Any]]:

@@ -40,6 +40,9 @@ class MethodMeta:
     parallel_safe: bool = True  # its cases may run in several worker processes at once
     isolate_cases: bool | None = None  # run each case in a worker even with --jobs 1 (None: plugins yes, built-ins no)
     dims: tuple[int, ...] = (2,)  # image dimensions it registers
+    # Training seconds per epoch relative to VoxelMorph's: trainings that run side by side start longest first
+    # (epochs × this), so that the longest one is not left running alone at the end.
+    epoch_cost: float = 1.0
     family: tuple[str, float] | None = None  # (label, value): figures join a family's points in the order of value
     sweep: tuple[str, str] | None = None  # (column, symbol) of the parameter its ``sweep(pairs)`` varies
     loss_note: str | None = None  # what the training-curve figure says of its losses, when they are on another scale

@@ -8,29 +8,32 @@ What a worker does is regbench.execution's; this module is the driver.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import difflib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .config import RunConfig
 from .convergence import run_verdicts
 from .errors import ConfigError, DataError, InputError, RegbenchError
-from .execution import MethodSpec, TrainingTask, build_dataset, create_method, driver_threads, iterate_cases, train_or_load
+from .execution import MethodSpec, TrainingTask, build_dataset, create_method, driver_threads, iterate_cases, side_by_side_trainings, train_or_load
 from .fileio import atomic_write_npz, atomic_write_text
 from .interface import Pair, is_trainable, num_parameters, validate_pair
 from .lock import RunDirectoryLock
 from .options import resolve_method_options, resolved_options
+from .pool import SideBySide
 from .provenance import environment
 from .registry import DATASETS, METHODS, method_sort_key
 from .report import ReportOptions, write_report, write_run_tables
 from .rundir import Manifest, RunDir, bind_run_dir, fingerprint, prepare_run_dir
+from .rundir import history as history_path
 from .store import RunStore
 
 log = logging.getLogger("regbench")
@@ -282,9 +285,24 @@ def _run_units(
     for name in methods:
         options, method = built[name]
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
+    # Without a cluster, two or more CPU trainings run side by side in processes of their own (regbench.pool.
+    # SideBySide), once the methods without a training have used the cores.
+    with_work = [(n, s) for n, s, first in units if _has_work(context, n, s, first)]
+    side_by_side, slots = ([], 1) if cluster is not None else side_by_side_trainings(config, built, with_work, run_dir.model_dir, retrain)
+    side_by_side_pool: list[SideBySide] = []
+
+    def start_side_by_side() -> None:
+        names = ", ".join(n if s is None else f"{n} (seed {s})" for (n, s), _ in side_by_side)
+        log.info("training %s: %d at a time, %d thread(s) each", names, slots, side_by_side[0][1].threads)
+        side_by_side_pool.append(SideBySide(side_by_side, slots))
+        trainings.update(cast(dict[tuple[str, int | None], Any], side_by_side_pool[0].futures))
+        watch.start()
+
+    watch = _SideBySideProgress(side_by_side, slots, progress)
     remaining = {name: sum(n == name for n, _, _ in units) for name in methods}
     try:
-        for name, seed, first in _unit_order(units, trainings):
+        later = {key for key, _ in side_by_side}
+        for name, seed, first in _unit_order(units, trainings, later, start_side_by_side if side_by_side else None, watch):
             _run_unit(context, name, seed, first, trainings.get((name, seed)))
             remaining[name] -= 1
             if not remaining[name]:
@@ -292,6 +310,9 @@ def _run_units(
     finally:
         if cluster is not None:
             cluster.client.cancel([f for f in trainings.values() if not f.done()])
+        for pool in side_by_side_pool:
+            pool.stop()
+        watch.close()
     test_keys = {p.key for p in test_pairs}
     for name in methods:
         if any(unit == name or unit.startswith(f"{name} (seed ") for unit in result.failed_methods):
@@ -310,16 +331,80 @@ def _run_units(
     return result
 
 
-def _unit_order(units: list[tuple[str, int | None, bool]], trainings: dict[tuple[str, int | None], Any]) -> Iterator[tuple[str, int | None, bool]]:
-    """Units without a training task first (in order), then the trained ones as their trainings finish."""
-    yield from (u for u in units if (u[0], u[1]) not in trainings)
-    if trainings:
+def _unit_order(
+    units: list[tuple[str, int | None, bool]],
+    trainings: dict[tuple[str, int | None], Any],
+    later: set[tuple[str, int | None]] = frozenset(),  # type: ignore[assignment]
+    start_later: Callable[[], None] | None = None,
+    watch: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[str, int | None, bool]]:
+    """Units without a training task first (in order), then the trained ones as their trainings finish.
+    ``later``: units whose training tasks ``start_later()`` adds to ``trainings`` once the others are done;
+    ``watch()`` is called every few seconds while local trainings run (their progress bar)."""
+    yield from (u for u in units if (u[0], u[1]) not in trainings and (u[0], u[1]) not in later)
+    if start_later is not None:
+        start_later()
+    if not trainings:
+        return
+    futures = list(trainings.values())
+    if isinstance(futures[0], concurrent.futures.Future):  # side by side on this machine
+        identify: Callable[[Any], Any] = id
+        finished: Iterator[Any] = _as_completed_watching(futures, watch)
+    else:
         from distributed import as_completed
 
-        unit_of = {trainings[(n, s)].key: (n, s, f) for n, s, f in units if (n, s) in trainings}
-        futures = list(trainings.values())
-        for future in as_completed(futures, loop=futures[0].client.loop):
-            yield unit_of[future.key]
+        identify = lambda future: future.key  # noqa: E731 - dask's as_completed may hand back other objects of a key
+        finished = as_completed(futures, loop=futures[0].client.loop)
+    unit_of = {identify(trainings[(n, s)]): (n, s, f) for n, s, f in units if (n, s) in trainings}
+    for future in finished:
+        yield unit_of[identify(future)]
+
+
+def _sweeps(context: RunContext, name: str, first: bool) -> bool:
+    """Whether this unit scores its method's sweep (the first seed of a method that has one, not yet written)."""
+    return bool(first and context.config.sweep and not context.run_dir.sweep(name).exists() and METHODS.meta(name).sweep is not None)
+
+
+def _has_work(context: RunContext, name: str, seed: int | None, first: bool) -> bool:
+    """Whether a unit has cases to score or a sweep to write (a unit without either is not even trained)."""
+    done = context.store.done(name, seed)
+    return any(p.key not in done for p in context.test_pairs) or _sweeps(context, name, first)
+
+
+def _as_completed_watching(futures: list[concurrent.futures.Future], watch: Callable[[], None], every_s: float = 5.0) -> Iterator[concurrent.futures.Future]:
+    pending = set(futures)
+    while pending:
+        done, pending = concurrent.futures.wait(pending, timeout=every_s, return_when=concurrent.futures.FIRST_COMPLETED)
+        watch()
+        yield from done
+
+
+class _SideBySideProgress:
+    """One bar for the trainings side by side: epochs done (rows of their history.csv) of all epochs."""
+
+    def __init__(self, tasks: list[tuple[tuple[str, int | None], TrainingTask]], slots: int, enabled: bool) -> None:
+        self.histories = [history_path(Path(task.directory)) for _, task in tasks]
+        self.total = sum(int(task.options.get("epochs", 0) or 0) for _, task in tasks)
+        self.slots, self.enabled = slots, enabled
+        self.bar: Any = None
+
+    def start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total or None, desc=f"training ×{self.slots}", unit="epoch", disable=not self.enabled, leave=False)
+
+    def __call__(self) -> None:
+        if self.bar is None:
+            return
+        done = 0
+        for path in self.histories:
+            with contextlib.suppress(OSError):
+                done += max(0, len(path.read_text().splitlines()) - 1)  # a header, then one row per epoch
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, training: Any) -> None:
@@ -336,8 +421,7 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
         result.skipped[unit] = len(test_pairs) - len(pending)
         result.retried[unit] = sum(p.key in failed for p in pending)
         sweep_path = run_dir.sweep(name)
-        want_sweep = first and config.sweep and not sweep_path.exists()
-        sweeps = want_sweep and METHODS.meta(name).sweep is not None
+        sweeps = _sweeps(context, name, first)
         if not pending and not sweeps:
             return
         if seed is not None:  # the same options, trained from this seed

@@ -110,5 +110,6 @@ for _name, _combiner in COMBINERS.items():
             set(inspect.signature(_combiner).parameters),
             # Declared so that the run directory binds them: a run trained under another default is refused, not reused.
             default_options={k: p.default for k, p in inspect.signature(_combiner).parameters.items()},
+            epoch_cost=1.6,  # two backward passes: GSMorph's epoch 1.58× VoxelMorph-m's (Zen 3, AVX2, 2 threads)
         ),
     )(_factory(_name, _combiner))

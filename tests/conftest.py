@@ -82,6 +82,39 @@ class NormalisedFlow:
         return Registration(moved=warp(moving, flow), flow=flow * 2 / (fixed.shape[0] - 1))
 
 
+class TrainedIdentity:
+    """A trainable identity: ``fit`` records its process and thread count in the model directory, ``save``
+    writes a marker; DyingTrainer's ``fit`` kills its own process (SIGKILL), as the OOM killer would."""
+
+    name = "trained-identity"
+
+    def __init__(self, epochs=1):
+        self.epochs = epochs
+
+    def fit(self, train_pairs, val_pairs=(), workdir=None):
+        import torch
+
+        if workdir is not None:
+            (workdir / "fitted_in.txt").write_text(f"{os.getpid()} {torch.get_num_threads()}")
+
+    def save(self, path):
+        path.write_text("trained")
+
+    def load(self, path):
+        path.read_text()
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+
+class DyingTrainer(TrainedIdentity):
+    name = "dying-trainer"
+
+    def fit(self, train_pairs, val_pairs=(), workdir=None):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Flaky:
     """Raises on every other slice: the runner must record those and go on."""
 
@@ -112,6 +145,8 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             crashing = regbench_testplugin:Crashing
             hanging = regbench_testplugin:Hanging
             normalised-flow = regbench_testplugin:NormalisedFlow
+            trained-identity = regbench_testplugin:TrainedIdentity
+            dying-trainer = regbench_testplugin:DyingTrainer
             """
         )
     )
@@ -121,15 +156,22 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def with_plugins(plugin_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Put the test plugin on sys.path and PYTHONPATH (for subprocesses) and rescan entry points."""
+    from regbench.pool import stop_workers
     from regbench.registry import METHODS
 
+    stop_workers()  # reusable workers started by an earlier test lack the plugin's PYTHONPATH
     monkeypatch.syspath_prepend(str(plugin_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]))
     saved = (METHODS._entry_points, dict(METHODS._factories), dict(METHODS._origins))
     METHODS._entry_points = None
     sys.modules.pop("regbench_testplugin", None)
     yield plugin_path
-    METHODS._entry_points, METHODS._factories, METHODS._origins = saved[0], saved[1], saved[2]
+    # Drop what the plugin registered; keep built-ins imported meanwhile (their modules stay imported and
+    # would not register again).
+    plugin = {name for name, factory in METHODS._factories.items() if getattr(factory, "__module__", "") == "regbench_testplugin"}
+    METHODS._entry_points = saved[0]
+    for name in plugin - set(saved[1]):
+        METHODS.remove(name)
     sys.modules.pop("regbench_testplugin", None)
 
 

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from regbench import ConfigError, RegistryError
 from regbench.config import RunConfig, load_config
+from regbench.execution import driver_threads
 from regbench.runner import run
 
 RUN_FILES = ("per_case.csv", "summary.csv", "manifest.json", "report/table1.tex", "report/table2.tex", "report/stats.csv")
@@ -229,3 +231,70 @@ def test_counted_flops_of_a_grouped_convolution_equal_those_of_the_batched_one()
     batched = counted_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward())
     grouped = counted_gflop(lambda: F.conv2d(x.reshape(1, 32, 16, 16), per_sample, padding=1, groups=4).sum().backward())
     assert batched == grouped == 3 * 2 * 4 * 16 * 16 * 6 * 8 * 9 / 1e9  # forward, input and weight gradients
+
+
+# ------------------------------------------------------------------------------------ trainings side by side
+def _metrics(run_dir: Path) -> pd.DataFrame:
+    table = pd.read_csv(run_dir / "per_case.csv")
+    return table.drop(columns=[c for c in table.columns if c.startswith("time")]).sort_values(["method", "subject", "slice"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_trainings_side_by_side_give_the_numbers_of_one_at_a_time_with_as_many_threads(tmp_path):
+    """--jobs 2 trains the two deep methods at once, in processes of their own with half the threads each; the
+    manifest records the count, and the models and rows are those of trainings one after another in this
+    process with that many threads."""
+    import torch
+
+    from regbench.runner import run
+
+    methods = ["voxelmorph-s", "gsmorph"]
+    side = load_config(None, **{"profile": "smoke", "methods": methods, "out": str(tmp_path / "side"), "jobs": 2})
+    run(side, progress=False)
+    threads = max(1, torch.get_num_threads() // 2)
+    manifest = json.loads((tmp_path / "side" / "manifest.json").read_text())
+    for name in methods:
+        trained_on = manifest["method_info"][name]["trained_on"]["default"]
+        assert trained_on["threads"] == threads and trained_on["seconds"] > 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        serial = load_config(None, **{"profile": "smoke", "methods": methods, "out": str(tmp_path / "serial"), "jobs": 2, "parallel_trainings": 1})
+        run(serial, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert "trained_on" not in json.loads((tmp_path / "serial" / "manifest.json").read_text())["method_info"]["gsmorph"]
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "side"), _metrics(tmp_path / "serial"))
+    for name in methods:
+        histories = [pd.read_csv(tmp_path / d / "models" / name / "history.csv").drop(columns="seconds") for d in ("side", "serial")]
+        pd.testing.assert_frame_equal(*histories)
+
+
+def test_a_training_whose_process_dies_fails_its_method_only(tmp_path, with_plugins):
+    from regbench.runner import run
+
+    config = load_config(
+        None, **{"profile": "smoke", "methods": ["dying-trainer", "trained-identity", "initial"], "out": str(tmp_path), "jobs": 2, "max_test_pairs": 2}
+    )
+    result = run(config, progress=False, report=False)
+    assert result.failed_methods == {"dying-trainer": "RuntimeError: process died: signal 9 (SIGKILL)"}
+    pid, threads = (tmp_path / "models" / "trained-identity" / "fitted_in.txt").read_text().split()
+    assert int(pid) != os.getpid() and int(threads) == max(1, driver_threads() // 2)
+    table = pd.read_csv(tmp_path / "per_case.csv")
+    assert set(table["method"]) == {"trained-identity", "initial"} and (table["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("methods, extra", [(["trained-identity", "initial"], {}), (["trained-identity", "voxelmorph-s"], {"parallel_trainings": 1})])
+def test_one_training_or_parallel_trainings_1_trains_in_the_driver(tmp_path, with_plugins, methods, extra):
+    from regbench.runner import run
+
+    config = load_config(None, **{"profile": "smoke", "methods": methods, "out": str(tmp_path), "jobs": 2, "max_test_pairs": 1, **extra})
+    run(config, progress=False, report=False)
+    pid, _ = (tmp_path / "models" / "trained-identity" / "fitted_in.txt").read_text().split()
+    assert int(pid) == os.getpid()
+    assert not any("trained_on" in info for info in json.loads((tmp_path / "manifest.json").read_text())["method_info"].values())
+
+
+def test_parallel_trainings_is_checked():
+    with pytest.raises(ConfigError, match="parallel_trainings must be a positive integer"):
+        load_config(None, **{"parallel_trainings": 0})
