@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import PROFILES, load_config, parse_seeds
+from .config import PRECISIONS, PROFILES, load_config, parse_seeds
 from .errors import ConfigError, RegbenchError
 from .study import DEFAULT_STUDY
 
@@ -165,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
         "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
         f"training-step time relative to {DEFAULT_STUDY.step_reference}, inference ms per pair, the cost of a validation pass, "
-        "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of this "
-        "machine's dense FP32 matmul rate (timed in the same run) and pairs/s, the share of a step's operator "
-        "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler), and "
-        "one optimiser step of the largest model with subnormal Adam moments, computed and flushed to zero.",
+        "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of the "
+        "device's dense matmul rate at the same precision (timed in the same run) and pairs/s, the share of a step's operator "
+        "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler: CPU time on a CPU, CUDA kernel "
+        "time on a GPU), and one optimiser step of the largest model with subnormal Adam moments, computed and flushed "
+        "to zero. On a GPU, steps and inference are timed with CUDA events, the peak memory of the steps is printed, "
+        "and so are the TF32, cudnn.benchmark and deterministic settings.",
     )
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
@@ -183,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's, 16 for quick)")
     p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="arithmetic of the deep methods' steps and of the matmul reference: fp32 (TF32 off), tf32 (CUDA), bf16 (autocast) (default: the profile's, fp32)",
+    )
     p.add_argument(
         "--contention",
         action="store_true",
@@ -341,9 +348,11 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from .perf import (
         benchmark_pairs,
         dense_matmul_gflops,
+        device_settings,
         format_case_timings,
         format_step_timings,
         format_subnormal_timing,
+        matmul_label,
         time_cases,
         time_subnormal_optimiser_step,
         time_training_steps,
@@ -364,8 +373,12 @@ def cmd_perf(args: argparse.Namespace) -> int:
         reference = DEFAULT_STUDY.step_reference
         if reference not in trainable:
             trainable.insert(0, reference)  # the reference for the relative step time
-        steps = time_training_steps(trainable, args.size, args.batch, device=args.device, profile=args.profile)
-        print(format_step_timings(steps, matmul_gflops=dense_matmul_gflops()), flush=True)
+        steps = time_training_steps(trainable, args.size, args.batch, device=args.device, profile=args.profile, precision=args.precision)
+        device, precision = steps[0].device, steps[0].precision
+        if device.startswith("cuda"):
+            print("device settings: " + ", ".join(f"{k} {v}" for k, v in device_settings(device, precision).items()), flush=True)
+        matmul_rate = dense_matmul_gflops(device=device, precision=precision)
+        print(format_step_timings(steps, matmul_gflops=matmul_rate, matmul_label=matmul_label(device, precision)), flush=True)
         largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
     if args.contention:

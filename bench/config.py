@@ -15,6 +15,9 @@ from .errors import ConfigError
 from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES
 from .pool import DEFAULT_CASE_TIMEOUT_S
 
+# The deep methods' arithmetic (TrainSettings.precision; regbench.trainer.precision_mode says what each means).
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -27,7 +27,7 @@ from .interface import Pair, Registration, validate_images
 from .metrics import evaluate
 from .nn import SpatialTransformer, UNet, count_parameters
 from .registry import MethodMeta
-from .trainer import EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, resolve_device
+from .trainer import EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, precision_mode, resolve_device
 
 
 class RegistrationNet(nn.Module):
@@ -90,8 +90,11 @@ class DeepRegistration:
         # that leaves the weighting to the combiner says so with ``weighted_by_combiner``.
         weighted = self.objective is None or getattr(self.objective, "weighted_by_combiner", False)
         combiner_options = getattr(self.combiner, "options", None)  # a combiner's own (gs-agr's noise_scale)
+        settings = asdict(self.settings)
+        if settings["precision"] == "fp32":  # recorded only when not the default, so that earlier run directories still bind
+            del settings["precision"]
         return {
-            **asdict(self.settings),
+            **settings,
             "device": str(self.device),
             **({"lam": weight} if weight is not None and weighted else {}),
             **(combiner_options() if callable(combiner_options) else {}),
@@ -123,9 +126,9 @@ class DeepRegistration:
         self.model.eval()
         f = torch.from_numpy(np.stack([c[0] for c in checked]))[:, None].to(self.device)
         m = torch.from_numpy(np.stack([c[1] for c in checked]))[:, None].to(self.device)
-        with torch.no_grad():
-            flow = self.flow_batch(m, f)
-            moved = self.model.transformer(m, flow)
+        with torch.no_grad(), precision_mode(self.settings.precision, self.device):
+            flow = self.flow_batch(m, f).float()
+            moved = self.model.transformer(m, flow).float()
         flow_np, moved_np = flow.cpu().numpy().astype(np.float32), moved[:, 0].cpu().numpy()
         return [Registration(moved=moved_np[i], flow=flow_np[i]) for i in range(len(checked))]
 

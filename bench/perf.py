@@ -125,6 +125,9 @@ class StepTiming:
     step_gflop: float = float("nan")  # counted (torch.utils.flop_counter) in one training step: forward + backward
     inference_gflop: float = float("nan")  # counted in one registration at batch 1
     op_shares: dict[str, float] | None = None  # share of a step's operator time per OP_GROUPS group (torch.profiler)
+    peak_mb: float = float("nan")  # CUDA: peak memory allocated during the timed steps (torch.cuda.max_memory_allocated)
+    precision: str = "fp32"  # the method's TrainSettings.precision the step ran at
+    device: str = "cpu"
 
     @property
     def step_gflops(self) -> float:
@@ -151,19 +154,25 @@ OP_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def operator_shares(fn: Any, repeats: int = 2) -> dict[str, float]:
-    """Share of ``fn``'s operator time (self CPU time, ``repeats`` calls) per :data:`OP_GROUPS` group; the
-    rest (BatchNorm, activations, the losses' elementwise work, copies) is ``other``."""
+def operator_shares(fn: Any, repeats: int = 2, device: Any = "cpu") -> dict[str, float]:
+    """Share of ``fn``'s operator time (``repeats`` calls) per :data:`OP_GROUPS` group; the rest (BatchNorm,
+    activations, the losses' elementwise work, copies) is ``other``. On CPU the operators' self CPU time; on a
+    GPU their self CUDA kernel time (the host's launch time says nothing of where a GPU's time goes)."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = _is_cuda(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             fn()
+        if cuda:
+            torch.cuda.synchronize(device)
     totals = {group: 0.0 for group in OP_GROUPS}
     totals["other"] = 0.0
     group_of = {name: group for group, names in OP_GROUPS.items() for name in names}
     for event in prof.key_averages():
-        totals[group_of.get(event.key, "other")] += event.self_cpu_time_total
+        spent = getattr(event, "self_device_time_total", 0.0) if cuda else event.self_cpu_time_total
+        totals[group_of.get(event.key, "other")] += spent
     whole = sum(totals.values()) or 1.0
     return {group: t / whole for group, t in totals.items()}
 
@@ -202,38 +211,92 @@ def _conv_backward_flop(
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
-def dense_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's FP32 rate on a dense n×n matmul with the current torch threads, median of ``repeats``:
-    the yardstick a training step's GFLOP/s is compared with, timed in the same process and run."""
+def dense_matmul_gflops(n: int | None = None, repeats: int = 5, device: Any = "cpu", precision: str = "fp32") -> float:
+    """The device's rate on a dense n×n matmul at ``precision`` (regbench.trainer.precision_mode: fp32 with TF32
+    off, tf32, or bf16 operands), median of ``repeats``: the yardstick a training step's GFLOP/s is compared
+    with, timed in the same process and run. CPU: the current torch threads, n = 2048; CUDA: n = 8192, timed
+    with CUDA events."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
+    from .trainer import precision_mode
+
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 2048)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    with precision_mode(precision, device, autocast=False):
+        a @ b  # warm-up
+        times = [elapsed_s(lambda: a @ b, device) for _ in range(repeats)]
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
-def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto") -> Any:
-    """The method as ``regbench run --profile PROFILE`` builds it (one option resolution), at ``batch`` if given."""
-    return METHODS.create(name, **resolve_method_options(name, profile, {"batch_size": batch} if batch else None, device=device))
+def elapsed_s(fn: Any, device: Any = "cpu") -> float:
+    """Seconds ``fn()`` takes on ``device``: on a GPU between two CUDA events around it (the kernels' time, not
+    the host's launch time), on a CPU by the wall clock."""
+    import torch
+
+    if not _is_cuda(device):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(device)
+    begin.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1000.0
+
+
+def device_settings(device: Any, precision: str) -> dict[str, Any]:
+    """What decides a GPU step's speed and numbers: the precision, TF32 for matmuls and cuDNN convolutions under
+    it, cudnn.benchmark and deterministic algorithms (printed by perf, recorded in a run's manifest)."""
+    import torch
+
+    from .trainer import precision_mode
+
+    with precision_mode(precision, torch.device(device), autocast=False):
+        settings = {
+            "precision": precision,
+            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        }
+    return {**settings, "cudnn_benchmark": torch.backends.cudnn.benchmark, "deterministic": torch.are_deterministic_algorithms_enabled()}
+
+
+def _is_cuda(device: Any) -> bool:
+    return getattr(device, "type", str(device)).startswith("cuda")
+
+
+def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto", precision: str | None = None) -> Any:
+    """The method as ``regbench run --profile PROFILE`` builds it (one option resolution), at ``batch`` and
+    ``precision`` if given."""
+    given: dict[str, Any] = {"batch_size": batch} if batch else {}
+    if precision is not None:
+        given["precision"] = precision
+    return METHODS.create(name, **resolve_method_options(name, profile, given, device=device))
 
 
 def time_training_steps(
-    names: Sequence[str], size: int = 128, batch: int | None = None, steps: int = 5, device: str = "auto", repeats: int = 20, profile: str = "quick"
+    names: Sequence[str],
+    size: int = 128,
+    batch: int | None = None,
+    steps: int = 5,
+    device: str = "auto",
+    repeats: int = 20,
+    profile: str = "quick",
+    precision: str | None = None,
 ) -> list[StepTiming]:
     """Seconds per training step on one fixed batch (after one warm-up step), and inference ms per pair; each
-    method built with ``profile``'s options (its batch size unless ``batch`` is given)."""
+    method built with ``profile``'s options (its batch size unless ``batch`` is given; its precision unless
+    ``precision`` is given). On a GPU both are timed with CUDA events and the peak memory of the steps is kept."""
     import torch
 
     from .trainer import PlainObjective
 
     out = []
     for name in names:
-        method = build_timed_method(name, profile, batch, device)
+        method = build_timed_method(name, profile, batch, device, precision)
         step_batch = method.settings.batch_size
         pairs = benchmark_pairs(size, step_batch)
         model = method.model.train()
@@ -247,29 +310,24 @@ def time_training_steps(
         objective = method.objective or PlainObjective()
         method.combiner.generator = torch.Generator(device=method.device).manual_seed(0)
         generator = method.combiner.generator
-        times = []
-        for i in range(steps + 1):
-            _sync(method.device)
-            start = time.perf_counter()
-            trainer.step(model, params, optimiser, objective, moving, fixed, generator)
-            _sync(method.device)
-            if i:  # the first step is warm-up
-                times.append(time.perf_counter() - start)
+        cuda = _is_cuda(method.device)
+        trainer.step(model, params, optimiser, objective, moving, fixed, generator)  # warm-up
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(method.device)
+        times = [elapsed_s(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), method.device) for _ in range(steps)]
+        peak_mb = torch.cuda.max_memory_allocated(method.device) / 2**20 if cuda else float("nan")
         model.eval()
         infer = []
         for i in range(repeats + 3):
             p = pairs[i % len(pairs)]
-            _sync(method.device)
-            start = time.perf_counter()
-            method.register(p.fixed, p.moving)
-            _sync(method.device)
+            seconds = elapsed_s(lambda: method.register(p.fixed, p.moving), method.device)
             if i >= 3:
-                infer.append(1000 * (time.perf_counter() - start))
+                infer.append(1000 * seconds)
         validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1))
         inference_gflop = counted_gflop(lambda: method.register(pairs[0].fixed, pairs[0].moving))
         model.train()
         step_gflop = counted_gflop(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
-        shares = operator_shares(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
+        shares = operator_shares(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), device=method.device)
         out.append(
             StepTiming(
                 name,
@@ -284,6 +342,9 @@ def time_training_steps(
                 step_gflop,
                 inference_gflop,
                 shares,
+                peak_mb,
+                method.settings.precision,
+                str(method.device),
             )
         )
     return out
@@ -416,31 +477,29 @@ def format_subnormal_timing(n_params: int, computed_ms: float, flushed_ms: float
     )
 
 
-def _sync(device: Any) -> None:
-    import torch
-
-    if getattr(device, "type", str(device)).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def format_step_timings(rows: Sequence[StepTiming], reference: str = DEFAULT_STUDY.step_reference, matmul_gflops: float | None = None) -> str:
-    """The step table, then (with ``matmul_gflops``) the throughput table: counted GFLOP per step, achieved
-    GFLOP/s and its share of the dense matmul rate measured in the same run, and pairs/s."""
+def format_step_timings(
+    rows: Sequence[StepTiming], reference: str = DEFAULT_STUDY.step_reference, matmul_gflops: float | None = None, matmul_label: str | None = None
+) -> str:
+    """The step table (with peak memory on a GPU), then (with ``matmul_gflops``) the throughput table: counted
+    GFLOP per step, achieved GFLOP/s and its share of the dense matmul rate measured in the same run (described
+    by ``matmul_label``), and pairs/s; then where a step's operator time goes."""
     ref = next((r.step_s for r in rows if r.method == reference), None)
+    on_gpu = any(r.device.startswith("cuda") for r in rows)
     lines = [
-        f"{'method':<16}{'size':>6}{'batch':>7}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
-        f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}"
+        f"{'method':<16}{'size':>6}{'batch':>7}{'precision':>10}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
+        f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}" + (f"{'peak MiB':>10}" if on_gpu else "")
     ]
     for r in rows:
         rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
         lines.append(
-            f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.step_s:>16.3f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
-            f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}"
+            f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.precision:>10}{r.step_s:>16.4f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
+            f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}" + (f"{r.peak_mb:>10.0f}" if on_gpu else "")
         )
     if matmul_gflops:
+        label = matmul_label or "this machine's dense FP32 matmul (2048², same threads)"
         lines += [
             "",
-            f"throughput against this machine's dense FP32 matmul ({matmul_gflops:.1f} GFLOP/s, 2048², same threads):",
+            f"throughput against {label}: {matmul_gflops:.1f} GFLOP/s",
             f"{'method':<16}{'GFLOP/step':>12}{'GFLOP/s':>10}{'% matmul':>10}{'train pairs/s':>15}{'GFLOP/pair':>12}{'infer pairs/s':>15}",
         ]
         for r in rows:
@@ -453,9 +512,21 @@ def format_step_timings(rows: Sequence[StepTiming], reference: str = DEFAULT_STU
         groups = list(with_shares[0].op_shares or {})
         lines += [
             "",
-            "share of a training step's operator time (torch.profiler, self CPU time of 2 steps):",
+            f"share of a training step's operator time (torch.profiler, {'self CUDA kernel time' if on_gpu else 'self CPU time'} of 2 steps):",
             f"{'method':<16}" + "".join(f"{g:>17}" for g in groups),
         ]
         for r in with_shares:
             lines.append(f"{r.method:<16}" + "".join(f"{100 * (r.op_shares or {}).get(g, 0.0):>16.1f}%" for g in groups))
     return "\n".join(lines)
+
+
+def matmul_label(device: Any, precision: str) -> str:
+    """How the matmul reference of :func:`dense_matmul_gflops` was taken, for the throughput table's heading."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        kind = {"fp32": "FP32", "tf32": "FP32: TF32 is CUDA's", "bf16": "bf16"}[precision]
+        return f"this CPU's dense matmul at the steps' precision ({kind}, 2048², {torch.get_num_threads()} threads)"
+    kind = {"fp32": "FP32, TF32 off", "tf32": "TF32", "bf16": "bf16"}[precision]
+    return f"{torch.cuda.get_device_name(device)}'s dense matmul at the steps' precision ({kind}, 8192², CUDA events)"

@@ -77,6 +77,10 @@ def determinism() -> dict[str, Any]:
             cudnn=torch.backends.cudnn.version(),
             cudnn_deterministic=torch.backends.cudnn.deterministic,
             cudnn_benchmark=torch.backends.cudnn.benchmark,
+            # torch's TF32 defaults outside a deep method's steps; each method's steps set their own from its
+            # precision (fp32: both off; regbench.trainer.precision_mode), which its options record when not fp32
+            matmul_tf32_default=torch.backends.cuda.matmul.allow_tf32,
+            cudnn_tf32_default=torch.backends.cudnn.allow_tf32,
         )
     return out
 

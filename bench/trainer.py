@@ -18,11 +18,12 @@ seed. ``history.csv`` is written after every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import PRECISIONS
 from .errors import ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .interface import Pair
@@ -123,12 +125,17 @@ class TrainSettings:
     # (a cumulative average, as torch.optim.swa_utils.update_bn). Not in the reference code; the smoke profile
     # needs it: after ~10 steps the running statistics are far from the batch statistics.
     recalibrate_bn: bool = False
+    # The arithmetic of forward and backward passes (training, validation and inference); see precision_mode.
+    # "fp32" (default) is true FP32 on every device, so numbers never change with a device's defaults.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITY:
             raise ConfigError(f"similarity must be one of {sorted(SIMILARITY)}, got {self.similarity!r}")
         if self.smoothness not in ("l1", "l2"):
             raise ConfigError(f"smoothness must be 'l1' or 'l2', got {self.smoothness!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         for name in ("epochs", "batch_size", "val_every"):
@@ -155,6 +162,29 @@ class TrainSettings:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device, autocast: bool = True) -> Iterator[None]:
+    """Passes inside run at ``precision``; torch's global settings are restored after.
+
+    - ``fp32``: FP32 throughout. On CUDA, TF32 is switched off for matmuls and cuDNN convolutions (torch lets
+      cuDNN use TF32 by default: its "FP32" convolutions round inputs to 10 mantissa bits).
+    - ``tf32``: on CUDA, matmuls and convolutions in TF32 (FP32 storage and accumulation); on a CPU the same as fp32.
+    - ``bf16``: autocast to bfloat16 (convolutions and matmuls in bf16, losses and reductions in FP32); parameters,
+      gradients and the optimiser stay FP32. ``autocast=False`` sets the TF32 flags only: a training step wraps
+      its backward passes in that, and only its forward pass in the autocast (as torch's AMP recipe does).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast and precision == "bf16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # ---------------------------------------------------------------------------------------------- objective
@@ -293,8 +323,9 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
         model.train()
-        for start in range(0, moving.shape[0] - batch + 1, batch):
-            objective(model, moving[start : start + batch], fixed[start : start + batch], generator)
+        with precision_mode(self.settings.precision, self.device):
+            for start in range(0, moving.shape[0] - batch + 1, batch):
+                objective(model, moving[start : start + batch], fixed[start : start + batch], generator)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 
@@ -315,21 +346,24 @@ class Trainer:
 
     def step(self, model, params, optimiser, objective, moving, fixed, generator):
         """One update; returns the two losses (tensors, no host sync) and the conflict share."""
-        optimiser.zero_grad(set_to_none=True)
-        sim, reg = objective(model, moving, fixed, generator)
-        if getattr(self.combiner, "needs_separate_gradients", True):
-            g_sim = torch.autograd.grad(sim, params, retain_graph=True, allow_unused=True)
-            g_reg = torch.autograd.grad(reg, params, allow_unused=True)
-            # Parameters a loss does not reach get a zero gradient rather than None.
-            g_sim = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_sim)]
-            g_reg = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_reg)]
-            update, share = self.combiner(g_sim, g_reg)
-            for p, g in zip(params, update):
-                p.grad = g
-        else:
-            (sim + self.combiner.weight * reg).backward()
-            share = None
-        optimiser.step()
+        with precision_mode(self.settings.precision, self.device, autocast=False):
+            optimiser.zero_grad(set_to_none=True)
+            with precision_mode(self.settings.precision, self.device):
+                sim, reg = objective(model, moving, fixed, generator)
+            sim, reg = sim.float(), reg.float()  # bf16: the losses' sums are FP32 (no-op otherwise)
+            if getattr(self.combiner, "needs_separate_gradients", True):
+                g_sim = torch.autograd.grad(sim, params, retain_graph=True, allow_unused=True)
+                g_reg = torch.autograd.grad(reg, params, allow_unused=True)
+                # Parameters a loss does not reach get a zero gradient rather than None.
+                g_sim = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_sim)]
+                g_reg = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_reg)]
+                update, share = self.combiner(g_sim, g_reg)
+                for p, g in zip(params, update):
+                    p.grad = g
+            else:
+                (sim + self.combiner.weight * reg).backward()
+                share = None
+            optimiser.step()
         return sim, reg, share
 
     @staticmethod

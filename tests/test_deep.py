@@ -192,3 +192,58 @@ def test_unknown_training_option_is_named():
         create_method("gsmorph", epochs="ten")
     with pytest.raises(ConfigError, match="lr must be a positive number, got '5e-3' \\(YAML reads 5e-3 as text"):
         create_method("voxelmorph-m", lr="5e-3")
+
+
+# ------------------------------------------------------------------------------------------------ precision
+def _trained_state(pairs, precision, name="gsmorph"):
+    method = create_method(name, device="cpu", epochs=2, batch_size=4, precision=precision)
+    history = method.fit(pairs[:8])
+    return method, history, {k: v.clone() for k, v in method.model.state_dict().items()}
+
+
+def test_precision_is_checked_and_recorded_only_when_not_the_default():
+    from regbench import ConfigError
+
+    with pytest.raises(ConfigError, match="precision must be one of fp32, tf32, bf16, got 'fp16'"):
+        create_method("gsmorph", precision="fp16")
+    assert "precision" not in create_method("gsmorph", device="cpu").options()  # earlier run directories still bind
+    assert create_method("gsmorph", device="cpu", precision="bf16").options()["precision"] == "bf16"
+
+
+def test_precision_mode_sets_the_tf32_flags_on_cuda_and_restores_them():
+    """fp32 means FP32 on a GPU: torch's default lets cuDNN convolutions use TF32, which fp32 switches off."""
+    from regbench.trainer import precision_mode
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults
+        for precision, inside in (("fp32", (False, False)), ("tf32", (True, True)), ("bf16", (False, False))):
+            with precision_mode(precision, torch.device("cuda")):
+                assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == inside, precision
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+        with precision_mode("fp32", torch.device("cpu")):  # a CPU step leaves CUDA's flags alone
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_tf32_on_a_cpu_trains_exactly_as_fp32(pairs):
+    *_, fp32 = _trained_state(pairs, "fp32")
+    *_, tf32 = _trained_state(pairs, "tf32")
+    assert all(torch.equal(fp32[k], tf32[k]) for k in fp32)
+
+
+def test_bf16_trains_in_bf16_with_fp32_parameters_and_registers_in_fp32(pairs):
+    """bf16 autocasts the forward pass (its convolutions run in bfloat16: the weights move differently from
+    fp32's), while parameters, the optimiser and the returned flow and moved image stay float32."""
+    *_, fp32 = _trained_state(pairs, "fp32")
+    method, history, bf16 = _trained_state(pairs, "bf16")
+    assert all(v.dtype == fp32[k].dtype for k, v in bf16.items())
+    assert not all(torch.equal(fp32[k], bf16[k]) for k in fp32)
+    assert all(np.isfinite([h.loss_sim, h.loss_reg]).all() for h in history)
+    captured = []
+    hook = method.model.unet.stem.register_forward_hook(lambda module, args, out: captured.append(out.dtype))
+    registration = method.register(pairs[0].fixed, pairs[0].moving)
+    hook.remove()
+    assert captured == [torch.bfloat16]
+    assert registration.flow.dtype == registration.moved.dtype == np.float32 and np.isfinite(registration.flow).all()

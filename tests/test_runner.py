@@ -194,7 +194,7 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
     out = capsys.readouterr().out
     assert "voxelmorph-m" in out and "voxelmorph-l" in out  # the reference is added
     assert "AdamW step over 1,968,002 parameters" in out
-    assert "throughput against this machine's dense FP32 matmul" in out and "% matmul" in out
+    assert "throughput against this CPU's dense matmul at the steps' precision (FP32" in out and "% matmul" in out
     assert "share of a training step's operator time" in out and "grid_sample bwd" in out
 
 
@@ -298,3 +298,22 @@ def test_one_training_or_parallel_trainings_1_trains_in_the_driver(tmp_path, wit
 def test_parallel_trainings_is_checked():
     with pytest.raises(ConfigError, match="parallel_trainings must be a positive integer"):
         load_config(None, **{"parallel_trainings": 0})
+
+
+def test_perf_states_the_gpu_settings_each_precision_runs_under_and_restores_them():
+    import torch
+
+    from regbench.perf import dense_matmul_gflops, device_settings, matmul_label
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    assert device_settings("cuda", "fp32") | {"cudnn_benchmark": None, "deterministic": None} == {
+        "precision": "fp32",
+        "matmul_tf32": False,
+        "cudnn_tf32": False,
+        "cudnn_benchmark": None,
+        "deterministic": None,
+    }
+    assert device_settings("cuda", "tf32")["matmul_tf32"] and device_settings("cuda", "tf32")["cudnn_tf32"]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert dense_matmul_gflops(256, repeats=2, precision="bf16") > 0
+    assert "(bf16, 2048²" in matmul_label("cpu", "bf16") and "(FP32, 2048²" in matmul_label("cpu", "fp32")
