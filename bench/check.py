@@ -214,6 +214,20 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             return
         raise AssertionError("images of different shapes were accepted without an error")
 
+    def pair_aware() -> str:
+        if not callable(getattr(method, "register_pair", None)):
+            return "no register_pair: the runner calls register(fixed, moving)"
+        reg = method.register_pair(evaluate_pair)
+        try:
+            validate_registration(reg, evaluate_pair.fixed.shape)
+            err = check_moved_agrees_with_flow(evaluate_pair.moving, reg)
+        except InputError as exc:
+            raise AssertionError(f"register_pair(pair): {exc}") from None
+        if "reg" in state:
+            diff = float(np.abs(np.asarray(reg.flow) - np.asarray(state["reg"].flow)).max())
+            assert diff < 1e-4, f"register_pair(pair) and register(fixed, moving) differ by up to {diff:.2e} px on the same pair"
+        return f"the runner calls register_pair(pair); moved agrees with flow (MSE {err:.1e})"
+
     def save_load() -> str:
         if not is_trainable(method):
             return "not trainable: skipped"
@@ -233,6 +247,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
     check("identical pair gives ~zero motion", identity)
     check("fit", fits)
     check("register", registers)
+    check("register_pair", pair_aware)
     if "reg" in state:
         check("shapes and dtypes", shapes)
         check("finite outputs", finite)

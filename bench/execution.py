@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import RunConfig, get_profile
 from .errors import ConfigError
-from .interface import Pair, check_moved_agrees_with_flow, is_trainable, validate_registration
+from .interface import Pair, check_moved_agrees_with_flow, is_trainable, register_pair, validate_registration
 from .metrics import evaluate
 from .pool import CaseFailure, Task, run_isolated
 from .registry import DATASETS, METHODS, MethodMeta
@@ -138,7 +138,7 @@ def _warm_up_once(method: Any, pair: Pair) -> None:
         return
     _WARMED.add(key)
     try:
-        method.register(pair.fixed, pair.moving)
+        register_pair(method, pair)
     except Exception:  # the timed call reports the failure
         pass
 
@@ -188,7 +188,7 @@ def evaluate_case(
     try:
         _warm_up_once(method, pair)
         start = time.perf_counter()
-        registration = method.register(pair.fixed, pair.moving)
+        registration = register_pair(method, pair)
         elapsed = time.perf_counter() - start
         validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
         check_moved_agrees_with_flow(pair.moving, registration)  # a flow in other units fails, never ranks

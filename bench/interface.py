@@ -27,8 +27,8 @@ class Pair:
 
     fixed: np.ndarray
     moving: np.ndarray
-    fixed_label: np.ndarray
-    moving_label: np.ndarray
+    fixed_label: np.ndarray | None  # None: unlabelled (scored by image and Jacobian metrics; label metrics NaN)
+    moving_label: np.ndarray | None
     spacing: tuple[float, float]  # mm per pixel along (row, column)
     subject: str
     slice: int
@@ -75,6 +75,23 @@ class TrainableMethod(Method, Protocol):
     def save(self, path: Path) -> None: ...
 
     def load(self, path: Path) -> None: ...
+
+
+@runtime_checkable
+class PairAwareMethod(Protocol):
+    """A method that must know which pair it registers (an external tool's fields in a folder, keyed by the
+    pair's identity): the runner calls ``register_pair(pair)`` instead of ``register(fixed, moving)``."""
+
+    name: str
+
+    def register_pair(self, pair: Pair) -> Registration: ...
+
+
+def register_pair(method: Any, pair: Pair) -> Registration:
+    """How the runner, perf's case loop and check-method register one pair: the method's ``register_pair(pair)``
+    when it defines one, else ``register(pair.fixed, pair.moving)``."""
+    hook = getattr(method, "register_pair", None)
+    return hook(pair) if callable(hook) else method.register(pair.fixed, pair.moving)
 
 
 def is_trainable(method: Any) -> bool:

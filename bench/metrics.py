@@ -159,16 +159,22 @@ def evaluate(
 
     ``quick``: Dice and NJD only (training's validation passes; HD95's surface distances would cost more than
     the network's forward pass)."""
-    warped = registration.warp_label(pair.moving_label)
     row: dict[str, Any] = {}
     skipped: list[str] = []
     overlap = ("dice",) if quick else ("dice", "hd95")
-    for s, value in STRUCTURES.items():
-        f, m = pair.fixed_label == value, warped == value
-        row[f"dice_{s}"] = dice(f, m)
-        if not quick:
-            row[f"hd95_{s}"] = hd95(f, m, pair.spacing, hd95_convention)
-        skipped += [f"{k}_{s}" for k in overlap if np.isnan(row[f"{k}_{s}"])]
+    fixed_label, moving_label = pair.fixed_label, pair.moving_label
+    if fixed_label is not None and moving_label is not None:
+        warped = registration.warp_label(moving_label)
+        for s, value in STRUCTURES.items():
+            f, m = np.asarray(fixed_label) == value, np.asarray(warped) == value
+            row[f"dice_{s}"] = dice(f, m)
+            if not quick:
+                row[f"hd95_{s}"] = hd95(f, m, pair.spacing, hd95_convention)
+            skipped += [f"{k}_{s}" for k in overlap if np.isnan(row[f"{k}_{s}"])]
+    else:  # scored on what it has: image and Jacobian metrics; the label metrics are NaN, and say why
+        row.update({f"{k}_{s}": float("nan") for k in overlap for s in STRUCTURES})
+        missing = "fixed" if fixed_label is None else "moving"
+        skipped += [f"{k}_{s} (no {missing} label)" for k in overlap for s in STRUCTURES]
     for k in overlap:
         values = [row[f"{k}_{s}"] for s in STRUCTURES if not np.isnan(row[f"{k}_{s}"])]
         row[k] = float(np.mean(values)) if values else float("nan")
@@ -177,7 +183,8 @@ def evaluate(
         return row
     row["mse"] = mse(registration.moved, pair.fixed)
     row["sdlogj"] = sdlogj(registration.flow, jacobian_scheme)
-    row["epe_mm"] = endpoint_error(registration.flow, pair.flow_gt, pair.spacing, pair.fixed_label > 0) if pair.flow_gt is not None else float("nan")
+    heart = None if pair.fixed_label is None else pair.fixed_label > 0  # EPE over the labelled structures, else everywhere
+    row["epe_mm"] = endpoint_error(registration.flow, pair.flow_gt, pair.spacing, heart) if pair.flow_gt is not None else float("nan")
     row["n_skipped"] = len(skipped)
     row["skipped"] = ";".join(skipped)
     return row

@@ -25,7 +25,7 @@ import numpy as np
 
 from .config import RunConfig
 from .execution import iterate_cases, limit_threads
-from .interface import is_trainable
+from .interface import is_trainable, register_pair
 from .options import resolve_method_options
 from .registry import METHODS, create_dataset
 from .study import DEFAULT_STUDY
@@ -68,11 +68,11 @@ def time_cases(name: str, pairs: Sequence[Any], jobs: int = 2, options: dict[str
 
 
 def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> CaseTiming:
-    method.register(pairs[0].fixed, pairs[0].moving)  # warm-up (imports, first-call allocations)
+    register_pair(method, pairs[0])  # warm-up (imports, first-call allocations)
     times = []
     for p in pairs:
         start = time.perf_counter()
-        method.register(p.fixed, p.moving)
+        register_pair(method, p)
         times.append(time.perf_counter() - start)
     # Start the worker pool the runner uses and let each worker register once: ANTs loads its library (~1.3 s)
     # on the first call in a process, a one-off cost a real run spreads over all its pairs. With --jobs 1,
@@ -92,7 +92,7 @@ def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> Case
 
 def _warm_up(method: Any, pair: Any) -> None:
     limit_threads(1)
-    method.register(pair.fixed, pair.moving)
+    register_pair(method, pair)
 
 
 def _warm_pool(method: Any, pair: Any, jobs: int) -> None:

@@ -13,7 +13,7 @@ import difflib
 import fnmatch
 import importlib
 import inspect
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -59,7 +59,11 @@ class DatasetMeta:
     option_names: Collection[str] | None = None
 
 
-_ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe", "isolate_cases")
+_ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe", "isolate_cases", "dims")
+
+
+def _dims_text(dims: Collection[int]) -> str:
+    return " or ".join(f"{d}-D" for d in sorted(dims))
 
 
 def _meta_from_attributes(factory: Any, kind: type) -> Any:
@@ -75,8 +79,9 @@ def _meta_from_attributes(factory: Any, kind: type) -> Any:
         value = getattr(factory, name, None)
         if value is not None and not (inspect.isclass(factory) and isinstance(value, property)):
             values[name] = value() if name == "option_names" and callable(value) else value
-    if "requires" in values:
-        values["requires"] = tuple(values["requires"])
+    for name in ("requires", "dims"):
+        if name in values:
+            values[name] = tuple(values[name])
     values["trainable"] = all(callable(getattr(factory, a, None)) for a in ("fit", "save", "load"))
     return MethodMeta(**values)
 
@@ -147,14 +152,32 @@ class Registry:
         patterns = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
         return [n for n in self.names() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
-    def resolve(self, spec: str | builtins.list[str], skipped: dict[str, str] | None = None) -> builtins.list[str]:
-        """Expand comma-separated names and patterns, keeping order; an unmatched entry is an error.
+    def resolve(
+        self, spec: str | builtins.list[str], skipped: dict[str, str] | None = None, dims: Collection[int] | None = None, dataset: str = "the dataset"
+    ) -> builtins.list[str]:
+        """Expand comma-separated names, aliases and patterns, keeping order; an unmatched entry is an error.
 
-        A pattern (``*``, ``voxelmorph-*``) leaves out names whose optional dependencies are missing; with
-        ``skipped`` given, they are recorded there with the pip command that installs them. A name given
-        explicitly is kept (building it then raises :class:`MissingExtraError`)."""
+        A pattern (``*``, ``voxelmorph-*``) or an alias (``paper``) leaves out names whose optional
+        dependencies are missing and, with ``dims`` (the image dimensions of ``dataset``), methods whose declared
+        ``MethodMeta.dims`` share none of them; with ``skipped`` given, each is recorded there with why. A name
+        given explicitly is kept when its extra is missing (building it then raises :class:`MissingExtraError`),
+        and refused at once (ConfigError) when its dims do not fit."""
         items = spec.split(",") if isinstance(spec, str) else list(spec)
         out: builtins.list[str] = []
+
+        def add(names: Iterable[str], explicit: bool) -> None:
+            for name in names:
+                why = None if explicit else self.missing_extra(name)
+                if why is None and dims is not None and (declared := self.meta(name).dims) and not set(declared) & set(dims):
+                    why = f"{self.kind} {name!r} registers {_dims_text(declared)} images (its declared dims); {dataset} is {_dims_text(dims)}"
+                    if explicit:
+                        raise ConfigError(f"{why}: leave it out of --methods")
+                if why is not None:
+                    if skipped is not None:
+                        skipped[name] = why
+                elif name not in out:
+                    out.append(name)
+
         for item in (i.strip() for i in items):
             if not item:
                 continue
@@ -162,18 +185,11 @@ class Registry:
                 matched = self.list(item)
                 if not matched:
                     raise RegistryError(self._unknown_message(item))
-                for name in matched:
-                    if (missing := self.missing_extra(name)) is not None:
-                        if skipped is not None:
-                            skipped[name] = missing
-                        continue
-                    if name not in out:
-                        out.append(name)
+                add(matched, explicit=False)
             elif item in self.names():
-                if item not in out:
-                    out.append(item)
+                add([item], explicit=True)
             elif item in self.aliases:
-                out += [name for name in self.aliases[item] if name not in out]
+                add(self.aliases[item], explicit=False)
             else:
                 raise RegistryError(self._unknown_message(item))
         return out

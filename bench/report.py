@@ -517,8 +517,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     reference_name = names.method(references[0]) if references else ""
     caption = options.caption or (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
-        "LV, Myo and RV; HD95 pooled (medpy) in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian "
-        "determinant."
+        f"LV, Myo and RV; {conventions_caption(manifests, names)}"
         + (
             " EPE: mean end-point error of the flow against the ground-truth flow over the ED heart (LV, Myo, RV), in mm (synthetic data only)."
             if with_epe
@@ -664,6 +663,36 @@ def merged_verdicts(verdicts: dict[str, dict[str, Verdict]], names: Names | None
         for method, v in per_dataset.items():
             by_method.setdefault(method, []).append(((names or Names()).dataset(dataset), v))
     return {method: combine(labelled, "datasets") for method, labelled in by_method.items()}
+
+
+HD95_CAPTIONS = {
+    "pooled": "HD95 pooled (medpy: both directions' surface distances together)",
+    "max": "HD95 max (the larger of the two directed 95th percentiles)",
+}
+JACOBIAN_CAPTIONS = {"central": "central differences", "forward": "forward differences"}
+
+
+def conventions_caption(manifests: Sequence[Manifest], names: Names | None = None) -> str:
+    """The caption's sentence on how HD95 and NJD were computed, from what each run recorded (its fingerprint's
+    ``hd95_convention`` and ``jacobian_scheme``): one sentence when the runs agree, one per dataset otherwise."""
+    names = names or Names()
+    recorded: dict[tuple[str, str], list[str]] = {}
+    for manifest in manifests:
+        fingerprint = manifest.fingerprint
+        key = (str(fingerprint.get("hd95_convention", "not recorded")), str(fingerprint.get("jacobian_scheme", "not recorded")))
+        dataset = names.dataset(str(fingerprint.get("dataset", "?")))
+        recorded.setdefault(key, [])
+        if dataset not in recorded[key]:
+            recorded[key].append(dataset)
+
+    def sentence(hd95: str, scheme: str) -> str:
+        hd = HD95_CAPTIONS.get(hd95, f"HD95 convention {hd95}")
+        jac = JACOBIAN_CAPTIONS.get(scheme, f"difference scheme {scheme}")
+        return f"{hd} in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian determinant ({jac})."
+
+    if len(recorded) <= 1:
+        return sentence(*next(iter(recorded), ("pooled", "central")))
+    return " ".join(latex_escape(", ".join(datasets)) + ": " + sentence(*key) for key, datasets in recorded.items())
 
 
 def training_caption(verdicts: dict[str, dict[str, Verdict]], names: Names | None = None) -> str:

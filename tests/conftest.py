@@ -115,6 +115,33 @@ class DyingTrainer(TrainedIdentity):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class VolumeOnly:
+    """Declares that it registers 3-D volumes only (a class attribute, as plugins without MethodMeta do)."""
+
+    name = "volume-only"
+    dims = (3,)
+
+    def register(self, fixed, moving):
+        raise AssertionError("a 2-D run must never call a 3-D method")
+
+
+class PairAware:
+    """Needs to know which pair it registers (as a method backed by a folder of fields does): register_pair
+    writes the pair's key to REGBENCH_TEST_CALLS and returns identity; register(fixed, moving) cannot know."""
+
+    name = "pair-aware"
+
+    def register_pair(self, pair):
+        fixed, moving = validate_images(pair.fixed, pair.moving)
+        if os.environ.get("REGBENCH_TEST_CALLS"):
+            with open(os.environ["REGBENCH_TEST_CALLS"], "a") as log:
+                log.write(f"{pair.subject}/{pair.slice}\\n")
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+    def register(self, fixed, moving):
+        raise NotImplementedError("pair-aware registers a pair it is told, through register_pair")
+
+
 class Flaky:
     """Raises on every other slice: the runner must record those and go on."""
 
@@ -147,6 +174,8 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             normalised-flow = regbench_testplugin:NormalisedFlow
             trained-identity = regbench_testplugin:TrainedIdentity
             dying-trainer = regbench_testplugin:DyingTrainer
+            volume-only = regbench_testplugin:VolumeOnly
+            pair-aware = regbench_testplugin:PairAware
             """
         )
     )

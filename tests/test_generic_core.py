@@ -1,0 +1,95 @@
+"""The core assumes no anatomy and no dimension: declared dims checked before any work, pairs without labels
+scored on what they have, pair-aware methods, and captions that say the conventions a run recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regbench import ConfigError
+from regbench.cli import main
+from regbench.interface import Registration
+from regbench.metrics import evaluate
+
+
+def _smoke(tmp_path, methods, *extra):
+    return ["run", "--profile", "smoke", "--methods", methods, "--out", str(tmp_path), "--max-pairs", "2", "--no-progress", *extra]
+
+
+# ----------------------------------------------------------------------------------------------- dims
+def test_a_3d_method_is_left_out_of_a_pattern_on_2d_data_with_one_note(with_plugins, tmp_path, capsys):
+    assert main(_smoke(tmp_path, "initial,volume-*")) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "volume-only" in line]
+    assert notes == ["regbench: note: left out of initial,volume-*: method 'volume-only' registers 3-D images (its declared dims); dataset 'synthetic' is 2-D"]
+    assert set(pd.read_csv(tmp_path / "per_case.csv")["method"]) == {"initial"}
+
+
+def test_a_3d_method_named_on_2d_data_is_one_error_before_any_work(with_plugins, tmp_path, capsys):
+    assert main(_smoke(tmp_path / "run", "initial,volume-only")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["regbench: error: method 'volume-only' registers 3-D images (its declared dims); dataset 'synthetic' is 2-D: leave it out of --methods"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_declared_dims_are_read_from_metadata_and_from_a_plugins_attribute(with_plugins):
+    from regbench.registry import METHODS
+
+    assert METHODS.meta("volume-only").dims == (3,) and METHODS.meta("initial").dims == (2,)
+    skipped: dict[str, str] = {}
+    assert METHODS.resolve("paper", skipped, dims=(3,)) == [] and "initial" in skipped  # the paper's ten are 2-D
+    with pytest.raises(ConfigError, match="'initial' registers 2-D images"):
+        METHODS.resolve("initial", dims=(3,))
+
+
+# ------------------------------------------------------------------------------------- partial labels
+def test_a_pair_without_labels_is_scored_on_its_images_and_flow_and_says_why(small_dataset):
+    pair = small_dataset.pairs("test")[0]
+    flow = np.zeros((2, *pair.fixed.shape), np.float32)
+    flow[0] += 0.5
+    registration = Registration(moved=pair.moving.copy(), flow=flow)
+    labelled = evaluate(pair, registration)
+    for missing in ("moving", "fixed"):
+        unlabelled = dataclasses.replace(pair, **{f"{missing}_label": None})
+        row = evaluate(unlabelled, registration)
+        label_columns = [k for k in row if k.startswith(("dice", "hd95"))]
+        assert len(label_columns) == 8 and all(np.isnan(row[k]) for k in label_columns)
+        assert row["mse"] == labelled["mse"] and row["njd"] == labelled["njd"] == 0 and row["sdlogj"] == labelled["sdlogj"]
+        assert row["n_skipped"] == 6 and row["skipped"].split(";")[0] == f"dice_lv (no {missing} label)"
+        assert np.isnan(evaluate(unlabelled, registration, quick=True)["dice"])
+
+
+# -------------------------------------------------------------------------------------- register_pair
+@pytest.mark.slow
+def test_the_runner_and_check_method_call_register_pair_when_a_method_has_one(with_plugins, tmp_path, monkeypatch, capsys):
+    from regbench.check import check_method
+
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("REGBENCH_TEST_CALLS", str(calls))
+    assert main(_smoke(tmp_path / "run", "pair-aware")) == 0
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv", dtype={"subject": str})
+    assert (table["status"] == "ok").all() and len(table) == 2
+    assert set(calls.read_text().split()) == {f"{r.subject}/{r.slice}" for r in table.itertuples()}
+    report = check_method("pair-aware")
+    result = next(r for r in report.results if r.name == "register_pair")
+    assert result.passed and "the runner calls register_pair(pair)" in result.message
+    plain = next(r for r in check_method("initial").results if r.name == "register_pair")
+    assert plain.passed and plain.message == "no register_pair: the runner calls register(fixed, moving)"
+
+
+# ------------------------------------------------------------------------------------------- captions
+@pytest.mark.slow
+@pytest.mark.parametrize("convention, scheme", [("pooled", "central"), ("max", "forward")])
+def test_table_1_caption_names_the_conventions_the_run_recorded(tmp_path, convention, scheme):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"hd95_convention: {convention}\njacobian_scheme: {scheme}\n")
+    assert main(_smoke(tmp_path / "run", "initial", "--config", str(config))) == 0
+    caption = (tmp_path / "run" / "report" / "table1.tex").read_text()
+    assert f"HD95 {convention} (" in caption and f"({scheme} differences)" in caption
+    other = "max" if convention == "pooled" else "pooled"
+    assert f"HD95 {other}" not in caption
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["fingerprint"]["hd95_convention"] == convention
