@@ -14,7 +14,7 @@ import time
 import traceback
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -212,15 +212,27 @@ def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------- training
-def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = False) -> None:
+def dataset_pairs(dataset: Any, split: str, labels: Mapping[str, int] | None = None) -> list[Pair]:
+    """A split's pairs, each carrying the labels its dataset declares (``DatasetMeta.labels``) unless it sets
+    its own."""
+    pairs = list(dataset.pairs(split))
+    if labels is not None:
+        for pair in pairs:
+            if pair.labels is None:
+                pair.labels = dict(labels)
+    return pairs
+
+
+def train_or_load(method: Any, dataset: Any, model_dir: Path, retrain: bool = False, labels: Mapping[str, int] | None = None) -> None:
     """Load the model directory's final model if this run trained the method already; otherwise fit
-    (resuming from its checkpoint) and save it."""
+    (resuming from its checkpoint) on the train and val splits (with the dataset's declared ``labels``) and
+    save it."""
     final = final_model(model_dir)
     if final.exists() and not retrain:
         method.load(final)
         return
     model_dir.mkdir(parents=True, exist_ok=True)
-    method.fit(dataset.pairs("train"), dataset.pairs("val"), workdir=model_dir)
+    method.fit(dataset_pairs(dataset, "train", labels), dataset_pairs(dataset, "val", labels), workdir=model_dir)
     method.save(final)
     # The checkpoint only serves resuming an interrupted training (HyperMorph's is 1.5 GB with AdamW state).
     checkpoint(model_dir).unlink(missing_ok=True)
@@ -258,7 +270,7 @@ class TrainingTask:
 
                 stack.enter_context(Semaphore(max_leases=1, name="regbench-training"))
             started = time.perf_counter()
-            train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain)
+            train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain, labels=DATASETS.meta(self.config.dataset).labels)
         return {**where_am_i(getattr(method, "device", None)), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -6,7 +6,7 @@ Images are 2-D float32 arrays in [0, 1]; labels are integer maps in the common c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -34,6 +34,9 @@ class Pair:
     slice: int
     flow_gt: np.ndarray | None = None  # ground-truth flow (synthetic data only), same convention
     meta: dict[str, Any] = field(default_factory=dict)
+    # The labels it is scored on, as its dataset declares them (DatasetMeta.labels: display name → value; {}:
+    # none); None: not declared (scored on STRUCTURES, the convention of datasets that declare none).
+    labels: Mapping[str, int] | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -157,7 +160,8 @@ def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
     dataset's structure values (default :data:`STRUCTURES`), matching shapes, positive finite spacing. Raises
     InputError naming the subject, slice and the bad value."""
     where = f"pair subject {pair.subject!r} slice {pair.slice}"
-    allowed = {0, *(structures or STRUCTURES).values()}
+    structures = structures or (dict(pair.labels) if pair.labels is not None else STRUCTURES)
+    allowed = {0, *structures.values()}
     lo, hi = IMAGE_RANGE
     shape = np.shape(pair.fixed)
     for name, img in (("fixed", pair.fixed), ("moving", pair.moving)):
@@ -183,7 +187,7 @@ def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
         if extra:
             raise InputError(
                 f"{where}: {name} label has value(s) {extra} outside the dataset's structures {sorted(allowed)} "
-                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in (structures or STRUCTURES).items())})"
+                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in structures.items())})"
             )
     spacing = np.asarray(pair.spacing, dtype=float)
     if spacing.shape != (len(shape),) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):

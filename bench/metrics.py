@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,35 +42,76 @@ class MetricSpec:
     label: str = ""  # plain-text header with the table unit (Markdown tables, figure axes)
 
 
-STRUCTURE_NAMES = {"lv": "LV", "myo": "Myo", "rv": "RV"}
+LabelMap = Mapping[str, int]  # a dataset's labels: display name → value in its label maps
+LABELLED_METRICS = ("dice", "hd95")  # the metrics that have a column per label (dice_<key>, hd95_<key>)
 
 
-def _per_structure(spec: MetricSpec, description: str) -> dict[str, MetricSpec]:
-    """``spec`` and its per-structure versions (``dice_lv``, ...), in that order."""
+def label_key(name: str) -> str:
+    """A label's column suffix: its display name in lower case, runs of other characters as one underscore
+    ("LV" → "lv", "Left ventricle" → "left_ventricle")."""
+    key = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    if not key:
+        raise ValueError(f"label name {name!r} has no letter or digit to name its columns by")
+    return key
+
+
+STRUCTURE_NAMES = {"lv": "LV", "myo": "Myo", "rv": "RV"}  # display names of STRUCTURES' keys
+#: The labels of a dataset that declares none, and of run directories written before runs recorded theirs.
+UNDECLARED_LABELS: dict[str, int] = {STRUCTURE_NAMES[k]: v for k, v in STRUCTURES.items()}
+
+
+def pair_labels(pair: Pair) -> dict[str, int]:
+    """The labels a pair is scored on: its dataset's declaration (``Pair.labels``), else :data:`UNDECLARED_LABELS`."""
+    return dict(pair.labels if pair.labels is not None else UNDECLARED_LABELS)
+
+
+def _per_label(spec: MetricSpec, description: str, labels: LabelMap) -> dict[str, MetricSpec]:
+    """``spec`` and its per-label versions (``dice_lv``, ...), in that order."""
     out = {spec.name: spec}
-    for s in STRUCTURES:
-        n = STRUCTURE_NAMES[s]
-        header = spec.table_header.replace(" (", f" {n} (", 1)
-        label = spec.label.replace(" (", f" {n} (", 1)
-        out[f"{spec.name}_{s}"] = MetricSpec(f"{spec.name}_{s}", spec.unit, spec.higher_is_better, spec.table_scale, header, description.format(n), label)
+    for name in labels:
+        key = label_key(name)
+        header = spec.table_header.replace(" (", f" {name} (", 1)
+        label = spec.label.replace(" (", f" {name} (", 1)
+        out[f"{spec.name}_{key}"] = MetricSpec(
+            f"{spec.name}_{key}", spec.unit, spec.higher_is_better, spec.table_scale, header, description.format(name), label
+        )
     return out
 
 
-# Every per-case metric, in per_case.csv's column order (regbench.rundir derives the columns from it).
-METRICS: dict[str, MetricSpec] = {
-    **_per_structure(MetricSpec("dice", "fraction", True, 100.0, r"Dice (\%)", "mean Dice over LV, Myo, RV", "Dice (%)"), "Dice of {}"),
-    **_per_structure(MetricSpec("hd95", "mm", False, 1.0, "HD95 (mm)", "mean pooled HD95 over LV, Myo, RV", "HD95 (mm)"), "pooled HD95 of {}"),
-    "mse": MetricSpec("mse", "intensity^2", False, 100.0, r"MSE ($10^{-2}$)", "mean squared error, images in [0,1]", "MSE (×10⁻²)"),
-    "njd": MetricSpec("njd", "%", False, 1.0, r"NJD (\%)", "% of pixels with det(Jacobian) < 0", "NJD (%)"),
-    "sdlogj": MetricSpec("sdlogj", "1", False, 1.0, "SDlogJ", "std of log Jacobian determinant", "SDlogJ"),
-    "epe_mm": MetricSpec("epe_mm", "mm", False, 1.0, "EPE (mm)", "end-point error vs ground truth in the heart", "EPE (mm)"),
-    "time_s": MetricSpec("time_s", "s", False, 1000.0, "Time (ms)", "registration time per pair", "Time (ms/pair)"),
-}
+def metric_specs(labels: LabelMap) -> dict[str, MetricSpec]:
+    """Every per-case metric of a run scored on ``labels``, in per_case.csv's column order."""
+    return {
+        **_per_label(MetricSpec("dice", "fraction", True, 100.0, r"Dice (\%)", "mean Dice over the labels", "Dice (%)"), "Dice of {}", labels),
+        **_per_label(MetricSpec("hd95", "mm", False, 1.0, "HD95 (mm)", "mean HD95 over the labels", "HD95 (mm)"), "HD95 of {}", labels),
+        "mse": MetricSpec("mse", "intensity^2", False, 100.0, r"MSE ($10^{-2}$)", "mean squared error, images in [0,1]", "MSE (×10⁻²)"),
+        "njd": MetricSpec("njd", "%", False, 1.0, r"NJD (\%)", "% of pixels with det(Jacobian) < 0", "NJD (%)"),
+        "sdlogj": MetricSpec("sdlogj", "1", False, 1.0, "SDlogJ", "std of log Jacobian determinant", "SDlogJ"),
+        "epe_mm": MetricSpec("epe_mm", "mm", False, 1.0, "EPE (mm)", "end-point error vs ground truth in the labelled region", "EPE (mm)"),
+        "time_s": MetricSpec("time_s", "s", False, 1000.0, "Time (ms)", "registration time per pair", "Time (ms/pair)"),
+    }
 
 
-def with_structures(metrics: list[str]) -> list[str]:
-    """Each metric followed by its per-structure versions where it has them (Table 1 with --per-structure)."""
-    return [m for metric in metrics for m in METRICS if m == metric or (m.startswith(f"{metric}_") and m[len(metric) + 1 :] in STRUCTURES)]
+#: The metrics of a run on the labels of datasets that declare none (:data:`STRUCTURES`); ``metric_specs`` gives
+#: any other run's.
+METRICS: dict[str, MetricSpec] = metric_specs(UNDECLARED_LABELS)
+
+
+def with_structures(metrics: list[str], columns: Sequence[str] | None = None) -> list[str]:
+    """Each metric followed by its per-label columns where it has them (Table 1 with --per-structure):
+    those of ``columns`` (a per-case table's, in their order) or of :data:`METRICS`."""
+    available = list(columns) if columns is not None else list(METRICS)
+    return [c for metric in metrics for c in available if c == metric or (metric in LABELLED_METRICS and c.startswith(f"{metric}_"))]
+
+
+def spec_of(column: str, names: Mapping[str, str] | None = None) -> MetricSpec:
+    """The MetricSpec of a per-case column, per-label ones included; ``names``: label key → display name as the
+    run recorded them (else a per-label column not in :data:`METRICS` is named by its key)."""
+    names = names or {}
+    for metric in LABELLED_METRICS:
+        key = column[len(metric) + 1 :] if column.startswith(f"{metric}_") else None
+        if key and (key in names or column not in METRICS):
+            return _per_label(METRICS[metric], "{}", {names.get(key, key): 0})[f"{metric}_{label_key(names.get(key, key))}"]
+    return METRICS[column]
 
 
 HD95_CONVENTIONS = ("pooled", "max")
@@ -162,21 +205,22 @@ def evaluate(
     row: dict[str, Any] = {}
     skipped: list[str] = []
     overlap = ("dice",) if quick else ("dice", "hd95")
+    keys = {label_key(name): value for name, value in pair_labels(pair).items()}  # column suffix → label value
     fixed_label, moving_label = pair.fixed_label, pair.moving_label
     if fixed_label is not None and moving_label is not None:
         warped = registration.warp_label(moving_label)
-        for s, value in STRUCTURES.items():
+        for s, value in keys.items():
             f, m = np.asarray(fixed_label) == value, np.asarray(warped) == value
             row[f"dice_{s}"] = dice(f, m)
             if not quick:
                 row[f"hd95_{s}"] = hd95(f, m, pair.spacing, hd95_convention)
             skipped += [f"{k}_{s}" for k in overlap if np.isnan(row[f"{k}_{s}"])]
     else:  # scored on what it has: image and Jacobian metrics; the label metrics are NaN, and say why
-        row.update({f"{k}_{s}": float("nan") for k in overlap for s in STRUCTURES})
+        row.update({f"{k}_{s}": float("nan") for k in overlap for s in keys})
         missing = "fixed" if fixed_label is None else "moving"
-        skipped += [f"{k}_{s} (no {missing} label)" for k in overlap for s in STRUCTURES]
+        skipped += [f"{k}_{s} (no {missing} label)" for k in overlap for s in keys]
     for k in overlap:
-        values = [row[f"{k}_{s}"] for s in STRUCTURES if not np.isnan(row[f"{k}_{s}"])]
+        values = [row[f"{k}_{s}"] for s in keys if not np.isnan(row[f"{k}_{s}"])]
         row[k] = float(np.mean(values)) if values else float("nan")
     row["njd"] = njd(registration.flow, jacobian_scheme)
     if quick:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .metrics import MetricSpec, label_key, spec_of
 from .study import DEFAULT_STUDY, Study
 
 
@@ -17,6 +18,7 @@ class Names:
     families: dict[str, tuple[str, float]] = field(default_factory=dict)  # method -> (family label, its value)
     sweep_parameters: dict[str, tuple[str, str]] = field(default_factory=dict)  # method -> (sweep column, its symbol)
     loss_notes: dict[str, str] = field(default_factory=dict)  # method -> what the training-curve figure says of its losses
+    labels: dict[str, str] = field(default_factory=dict)  # label key (column suffix) -> display name
 
     @classmethod
     def from_manifests(cls, manifests: Sequence[Any], study: Study = DEFAULT_STUDY) -> Names:
@@ -26,6 +28,8 @@ class Names:
             dataset = manifest.fingerprint.get("dataset")
             if dataset is not None and manifest.dataset_display_name:
                 names.datasets.setdefault(str(dataset), manifest.dataset_display_name)
+            for label in manifest.labels:
+                names.labels.setdefault(label_key(label), label)
             for method, display in manifest.display_names().items():
                 names.methods.setdefault(method, display)
             for method in manifest.methods:
@@ -45,6 +49,10 @@ class Names:
 
     def dataset(self, name: str) -> str:
         return self.datasets.get(name, name)
+
+    def metric(self, column: str) -> MetricSpec:
+        """A per-case column's spec, per-label columns headed by the label's recorded display name."""
+        return spec_of(column, self.labels)
 
     def family_members(self, methods: Sequence[str]) -> dict[str, list[str]]:
         """Family label → its methods among ``methods``, ordered by their declared value."""

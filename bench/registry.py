@@ -54,6 +54,9 @@ class DatasetMeta:
 
     display_name: str | None = None
     dims: tuple[int, ...] = (2,)
+    # Its labels: display name → value in its label maps (columns dice_<name>, hd95_<name>); {}: none; None: not
+    # declared (scored on regbench.interface.STRUCTURES, the convention of datasets that declare none).
+    labels: Mapping[str, int] | None = None
     requires: tuple[str, ...] = ()
     install_hint: str | None = None
     option_names: Collection[str] | None = None

@@ -9,7 +9,7 @@ running the report again gives byte-identical files.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,36 +20,48 @@ import pandas as pd
 from .convergence import CONVERGENCE_RULE, Verdict, combine, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
-from .metrics import METRICS, with_structures
+from .metrics import METRICS, label_key, spec_of, with_structures
 from .naming import Names
 from .registry import method_sort_key
 from .rundir import (
     FINGERPRINT_KEYS,
+    KEY_COLUMNS,
     METRIC_COLUMNS,
-    PER_CASE_COLUMNS,
     REQUIRED_COLUMNS,
+    TRAILING_COLUMNS,
     Manifest,
     RunDir,
     fingerprint_differences,
+    label_keys,
+    metric_columns,
     prepare_run_dir,
     read_manifest_for_report,
 )
 from .study import DEFAULT_STUDY, Study
 
-SUMMARY_METRICS = METRIC_COLUMNS
+
+def summary_metrics(per_case: pd.DataFrame) -> list[str]:
+    """The metric columns a per-case table has (its labels' included), in per_case.csv's order."""
+    return [m for m in metric_columns(label_keys(per_case.columns)) if m in per_case]
+
+
 TABLE1_METRICS = ["dice", "hd95", "mse", "njd"]
 DASH = "–"
 LATEX_DASH = "--"
 
 
-def per_case_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Rows in a stable order (paper's method order, subject, slice) and a fixed column order."""
+def per_case_frame(rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """Rows in a stable order (paper's method order, subject, slice) and a fixed column order: the key, the
+    metrics with a Dice and an HD95 column per label (``labels`` as the run's dataset declares them; else those
+    the rows have; else :data:`regbench.interface.STRUCTURES`'), then the rest."""
     df = pd.DataFrame(list(rows))
-    for col in PER_CASE_COLUMNS:
+    keys = [label_key(n) for n in labels] if labels is not None else (label_keys(df.columns) or label_keys(METRIC_COLUMNS))
+    columns = KEY_COLUMNS + metric_columns(keys) + TRAILING_COLUMNS
+    for col in columns:
         if col not in df:
             df[col] = np.nan
-    extra = [c for c in df.columns if c not in PER_CASE_COLUMNS]
-    df = df[PER_CASE_COLUMNS + extra]
+    extra = [c for c in df.columns if c not in columns]
+    df = df[columns + extra]
     if len(df):
         df["_order"] = df["method"].map(method_sort_key)
         df = df.sort_values(["_order", "subject", "slice", "seed"], kind="stable", na_position="first").drop(columns="_order").reset_index(drop=True)
@@ -65,7 +77,7 @@ def seed_averaged(per_case: pd.DataFrame) -> pd.DataFrame:
     if "seed" not in per_case or not per_case["seed"].notna().any():
         return per_case
     key = ["dataset", "method", "subject", "slice"]
-    metrics = [m for m in SUMMARY_METRICS if m in per_case]
+    metrics = summary_metrics(per_case)
     ok = per_case[per_case["status"] == "ok"]
     means = ok.groupby(key, sort=False)[metrics].mean(numeric_only=True)
     counts = ok.groupby(key, sort=False).size().rename("n_seeds")
@@ -106,7 +118,7 @@ def summary_frame(per_case: pd.DataFrame) -> pd.DataFrame:
             "n_failed": int((group["status"] != "ok").sum()),
             "params": group["params"].dropna().iloc[0] if group["params"].notna().any() else pd.NA,
         }
-        for metric in SUMMARY_METRICS:
+        for metric in summary_metrics(per_case):
             values = pd.to_numeric(ok[metric], errors="coerce").dropna()
             rec[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             rec[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
@@ -138,8 +150,6 @@ def latex_escape(text: str) -> str:
     return text
 
 
-# --per-structure: Dice, its structures, HD95, its structures, then MSE and NJD
-TABLE1_WITH_STRUCTURES = with_structures(TABLE1_METRICS)
 DEFORMATION_METRICS = {"njd", "sdlogj"}
 DAGGER = "†"
 DDAGGER = "‡"  # training did not converge (regbench.convergence)
@@ -212,7 +222,7 @@ def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str]) -> flo
     values = pd.to_numeric(rows[f"{metric}_mean"], errors="coerce").dropna()
     if not len(values):
         return None
-    return float(values.max() if METRICS[metric].higher_is_better else values.min())
+    return float(values.max() if spec_of(metric).higher_is_better else values.min())
 
 
 def table1_cells(
@@ -232,7 +242,7 @@ def table1_cells(
         for metric in metrics:
             if f"{metric}_mean" not in summary:
                 continue
-            spec = METRICS[metric]
+            spec = spec_of(metric)
             best = _best(summary, metric, baselines)
             for rec in summary.itertuples():
                 mean, std = getattr(rec, f"{metric}_mean"), getattr(rec, f"{metric}_std")
@@ -301,7 +311,7 @@ def table1_latex(
         groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(names.dataset(d))}}}" for d in datasets)
         rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(datasets)))
         lines += [f"Dataset & {groups} \\\\", rules]
-    lines += [" & ".join(["Method"] + [METRICS[m].table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
+    lines += [" & ".join(["Method"] + [names.metric(m).table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
     index = cells.set_index(["dataset", "method", "metric"])
     for method in methods:
         out = [latex_escape(names.method(method)) + (r"$^{\ddagger}$" if method in unconverged else "")]
@@ -344,7 +354,7 @@ def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Seque
                     main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
                     text = (f"**{main}**" if cell["best"] else main) + (f" [{bracket}" if bracket else "")
                     text += DAGGER if cell["mark"] else ""
-                column = METRICS[metric].label if len(datasets) == 1 else f"{names.dataset(dataset)} {METRICS[metric].label}"
+                column = names.metric(metric).label if len(datasets) == 1 else f"{names.dataset(dataset)} {names.metric(metric).label}"
                 rec[column] = text
         records.append(rec)
     return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
@@ -485,7 +495,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})"
         )
     datasets = list(dict.fromkeys(per_case["dataset"]))
-    metrics = [m for m in (TABLE1_WITH_STRUCTURES if options.per_structure else TABLE1_METRICS) if m in per_case]
+    metrics = [m for m in (with_structures(TABLE1_METRICS, list(per_case.columns)) if options.per_structure else TABLE1_METRICS) if m in per_case]
     # Synthetic data knows the true motion: its flow error goes beside the paper's columns, since Dice and MSE
     # also reward flows that match intensity edges beyond the true motion (issue #11).
     with_epe = "epe_mm" in per_case and bool(pd.to_numeric(per_case["epe_mm"], errors="coerce").notna().any())
@@ -515,11 +525,14 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             "over seeds, and [$\\pm$s] is the std of the method's mean over its seeds."
         )
     reference_name = names.method(references[0]) if references else ""
+    label_names = [names.labels.get(k, k) for k in label_keys(per_case.columns)]
+    labels_text = " and ".join([", ".join(label_names[:-1]), label_names[-1]] if len(label_names) > 1 else label_names) or "no labels"
     caption = options.caption or (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
-        f"LV, Myo and RV; {conventions_caption(manifests, names)}"
+        f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}"
         + (
-            " EPE: mean end-point error of the flow against the ground-truth flow over the ED heart (LV, Myo, RV), in mm (synthetic data only)."
+            f" EPE: mean end-point error of the flow against the ground-truth flow over the fixed image's labels ({latex_escape(', '.join(label_names))}), "
+            "in mm (synthetic data only)."
             if with_epe
             else ""
         )
@@ -714,11 +727,12 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Path]:
-    """per_case.csv and summary.csv of a run directory (each written atomically). summary.csv carries each
-    trained method's verdict: converged, epochs, train_minutes, convergence_gain (empty for other methods)."""
+def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | None = None) -> dict[str, Path]:
+    """per_case.csv and summary.csv of a run directory (each written atomically), with a Dice and an HD95 column
+    per label of ``labels`` (the run's). summary.csv carries each trained method's verdict: converged, epochs,
+    train_minutes, convergence_gain (empty for other methods)."""
     folder = RunDir(run_dir)
-    per_case = per_case_frame(rows)
+    per_case = per_case_frame(rows, labels)
     paths = {"per_case": folder.per_case, "summary": folder.summary}
     atomic_write_text(paths["per_case"], per_case.to_csv(index=False))
     summary = summary_frame(per_case)

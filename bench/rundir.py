@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
-from .metrics import METRICS
+from .metrics import LABELLED_METRICS, METRICS, UNDECLARED_LABELS
 
 FORMAT_VERSION = 2
 
@@ -54,11 +54,30 @@ FINAL_MODEL_FILE = "final.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.csv"
 
-# per_case.csv: the case's key, every registered metric (regbench.metrics.METRICS, in its order), then the rest.
+# per_case.csv: the case's key, every metric (regbench.metrics' order, a Dice and an HD95 column per label of the
+# run), then the rest.
 KEY_COLUMNS = ["method", "dataset", "subject", "slice", "seed"]
-METRIC_COLUMNS = list(METRICS)
+METRIC_COLUMNS = list(METRICS)  # those of a run on the labels of datasets that declare none
 TRAILING_COLUMNS = ["params", "n_skipped", "skipped", "status", "reason"]
 PER_CASE_COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + TRAILING_COLUMNS
+BASE_METRICS = [m for m in METRICS if not any(m.startswith(f"{base}_") for base in LABELLED_METRICS)]
+
+
+def label_keys(columns: Iterable[str]) -> list[str]:
+    """The label keys of a per-case table's per-label columns (``dice_<key>``, ``hd95_<key>``), in order."""
+    keys: list[str] = []
+    for column in columns:
+        for metric in LABELLED_METRICS:
+            if column.startswith(f"{metric}_") and column[len(metric) + 1 :] not in keys:
+                keys.append(column[len(metric) + 1 :])
+    return keys
+
+
+def metric_columns(keys: Sequence[str]) -> list[str]:
+    """Every metric column of a run whose labels have ``keys``, in per_case.csv's order."""
+    return [c for metric in BASE_METRICS for c in [metric, *([f"{metric}_{k}" for k in keys] if metric in LABELLED_METRICS else [])]]
+
+
 REQUIRED_COLUMNS = ("method", "dataset", "subject", "slice", "status")  # what a report cannot do without
 
 
@@ -228,9 +247,25 @@ class Manifest:
         manifest.update_run(config, environment, dataset_display_name)
         return manifest
 
+    def set_labels(self, labels: Mapping[str, int]) -> None:
+        """The labels the run's cases are scored on (display name → value), as its dataset declares them."""
+        self.data.setdefault("dataset_info", {})["labels"] = dict(labels)
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """The labels the run's cases were scored on; a run directory written before runs recorded them was
+        scored on regbench.metrics.UNDECLARED_LABELS."""
+        info = self.data.get("dataset_info")
+        labels = info.get("labels") if isinstance(info, dict) else None
+        return dict(labels) if isinstance(labels, dict) else dict(UNDECLARED_LABELS)
+
     def update_run(self, config: dict[str, Any], environment: dict[str, Any], dataset_display_name: str) -> None:
         """This invocation's configuration and environment (a resumed run records the latest)."""
+        info = self.data.get("dataset_info")
+        labels = info.get("labels") if isinstance(info, dict) else None
         self.data.update(config=json_safe(config), environment=environment, dataset_info={"display_name": dataset_display_name})
+        if labels is not None:
+            self.set_labels(labels)
 
     # ---- reading
     @property

@@ -13,7 +13,7 @@ import contextlib
 import difflib
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -23,10 +23,21 @@ import numpy as np
 from .config import RunConfig
 from .convergence import run_verdicts
 from .errors import ConfigError, DataError, InputError, RegbenchError
-from .execution import MethodSpec, TrainingTask, build_dataset, create_method, driver_threads, iterate_cases, side_by_side_trainings, train_or_load
+from .execution import (
+    MethodSpec,
+    TrainingTask,
+    build_dataset,
+    create_method,
+    dataset_pairs,
+    driver_threads,
+    iterate_cases,
+    side_by_side_trainings,
+    train_or_load,
+)
 from .fileio import atomic_write_npz, atomic_write_text
 from .interface import Pair, is_trainable, num_parameters, validate_pair
 from .lock import RunDirectoryLock
+from .metrics import UNDECLARED_LABELS
 from .options import resolve_method_options, resolved_options
 from .pool import SideBySide
 from .provenance import environment
@@ -117,13 +128,14 @@ def method_options(name: str, config: RunConfig) -> dict[str, Any]:
     return resolve_method_options(name, config.profile, config.method_options.get(name), seed=config.seed, device=config.device)
 
 
-def load_pairs(dataset: Any, splits: Sequence[str]) -> dict[str, list[Pair]]:
-    """The dataset's pairs of ``splits``, each checked once where it enters (:func:`validate_pair`: range,
-    labels, shapes, spacing); a bad pair is one error naming the dataset, split, subject, slice and value."""
-    structures = getattr(dataset, "structures", None)
+def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None) -> dict[str, list[Pair]]:
+    """The dataset's pairs of ``splits`` with its declared ``labels`` (:func:`regbench.execution.dataset_pairs`),
+    each checked once where it enters (:func:`validate_pair`: range, label values, shapes, spacing); a bad pair
+    is one error naming the dataset, split, subject, slice and value."""
+    structures = getattr(dataset, "structures", None)  # plugins that predate DatasetMeta.labels
     out = {}
     for split in splits:
-        pairs = dataset.pairs(split)
+        pairs = dataset_pairs(dataset, split, labels)
         for pair in pairs:
             try:
                 validate_pair(pair, structures)
@@ -167,6 +179,12 @@ def save_example_pair(run_dir: RunDir, pair: Pair) -> None:
     atomic_write_npz(path, arrays)
 
 
+def run_labels(config: RunConfig) -> dict[str, int]:
+    """The labels a run's cases are scored on: its dataset's declaration, else regbench.metrics.UNDECLARED_LABELS."""
+    declared = DATASETS.meta(config.dataset).labels
+    return dict(UNDECLARED_LABELS if declared is None else declared)
+
+
 def bind(config: RunConfig, dataset: Any) -> Manifest:
     """Create or reopen the run directory for ``config`` and ``dataset`` (refused when its settings differ)."""
     return bind_run_dir(config.out_dir, fingerprint(config, dataset_options(dataset)), asdict(config), environment(), DATASETS.display_name(config.dataset))
@@ -183,15 +201,16 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
         dataset = build_dataset(config)
-        load_pairs(dataset, ("train", "val"))  # a bad dataset is refused before the run directory is bound
+        load_pairs(dataset, ("train", "val"), DATASETS.meta(config.dataset).labels)  # a bad dataset is refused before the run directory is bound
         manifest = bind(config, dataset)
+        manifest.set_labels(run_labels(config))
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
         for seed in training_seeds(config, method):
             if seed is not None:
                 method = create_method(name, {**options, "seed": seed}, config)
             if hasattr(method, "progress"):
                 method.progress = progress
-            train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain)
+            train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=DATASETS.meta(config.dataset).labels)
     return run_dir.final_model(name, seed)
 
 
@@ -256,8 +275,9 @@ def _run_units(
     run_dir = RunDir(config.out_dir)
     dataset = build_dataset(config)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
-    test_pairs = load_pairs(dataset, splits)["test"]  # a bad dataset is refused before the run directory is bound
+    test_pairs = load_pairs(dataset, splits, DATASETS.meta(config.dataset).labels)["test"]  # a bad dataset is refused before binding
     manifest = bind(config, dataset)
+    manifest.set_labels(run_labels(config))
     for name, (options, _) in built.items():
         manifest.check_method(config.out_dir, name, options)
     if cluster is not None:
@@ -324,7 +344,7 @@ def _run_units(
             result.all_cases_failed[name] = str(failures[0].get("reason") or "no reason recorded")
         elif failures:
             result.some_cases_failed[name] = len(failures)
-    write_run_tables(config.out_dir, store.all_rows())
+    write_run_tables(config.out_dir, store.all_rows(), manifest.labels)
     verdicts = run_verdicts(config.out_dir)
     result.not_converged = {m: verdicts[m].reason for m in methods if m in verdicts and not verdicts[m].converged}
     if report:
@@ -434,7 +454,7 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
             if training is not None:  # trained by a task on the cluster: load what it wrote
                 manifest.record_trained_on(name, seed, training.result())
                 retrain = False
-            train_or_load(method, context.dataset, run_dir.model_dir(name, seed), retrain=retrain)
+            train_or_load(method, context.dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=DATASETS.meta(context.config.dataset).labels)
             if seed is not None:
                 manifest.add_seed(name, seed)
         manifest.set_params(name, num_parameters(method))

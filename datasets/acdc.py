@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..registry import DatasetMeta, register_dataset
 from .cine import CineCase, CineDataset, check_case, iterate_dirs, read_nifti, relabel
+from .labels import CARDIAC_LABELS
 
 LABELS = {1: 1, 2: 2, 3: 3}  # ACDC → common: identical (RV 1, Myo 2, LV 3)
 SUBSETS = ("training", "testing")
@@ -37,7 +38,7 @@ def read_info(path: Path) -> dict[str, str]:
     return info
 
 
-@register_dataset("acdc", DatasetMeta(display_name="ACDC"))
+@register_dataset("acdc", DatasetMeta(display_name="ACDC", labels=CARDIAC_LABELS))
 class ACDC(CineDataset):
     """ACDC (Bernard et al., 2018): 150 subjects, ED/ES frames labelled. Root: --root or $REGBENCH_ACDC_ROOT."""
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import DataError
 from ..registry import DatasetMeta, register_dataset
 from .cine import CineCase, CineDataset, check_case, iterate_dirs, read_nifti, relabel
+from .labels import CARDIAC_LABELS
 
 LABELS = {1: 3, 2: 2, 3: 1}  # M&M (1 LV, 2 Myo, 3 RV) → common (3 LV, 2 Myo, 1 RV)
 CSV_NAMES = ("211230_M&Ms_Dataset_information_diagnosis_opendataset.csv", "201014_M&Ms_Dataset_Information_-_opendataset.csv")
@@ -26,7 +27,7 @@ SUBSETS = ("Training/Labeled", "Validation", "Testing")
 META_COLUMNS = {"VendorName": "vendor_name", "Vendor": "vendor", "Centre": "centre", "Pathology": "pathology"}
 
 
-@register_dataset("mnm", DatasetMeta(display_name="M&M"))
+@register_dataset("mnm", DatasetMeta(display_name="M&M", labels=CARDIAC_LABELS))
 class MnM(CineDataset):
     """M&Ms-1 (Campello et al., 2021): labelled cases from four vendors and six centres. Root: --root or $REGBENCH_MNM_ROOT."""
 

@@ -24,6 +24,7 @@ from scipy import ndimage
 from ..errors import ConfigError
 from ..interface import Pair
 from ..registry import DatasetMeta, register_dataset
+from .labels import CARDIAC_LABELS
 from .splits import SPLITS, split_subjects
 
 # |∇v| stays well below 1 in this motion model; 20 iterations leave a residual below 1e-3 px (tested).
@@ -134,7 +135,7 @@ class _Slice:
         return img
 
 
-@register_dataset("synthetic", DatasetMeta(display_name="Synthetic"))
+@register_dataset("synthetic", DatasetMeta(display_name="Synthetic", labels=CARDIAC_LABELS))
 class SyntheticCardiac:
     """Embedded synthetic cardiac cine pairs (ES moving, ED fixed) with ground-truth flows.
 

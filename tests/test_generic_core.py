@@ -93,3 +93,26 @@ def test_table_1_caption_names_the_conventions_the_run_recorded(tmp_path, conven
     other = "max" if convention == "pooled" else "pooled"
     assert f"HD95 {other}" not in caption
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["fingerprint"]["hd95_convention"] == convention
+
+
+# ------------------------------------------------------------------------------------------ declared labels
+def test_labels_declared_by_a_dataset_name_the_columns_and_the_table(small_dataset):
+    from regbench.registry import DATASETS
+    from regbench.report import per_case_frame, summary_frame
+
+    assert DATASETS.meta("synthetic").labels == {"LV": 3, "Myo": 2, "RV": 1}
+    pair = dataclasses.replace(small_dataset.pairs("test")[0], labels={"Left ventricle": 3, "Wall": 2})
+    registration = Registration(moved=pair.moving.copy(), flow=np.zeros((2, *pair.fixed.shape), np.float32))
+    row = evaluate(pair, registration)
+    assert {k for k in row if k.startswith("dice_")} == {"dice_left_ventricle", "dice_wall"}
+    assert row["dice"] == pytest.approx(np.mean([row["dice_left_ventricle"], row["dice_wall"]]))
+    frame = per_case_frame([{"method": "initial", "dataset": "x", "subject": "s", "slice": 0, "status": "ok", **row}], pair.labels)
+    assert [c for c in frame.columns if c.startswith(("dice", "hd95"))] == [
+        "dice",
+        "dice_left_ventricle",
+        "dice_wall",
+        "hd95",
+        "hd95_left_ventricle",
+        "hd95_wall",
+    ]
+    assert "dice_lv" not in frame and summary_frame(frame)["dice_wall_n"].iloc[0] == 1
