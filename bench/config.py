@@ -49,7 +49,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
         "the README demo: all methods on 40 synthetic subjects at 64 px (3 mm pixels), deep methods 10 epochs "
-        "(not converged: tables mark them); 11-18 minutes on 2 CPU cores (docs/profiles-and-results.md names the CPUs)",
+        "(not converged: tables mark them); 6-18 minutes on 2 CPU cores (README and docs/profiles-and-results.md name the CPUs)",
         {"synthetic": {"n_subjects": 40, "image_size": 64}},
         # 64-px images, short training that fits the budget with the other methods; validation every epoch so that
         # the convergence verdict has points to judge (it says: not converged).
