@@ -99,8 +99,11 @@ def test_small_levels_as_batched_matmul_leave_the_update_unchanged(monkeypatch):
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
     assert paths == [6, 0]  # at 64 px: two convs at 4×4, four at 8×8 (encoder and decoder), none above
     assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    # Relative to the largest gradient entry of the model: biases ahead of a BatchNorm have gradients that are zero
+    # up to rounding, which the two summation orders round differently (seen with the AVX2 kernels).
+    scale = max(float(g.abs().max()) for g in grads[1].values())
     for name in grads[0]:
-        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6), name
+        assert float((grads[0][name] - grads[1][name]).abs().max()) <= 1e-5 * scale, name
 
 
 def test_inference_cache_follows_lambda_and_training():
