@@ -19,6 +19,11 @@ from .pool import DEFAULT_CASE_TIMEOUT_S
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 @dataclass(frozen=True)
 class Profile:
     """How big a run is: data, test pairs, the deep methods' training budget, and per-method exceptions."""

@@ -24,7 +24,7 @@ import numpy as np
 from .config import RunConfig, get_profile
 from .errors import ConfigError
 from .interface import Pair, check_moved_agrees_with_flow, is_trainable, register_pair, validate_registration
-from .metrics import evaluate
+from .metrics import UNDECLARED_LABELS, evaluate
 from .pool import CaseFailure, Task, run_isolated
 from .registry import DATASETS, METHODS, MethodMeta
 from .rundir import METRIC_COLUMNS, checkpoint, final_model
@@ -212,6 +212,12 @@ def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------- training
+def run_labels(config: RunConfig) -> dict[str, int]:
+    """The labels a run's cases are scored on: its dataset's declaration, else regbench.metrics.UNDECLARED_LABELS."""
+    declared = DATASETS.meta(config.dataset).labels
+    return dict(UNDECLARED_LABELS if declared is None else declared)
+
+
 def dataset_pairs(dataset: Any, split: str, labels: Mapping[str, int] | None = None) -> list[Pair]:
     """A split's pairs, each carrying the labels its dataset declares (``DatasetMeta.labels``) unless it sets
     its own."""
@@ -270,7 +276,7 @@ class TrainingTask:
 
                 stack.enter_context(Semaphore(max_leases=1, name="regbench-training"))
             started = time.perf_counter()
-            train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain, labels=DATASETS.meta(self.config.dataset).labels)
+            train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain, labels=run_labels(self.config))
         return {**where_am_i(getattr(method, "device", None)), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -65,17 +65,18 @@ def pair_labels(pair: Pair) -> dict[str, int]:
     return dict(pair.labels if pair.labels is not None else UNDECLARED_LABELS)
 
 
+def _label_spec(spec: MetricSpec, name: str, description: str) -> MetricSpec:
+    """``spec`` of one label (``dice_lv``): its column, headers naming the label, ``description`` filled with it."""
+    header = spec.table_header.replace(" (", f" {name} (", 1)
+    label = spec.label.replace(" (", f" {name} (", 1)
+    column = f"{spec.name}_{label_key(name)}"
+    return MetricSpec(column, spec.unit, spec.higher_is_better, spec.table_scale, header, description.format(name), label)
+
+
 def _per_label(spec: MetricSpec, description: str, labels: LabelMap) -> dict[str, MetricSpec]:
     """``spec`` and its per-label versions (``dice_lv``, ...), in that order."""
-    out = {spec.name: spec}
-    for name in labels:
-        key = label_key(name)
-        header = spec.table_header.replace(" (", f" {name} (", 1)
-        label = spec.label.replace(" (", f" {name} (", 1)
-        out[f"{spec.name}_{key}"] = MetricSpec(
-            f"{spec.name}_{key}", spec.unit, spec.higher_is_better, spec.table_scale, header, description.format(name), label
-        )
-    return out
+    per_label = (_label_spec(spec, name, description) for name in labels)
+    return {spec.name: spec, **{s.name: s for s in per_label}}
 
 
 def metric_specs(labels: LabelMap) -> dict[str, MetricSpec]:
@@ -110,7 +111,7 @@ def spec_of(column: str, names: Mapping[str, str] | None = None) -> MetricSpec:
     for metric in LABELLED_METRICS:
         key = column[len(metric) + 1 :] if column.startswith(f"{metric}_") else None
         if key and (key in names or column not in METRICS):
-            return _per_label(METRICS[metric], "{}", {names.get(key, key): 0})[f"{metric}_{label_key(names.get(key, key))}"]
+            return _label_spec(METRICS[metric], names.get(key, key), f"{metric} of {{}}")
     return METRICS[column]
 
 

@@ -211,6 +211,9 @@ def _conv_backward_flop(
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}  # n of the dense n×n matmul reference, per device type
+
+
 def dense_matmul_gflops(n: int | None = None, repeats: int = 5, device: Any = "cpu", precision: str = "fp32") -> float:
     """The device's rate on a dense n×n matmul at ``precision`` (regbench.trainer.precision_mode: fp32 with TF32
     off, tf32, or bf16 operands), median of ``repeats``: the yardstick a training step's GFLOP/s is compared
@@ -221,7 +224,7 @@ def dense_matmul_gflops(n: int | None = None, repeats: int = 5, device: Any = "c
     from .trainer import precision_mode
 
     device = torch.device(device)
-    n = n or (8192 if device.type == "cuda" else 2048)
+    n = n or MATMUL_SIZE[device.type]
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     with precision_mode(precision, device, autocast=False):
@@ -527,6 +530,6 @@ def matmul_label(device: Any, precision: str) -> str:
     device = torch.device(device)
     if device.type != "cuda":
         kind = {"fp32": "FP32", "tf32": "FP32: TF32 is CUDA's", "bf16": "bf16"}[precision]
-        return f"this CPU's dense matmul at the steps' precision ({kind}, 2048², {torch.get_num_threads()} threads)"
+        return f"this CPU's dense matmul at the steps' precision ({kind}, {MATMUL_SIZE['cpu']}², {torch.get_num_threads()} threads)"
     kind = {"fp32": "FP32, TF32 off", "tf32": "TF32", "bf16": "bf16"}[precision]
-    return f"{torch.cuda.get_device_name(device)}'s dense matmul at the steps' precision ({kind}, 8192², CUDA events)"
+    return f"{torch.cuda.get_device_name(device)}'s dense matmul at the steps' precision ({kind}, {MATMUL_SIZE['cuda']}², CUDA events)"

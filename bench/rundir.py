@@ -262,10 +262,8 @@ class Manifest:
     def update_run(self, config: dict[str, Any], environment: dict[str, Any], dataset_display_name: str) -> None:
         """This invocation's configuration and environment (a resumed run records the latest)."""
         info = self.data.get("dataset_info")
-        labels = info.get("labels") if isinstance(info, dict) else None
-        self.data.update(config=json_safe(config), environment=environment, dataset_info={"display_name": dataset_display_name})
-        if labels is not None:
-            self.set_labels(labels)
+        kept = info if isinstance(info, dict) else {}  # the recorded labels stay
+        self.data.update(config=json_safe(config), environment=environment, dataset_info={**kept, "display_name": dataset_display_name})
 
     # ---- reading
     @property

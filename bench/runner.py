@@ -31,13 +31,13 @@ from .execution import (
     dataset_pairs,
     driver_threads,
     iterate_cases,
+    run_labels,
     side_by_side_trainings,
     train_or_load,
 )
 from .fileio import atomic_write_npz, atomic_write_text
 from .interface import Pair, is_trainable, num_parameters, validate_pair
 from .lock import RunDirectoryLock
-from .metrics import UNDECLARED_LABELS
 from .options import resolve_method_options, resolved_options
 from .pool import SideBySide
 from .provenance import environment
@@ -179,12 +179,6 @@ def save_example_pair(run_dir: RunDir, pair: Pair) -> None:
     atomic_write_npz(path, arrays)
 
 
-def run_labels(config: RunConfig) -> dict[str, int]:
-    """The labels a run's cases are scored on: its dataset's declaration, else regbench.metrics.UNDECLARED_LABELS."""
-    declared = DATASETS.meta(config.dataset).labels
-    return dict(UNDECLARED_LABELS if declared is None else declared)
-
-
 def bind(config: RunConfig, dataset: Any) -> Manifest:
     """Create or reopen the run directory for ``config`` and ``dataset`` (refused when its settings differ)."""
     return bind_run_dir(config.out_dir, fingerprint(config, dataset_options(dataset)), asdict(config), environment(), DATASETS.display_name(config.dataset))
@@ -201,7 +195,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
         dataset = build_dataset(config)
-        load_pairs(dataset, ("train", "val"), DATASETS.meta(config.dataset).labels)  # a bad dataset is refused before the run directory is bound
+        load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
         manifest = bind(config, dataset)
         manifest.set_labels(run_labels(config))
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
@@ -210,7 +204,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
                 method = create_method(name, {**options, "seed": seed}, config)
             if hasattr(method, "progress"):
                 method.progress = progress
-            train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=DATASETS.meta(config.dataset).labels)
+            train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=run_labels(config))
     return run_dir.final_model(name, seed)
 
 
@@ -275,7 +269,7 @@ def _run_units(
     run_dir = RunDir(config.out_dir)
     dataset = build_dataset(config)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
-    test_pairs = load_pairs(dataset, splits, DATASETS.meta(config.dataset).labels)["test"]  # a bad dataset is refused before binding
+    test_pairs = load_pairs(dataset, splits, run_labels(config))["test"]  # a bad dataset is refused before binding
     manifest = bind(config, dataset)
     manifest.set_labels(run_labels(config))
     for name, (options, _) in built.items():
@@ -371,8 +365,7 @@ def _unit_order(
     if isinstance(futures[0], concurrent.futures.Future):  # side by side on this machine
         # Their cases are scored once every training has finished, in the run's order: a registration timed
         # beside a running training measures the contention (Table 2's ms per pair doubled), not the method.
-        for _ in _as_completed_watching(futures, watch):
-            pass
+        _wait_watching(futures, watch)
         yield from (u for u in units if (u[0], u[1]) in trainings)
         return
     from distributed import as_completed
@@ -393,12 +386,12 @@ def _has_work(context: RunContext, name: str, seed: int | None, first: bool) -> 
     return any(p.key not in done for p in context.test_pairs) or _sweeps(context, name, first)
 
 
-def _as_completed_watching(futures: list[concurrent.futures.Future], watch: Callable[[], None], every_s: float = 5.0) -> Iterator[concurrent.futures.Future]:
+def _wait_watching(futures: list[concurrent.futures.Future], watch: Callable[[], None], every_s: float = 5.0) -> None:
+    """Until every future is done, calling ``watch()`` every ``every_s`` seconds and when one finishes."""
     pending = set(futures)
     while pending:
-        done, pending = concurrent.futures.wait(pending, timeout=every_s, return_when=concurrent.futures.FIRST_COMPLETED)
+        _, pending = concurrent.futures.wait(pending, timeout=every_s, return_when=concurrent.futures.FIRST_COMPLETED)
         watch()
-        yield from done
 
 
 class _SideBySideProgress:
@@ -454,7 +447,7 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
             if training is not None:  # trained by a task on the cluster: load what it wrote
                 manifest.record_trained_on(name, seed, training.result())
                 retrain = False
-            train_or_load(method, context.dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=DATASETS.meta(context.config.dataset).labels)
+            train_or_load(method, context.dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=run_labels(context.config))
             if seed is not None:
                 manifest.add_seed(name, seed)
         manifest.set_params(name, num_parameters(method))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PRECISIONS
+from .config import check_precision
 from .errors import ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .interface import Pair
@@ -134,8 +134,7 @@ class TrainSettings:
             raise ConfigError(f"similarity must be one of {sorted(SIMILARITY)}, got {self.similarity!r}")
         if self.smoothness not in ("l1", "l2"):
             raise ConfigError(f"smoothness must be 'l1' or 'l2', got {self.smoothness!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         for name in ("epochs", "batch_size", "val_every"):
@@ -175,8 +174,7 @@ def precision_mode(precision: str, device: torch.device, autocast: bool = True) 
       gradients and the optimiser stay FP32. ``autocast=False`` sets the TF32 flags only: a training step wraps
       its backward passes in that, and only its forward pass in the autocast (as torch's AMP recipe does).
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         if device.type == "cuda":
