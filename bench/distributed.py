@@ -196,7 +196,7 @@ class Cluster:
             while waiting or pair_of:
                 while waiting and len(pair_of) < capacity:
                     pair = waiting.pop()
-                    key = f"regbench-case-{getattr(method, 'name', 'method')}-{pair.subject}-{pair.slice}-{tag}"
+                    key = f"regbench-case-{getattr(method, 'name', 'method')}-{pair.case_id}-{tag}"
                     # pure=False: a rerun of the command submits again
                     future = self.client.submit(fn, method, pair, *args, keep_example=pair.key in examples, resources=resources, pure=False, key=key)
                     pair_of[future] = pair

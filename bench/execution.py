@@ -164,7 +164,7 @@ def where_am_i(device: Any = None) -> dict[str, Any]:
 
 def case_seed(seed: int, method: str, pair: Pair) -> int:
     """A per-case seed that does not depend on order or on the number of workers."""
-    return zlib.crc32(f"{seed}/{method}/{pair.subject}/{pair.slice}".encode()) & 0x7FFFFFFF
+    return zlib.crc32(f"{seed}/{method}/{pair.case_id}".encode()) & 0x7FFFFFFF
 
 
 def evaluate_case(
@@ -178,7 +178,7 @@ def evaluate_case(
     limit_threads(threads)
     if isinstance(method, MethodSpec):
         method = built_method(method)
-    row: dict[str, Any] = {"method": method.name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice)}
+    row = case_key(method.name, dataset, pair)
     row.update(where_am_i(getattr(method, "device", None)))
     import torch
 
@@ -198,7 +198,7 @@ def evaluate_case(
             row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
     except Exception as exc:  # a failing case is recorded, the run goes on
         row.update(_failure(f"{type(exc).__name__}: {exc}".strip()))
-        log.debug("case %s/%s/%s failed:\n%s", method.name, pair.subject, pair.slice, traceback.format_exc())
+        log.debug("case %s/%s failed:\n%s", method.name, pair.case_id, traceback.format_exc())
     return row
 
 
@@ -208,7 +208,12 @@ def _failure(reason: str) -> dict[str, Any]:
 
 def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[str, Any]:
     """The row of a case that produced no row of its own (its worker died, or it timed out)."""
-    return {"method": name, "dataset": dataset, "subject": pair.subject, "slice": int(pair.slice), **_failure(reason)}
+    return {**case_key(name, dataset, pair), **_failure(reason)}
+
+
+def case_key(method: str, dataset: str, pair: Pair) -> dict[str, Any]:
+    """The key columns of a case's row (rundir.KEY_COLUMNS but the seed, which the runner adds)."""
+    return {"method": method, "dataset": dataset, "case_id": pair.case_id, "subject": pair.subject}
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -313,9 +318,7 @@ def side_by_side_trainings(
 
 
 # -------------------------------------------------------------------------------------- many cases
-def iterate_cases(
-    method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[tuple[str, int]], cluster: Any = None, spec: Any = None
-) -> Iterator[dict[str, Any]]:
+def iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[str], cluster: Any = None, spec: Any = None) -> Iterator[dict[str, Any]]:
     """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
 
     joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster:
@@ -343,12 +346,12 @@ def iterate_cases(
     by_key = {pair.key: pair for pair in pairs}
     tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples}) for pair in pairs]
     for key, row in run_isolated(evaluate_case, tasks, jobs, config.case_timeout_for(method.name)):
-        yield _row_of_failure(method.name, config.dataset, by_key[cast(tuple[str, int], key)], row) if isinstance(row, CaseFailure) else row
+        yield _row_of_failure(method.name, config.dataset, by_key[cast(str, key)], row) if isinstance(row, CaseFailure) else row
 
 
 def _row_of_failure(name: str, dataset: str, pair: Pair, failure: CaseFailure) -> dict[str, Any]:
     """A case whose worker died or that timed out: one warning, and its failed row."""
-    log.warning("%s: case %s slice %s failed: %s", name, pair.subject, pair.slice, failure.reason)
+    log.warning("%s: case %s failed: %s", name, pair.case_id, failure.reason)
     return failed_case_row(name, dataset, pair, failure.reason)
 
 

@@ -91,7 +91,7 @@ def boxplots(per_case: pd.DataFrame, metrics: Sequence[str], stem: Path, names: 
 
 def load_sweeps(run_dirs: Sequence[Path]) -> pd.DataFrame:
     """Every sweep file of the runs (per parameter value and pair)."""
-    frames = [pd.read_csv(p, dtype={"subject": str}) for d in run_dirs for p in RunDir(d).sweep_files()]
+    frames = [pd.read_csv(p, dtype={"case_id": str, "subject": str}) for d in run_dirs for p in RunDir(d).sweep_files()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -150,12 +150,6 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
     return _save(fig, stem)
 
 
-def _subject_slice(pair_file: Path) -> tuple[str, int]:
-    """(subject, slice) of an example file named SUBJECT-SLICE.npz."""
-    subject, slice_ = pair_file.stem.rsplit("-", 1)
-    return subject, int(slice_)
-
-
 def _grid_lines(ax, flow: np.ndarray, step: int) -> None:
     """The deformation x ↦ x + u(x) drawn as a warped grid (flow channel 0 rows, 1 columns, pixels)."""
     h, w = flow.shape[1:]
@@ -190,7 +184,7 @@ def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] 
         bottom[0].set_title("Moving (ES)", fontsize=8)
         top[0].set_ylabel(pair_file.stem, fontsize=7)
         for c, method in enumerate(methods, start=1):
-            path = folder.example(method, *_subject_slice(pair_file))
+            path = folder.example(method, folder.example_case(pair_file))
             if not path.exists():
                 top[c].text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7, transform=top[c].transAxes)
                 continue

@@ -6,6 +6,7 @@ Images are 2-D float32 arrays in [0, 1]; labels are integer maps in the common c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,10 @@ class Pair:
     fixed_label: np.ndarray | None  # None: unlabelled (scored by image and Jacobian metrics; label metrics NaN)
     moving_label: np.ndarray | None
     spacing: tuple[float, float]  # mm per pixel along (row, column)
-    subject: str
-    slice: int
+    # Unique within the dataset, the pair's name in the store, tables and example files (letters, digits, "._+-").
+    case_id: str
+    # Grouping of cases (e.g. the patient): splits keep a subject's cases together; None: the case is its own.
+    subject: str | None = None
     flow_gt: np.ndarray | None = None  # ground-truth flow (synthetic data only), same convention
     meta: dict[str, Any] = field(default_factory=dict)
     # The labels it is scored on, as its dataset declares them (DatasetMeta.labels: display name → value; {}:
@@ -39,8 +42,24 @@ class Pair:
     labels: Mapping[str, int] | None = None
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.subject, int(self.slice))
+    def key(self) -> str:
+        return self.case_id
+
+    @property
+    def group(self) -> str:
+        """The subject it belongs to, or its own case id when it declares none."""
+        return self.case_id if self.subject is None else self.subject
+
+
+#: What a case id may be made of: it names a file (examples/METHOD/CASE_ID.npz) and a CSV key.
+CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_case_id(case_id: object) -> str:
+    """``case_id`` if it is a valid case id, else InputError naming it and the rule."""
+    if not isinstance(case_id, str) or not CASE_ID_PATTERN.fullmatch(case_id):
+        raise InputError(f"case id {case_id!r} is not valid: a non-empty string of letters, digits and '._+-', starting with a letter or digit")
+    return case_id
 
 
 @dataclass
@@ -158,8 +177,9 @@ RANGE_SLACK = 1e-4
 def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
     """Check a dataset's pair where it enters a run: float images, finite, in [0, 1], labels made of 0 and the
     dataset's structure values (default :data:`STRUCTURES`), matching shapes, positive finite spacing. Raises
-    InputError naming the subject, slice and the bad value."""
-    where = f"pair subject {pair.subject!r} slice {pair.slice}"
+    InputError naming the case and the bad value."""
+    check_case_id(pair.case_id)
+    where = f"case {pair.case_id!r}"
     structures = structures or (dict(pair.labels) if pair.labels is not None else STRUCTURES)
     allowed = {0, *structures.values()}
     lo, hi = IMAGE_RANGE

@@ -9,6 +9,7 @@ running the report again gives byte-identical files.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .rundir import (
     fingerprint_differences,
     label_keys,
     metric_columns,
+    migrate_per_case,
     prepare_run_dir,
     read_manifest_for_report,
 )
@@ -51,7 +53,8 @@ LATEX_DASH = "--"
 
 
 def per_case_frame(rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Rows in a stable order (paper's method order, subject, slice) and a fixed column order: the key, the
+    """Rows in a stable order (paper's method order, case id in natural order: ``p2`` before ``p10``) and a fixed
+    column order: the key, the
     metrics with a Dice and an HD95 column per label (``labels`` as the run's dataset declares them; else those
     the rows have; else :data:`regbench.interface.STRUCTURES`'), then the rest."""
     df = pd.DataFrame(list(rows))
@@ -64,19 +67,27 @@ def per_case_frame(rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | N
     df = df[columns + extra]
     if len(df):
         df["_order"] = df["method"].map(method_sort_key)
-        df = df.sort_values(["_order", "subject", "slice", "seed"], kind="stable", na_position="first").drop(columns="_order").reset_index(drop=True)
-    for column in ("params", "slice", "seed"):
+        df = df.sort_values(["_order", "case_id", "seed"], key=_natural_case_order, kind="stable", na_position="first")
+        df = df.drop(columns="_order").reset_index(drop=True)
+    for column in ("params", "seed"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
     return df
 
 
+def _natural_case_order(column: pd.Series) -> pd.Series:
+    """Case ids compared by their runs of digits as numbers (``synth006-2`` before ``synth006-10``)."""
+    if column.name != "case_id":
+        return column
+    return column.map(lambda case: tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", str(case)))))
+
+
 def seed_averaged(per_case: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, method, subject, slice): with several training seeds, each metric is the mean over
+    """One row per (dataset, method, case): with several training seeds, each metric is the mean over
     the seeds whose case succeeded (``status`` ok if any did; ``n_seeds`` counts them). Tables, tests and box
     plots use these rows, so a pair weighs the same whatever the number of seeds."""
     if "seed" not in per_case or not per_case["seed"].notna().any():
         return per_case
-    key = ["dataset", "method", "subject", "slice"]
+    key = ["dataset", "method", "case_id"]
     metrics = summary_metrics(per_case)
     ok = per_case[per_case["status"] == "ok"]
     means = ok.groupby(key, sort=False)[metrics].mean(numeric_only=True)
@@ -188,7 +199,7 @@ def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
     """``per_case.csv`` checked for the columns the report needs; a missing metric is a problem, not fatal."""
     path = RunDir(run_dir).require_per_case()
     try:
-        df = pd.read_csv(path, dtype={"subject": str, "reason": str, "skipped": str})
+        df = migrate_per_case(pd.read_csv(path, dtype={"case_id": str, "subject": str, "reason": str, "skipped": str}))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} cannot be read as CSV: {exc}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df]
@@ -201,6 +212,15 @@ def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
             problems.append(f"{path} lacks column {metric!r}: {metric} is left out of the tables and figures")
     df["reason"] = df["reason"].fillna("") if "reason" in df else ""
     return df
+
+
+def unlabelled_cases(per_case: pd.DataFrame) -> int:
+    """How many of a dataset's cases no method could score on labels (Dice NaN wherever it succeeded): the
+    pairs without labels, whose Dice and HD95 the means leave out."""
+    ok = per_case[per_case["status"] == "ok"]
+    if "dice" not in ok or not len(ok):
+        return 0
+    return int((~ok.groupby("case_id")["dice"].apply(lambda dice: dice.notna().any())).sum())
 
 
 def failed_methods(per_case: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -515,7 +535,10 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     marks = significance_marks(stats, references[0]) if references else {}
 
     cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines)
-    n_pairs = ", ".join(f"{names.dataset(d)} {per_case[(per_case['dataset'] == d)].groupby(['subject', 'slice']).ngroups}" for d in datasets)
+    n_pairs = ", ".join(f"{names.dataset(d)} {per_case[(per_case['dataset'] == d)]['case_id'].nunique()}" for d in datasets)
+    unlabelled = {d: unlabelled_cases(per_case[per_case["dataset"] == d]) for d in datasets}
+    label_counts = ", ".join(f"{names.dataset(d)} {per_case[per_case['dataset'] == d]['case_id'].nunique() - n}" for d, n in unlabelled.items())
+    labelled_text = f" over the pairs with labels ({label_counts})" if any(unlabelled.values()) else ""
     seeded = spread[spread["n_seeds"] > 1]
     seed_text = ""
     if len(seeded):
@@ -528,7 +551,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     label_names = [names.labels.get(k, k) for k in label_keys(per_case.columns)]
     labels_text = " and ".join([", ".join(label_names[:-1]), label_names[-1]] if len(label_names) > 1 else label_names) or "no labels"
     caption = options.caption or (
-        f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95 averaged over "
+        f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95{latex_escape(labelled_text)} averaged over "
         f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}"
         + (
             f" EPE: mean end-point error of the flow against the ground-truth flow over the fixed image's labels ({latex_escape(', '.join(label_names))}), "
@@ -613,7 +636,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     return report
 
 
-CASE_KEY = ["dataset", "method", "subject", "slice"]
+CASE_KEY = ["dataset", "method", "case_id"]
 
 
 def merge_runs(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame], manifests: Sequence[Manifest], problems: list[str]) -> pd.DataFrame:

@@ -14,11 +14,15 @@ Layout (format :data:`FORMAT_VERSION`)::
     lock.json            the writer's lock (regbench.lock)
     models/METHOD/[seed-S/]  final.pt, checkpoint.pt (while training), history.csv, the method's own files
     curves/METHOD_sweep.csv  parameter sweeps on the test split
-    examples/pairs/SUBJECT-SLICE.npz, examples/METHOD/SUBJECT-SLICE.npz   the qualitative figure's arrays
+    examples/pairs/CASE_ID.npz, examples/METHOD/CASE_ID.npz   the qualitative figure's arrays
     report/              what ``regbench report`` writes
 
 Versions: 1 had no ``format_version`` key (regbench 0.1.0 before the key existed); 2 adds it and the
-dataset's display name (``dataset_info``). Older manifests are migrated when read; a newer one is refused.
+dataset's display name (``dataset_info``); 3 names a case by the ``case_id`` its dataset declares (``subject``
+an optional grouping) where 2 had ``subject`` and ``slice``, and records the dataset's labels and image
+dimensions in ``dataset_info``. Older directories are migrated when read (a format-2 case's id is
+``SUBJECT-SLICE``, the name its example files already had; its labels :data:`UNDECLARED_LABELS`, its dims 2);
+a newer one is refused.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
 from .metrics import LABELLED_METRICS, METRICS, UNDECLARED_LABELS
 
-FORMAT_VERSION = 2
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMAT_VERSION = 3
 
 CASES_FILE = "cases.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -56,7 +63,7 @@ HISTORY_FILE = "history.csv"
 
 # per_case.csv: the case's key, every metric (regbench.metrics' order, a Dice and an HD95 column per label of the
 # run), then the rest.
-KEY_COLUMNS = ["method", "dataset", "subject", "slice", "seed"]
+KEY_COLUMNS = ["method", "dataset", "case_id", "subject", "seed"]
 METRIC_COLUMNS = list(METRICS)  # those of a run on the labels of datasets that declare none
 TRAILING_COLUMNS = ["params", "n_skipped", "skipped", "status", "reason"]
 PER_CASE_COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + TRAILING_COLUMNS
@@ -78,7 +85,28 @@ def metric_columns(keys: Sequence[str]) -> list[str]:
     return [c for metric in BASE_METRICS for c in [metric, *([f"{metric}_{k}" for k in keys] if metric in LABELLED_METRICS else [])]]
 
 
-REQUIRED_COLUMNS = ("method", "dataset", "subject", "slice", "status")  # what a report cannot do without
+REQUIRED_COLUMNS = ("method", "dataset", "case_id", "status")  # what a report cannot do without
+# Format 2 keyed a case by these; format 3 by its case id, "SUBJECT-SLICE" for them.
+FORMAT_2_CASE_COLUMNS = ("subject", "slice")
+
+
+def migrate_case_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored case (a ``cases.jsonl`` line) of format 2 in format 3; a format-3 row unchanged."""
+    if "case_id" in row or not all(k in row for k in FORMAT_2_CASE_COLUMNS):
+        return row
+    migrated = {k: v for k, v in row.items() if k != "slice"}
+    migrated["case_id"] = f"{row['subject']}-{int(row['slice'])}"
+    return migrated
+
+
+def migrate_per_case(frame: pd.DataFrame) -> pd.DataFrame:
+    """A per-case table of format 2 (``subject``, ``slice`` columns) in format 3 (``case_id``)."""
+    if "case_id" in frame.columns or not all(k in frame.columns for k in FORMAT_2_CASE_COLUMNS):
+        return frame
+    case_id = frame["subject"].astype(str) + "-" + frame["slice"].astype("Int64").astype(str)
+    frame = frame.drop(columns="slice")
+    frame.insert(int(frame.columns.get_loc("subject")), "case_id", case_id)
+    return frame
 
 
 # ------------------------------------------------------------------------------------------------- layout
@@ -146,16 +174,21 @@ class RunDir:
         return sorted((self.root / CURVES_DIR).glob(f"*{SWEEP_SUFFIX}"))
 
     @staticmethod
-    def example_name(subject: str, slice_: int) -> str:
-        return f"{subject}-{int(slice_)}.npz"
+    def example_name(case_id: str) -> str:
+        return f"{case_id}.npz"
 
-    def example_pair(self, subject: str, slice_: int) -> Path:
+    @staticmethod
+    def example_case(path: Path) -> str:
+        """The case id of an example file."""
+        return Path(path).stem
+
+    def example_pair(self, case_id: str) -> Path:
         """Fixed and moving images and labels of a pair shown in the qualitative figure."""
-        return self.root / EXAMPLES_DIR / EXAMPLE_PAIRS_DIR / self.example_name(subject, slice_)
+        return self.root / EXAMPLES_DIR / EXAMPLE_PAIRS_DIR / self.example_name(case_id)
 
-    def example(self, method: str, subject: str, slice_: int) -> Path:
+    def example(self, method: str, case_id: str) -> Path:
         """A method's moved image and flow of an example pair."""
-        return self.root / EXAMPLES_DIR / method / self.example_name(subject, slice_)
+        return self.root / EXAMPLES_DIR / method / self.example_name(case_id)
 
     def example_pairs(self) -> list[Path]:
         return sorted((self.root / EXAMPLES_DIR / EXAMPLE_PAIRS_DIR).glob("*.npz"))
@@ -247,9 +280,17 @@ class Manifest:
         manifest.update_run(config, environment, dataset_display_name)
         return manifest
 
-    def set_labels(self, labels: Mapping[str, int]) -> None:
-        """The labels the run's cases are scored on (display name → value), as its dataset declares them."""
-        self.data.setdefault("dataset_info", {})["labels"] = dict(labels)
+    def set_dataset(self, labels: Mapping[str, int], dims: int) -> None:
+        """The labels the run's cases are scored on (display name → value) and its images' dimensions, as its
+        dataset declares them."""
+        self.data.setdefault("dataset_info", {}).update(labels=dict(labels), dims=int(dims))
+
+    @property
+    def dims(self) -> int:
+        """The run's image dimensions (a run directory written before runs recorded them was 2-D)."""
+        info = self.data.get("dataset_info")
+        dims = info.get("dims") if isinstance(info, dict) else None
+        return dims if isinstance(dims, int) and not isinstance(dims, bool) else 2
 
     @property
     def labels(self) -> dict[str, int]:
@@ -262,7 +303,7 @@ class Manifest:
     def update_run(self, config: dict[str, Any], environment: dict[str, Any], dataset_display_name: str) -> None:
         """This invocation's configuration and environment (a resumed run records the latest)."""
         info = self.data.get("dataset_info")
-        kept = info if isinstance(info, dict) else {}  # the recorded labels stay
+        kept = info if isinstance(info, dict) else {}  # the recorded labels and dims stay
         self.data.update(config=json_safe(config), environment=environment, dataset_info={**kept, "display_name": dataset_display_name})
 
     # ---- reading
@@ -352,6 +393,8 @@ def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} has run-directory format {version}; this regbench reads formats 1 to {FORMAT_VERSION}: upgrade regbench to read it")
     if version == 1:  # 1 → 2: the version key; the dataset's display name is unknown (tables print the dataset's name)
         data = {**data, "format_version": 2}
+    if data["format_version"] == 2:  # 2 → 3: the cases' ids are migrated as read (migrate_case_row, migrate_per_case)
+        data = {**data, "format_version": 3}
     return data
 
 

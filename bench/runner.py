@@ -131,18 +131,32 @@ def method_options(name: str, config: RunConfig) -> dict[str, Any]:
 def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None) -> dict[str, list[Pair]]:
     """The dataset's pairs of ``splits`` with its declared ``labels`` (:func:`regbench.execution.dataset_pairs`),
     each checked once where it enters (:func:`validate_pair`: range, label values, shapes, spacing); a bad pair
-    is one error naming the dataset, split, subject, slice and value."""
+    is one error naming the dataset, split, case and value, and so is a case id that two pairs share."""
     structures = getattr(dataset, "structures", None)  # plugins that predate DatasetMeta.labels
+    name = getattr(dataset, "name", type(dataset).__name__)
     out = {}
+    seen: dict[str, str] = {}  # case id → its split
+    dims: int | None = None  # the first pair's: a dataset's images share one dimension
     for split in splits:
         pairs = dataset_pairs(dataset, split, labels)
         for pair in pairs:
             try:
                 validate_pair(pair, structures)
             except InputError as exc:
-                raise DataError(f"dataset {getattr(dataset, 'name', type(dataset).__name__)!r} {split} split, {exc}") from None
+                raise DataError(f"dataset {name!r} {split} split, {exc}") from None
+            dims = pair.fixed.ndim if dims is None else dims
+            if pair.fixed.ndim != dims:
+                raise DataError(f"dataset {name!r} {split} split, case {pair.case_id!r}: {pair.fixed.ndim}-D images where its other pairs are {dims}-D")
+            if pair.case_id in seen:
+                raise DataError(f"dataset {name!r}: case id {pair.case_id!r} names two pairs ({seen[pair.case_id]} and {split} split); case ids must be unique")
+            seen[pair.case_id] = split
         out[split] = pairs
     return out
+
+
+def image_dims(pairs: Mapping[str, Sequence[Pair]]) -> int:
+    """The dimension of a run's images (:func:`load_pairs` checked that its pairs share one)."""
+    return next((p.fixed.ndim for split in pairs.values() for p in split), 2)
 
 
 def dataset_options(dataset: Any) -> dict[str, Any]:
@@ -171,7 +185,7 @@ def training_seeds(config: RunConfig, method: Any) -> list[int | None]:
 
 def save_example_pair(run_dir: RunDir, pair: Pair) -> None:
     """The images and labels of a pair shown in the qualitative figure."""
-    path = run_dir.example_pair(pair.subject, pair.slice)
+    path = run_dir.example_pair(pair.case_id)
     if path.exists():
         return
     arrays = {"fixed": pair.fixed, "moving": pair.moving, "spacing": np.asarray(pair.spacing, np.float64)}
@@ -195,9 +209,9 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
         dataset = build_dataset(config)
-        load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
+        pairs = load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
         manifest = bind(config, dataset)
-        manifest.set_labels(run_labels(config))
+        manifest.set_dataset(run_labels(config), image_dims(pairs))
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
         for seed in training_seeds(config, method):
             if seed is not None:
@@ -256,7 +270,7 @@ class RunContext:
     store: RunStore
     dataset: Any
     test_pairs: list[Pair]
-    examples: set[tuple[str, int]]  # keys of the pairs whose moved images and flows are kept
+    examples: set[str]  # case ids of the pairs whose moved images and flows are kept
     result: RunResult
     cluster: Any  # a regbench.distributed.Cluster, or None
     progress: bool
@@ -269,9 +283,10 @@ def _run_units(
     run_dir = RunDir(config.out_dir)
     dataset = build_dataset(config)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
-    test_pairs = load_pairs(dataset, splits, run_labels(config))["test"]  # a bad dataset is refused before binding
+    pairs = load_pairs(dataset, splits, run_labels(config))  # a bad dataset is refused before binding
+    test_pairs = pairs["test"]
     manifest = bind(config, dataset)
-    manifest.set_labels(run_labels(config))
+    manifest.set_dataset(run_labels(config), image_dims(pairs))
     for name, (options, _) in built.items():
         manifest.check_method(config.out_dir, name, options)
     if cluster is not None:
@@ -332,7 +347,7 @@ def _run_units(
     for name in methods:
         if any(unit == name or unit.startswith(f"{name} (seed ") for unit in result.failed_methods):
             continue
-        rows = [r for (m, s, z, _), r in store.rows.items() if m == name and (s, z) in test_keys]
+        rows = [r for (m, case, _), r in store.rows.items() if m == name and case in test_keys]
         failures = [r for r in rows if r.get("status") != "ok"]
         if rows and len(failures) == len(rows):
             result.all_cases_failed[name] = str(failures[0].get("reason") or "no reason recorded")
@@ -470,7 +485,7 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
     for row in iterate_cases(method, pending, config, context.examples if first else set(), cluster=context.cluster, spec=spec):
         example = row.pop("_example", None)
         if example is not None:  # saved before the row: a stored case always has its example
-            atomic_write_npz(run_dir.example(name, row["subject"], row["slice"]), example)
+            atomic_write_npz(run_dir.example(name, row["case_id"]), example)
         row["seed"] = seed
         row["params"] = manifest.params(name)
         store.append(row)

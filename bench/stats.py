@@ -1,6 +1,6 @@
 """Paired statistics: Wilcoxon signed-rank tests of every method against reference methods, Holm-corrected.
 
-Pairs are matched on (dataset, subject, slice) over cases where both methods succeeded and the metric is
+Pairs are matched on (dataset, case id) over cases where both methods succeeded and the metric is
 defined. One family (for Holm) = one reference, one dataset and one metric across the compared methods: the
 cells of one table column. scipy does the test (two-sided, zero differences dropped as in Wilcoxon's
 original method), statsmodels the correction.
@@ -35,7 +35,7 @@ def paired_tests(per_case: pd.DataFrame, references: Sequence[str], metrics: Seq
     ok = per_case[per_case["status"] == "ok"]
     rows = []
     for dataset, data in ok.groupby("dataset", sort=False):
-        indexed = data.set_index(["subject", "slice"])
+        indexed = data.set_index("case_id")
         methods = list(dict.fromkeys(data["method"]))
         for reference in references:
             if reference not in methods:

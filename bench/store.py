@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .fileio import naming_error
-from .rundir import RunDir
+from .rundir import RunDir, migrate_case_row
 
 
 def _jsonable(value: Any) -> Any:
@@ -29,13 +29,13 @@ def _jsonable(value: Any) -> Any:
 
 
 class RunStore:
-    """Finished cases of a run directory, keyed by (method, subject, slice, seed)."""
+    """Finished cases of a run directory, keyed by (method, case id, seed); format-2 lines are read as format 3."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = RunDir(self.run_dir).cases
-        self.rows: dict[tuple[str, str, int, int | None], dict[str, Any]] = {}
+        self.rows: dict[tuple[str, str, int | None], dict[str, Any]] = {}
         self._load()
 
     def _load(self) -> None:
@@ -49,7 +49,7 @@ class RunStore:
             try:
                 if not line.endswith(b"\n"):
                     raise ValueError("no end of line")
-                row = json.loads(line)
+                row = migrate_case_row(json.loads(line))
                 key = self.key(row)
             except (ValueError, KeyError, TypeError) as exc:
                 if last:
@@ -65,18 +65,17 @@ class RunStore:
                 fh.truncate(good_end)
 
     @staticmethod
-    def key(row: dict[str, Any]) -> tuple[str, str, int, int | None]:
-        """(method, subject, slice, training seed or None): with --seeds, one case per pair and seed."""
+    def key(row: dict[str, Any]) -> tuple[str, str, int | None]:
+        """(method, case id, training seed or None): with --seeds, one case per pair and seed."""
         seed = row.get("seed")
-        return (row["method"], str(row["subject"]), int(row["slice"]), None if seed is None else int(seed))
+        return (row["method"], str(row["case_id"]), None if seed is None else int(seed))
 
-    def done(self, method: str, seed: int | None = None) -> set[tuple[str, int]]:
-        """(subject, slice) of the cases of ``method`` (and ``seed``) stored as successful; failed ones are
-        computed again."""
-        return {(s, z) for (m, s, z, e), row in self.rows.items() if m == method and e == seed and row.get("status") == "ok"}
+    def done(self, method: str, seed: int | None = None) -> set[str]:
+        """Case ids of the cases of ``method`` (and ``seed``) stored as successful; failed ones are computed again."""
+        return {c for (m, c, e), row in self.rows.items() if m == method and e == seed and row.get("status") == "ok"}
 
-    def failed(self, method: str, seed: int | None = None) -> set[tuple[str, int]]:
-        return {(s, z) for (m, s, z, e), row in self.rows.items() if m == method and e == seed and row.get("status") != "ok"}
+    def failed(self, method: str, seed: int | None = None) -> set[str]:
+        return {c for (m, c, e), row in self.rows.items() if m == method and e == seed and row.get("status") != "ok"}
 
     def append(self, row: dict[str, Any]) -> None:
         row = {k: _jsonable(v) for k, v in row.items()}

@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_bytes
 from ..interface import STRUCTURES, Pair
+from .labels import slice_case_id
 from .splits import SPLITS, read_split_file, split_subjects
 
 PREPARATION_VERSION = 1  # bump when preparation changes the numbers: old caches are then not used
@@ -146,9 +147,9 @@ class Preparation:
                     fixed_label=crops[2][0].astype(np.uint8),
                     moving_label=crops[3][0].astype(np.uint8),
                     spacing=spacing,
+                    case_id=slice_case_id(case.subject, z),
                     subject=case.subject,
-                    slice=z,
-                    meta={**case.meta, "padded": padded},
+                    meta={**case.meta, "slice": z, "padded": padded},
                 )
             )
         return pairs
@@ -343,7 +344,7 @@ def _write_cache(path: Path, prepared: dict[str, list[Pair]]) -> None:
         arrays.update({f: np.stack([getattr(p, f) for p in pairs]) for f in CACHE_FIELDS})
     arrays.update(
         subject=np.asarray([p.subject for p in pairs], dtype=str),
-        slice=np.asarray([p.slice for p in pairs], np.int64),
+        case_id=np.asarray([p.case_id for p in pairs], dtype=str),
         spacing=np.asarray([p.spacing for p in pairs], np.float64).reshape(-1, 2),
         meta=np.asarray([json.dumps(p.meta, sort_keys=True, default=str) for p in pairs], dtype=str),
     )
@@ -364,8 +365,8 @@ def _read_cache(path: Path) -> dict[str, list[Pair]]:
                 fixed_label=data["fixed_label"][i],
                 moving_label=data["moving_label"][i],
                 spacing=(float(data["spacing"][i, 0]), float(data["spacing"][i, 1])),
+                case_id=str(data["case_id"][i]),
                 subject=str(subject),
-                slice=int(data["slice"][i]),
                 meta=json.loads(str(data["meta"][i])),
             )
         )

@@ -24,7 +24,7 @@ from scipy import ndimage
 from ..errors import ConfigError
 from ..interface import Pair
 from ..registry import DatasetMeta, register_dataset
-from .labels import CARDIAC_LABELS
+from .labels import CARDIAC_LABELS, slice_case_id
 from .splits import SPLITS, split_subjects
 
 # |∇v| stays well below 1 in this motion model; 20 iterations leave a residual below 1e-3 px (tested).
@@ -223,10 +223,10 @@ class SyntheticCardiac:
             fixed_label=ed_label,
             moving_label=es_label,
             spacing=self.spacing,
+            case_id=slice_case_id(subject, z),
             subject=subject,
-            slice=z,
             flow_gt=flow,
-            meta={"ef": 1 - anatomy.contraction**2, "rv_present": anatomy.rv_present},
+            meta={"slice": z, "ef": 1 - anatomy.contraction**2, "rv_present": anatomy.rv_present},
         )
 
 

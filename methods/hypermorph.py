@@ -300,7 +300,7 @@ class HyperMorph(DeepRegistration):
         rows = []
         for lam in grid or self.sweep_grid:
             for pair in pairs:
-                row = {"lam": float(lam), "lambda_vxm": voxelmorph_lambda(float(lam)), "subject": pair.subject, "slice": int(pair.slice)}
+                row = {"lam": float(lam), "lambda_vxm": voxelmorph_lambda(float(lam)), "case_id": pair.case_id, "subject": pair.subject}
                 row.update(evaluate(pair, self.register(pair.fixed, pair.moving, lam=float(lam))))
                 rows.append(row)
         return rows

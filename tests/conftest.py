@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from regbench import Registration, register_method
+from regbench import Registration, register_dataset, register_method
+from regbench.registry import DatasetMeta
 from regbench.interface import validate_images
 
 
@@ -135,11 +136,61 @@ class PairAware:
         fixed, moving = validate_images(pair.fixed, pair.moving)
         if os.environ.get("REGBENCH_TEST_CALLS"):
             with open(os.environ["REGBENCH_TEST_CALLS"], "a") as log:
-                log.write(f"{pair.subject}/{pair.slice}\\n")
+                log.write(f"{pair.case_id}\\n")
         return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
 
     def register(self, fixed, moving):
         raise NotImplementedError("pair-aware registers a pair it is told, through register_pair")
+
+
+class Organs:
+    """A dataset of five labels of its own names (none cardiac), 24 x 28 px at 1.5 x 2.0 mm: each pair's moving
+    image is its fixed one moved by a pixel or two; among the test pairs, u03 has no labels and p04 only three
+    of the five. Case ids without a subject."""
+
+    name = "organs"
+    LABELS = {"Liver": 1, "Spleen": 2, "Left kidney": 3, "Right kidney": 4, "Stomach": 5}
+    SPLITS = {"train": ["t01", "t02"], "val": ["v01"], "test": ["c01", "c02", "u03", "p04", "c05", "c06"]}
+
+    def __init__(self, size=24):
+        self.size = int(size)
+
+    def options(self):
+        return {"size": self.size}
+
+    def split(self):
+        return {k: list(v) for k, v in self.SPLITS.items()}
+
+    def pairs(self, split):
+        from regbench import Pair
+        from scipy import ndimage
+
+        out = []
+        for index, case_id in enumerate(self.SPLITS[split]):
+            rng = np.random.default_rng(index)
+            label = np.zeros((self.size, self.size + 4), np.uint8)
+            for value, (r, c) in enumerate([(4, 4), (4, 14), (13, 5), (13, 15), (8, 22)], start=1):
+                label[r : r + 6, c : c + 5] = value
+            if case_id.startswith("p"):
+                label[label > 3] = 0
+            fixed = ndimage.gaussian_filter(label * 0.15 + 0.05 * rng.random(label.shape), 1.0).astype(np.float32)
+            shift = (1 + index % 2, 2 - index % 2)
+            moving = np.roll(fixed, shift, axis=(0, 1))
+            labelled = not case_id.startswith("u")
+            out.append(
+                Pair(
+                    fixed=fixed,
+                    moving=moving,
+                    fixed_label=label if labelled else None,
+                    moving_label=np.roll(label, shift, axis=(0, 1)) if labelled else None,
+                    spacing=(1.5, 2.0),
+                    case_id=case_id,
+                )
+            )
+        return out
+
+
+register_dataset("organs", DatasetMeta(display_name="Organs", labels=Organs.LABELS))(Organs)
 
 
 class Flaky:
@@ -176,6 +227,9 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             dying-trainer = regbench_testplugin:DyingTrainer
             volume-only = regbench_testplugin:VolumeOnly
             pair-aware = regbench_testplugin:PairAware
+
+            [regbench.datasets]
+            organs = regbench_testplugin
             """
         )
     )
@@ -186,21 +240,23 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def with_plugins(plugin_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Put the test plugin on sys.path and PYTHONPATH (for subprocesses) and rescan entry points."""
     from regbench.pool import stop_workers
-    from regbench.registry import METHODS
+    from regbench.registry import DATASETS, METHODS
 
     stop_workers()  # reusable workers started by an earlier test lack the plugin's PYTHONPATH
     monkeypatch.syspath_prepend(str(plugin_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]))
-    saved = (METHODS._entry_points, dict(METHODS._factories), dict(METHODS._origins))
-    METHODS._entry_points = None
+    saved = {registry: (registry._entry_points, dict(registry._factories)) for registry in (METHODS, DATASETS)}
+    for registry in saved:
+        registry._entry_points = None
     sys.modules.pop("regbench_testplugin", None)
     yield plugin_path
     # Drop what the plugin registered; keep built-ins imported meanwhile (their modules stay imported and
     # would not register again).
-    plugin = {name for name, factory in METHODS._factories.items() if getattr(factory, "__module__", "") == "regbench_testplugin"}
-    METHODS._entry_points = saved[0]
-    for name in plugin - set(saved[1]):
-        METHODS.remove(name)
+    for registry, (entry_points, factories) in saved.items():
+        plugin = {name for name, factory in registry._factories.items() if getattr(factory, "__module__", "") == "regbench_testplugin"}
+        registry._entry_points = entry_points
+        for name in plugin - set(factories):
+            registry.remove(name)
     sys.modules.pop("regbench_testplugin", None)
 
 

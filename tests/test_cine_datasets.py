@@ -121,7 +121,7 @@ def test_second_load_uses_the_cache_and_new_options_prepare_anew(acdc_root, tmp_
 
     monkeypatch.setattr(ACDC, "load_case", no_reading)
     cached = dataset("acdc", acdc_root, tmp_path).pairs("test")
-    assert [(p.subject, p.slice) for p in cached] == [(p.subject, p.slice) for p in expected]
+    assert [p.case_id for p in cached] == [p.case_id for p in expected]
     assert all(np.array_equal(a.fixed, b.fixed) and np.array_equal(a.moving_label, b.moving_label) for a, b in zip(cached, expected))
     other = dataset("acdc", acdc_root, tmp_path, crop=96)
     assert other.cache_path() != first.cache_path()

@@ -103,6 +103,29 @@ def test_a_format_1_manifest_is_migrated_and_reports_the_same(tmp_path):
     assert (tmp_path / "out" / "table1.csv").read_bytes() == (GOLDEN / rundir.REPORT_DIR / "table1.csv").read_bytes()
 
 
+def test_a_format_2_run_directory_resumes_as_format_3_without_recomputing_a_case(tmp_path, capsys):
+    """Format 2 keyed a case by subject and slice; resumed, its cases are read by their case ids (SUBJECT-SLICE),
+    none is computed again, the tables are rewritten in format 3 and report the same numbers."""
+    run = tmp_path / "run"
+    shutil.copytree(GOLDEN, run)
+    assert json.loads((run / rundir.MANIFEST_FILE).read_text())["format_version"] == 2
+    before = (run / rundir.CASES_FILE).read_bytes()
+    args = ["run", "--methods", "initial", "--profile", "smoke", "--max-pairs", "4", "--out", str(run), "--no-progress"]
+    assert main(args) == 0
+    assert (run / rundir.CASES_FILE).read_bytes() == before  # nothing recomputed, nothing appended
+    manifest = rundir.read_manifest(run)
+    assert manifest is not None and manifest.format_version == 3 == rundir.FORMAT_VERSION
+    assert manifest.dims == 2 and manifest.labels == {"LV": 3, "Myo": 2, "RV": 1}
+    table = (run / rundir.PER_CASE_FILE).read_text().splitlines()
+    assert table[0].startswith("method,dataset,case_id,subject,seed,") and ",slice," not in table[0]
+    assert table[1].startswith("initial,synthetic,synth006-0,synth006,,")
+    shutil.rmtree(run / rundir.REPORT_DIR)
+    assert main(["report", str(run), "--no-figures", "--against", "voxelmorph-s"]) == 0
+    for name in ("stats.csv", "table1.csv", "table1.tex"):
+        assert (run / rundir.REPORT_DIR / name).read_bytes() == (GOLDEN / rundir.REPORT_DIR / name).read_bytes(), name
+    assert sorted(p.name for p in (run / "examples" / "initial").iterdir()) == ["synth006-0.npz", "synth006-1.npz"]
+
+
 def test_a_newer_format_is_refused_in_one_line_naming_both_versions(tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(GOLDEN, run)

@@ -85,13 +85,13 @@ def test_seeds_give_one_row_per_pair_and_seed_and_a_table_that_says_so(seeded_ru
     gs, initial = df[df.method == "gsmorph"], df[df.method == "initial"]
     assert len(initial) == 12 and initial["seed"].isna().all()  # classical: once
     assert len(gs) == 24 and sorted(gs["seed"].unique()) == [0, 1]
-    assert (gs.groupby(["subject", "slice"]).size() == 2).all()
+    assert (gs.groupby("case_id").size() == 2).all()
     assert not gs[gs.seed == 0]["dice"].equals(gs[gs.seed == 1]["dice"].reset_index(drop=True))  # seeds differ
     for seed in (0, 1):
         assert (out / "models" / "gsmorph" / f"seed-{seed}" / "final.pt").is_file()
     summary = pd.read_csv(out / "summary.csv").set_index("method")
     assert summary.loc["gsmorph", "n_seeds"] == 2 and summary.loc["gsmorph", "dice_seed_std"] > 0
-    averaged = gs.groupby(["subject", "slice"])["dice"].mean()
+    averaged = gs.groupby("case_id")["dice"].mean()
     assert summary.loc["gsmorph", "dice_mean"] == pytest.approx(averaged.mean())  # over pairs of seed means
     assert summary.loc["gsmorph", "dice_std"] == pytest.approx(averaged.std(ddof=1))
     tex = (out / "report" / "table1.tex").read_text()

@@ -23,7 +23,7 @@ PROVENANCE = ["time_s", "host", "worker", "gpu"]
 
 def _cases(run_dir) -> pd.DataFrame:
     df = pd.read_csv(run_dir / "per_case.csv")
-    return df.drop(columns=PROVENANCE).sort_values(["method", "subject", "slice"]).reset_index(drop=True)
+    return df.drop(columns=PROVENANCE).sort_values(["method", "case_id"]).reset_index(drop=True)
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def test_the_runner_and_check_method_call_register_pair_when_a_method_has_one(wi
     assert main(_smoke(tmp_path / "run", "pair-aware")) == 0
     table = pd.read_csv(tmp_path / "run" / "per_case.csv", dtype={"subject": str})
     assert (table["status"] == "ok").all() and len(table) == 2
-    assert set(calls.read_text().split()) == {f"{r.subject}/{r.slice}" for r in table.itertuples()}
+    assert set(calls.read_text().split()) == set(table["case_id"])
     report = check_method("pair-aware")
     result = next(r for r in report.results if r.name == "register_pair")
     assert result.passed and "the runner calls register_pair(pair)" in result.message
@@ -106,7 +106,7 @@ def test_labels_declared_by_a_dataset_name_the_columns_and_the_table(small_datas
     row = evaluate(pair, registration)
     assert {k for k in row if k.startswith("dice_")} == {"dice_left_ventricle", "dice_wall"}
     assert row["dice"] == pytest.approx(np.mean([row["dice_left_ventricle"], row["dice_wall"]]))
-    frame = per_case_frame([{"method": "initial", "dataset": "x", "subject": "s", "slice": 0, "status": "ok", **row}], pair.labels)
+    frame = per_case_frame([{"method": "initial", "dataset": "x", "case_id": "s-0", "subject": "s", "status": "ok", **row}], pair.labels)
     assert [c for c in frame.columns if c.startswith(("dice", "hd95"))] == [
         "dice",
         "dice_left_ventricle",
@@ -116,3 +116,46 @@ def test_labels_declared_by_a_dataset_name_the_columns_and_the_table(small_datas
         "hd95_wall",
     ]
     assert "dice_lv" not in frame and summary_frame(frame)["dice_wall_n"].iloc[0] == 1
+
+
+# ------------------------------------------------------------------------------ a dataset of its own labels
+@pytest.mark.slow
+def test_a_plugin_dataset_with_five_labels_of_its_own_runs_end_to_end(with_plugins, tmp_path):
+    """Five labels named by the dataset, a pair without labels (u03) and one with three of the five (p04), run
+    with initial and demons and reported: its own columns, NaN label metrics with the reason, counts per mean."""
+    run = tmp_path / "run"
+    assert main(["run", "--dataset", "organs", "--methods", "initial,demons", "--out", str(run), "--no-progress", "--profile", "smoke"]) == 0
+    table = pd.read_csv(run / "per_case.csv")
+    keys = ["liver", "spleen", "left_kidney", "right_kidney", "stomach"]
+    assert [c for c in table.columns if c.startswith("dice_")] == [f"dice_{k}" for k in keys]
+    assert not any(c.endswith(("_lv", "_myo", "_rv")) for c in table.columns)
+    assert list(table["case_id"]) == ["c01", "c02", "c05", "c06", "p04", "u03"] * 2 and table["subject"].isna().all()
+    assert (table["status"] == "ok").all()
+    by_case = table.set_index(["method", "case_id"])
+    unlabelled = by_case.loc[("demons", "u03")]
+    assert all(np.isnan(unlabelled[f"{m}_{k}"]) for m in ("dice", "hd95") for k in keys) and np.isnan(unlabelled["dice"])
+    assert unlabelled["n_skipped"] == 10 and unlabelled["skipped"].startswith("dice_liver (no fixed label);")
+    assert np.isfinite(unlabelled[["mse", "njd", "sdlogj"]].astype(float)).all()
+    partial = by_case.loc[("demons", "p04")]
+    assert np.isfinite(partial[["dice_liver", "dice_spleen", "dice_left_kidney"]].astype(float)).all()
+    assert np.isnan(partial["dice_right_kidney"]) and np.isnan(partial["dice_stomach"]) and partial["n_skipped"] == 4
+    assert partial["dice"] == pytest.approx(np.mean(partial[["dice_liver", "dice_spleen", "dice_left_kidney"]].astype(float)))
+    # demons undoes the one- or two-pixel shift that initial leaves
+    labelled = table[table["case_id"] != "u03"]
+    assert labelled[labelled["method"] == "demons"]["dice"].mean() > labelled[labelled["method"] == "initial"]["dice"].mean() + 0.1
+    summary = pd.read_csv(run / "summary.csv").set_index("method")
+    assert summary.loc["demons", "dice_n"] == 5 and summary.loc["demons", "mse_n"] == 6
+    assert summary.loc["demons", "dice_stomach_n"] == 4 and summary.loc["demons", "dice_liver_n"] == 5
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["format_version"] == 3 and manifest["dataset_info"]["labels"] == with_plugins_labels() and manifest["dataset_info"]["dims"] == 2
+    caption = (run / "report" / "table1.tex").read_text()
+    assert (
+        "over the test pairs: Organs 6). Dice and HD95 over the pairs with labels (Organs 5) averaged over Liver, Spleen, Left kidney, Right kidney and Stomach;"
+        in caption
+    )
+    assert "LV" not in caption
+    assert sorted(p.name for p in (run / "examples" / "demons").iterdir()) == ["c01.npz", "c02.npz"]
+
+
+def with_plugins_labels():
+    return {"Liver": 1, "Spleen": 2, "Left kidney": 3, "Right kidney": 4, "Stomach": 5}

@@ -123,9 +123,9 @@ def test_failed_cases_are_retried_by_the_next_run_and_good_ones_are_kept(tmp_pat
     assert len(controlled.calls) == n_failed + 1  # the retried cases and one warm-up; good cases untouched
     second = pd.read_csv(out / "per_case.csv")
     assert len(second) == 12 and (second.status == "ok").all()
-    columns = ["subject", "slice", "dice", "hd95", "mse", "njd"]
+    columns = ["case_id", "dice", "hd95", "mse", "njd"]
     kept = first.loc[first.status == "ok", columns].reset_index(drop=True)
-    pd.testing.assert_frame_equal(second[columns].merge(kept[["subject", "slice"]]), kept)
+    pd.testing.assert_frame_equal(second[columns].merge(kept[["case_id"]]), kept)
 
 
 def test_a_damaged_line_inside_the_store_is_an_error_not_a_truncation(tmp_path):

@@ -231,7 +231,7 @@ def test_run_writes_the_lambda_sweep_and_resumes_without_recomputing(tmp_path):
     sweep_path = tmp_path / "run" / "curves" / "hypermorph_sweep.csv"
     sweep = pd.read_csv(sweep_path)
     assert sorted(sweep["lam"].unique()) == [0.0, 0.5, 1.0]
-    assert len(sweep) == 3 * 3 and {"dice", "njd", "lambda_vxm", "subject", "slice"} <= set(sweep.columns)
+    assert len(sweep) == 3 * 3 and {"dice", "njd", "lambda_vxm", "case_id", "subject"} <= set(sweep.columns)
     assert (tmp_path / "run" / "models" / "hypermorph" / "lambda_selection.csv").exists()
     assert not (tmp_path / "run" / "models" / "hypermorph" / "checkpoint.pt").exists()
     stamp = sweep_path.stat().st_mtime_ns

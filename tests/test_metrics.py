@@ -120,7 +120,7 @@ def test_metric_specs_carry_unit_and_direction():
 
 def _pair(fixed_label, moving_label, spacing=(1.0, 1.0)):
     img = np.linspace(0, 1, fixed_label.size, dtype=np.float32).reshape(fixed_label.shape)
-    return Pair(img, img, fixed_label, moving_label, spacing, "s", 0)
+    return Pair(img, img, fixed_label, moving_label, spacing, "s-0", "s")
 
 
 def test_absent_structures_are_skipped_and_counted_not_silently_dropped():

@@ -101,7 +101,7 @@ def test_two_concurrent_cli_runs_with_different_settings_never_share_a_directory
     assert second.stderr.startswith(f"regbench: error: run directory {out} is in use by another regbench: PID {first.pid}")
     assert len(second.stderr.strip().splitlines()) == 1
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
-    assert len(rows) == len({(r["subject"], r["slice"]) for r in rows}) == 12  # no duplicate lines
+    assert len(rows) == len({r["case_id"] for r in rows}) == 12  # no duplicate lines
     assert json.loads((out / "manifest.json").read_text())["fingerprint"]["max_test_pairs"] == 12
 
 
@@ -138,8 +138,8 @@ def test_a_method_that_kills_its_worker_fails_those_cases_only_and_the_rerun_ret
     from regbench.config import get_profile
 
     dataset = DATASETS.create("synthetic", **get_profile("smoke").dataset_options["synthetic"])
-    keys = {(p.subject, p.slice) for p in dataset.pairs("test")[:12] if picked(p.fixed)}
-    assert {(s, int(z)) for s, z in zip(failed["subject"], failed["slice"])} == keys
+    keys = {p.case_id for p in dataset.pairs("test")[:12] if picked(p.fixed)}
+    assert set(failed["case_id"]) == keys
     again = _cli(args, env)
     assert f"crashing: {len(failed)} pairs computed, {12 - len(failed)} already stored ({len(failed)} failed before and retried)" in again.stdout
 
@@ -164,10 +164,10 @@ def test_a_method_that_kills_its_dask_worker_fails_those_cases_only(tmp_path, wi
     dataset = DATASETS.create("synthetic", **get_profile("smoke").dataset_options["synthetic"])
     os.environ["REGBENCH_TEST_EVERY"] = "6"  # picked() here as in the run
     try:
-        keys = {(p.subject, p.slice) for p in dataset.pairs("test")[:12] if picked(p.fixed)}
+        keys = {p.case_id for p in dataset.pairs("test")[:12] if picked(p.fixed)}
     finally:
         del os.environ["REGBENCH_TEST_EVERY"]
-    assert len(crashing) == 12 and 1 <= len(keys) <= 4 and {(s, int(z)) for s, z in zip(failed["subject"], failed["slice"])} == keys
+    assert len(crashing) == 12 and 1 <= len(keys) <= 4 and set(failed["case_id"]) == keys
     assert set(failed["reason"]) == {"worker died: the 1 dask worker(s) that ran it died (KilledWorker)"}
     assert (per_case[per_case["method"] == "initial"]["status"] == "ok").all()
     assert (out / "report" / "table1.tex").exists()
@@ -249,11 +249,11 @@ def scaled_dataset():
     [
         (
             {"scale": 255.0},
-            r"dataset 'scaled' test split, pair subject '\w+' slice \d+: fixed image has values in \[0\.\d+, 255\], outside \[0, 1\]; normalise intensities",
+            r"dataset 'scaled' test split, case '\w+-\d+': fixed image has values in \[0\.\d+, 255\], outside \[0, 1\]; normalise intensities",
         ),
         (
             {"label_from": 1},
-            r"dataset 'scaled' test split, pair subject '\w+' slice \d+: moving label has value\(s\) \[4\] outside the dataset's structures \[0, 1, 2, 3\]",
+            r"dataset 'scaled' test split, case '\w+-\d+': moving label has value\(s\) \[4\] outside the dataset's structures \[0, 1, 2, 3\]",
         ),
     ],
 )
@@ -403,7 +403,7 @@ def test_a_per_case_csv_without_table1_columns_is_one_error(tmp_path):
 
     out = tmp_path / "r"
     out.mkdir()
-    (out / "per_case.csv").write_text("method,dataset,subject,slice,status,reason\ninitial,synthetic,s1,0,ok,\n")
+    (out / "per_case.csv").write_text("method,dataset,case_id,subject,status,reason\ninitial,synthetic,s1-0,s1,ok,\n")
     with pytest.raises(DataError, match=rf"{out / 'per_case.csv'} has none of Table 1's columns \(dice, hd95, mse, njd\)"):
         write_report([out])
 
@@ -420,5 +420,5 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     assert caught.value.filename == str(tmp_path / "manifest.json") and caught.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []  # no temporary file left
     with pytest.raises(OSError) as caught:
-        store.RunStore(tmp_path).append({"method": "m", "subject": "s", "slice": 0, "status": "ok"})
+        store.RunStore(tmp_path).append({"method": "m", "case_id": "s-0", "status": "ok"})
     assert caught.value.filename == str(tmp_path / "cases.jsonl")

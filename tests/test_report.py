@@ -42,8 +42,8 @@ def fake_run(path: Path, dataset: str, effects: dict[str, float], n: int = 12, s
                 {
                     "method": method,
                     "dataset": dataset,
+                    "case_id": f"s{i:02d}-0",
                     "subject": f"s{i:02d}",
-                    "slice": 0,
                     "dice": dice,
                     "hd95": 5 - 4 * dice,
                     "mse": 0.02 * (1 - dice),

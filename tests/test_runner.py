@@ -34,7 +34,7 @@ def test_smoke_run_writes_the_tables_and_the_report(tmp_path):
     df = pd.read_csv(out / "per_case.csv")
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(df) == manifest["test_pairs"] == 12  # smoke profile: at most 12 test pairs
-    assert df[["subject", "slice"]].drop_duplicates().shape[0] == len(df)
+    assert df[["case_id"]].drop_duplicates().shape[0] == len(df)
     assert (df["status"] == "ok").all()
     assert 0.4 < df["dice"].mean() < 0.75  # the synthetic pairs' initial overlap
     assert (df["njd"] == 0).all() and df["params"].isna().all()
@@ -236,7 +236,7 @@ def test_counted_flops_of_a_grouped_convolution_equal_those_of_the_batched_one()
 # ------------------------------------------------------------------------------------ trainings side by side
 def _metrics(run_dir: Path) -> pd.DataFrame:
     table = pd.read_csv(run_dir / "per_case.csv")
-    return table.drop(columns=[c for c in table.columns if c.startswith("time")]).sort_values(["method", "subject", "slice"]).reset_index(drop=True)
+    return table.drop(columns=[c for c in table.columns if c.startswith("time")]).sort_values(["method", "case_id"]).reset_index(drop=True)
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def _config(tmp_path: Path, methods: list[str]) -> Path:
 
 def _cases(run_dir: Path) -> pd.DataFrame:
     df = pd.read_csv(run_dir / "per_case.csv")
-    return df.drop(columns=PROVENANCE).sort_values(["method", "subject", "slice"]).reset_index(drop=True)
+    return df.drop(columns=PROVENANCE).sort_values(["method", "case_id"]).reset_index(drop=True)
 
 
 def _our_jobs(prefix: str = "regbench-") -> list[str]:
@@ -113,7 +113,7 @@ def test_scancel_of_a_worker_job_mid_run_loses_nothing(tmp_path, with_plugins):
         again = subprocess.run([sys.executable, "-m", "regbench.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
-    keys = [(r["subject"], r["slice"]) for r in rows if r["status"] == "ok"]
+    keys = [r["case_id"] for r in rows if r["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 12
     _report(
         f"test_slurm: scancel of worker job {jobs[0]} after {stored} stored cases (first attempt rc {proc.returncode}); "
