@@ -45,11 +45,6 @@ class Pair:
     def key(self) -> str:
         return self.case_id
 
-    @property
-    def group(self) -> str:
-        """The subject it belongs to, or its own case id when it declares none."""
-        return self.case_id if self.subject is None else self.subject
-
 
 #: What a case id may be made of: it names a file (examples/METHOD/CASE_ID.npz) and a CSV key.
 CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -98,7 +98,7 @@ def test_table_1_caption_names_the_conventions_the_run_recorded(tmp_path, conven
 # ------------------------------------------------------------------------------------------ declared labels
 def test_labels_declared_by_a_dataset_name_the_columns_and_the_table(small_dataset):
     from regbench.registry import DATASETS
-    from regbench.report import per_case_frame, summary_frame
+    from regbench.aggregate import per_case_frame, summary_frame
 
     assert DATASETS.meta("synthetic").labels == {"LV": 3, "Myo": 2, "RV": 1}
     pair = dataclasses.replace(small_dataset.pairs("test")[0], labels={"Left ventricle": 3, "Wall": 2})

@@ -17,7 +17,8 @@ from scipy.stats import wilcoxon
 
 from regbench.config import load_config
 from regbench.errors import DataError
-from regbench.report import ReportOptions, per_case_frame, write_report
+from regbench.aggregate import per_case_frame
+from regbench.report import ReportOptions, write_report
 from regbench.runner import run
 from regbench.stats import paired_tests
 

@@ -1,0 +1,367 @@
+"""Rendering: Table 1 (accuracy and smoothness) and Table 2 (parameters, speed, training) as LaTeX, Markdown and
+CSV cells, and the captions built from what the runs recorded (labels, HD95 convention, Jacobian scheme,
+training verdicts). Input: summaries from regbench.aggregate; output: text."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import unlabelled_cases
+from .convergence import CONVERGENCE_RULE, Verdict, combine
+from .errors import ConfigError
+from .metrics import spec_of
+from .naming import Names
+from .registry import method_sort_key
+from .rundir import Manifest, label_keys
+from .study import DEFAULT_STUDY
+
+TABLE1_METRICS = ["dice", "hd95", "mse", "njd"]
+
+
+DASH = "–"
+
+
+LATEX_DASH = "--"
+
+
+def format_params(n: Any) -> str:
+    """1968002 → '1.97M'; methods without learned parameters → '–' (not 0)."""
+    if n is None or (isinstance(n, float) and math.isnan(n)) or n is pd.NA:
+        return DASH
+    n = int(n)
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b)
+    return text
+
+
+DEFORMATION_METRICS = {"njd", "sdlogj"}
+
+
+DAGGER = "†"
+
+
+DDAGGER = "‡"  # training did not converge (regbench.convergence)
+
+
+def _order(methods: Sequence[str]) -> list[str]:
+    return sorted(dict.fromkeys(methods), key=method_sort_key)
+
+
+def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str]) -> float | None:
+    rows = summary[~(summary["method"].isin(list(baselines)) & (metric in DEFORMATION_METRICS))]
+    values = pd.to_numeric(rows[f"{metric}_mean"], errors="coerce").dropna()
+    if not len(values):
+        return None
+    return float(values.max() if spec_of(metric).higher_is_better else values.min())
+
+
+def table1_cells(
+    summaries: dict[str, pd.DataFrame],
+    metrics: Sequence[str],
+    digits: int,
+    marks: dict[tuple[str, str, str], str],
+    spread: pd.DataFrame | None = None,
+    baselines: Collection[str] = DEFAULT_STUDY.baselines,
+) -> pd.DataFrame:
+    """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark; with
+    several training seeds, ``seed_std`` (the std of the method's mean over its seeds) follows in brackets.
+    ``baselines`` (methods that do not deform) print '-' for the deformation metrics."""
+    spread = spread.set_index(["dataset", "method"]) if spread is not None and len(spread) else None
+    rows = []
+    for dataset, summary in summaries.items():
+        for metric in metrics:
+            if f"{metric}_mean" not in summary:
+                continue
+            spec = spec_of(metric)
+            best = _best(summary, metric, baselines)
+            for rec in summary.itertuples():
+                mean, std = getattr(rec, f"{metric}_mean"), getattr(rec, f"{metric}_std")
+                row = {
+                    "dataset": dataset,
+                    "method": rec.method,
+                    "metric": metric,
+                    "mean": mean * spec.table_scale,
+                    "std": std * spec.table_scale,
+                    "n": getattr(rec, f"{metric}_n"),
+                    "best": False,
+                    "mark": marks.get((dataset, rec.method, metric), ""),
+                    "text": "",
+                }
+                if rec.method in baselines and metric in DEFORMATION_METRICS:
+                    row.update(mean=np.nan, std=np.nan, text="-", mark="")
+                elif pd.isna(mean):
+                    row["text"] = "failed" if rec.n_failed == rec.n_cases else "n/a"
+                else:
+                    row["text"] = f"{mean * spec.table_scale:.{digits}f}" + ("" if pd.isna(std) else f"±{std * spec.table_scale:.{digits}f}")
+                    row["best"] = best is not None and round(mean * spec.table_scale, digits) == round(best * spec.table_scale, digits)
+                    key = (dataset, rec.method)
+                    if spread is not None and key in spread.index and spread.loc[key, "n_seeds"] > 1 and f"{metric}_seed_std" in spread:
+                        row["n_seeds"] = int(spread.loc[key, "n_seeds"])
+                        row["seed_std"] = spread.loc[key, f"{metric}_seed_std"] * spec.table_scale
+                        row["text"] += f" [±{row['seed_std']:.{digits}f}]"
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# Table 1's LaTeX layouts. plain: a table of natural width (booktabs). fit: scaled down to \linewidth when wider
+# (graphicx), never up. wide: table* (both columns of a two-column class), scaled down to \textwidth.
+LAYOUTS = ("auto", "plain", "fit", "wide")
+
+
+def resolve_layout(layout: str, n_datasets: int, per_structure: bool) -> str:
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "auto":
+        return "fit" if n_datasets > 1 or per_structure else "plain"
+    return layout
+
+
+def table1_latex(
+    cells: pd.DataFrame,
+    datasets: Sequence[str],
+    metrics: Sequence[str],
+    caption: str,
+    label: str,
+    layout: str = "plain",
+    unconverged: Collection[str] = (),
+    names: Names | None = None,
+) -> str:
+    """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
+    names = names or Names()
+    methods = _order(cells["method"])
+    metrics = [m for m in metrics if m in set(cells["metric"])]
+    n = len(metrics)
+    env = "table*" if layout == "wide" else "table"
+    width = r"\textwidth" if layout == "wide" else r"\linewidth"
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}"]
+    if layout in ("fit", "wide"):
+        lines.append(rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%")
+    lines += [r"\begin{tabular}{l" + ("c" * n) * len(datasets) + "}", r"\toprule"]
+    if len(datasets) > 1 or datasets[0] != "":
+        groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(names.dataset(d))}}}" for d in datasets)
+        rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(datasets)))
+        lines += [f"Dataset & {groups} \\\\", rules]
+    lines += [" & ".join(["Method"] + [names.metric(m).table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
+    index = cells.set_index(["dataset", "method", "metric"])
+    for method in methods:
+        out = [latex_escape(names.method(method)) + (r"$^{\ddagger}$" if method in unconverged else "")]
+        for dataset in datasets:
+            for metric in metrics:
+                key = (dataset, method, metric)
+                if key not in index.index:
+                    out.append("")
+                    continue
+                cell = index.loc[key]
+                text = cell["text"] if cell["text"] != "-" else "--"
+                text, bracket = (text.split(" [", 1) + [""])[:2]
+                text = text.replace("±", r"$\pm$")
+                if cell["best"]:
+                    text = rf"\textbf{{{text}}}"
+                if bracket:  # the seeds' spread, small, after the bold part
+                    text += r"\,{\scriptsize[" + bracket.rstrip("]").replace("±", r"$\pm$") + "]}"
+                if cell["mark"]:
+                    text += r"$^{\dagger}$"
+                out.append(text)
+        lines.append(" & ".join(out) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if layout in ("fit", "wide") else ""), rf"\end{{{env}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = (), names: Names | None = None) -> str:
+    names = names or Names()
+    methods = _order(cells["method"])
+    metrics = [m for m in metrics if m in set(cells["metric"])]
+    index = cells.set_index(["dataset", "method", "metric"])
+    records = []
+    for method in methods:
+        rec = {"Method": names.method(method) + (DDAGGER if method in unconverged else "")}
+        for dataset in datasets:
+            for metric in metrics:
+                key = (dataset, method, metric)
+                text = ""
+                if key in index.index:
+                    cell = index.loc[key]
+                    main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
+                    text = (f"**{main}**" if cell["best"] else main) + (f" [{bracket}" if bracket else "")
+                    text += DAGGER if cell["mark"] else ""
+                column = names.metric(metric).label if len(datasets) == 1 else f"{names.dataset(dataset)} {names.metric(metric).label}"
+                rec[column] = text
+        records.append(rec)
+    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
+
+
+def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = None, baselines: Collection[str] = DEFAULT_STUDY.baselines) -> pd.DataFrame:
+    """Parameters, inference ms per pair (mean±std over successful cases of every dataset) and, for trained
+    methods, how long they trained and whether they converged."""
+    verdicts = verdicts or {}
+    rows = []
+    for method in _order(per_case["method"]):
+        if method in baselines:
+            continue
+        group = per_case[(per_case["method"] == method) & (per_case["status"] == "ok")]
+        times = pd.to_numeric(group["time_s"], errors="coerce").dropna() * 1000.0 if "time_s" in group else pd.Series(dtype=float)
+        params = per_case.loc[per_case["method"] == method, "params"].dropna() if "params" in per_case else pd.Series(dtype=float)
+        rows.append(
+            {
+                "method": method,
+                "params": int(params.iloc[0]) if len(params) else None,
+                "time_ms_mean": times.mean() if len(times) else np.nan,
+                "time_ms_std": times.std(ddof=1) if len(times) > 1 else np.nan,
+                "n": len(times),
+                **(verdicts[method].as_columns() if method in verdicts else {}),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["method", "params", "time_ms_mean", "time_ms_std", "n", "epochs", "train_minutes", "converged", "convergence_gain"])
+    return frame.astype({"params": "Int64", "epochs": "Int64"})
+
+
+def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int, names: Names | None = None) -> str:
+    names = names or Names()
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{lcccc}",
+        r"\toprule",
+        r"Method & Params & Time (ms/pair) & Epochs & Training (min) \\",
+        r"\midrule",
+    ]
+    for rec in frame.itertuples():
+        time_text = (
+            "n/a"
+            if pd.isna(rec.time_ms_mean)
+            else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else rf"$\pm${rec.time_ms_std:.{digits}f}")
+        )
+        params = format_params(rec.params)
+        trained = pd.notna(rec.epochs)
+        epochs = f"{int(rec.epochs)}" + ("" if rec.converged is True else r"$^{\ddagger}$") if trained else "--"
+        minutes = f"{rec.train_minutes:.1f}" if trained else "--"
+        lines.append(f"{latex_escape(names.method(rec.method))} & {'--' if params == DASH else params} & {time_text} & {epochs} & {minutes} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def merged_verdicts(verdicts: dict[str, dict[str, Verdict]], names: Names | None = None) -> dict[str, Verdict]:
+    """One verdict per method over datasets: converged only if converged everywhere; training time summed."""
+    by_method: dict[str, list[tuple[str, Verdict]]] = {}
+    for dataset, per_dataset in verdicts.items():
+        for method, v in per_dataset.items():
+            by_method.setdefault(method, []).append(((names or Names()).dataset(dataset), v))
+    return {method: combine(labelled, "datasets") for method, labelled in by_method.items()}
+
+
+HD95_CAPTIONS = {
+    "pooled": "HD95 pooled (medpy: both directions' surface distances together)",
+    "max": "HD95 max (the larger of the two directed 95th percentiles)",
+}
+
+
+JACOBIAN_CAPTIONS = {"central": "central differences", "forward": "forward differences"}
+
+
+def conventions_caption(manifests: Sequence[Manifest], names: Names | None = None) -> str:
+    """The caption's sentence on how HD95 and NJD were computed, from what each run recorded (its fingerprint's
+    ``hd95_convention`` and ``jacobian_scheme``): one sentence when the runs agree, one per dataset otherwise."""
+    names = names or Names()
+    recorded: dict[tuple[str, str], list[str]] = {}
+    for manifest in manifests:
+        fingerprint = manifest.fingerprint
+        key = (str(fingerprint.get("hd95_convention", "not recorded")), str(fingerprint.get("jacobian_scheme", "not recorded")))
+        dataset = names.dataset(str(fingerprint.get("dataset", "?")))
+        recorded.setdefault(key, [])
+        if dataset not in recorded[key]:
+            recorded[key].append(dataset)
+
+    def sentence(hd95: str, scheme: str) -> str:
+        hd = HD95_CAPTIONS.get(hd95, f"HD95 convention {hd95}")
+        jac = JACOBIAN_CAPTIONS.get(scheme, f"difference scheme {scheme}")
+        return f"{hd} in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian determinant ({jac})."
+
+    if len(recorded) <= 1:
+        return sentence(*next(iter(recorded), ("pooled", "central")))
+    return " ".join(latex_escape(", ".join(datasets)) + ": " + sentence(*key) for key, datasets in recorded.items())
+
+
+def training_caption(verdicts: dict[str, dict[str, Verdict]], names: Names | None = None) -> str:
+    """What the caption says about training: epochs, and which methods did not converge by the rule."""
+    merged = merged_verdicts(verdicts, names)
+    if not merged:
+        return ""
+    epochs = sorted({v.epochs for v in merged.values()})
+    text = f" Deep methods trained {'/'.join(str(e) for e in epochs)} epochs (Table 2)."
+    if any(not v.converged for v in merged.values()):
+        text += f" $^{{\\ddagger}}$: training not converged ({latex_escape(CONVERGENCE_RULE.describe())}): not a ranking."
+    else:
+        text += " All converged (validation Dice no longer rising over the last quarter of training)."
+    return text
+
+
+def table1_caption(
+    per_case: pd.DataFrame,
+    manifests: Sequence[Manifest],
+    names: Names,
+    verdicts: dict[str, dict[str, Verdict]],
+    spread: pd.DataFrame,
+    with_epe: bool,
+    reference: str | None,
+    alpha: float,
+) -> str:
+    """Table 1's caption from what the runs recorded: the test pairs (and labelled pairs) per dataset, the labels,
+    the HD95 convention and Jacobian scheme, EPE, the significance test against ``reference`` (None: no marks),
+    training seeds and verdicts."""
+    datasets = list(dict.fromkeys(per_case["dataset"]))
+    n_pairs = ", ".join(f"{names.dataset(d)} {per_case[(per_case['dataset'] == d)]['case_id'].nunique()}" for d in datasets)
+    unlabelled = {d: unlabelled_cases(per_case[per_case["dataset"] == d]) for d in datasets}
+    label_counts = ", ".join(f"{names.dataset(d)} {per_case[per_case['dataset'] == d]['case_id'].nunique() - n}" for d, n in unlabelled.items())
+    labelled_text = f" over the pairs with labels ({label_counts})" if any(unlabelled.values()) else ""
+    seeded = spread[spread["n_seeds"] > 1]
+    seed_text = ""
+    if len(seeded):
+        counts = "/".join(str(n) for n in sorted(seeded["n_seeds"].unique()))
+        seed_text = (
+            f" Trained methods: {counts} training seeds each; their numbers are over the test pairs of the per-pair mean "
+            "over seeds, and [$\\pm$s] is the std of the method's mean over its seeds."
+        )
+    label_names = [names.labels.get(k, k) for k in label_keys(per_case.columns)]
+    labels_text = " and ".join([", ".join(label_names[:-1]), label_names[-1]] if len(label_names) > 1 else label_names) or "no labels"
+    return (
+        f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95{latex_escape(labelled_text)} averaged over "
+        f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}"
+        + (
+            f" EPE: mean end-point error of the flow against the ground-truth flow over the fixed image's labels ({latex_escape(', '.join(label_names))}), "
+            "in mm (synthetic data only)."
+            if with_epe
+            else ""
+        )
+        + " Bold: best per column."
+        + (
+            f" $^{{\\dagger}}$: differs from {latex_escape(reference)} (paired Wilcoxon signed-rank, Holm-corrected, $p<{alpha}$)."
+            if reference is not None
+            else ""
+        )
+        + seed_text
+        + training_caption(verdicts, names)
+    )
+
+
+def table2_caption(manifests: Sequence[Manifest]) -> str:
+    """Table 2's caption: what its times measure and on which devices."""
+    devices = sorted({m.device for m in manifests})
+    return (
+        f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
+        f"only, after one warm-up; device: {latex_escape('; '.join(devices))}); epochs and minutes of training "
+        f"(summed over datasets and seeds). $^{{\\ddagger}}$: not converged ({latex_escape(CONVERGENCE_RULE.describe())})."
+    )
