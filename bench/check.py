@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .interface import Registration, check_moved_agrees_with_flow, is_trainable, validate_registration
+from .interface import Registration, check_moved_agrees_with_flow, validate_registration
 from .options import resolve_method_options, resolved_options
-from .registry import METHODS
+from .registry import METHODS, is_trainable
 from .warp import warp
 
 # An identical pair should move nothing: mean |u| below this many pixels.

@@ -297,14 +297,14 @@ def print_report(report) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from .interface import ChecksItself
     from .registry import DATASETS
 
     options = {k: v for k, v in (("root", args.root), ("slice_rule", args.slice_rule), ("crop", args.crop)) if v is not None}
     dataset = DATASETS.create(args.dataset, **options)
-    check = getattr(dataset, "check", None)
-    if not callable(check):
+    if not isinstance(dataset, ChecksItself):
         raise ConfigError(f"dataset {args.dataset!r} is not read from disk: nothing to check")
-    summary = check()
+    summary = dataset.check()
     print(summary)
     return 0 if summary.ok else 1
 
@@ -339,7 +339,7 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from .interface import is_trainable
+    from .registry import is_trainable
 
     for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
         if value is not None and value < least:

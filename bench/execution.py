@@ -23,10 +23,10 @@ import numpy as np
 
 from .config import RunConfig, get_profile
 from .errors import ConfigError
-from .interface import Pair, check_moved_agrees_with_flow, is_trainable, register_pair, validate_registration
+from .interface import Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
 from .metrics import UNDECLARED_LABELS, evaluate
 from .pool import CaseFailure, Task, run_isolated
-from .registry import DATASETS, METHODS, MethodMeta
+from .registry import DATASETS, METHODS, MethodMeta, is_trainable
 from .rundir import METRIC_COLUMNS, checkpoint, final_model
 
 log = logging.getLogger("regbench")
@@ -179,7 +179,7 @@ def evaluate_case(
     if isinstance(method, MethodSpec):
         method = built_method(method)
     row = case_key(method.name, dataset, pair)
-    row.update(where_am_i(getattr(method, "device", None)))
+    row.update(where_am_i(method.device if isinstance(method, RunsOnDevice) else None))
     import torch
 
     s = case_seed(seed, method.name, pair)
@@ -282,7 +282,11 @@ class TrainingTask:
                 stack.enter_context(Semaphore(max_leases=1, name="regbench-training"))
             started = time.perf_counter()
             train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain, labels=run_labels(self.config))
-        return {**where_am_i(getattr(method, "device", None)), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1)}
+        return {
+            **where_am_i(method.device if isinstance(method, RunsOnDevice) else None),
+            "threads": torch.get_num_threads(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
 
 
 def side_by_side_trainings(

@@ -104,6 +104,76 @@ class PairAwareMethod(Protocol):
     def register_pair(self, pair: Pair) -> Registration: ...
 
 
+# ------------------------------------------------------------------ optional hooks the runner calls where defined
+@runtime_checkable
+class CountsParameters(Protocol):
+    """A learned method: Table 2's parameter count (the deployed model's trainable parameters)."""
+
+    def num_parameters(self) -> int: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Draws a training progress bar while ``progress`` is true (the runner sets it from ``--no-progress``)."""
+
+    progress: bool
+
+
+@runtime_checkable
+class RunsOnDevice(Protocol):
+    """Runs on ``device`` (a torch.device or its name): recorded with each case and training."""
+
+    device: Any
+
+
+@runtime_checkable
+class SweepsParameter(Protocol):
+    """Scores pairs over a grid of one of its parameters (HyperMorph's λ), one row per value and pair with the
+    metrics of :func:`regbench.metrics.evaluate`: written to ``curves/METHOD_sweep.csv`` when ``MethodMeta.sweep``
+    names the column."""
+
+    def sweep(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class HasOptions(Protocol):
+    """A method or dataset that reports its resolved options (recorded in the manifest; a dataset's bind the run
+    directory)."""
+
+    def options(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+@runtime_checkable
+class Dataset(Protocol):
+    """What the runner calls on a dataset: the pairs of a split, ``"train"``, ``"val"`` or ``"test"`` (each pair
+    with a case id unique within the dataset). Optional: :class:`HasOptions`, :class:`DeclaresSplit`,
+    :class:`ChecksItself`; its labels and dims it declares in ``DatasetMeta``."""
+
+    def pairs(self, split: str) -> Sequence[Pair]: ...
+
+
+@runtime_checkable
+class DeclaresSplit(Protocol):
+    """Says which subjects (or case ids) each split holds: saved as the run's ``split.json``."""
+
+    def split(self) -> Mapping[str, Sequence[str]]: ...
+
+
+@runtime_checkable
+class ChecksItself(Protocol):
+    """Validates its files for ``regbench data check``: the returned summary prints itself and has ``ok``."""
+
+    def check(self) -> Any: ...
+
+
+@runtime_checkable
+class DeclaresStructures(Protocol):
+    """The form of label declaration that predates ``DatasetMeta.labels``: the values its label maps may hold."""
+
+    structures: Mapping[str, int]
+
+
 def register_pair(method: Any, pair: Pair) -> Registration:
     """How the runner, perf's case loop and check-method register one pair: the method's ``register_pair(pair)``
     when it defines one, else ``register(pair.fixed, pair.moving)``."""
@@ -111,14 +181,18 @@ def register_pair(method: Any, pair: Pair) -> Registration:
     return hook(pair) if callable(hook) else method.register(pair.fixed, pair.moving)
 
 
-def is_trainable(method: Any) -> bool:
-    return all(callable(getattr(method, a, None)) for a in ("fit", "save", "load"))
+#: What makes a method trainable (:class:`TrainableMethod`); ``MethodMeta.trainable`` declares it.
+TRAINING_HOOKS = ("fit", "save", "load")
+
+
+def has_training_hooks(method: Any) -> bool:
+    """Whether ``method`` (an object or a class) defines fit, save and load."""
+    return all(callable(getattr(method, a, None)) for a in TRAINING_HOOKS)
 
 
 def num_parameters(method: Any) -> int | None:
     """Trainable parameters of the deployed model, or None for methods that are not learned."""
-    fn = getattr(method, "num_parameters", None)
-    return fn() if callable(fn) else None
+    return method.num_parameters() if isinstance(method, CountsParameters) else None
 
 
 def validate_images(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +243,7 @@ IMAGE_RANGE = (0.0, 1.0)
 RANGE_SLACK = 1e-4
 
 
-def validate_pair(pair: Pair, structures: dict[str, int] | None = None) -> None:
+def validate_pair(pair: Pair, structures: Mapping[str, int] | None = None) -> None:
     """Check a dataset's pair where it enters a run: float images, finite, in [0, 1], labels made of 0 and the
     dataset's structure values (default :data:`STRUCTURES`), matching shapes, positive finite spacing. Raises
     InputError naming the case and the bad value."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import get_profile
+from .interface import HasOptions
 from .registry import METHODS
 
 
@@ -47,8 +48,7 @@ def resolved_options(name: str, options: Mapping[str, Any], method: Any) -> dict
     except (TypeError, ValueError):
         pass
     resolved.update(options)
-    own = getattr(method, "options", None)
-    if callable(own):
-        resolved.update(own())
+    if isinstance(method, HasOptions):
+        resolved.update(method.options())
     resolved.pop("progress", None)
     return resolved

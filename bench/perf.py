@@ -25,9 +25,9 @@ import numpy as np
 
 from .config import RunConfig
 from .execution import iterate_cases, limit_threads
-from .interface import is_trainable, register_pair
+from .interface import register_pair
 from .options import resolve_method_options
-from .registry import METHODS, create_dataset
+from .registry import METHODS, create_dataset, is_trainable
 from .study import DEFAULT_STUDY
 
 

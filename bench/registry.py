@@ -9,6 +9,7 @@ decorator, or at a factory object, which is then registered under the entry poin
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import difflib
 import fnmatch
 import importlib
@@ -19,6 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .errors import ConfigError, MissingExtraError, RegbenchError, RegistryError
+from .interface import TRAINING_HOOKS, Dataset, has_training_hooks
 from .study import DEFAULT_STUDY, STUDIES
 
 
@@ -85,7 +87,7 @@ def _meta_from_attributes(factory: Any, kind: type) -> Any:
     for name in ("requires", "dims"):
         if name in values:
             values[name] = tuple(values[name])
-    values["trainable"] = all(callable(getattr(factory, a, None)) for a in ("fit", "save", "load"))
+    values["trainable"] = has_training_hooks(factory)
     return MethodMeta(**values)
 
 
@@ -103,6 +105,7 @@ class Registry:
         self._origins: dict[str, str] = {}
         self._providers: dict[str, str] = {}  # name -> "distribution version" for entry-point plugins
         self._entry_points: dict[str, Any] | None = None
+        self._declared: set[str] = set()  # names registered with metadata (not read from attributes)
 
     # -- registration -----------------------------------------------------------------------------
     def register(self, name: str, meta: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -126,11 +129,13 @@ class Registry:
         self._origins[name] = origin
         if meta is not None:
             self._meta[name] = (factory, meta)
+            self._declared.add(name)
 
     def remove(self, name: str) -> None:
         """Forget a registered name (tests, interactive sessions); built-ins and entry points load again on use."""
         for table in (self._factories, self._origins, self._providers, self._meta):
             table.pop(name, None)
+        self._declared.discard(name)
 
     def meta(self, name: str) -> Any:
         """What ``name`` declares (its MethodMeta / DatasetMeta, or one read from its factory's attributes)."""
@@ -285,7 +290,29 @@ class Registry:
                 obj.name = name
             except AttributeError:
                 pass
+        self._check_object(name, factory, obj)
         return obj
+
+    def _check_object(self, name: str, factory: Callable[..., Any], obj: Any) -> None:
+        """The object a factory built against what its kind needs and what its metadata declares."""
+        if self.meta_type is DatasetMeta:
+            if not isinstance(obj, Dataset):
+                raise RegistryError(f"dataset {name!r}: its factory returned {type(obj).__name__}, which has no pairs(split) (regbench.interface.Dataset)")
+            return
+        if not callable(getattr(obj, "register", None)) and not callable(getattr(obj, "register_pair", None)):
+            raise RegistryError(
+                f"method {name!r}: its factory returned {type(obj).__name__}, which has neither register(fixed, moving) nor register_pair(pair)"
+            )
+        declared, has = self.meta(name).trainable, has_training_hooks(obj)
+        if declared == has:
+            return
+        if name in self._declared:
+            raise RegistryError(
+                f"method {name!r} declares trainable={declared} in its MethodMeta, but its object "
+                f"{'has' if has else 'lacks'} {', '.join(TRAINING_HOOKS)}: make the declaration and the object agree"
+            )
+        # Declared by attributes only: a factory function's class attributes cannot say; the object it built does.
+        self._meta[name] = (factory, dataclasses.replace(self.meta(name), trainable=has))
 
     def display_name(self, name: str) -> str:
         """How tables print ``name``: its declared display name, else the name."""
@@ -386,6 +413,16 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 def create_method(name: str, **options: Any) -> Any:
     return METHODS.create(name, **options)
+
+
+def is_trainable(method: Any) -> bool:
+    """Whether the runner trains ``method``: the ``MethodMeta.trainable`` its registered name declares (the
+    registry checked that the object agrees), else, for an object built outside the registry, whether it has
+    fit, save and load."""
+    name = getattr(method, "name", None)
+    if isinstance(name, str) and name in METHODS._factories:
+        return bool(METHODS.meta(name).trainable)
+    return has_training_hooks(method)
 
 
 def create_dataset(name: str, **options: Any) -> Any:

@@ -36,12 +36,12 @@ from .execution import (
     train_or_load,
 )
 from .fileio import atomic_write_npz, atomic_write_text
-from .interface import Pair, is_trainable, num_parameters, validate_pair
+from .interface import DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
 from .lock import RunDirectoryLock
 from .options import resolve_method_options, resolved_options
 from .pool import SideBySide
 from .provenance import environment
-from .registry import DATASETS, METHODS, method_sort_key
+from .registry import DATASETS, METHODS, is_trainable, method_sort_key
 from .report import ReportOptions, write_report, write_run_tables
 from .rundir import Manifest, RunDir, bind_run_dir, fingerprint, prepare_run_dir
 from .rundir import history as history_path
@@ -132,7 +132,7 @@ def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | 
     """The dataset's pairs of ``splits`` with its declared ``labels`` (:func:`regbench.execution.dataset_pairs`),
     each checked once where it enters (:func:`validate_pair`: range, label values, shapes, spacing); a bad pair
     is one error naming the dataset, split, case and value, and so is a case id that two pairs share."""
-    structures = getattr(dataset, "structures", None)  # plugins that predate DatasetMeta.labels
+    structures = dataset.structures if isinstance(dataset, DeclaresStructures) else None  # predates DatasetMeta.labels
     name = getattr(dataset, "name", type(dataset).__name__)
     out = {}
     seen: dict[str, str] = {}  # case id → its split
@@ -160,8 +160,7 @@ def image_dims(pairs: Mapping[str, Sequence[Pair]]) -> int:
 
 
 def dataset_options(dataset: Any) -> dict[str, Any]:
-    fn = getattr(dataset, "options", None)
-    return fn() if callable(fn) else {}
+    return dataset.options() if isinstance(dataset, HasOptions) else {}
 
 
 def capped_jobs(jobs: int) -> int:
@@ -216,7 +215,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
         for seed in training_seeds(config, method):
             if seed is not None:
                 method = create_method(name, {**options, "seed": seed}, config)
-            if hasattr(method, "progress"):
+            if isinstance(method, ReportsProgress):
                 method.progress = progress
             train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=run_labels(config))
     return run_dir.final_model(name, seed)
@@ -224,9 +223,8 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
 
 def write_split(run_dir: RunDir, dataset: Any) -> None:
     """The subjects of each split, saved with the run (a user may pass the file back as split_file)."""
-    split = getattr(dataset, "split", None)
-    if callable(split):
-        atomic_write_text(run_dir.split, json.dumps(split(), indent=1) + "\n")
+    if isinstance(dataset, DeclaresSplit):
+        atomic_write_text(run_dir.split, json.dumps(dataset.split(), indent=1) + "\n")
 
 
 def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str) -> None:
@@ -457,7 +455,7 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
         if seed is not None:  # the same options, trained from this seed
             method = create_method(name, {**options, "seed": seed}, config)
         if is_trainable(method):
-            if hasattr(method, "progress"):
+            if isinstance(method, ReportsProgress):
                 method.progress = context.progress  # epoch bar with the losses
             if training is not None:  # trained by a task on the cluster: load what it wrote
                 manifest.record_trained_on(name, seed, training.result())

@@ -97,8 +97,8 @@ def test_table_1_caption_names_the_conventions_the_run_recorded(tmp_path, conven
 
 # ------------------------------------------------------------------------------------------ declared labels
 def test_labels_declared_by_a_dataset_name_the_columns_and_the_table(small_dataset):
-    from regbench.registry import DATASETS
     from regbench.aggregate import per_case_frame, summary_frame
+    from regbench.registry import DATASETS
 
     assert DATASETS.meta("synthetic").labels == {"LV": 3, "Myo": 2, "RV": 1}
     pair = dataclasses.replace(small_dataset.pairs("test")[0], labels={"Left ventricle": 3, "Wall": 2})
@@ -159,3 +159,74 @@ def test_a_plugin_dataset_with_five_labels_of_its_own_runs_end_to_end(with_plugi
 
 def with_plugins_labels():
     return {"Liver": 1, "Spleen": 2, "Left kidney": 3, "Right kidney": 4, "Stomach": 5}
+
+
+# ------------------------------------------------------------------------------------ declared protocols
+class _Trainable:
+    def __init__(self, **options):
+        pass
+
+    def register(self, fixed, moving):
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+    def fit(self, train_pairs, val_pairs=(), workdir=None):
+        pass
+
+    def save(self, path):
+        pass
+
+    def load(self, path):
+        pass
+
+
+@pytest.fixture
+def registry():
+    """``add(registry, name, factory, meta)``: registers for one test, removed after it."""
+    added = []
+
+    def add(kind, name, factory, meta=None):
+        kind.add(name, factory, meta)
+        added.append((kind, name))
+
+    yield add
+    for kind, name in added:
+        kind.remove(name)
+
+
+def test_is_trainable_reads_the_declared_metadata_and_a_contradiction_is_one_error(registry):
+    from regbench.errors import RegistryError
+    from regbench.registry import METHODS, MethodMeta, is_trainable
+
+    registry(METHODS, "declared-trainable", _Trainable, MethodMeta(trainable=True))
+    assert is_trainable(METHODS.create("declared-trainable"))
+    registry(METHODS, "undeclared-fit", _Trainable, MethodMeta())  # has fit/save/load, declares trainable=False
+    with pytest.raises(RegistryError, match=r"method 'undeclared-fit' declares trainable=False in its MethodMeta, but its object has fit, save, load"):
+        METHODS.create("undeclared-fit")
+    registry(METHODS, "claims-trainable", lambda: _Plain(), MethodMeta(trainable=True))
+    with pytest.raises(RegistryError, match=r"declares trainable=True in its MethodMeta, but its object lacks fit, save, load"):
+        METHODS.create("claims-trainable")
+    # No metadata, a factory function: its attributes cannot say; the object it builds does.
+    registry(METHODS, "function-factory", lambda: _Trainable())
+    assert METHODS.meta("function-factory").trainable is False
+    assert is_trainable(METHODS.create("function-factory")) and METHODS.meta("function-factory").trainable is True
+
+
+class _Plain:
+    def register(self, fixed, moving):
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+
+
+def test_a_factory_that_builds_no_method_or_no_dataset_is_one_error_naming_it(registry):
+    from regbench.errors import RegistryError
+    from regbench.interface import Dataset
+    from regbench.registry import DATASETS, METHODS
+
+    registry(METHODS, "no-register", lambda: object())
+    with pytest.raises(
+        RegistryError, match=r"method 'no-register': its factory returned object, which has neither register\(fixed, moving\) nor register_pair\(pair\)"
+    ):
+        METHODS.create("no-register")
+    registry(DATASETS, "no-pairs", lambda: _Plain())
+    with pytest.raises(RegistryError, match=r"dataset 'no-pairs': its factory returned _Plain, which has no pairs\(split\)"):
+        DATASETS.create("no-pairs")
+    assert isinstance(DATASETS.create("synthetic", n_subjects=3, image_size=32), Dataset)

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
+from regbench.aggregate import per_case_frame
 from regbench.config import load_config
 from regbench.errors import DataError
-from regbench.aggregate import per_case_frame
 from regbench.report import ReportOptions, write_report
 from regbench.runner import run
 from regbench.stats import paired_tests
