@@ -16,7 +16,7 @@ _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from .check import check_method
 from .errors import ConfigError, DataError, InputError, RegbenchError, RegistryError
-from .interface import STRUCTURES, Method, Pair, Registration, TrainableMethod
+from .interface import Method, Pair, Registration, TrainableMethod
 from .registry import (
     DatasetMeta,
     MethodMeta,
@@ -32,7 +32,6 @@ from .warp import warp, warp_label
 __version__ = "0.1.0"
 
 __all__ = [
-    "STRUCTURES",
     "ConfigError",
     "DataError",
     "DatasetMeta",

@@ -37,7 +37,7 @@ def per_case_frame(rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | N
     """Rows in a stable order (paper's method order, case id in natural order: ``p2`` before ``p10``) and a fixed
     column order: the key, the
     metrics with a Dice and an HD95 column per label (``labels`` as the run's dataset declares them; else those
-    the rows have; else :data:`regbench.interface.STRUCTURES`'), then the rest."""
+    the rows have; else :data:`regbench.metrics.UNDECLARED_LABELS`'), then the rest."""
     df = pd.DataFrame(list(rows))
     keys = [label_key(n) for n in labels] if labels is not None else (label_keys(df.columns) or label_keys(METRIC_COLUMNS))
     columns = KEY_COLUMNS + metric_columns(keys) + TRAILING_COLUMNS

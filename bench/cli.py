@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
     p.add_argument("--against", help=f"comma-separated reference methods for the paired tests (default: the study's, {DEFAULT_STUDY.reference})")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)")
-    p.add_argument("--per-structure", action="store_true", help="add Dice and HD95 of LV, Myo and RV to Table 1")
+    p.add_argument("--per-structure", action="store_true", help="add Dice and HD95 of each label to Table 1")
     p.add_argument("--digits", type=int, default=2, help="digits after the decimal point, in table units (default 2, as the paper)")
     p.add_argument("--caption", help="Table 1 caption (default: describes the metrics and the marks)")
     p.add_argument("--label", default="tab:regbench", help="LaTeX label of Table 1; Table 2 gets LABEL-speed")

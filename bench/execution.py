@@ -27,7 +27,7 @@ from .interface import Pair, RunsOnDevice, check_moved_agrees_with_flow, registe
 from .metrics import UNDECLARED_LABELS, evaluate
 from .pool import CaseFailure, Task, run_isolated
 from .registry import DATASETS, METHODS, MethodMeta, is_trainable
-from .rundir import METRIC_COLUMNS, checkpoint, final_model
+from .rundir import BASE_METRICS, checkpoint, final_model
 
 log = logging.getLogger("regbench")
 
@@ -203,7 +203,7 @@ def evaluate_case(
 
 
 def _failure(reason: str) -> dict[str, Any]:
-    return {**{k: float("nan") for k in METRIC_COLUMNS}, "n_skipped": 0, "skipped": "", "status": "failed", "reason": reason}
+    return {**{k: float("nan") for k in BASE_METRICS}, "n_skipped": 0, "skipped": "", "status": "failed", "reason": reason}
 
 
 def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[str, Any]:

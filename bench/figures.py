@@ -179,9 +179,9 @@ def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] 
         pair = np.load(pair_file)
         top, bottom = axes[2 * k], axes[2 * k + 1]
         top[0].imshow(pair["fixed"], cmap="gray", vmin=0, vmax=1)
-        top[0].set_title("Fixed (ED)", fontsize=8)
+        top[0].set_title("Fixed", fontsize=8)
         bottom[0].imshow(pair["moving"], cmap="gray", vmin=0, vmax=1)
-        bottom[0].set_title("Moving (ES)", fontsize=8)
+        bottom[0].set_title("Moving", fontsize=8)
         top[0].set_ylabel(pair_file.stem, fontsize=7)
         for c, method in enumerate(methods, start=1):
             path = folder.example(method, folder.example_case(pair_file))

@@ -1,13 +1,13 @@
 """What flows through regbench: a Pair goes into a method, a Registration comes out.
 
-Images are 2-D float32 arrays in [0, 1]; labels are integer maps in the common convention
-0 background, 1 RV, 2 Myo, 3 LV (ACDC's). Flows follow :mod:`regbench.warp` (pixels, row then column).
+Images are float32 arrays in [0, 1]; labels are integer maps, 0 background and the values its dataset declares
+(``DatasetMeta.labels``). Flows follow :mod:`regbench.warp` (pixels, channel k along array axis k).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -18,13 +18,10 @@ from .errors import InputError
 from .warp import warp as _warp
 from .warp import warp_label as _warp_label
 
-#: Common label convention (ACDC's). Dataset plugins map their own labels to it.
-STRUCTURES: dict[str, int] = {"lv": 3, "myo": 2, "rv": 1}
-
 
 @dataclass
 class Pair:
-    """One registration problem: ES frame moving, ED frame fixed, with their label maps."""
+    """One registration problem: the moving image is registered to the fixed one; their label maps score it."""
 
     fixed: np.ndarray
     moving: np.ndarray
@@ -38,7 +35,7 @@ class Pair:
     flow_gt: np.ndarray | None = None  # ground-truth flow (synthetic data only), same convention
     meta: dict[str, Any] = field(default_factory=dict)
     # The labels it is scored on, as its dataset declares them (DatasetMeta.labels: display name → value; {}:
-    # none); None: not declared (scored on STRUCTURES, the convention of datasets that declare none).
+    # none); None: not declared (scored on regbench.metrics.UNDECLARED_LABELS).
     labels: Mapping[str, int] | None = None
 
     @property
@@ -195,13 +192,18 @@ def num_parameters(method: Any) -> int | None:
     return method.num_parameters() if isinstance(method, CountsParameters) else None
 
 
-def validate_images(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Check a pair before registering it; returns float32 copies. Raises InputError naming the problem."""
+#: The image dimensions regbench's data model holds: (H, W) and (D, H, W).
+IMAGE_DIMS = (2, 3)
+
+
+def validate_images(fixed: np.ndarray, moving: np.ndarray, dims: Collection[int] = (2,)) -> tuple[np.ndarray, np.ndarray]:
+    """Check a pair before registering it (``dims``: the image dimensions the calling method registers, its
+    ``MethodMeta.dims``); returns float32 copies. Raises InputError naming the problem."""
     fixed = np.asarray(fixed)
     moving = np.asarray(moving)
     for name, img in (("fixed", fixed), ("moving", moving)):
-        if img.ndim != 2:
-            raise InputError(f"{name} image must be 2-D, got shape {img.shape}")
+        if img.ndim not in dims:
+            raise InputError(f"{name} image must be {' or '.join(f'{d}-D' for d in sorted(dims))}, got shape {img.shape}")
         if not np.issubdtype(img.dtype, np.floating):
             raise InputError(f"{name} image has dtype {img.dtype}; give float images intensity-normalised to [0, 1]")
         if not np.all(np.isfinite(img)):
@@ -244,15 +246,17 @@ RANGE_SLACK = 1e-4
 
 
 def validate_pair(pair: Pair, structures: Mapping[str, int] | None = None) -> None:
-    """Check a dataset's pair where it enters a run: float images, finite, in [0, 1], labels made of 0 and the
-    dataset's structure values (default :data:`STRUCTURES`), matching shapes, positive finite spacing. Raises
-    InputError naming the case and the bad value."""
+    """Check a dataset's pair where it enters a run: a valid case id; 2-D or 3-D float images, finite, in
+    [0, 1]; labels made of 0 and the declared values (``structures``, else the pair's ``labels``; neither: not
+    checked); matching shapes; one positive finite spacing per axis. Raises InputError naming the case and the
+    bad value."""
     check_case_id(pair.case_id)
     where = f"case {pair.case_id!r}"
-    structures = structures or (dict(pair.labels) if pair.labels is not None else STRUCTURES)
-    allowed = {0, *structures.values()}
+    declared = structures if structures is not None else pair.labels
     lo, hi = IMAGE_RANGE
     shape = np.shape(pair.fixed)
+    if len(shape) not in IMAGE_DIMS:
+        raise InputError(f"{where}: fixed image has shape {shape}; images are 2-D (H, W) or 3-D (D, H, W)")
     for name, img in (("fixed", pair.fixed), ("moving", pair.moving)):
         img = np.asarray(img)
         if not np.issubdtype(img.dtype, np.floating):
@@ -272,11 +276,14 @@ def validate_pair(pair: Pair, structures: Mapping[str, int] | None = None) -> No
         label = np.asarray(label)
         if label.shape != shape:
             raise InputError(f"{where}: {name} label has shape {label.shape}, its image {shape}")
+        if declared is None:
+            continue
+        allowed = {0, *declared.values()}
         extra = sorted(set(np.unique(label).tolist()) - allowed)
         if extra:
             raise InputError(
-                f"{where}: {name} label has value(s) {extra} outside the dataset's structures {sorted(allowed)} "
-                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in structures.items())})"
+                f"{where}: {name} label has value(s) {extra} outside the dataset's labels {sorted(allowed)} "
+                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in declared.items())})"
             )
     spacing = np.asarray(pair.spacing, dtype=float)
     if spacing.shape != (len(shape),) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
@@ -285,13 +292,13 @@ def validate_pair(pair: Pair, structures: Mapping[str, int] | None = None) -> No
 
 def validate_registration(registration: Any, shape: tuple[int, ...]) -> Registration:
     """Check a method's answer before it is scored: a Registration whose moved image has ``shape`` and whose
-    flow is (2, *shape), both finite. Raises InputError naming the array at fault (a NaN flow would otherwise
+    flow is (ndim, *shape), both finite. Raises InputError naming the array at fault (a NaN flow would otherwise
     score as a valid case with a plausible Dice)."""
     if not isinstance(registration, Registration):
         raise InputError(f"register() returned {type(registration).__name__}, not regbench.Registration")
     moved, flow = np.asarray(registration.moved), np.asarray(registration.flow)
-    if flow.shape != (2, *shape):
-        raise InputError(f"flow has shape {flow.shape}, expected {(2, *shape)} (channel 0 rows, channel 1 columns, pixels)")
+    if flow.shape != (len(shape), *shape):
+        raise InputError(f"flow has shape {flow.shape}, expected {(len(shape), *shape)} (channel k the displacement along array axis k, in voxels)")
     if moved.shape != tuple(shape):
         raise InputError(f"moved image has shape {moved.shape}, expected {tuple(shape)}")
     for name, array in (("flow", flow), ("moved image", moved)):

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .interface import STRUCTURES, Pair, Registration
+from .interface import Pair, Registration
+from .study import DEFAULT_STUDY
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ def label_key(name: str) -> str:
     return key
 
 
-STRUCTURE_NAMES = {"lv": "LV", "myo": "Myo", "rv": "RV"}  # display names of STRUCTURES' keys
-#: The labels of a dataset that declares none, and of run directories written before runs recorded theirs.
-UNDECLARED_LABELS: dict[str, int] = {STRUCTURE_NAMES[k]: v for k, v in STRUCTURES.items()}
+#: The labels of a dataset that declares none, and of run directories written before runs recorded theirs: the
+#: default study's.
+UNDECLARED_LABELS: dict[str, int] = dict(DEFAULT_STUDY.labels)
 
 
 def pair_labels(pair: Pair) -> dict[str, int]:
@@ -92,7 +93,7 @@ def metric_specs(labels: LabelMap) -> dict[str, MetricSpec]:
     }
 
 
-#: The metrics of a run on the labels of datasets that declare none (:data:`STRUCTURES`); ``metric_specs`` gives
+#: The metrics of a run on the labels of datasets that declare none (:data:`UNDECLARED_LABELS`); ``metric_specs`` gives
 #: any other run's.
 METRICS: dict[str, MetricSpec] = metric_specs(UNDECLARED_LABELS)
 

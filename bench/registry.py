@@ -57,7 +57,7 @@ class DatasetMeta:
     display_name: str | None = None
     dims: tuple[int, ...] = (2,)
     # Its labels: display name → value in its label maps (columns dice_<name>, hd95_<name>); {}: none; None: not
-    # declared (scored on regbench.interface.STRUCTURES, the convention of datasets that declare none).
+    # declared (scored on regbench.metrics.UNDECLARED_LABELS, the default study's).
     labels: Mapping[str, int] | None = None
     requires: tuple[str, ...] = ()
     install_hint: str | None = None

@@ -50,7 +50,7 @@ from .tables import (
 class ReportOptions:
     """What ``regbench report`` writes; the CLI flags map one to one."""
 
-    per_structure: bool = False  # add Dice and HD95 of LV, Myo and RV to Table 1
+    per_structure: bool = False  # add Dice and HD95 of each label to Table 1
     digits: int = 2  # digits after the decimal point (in table units), as the paper's 2
     caption: str | None = None
     label: str = "tab:regbench"

@@ -8,6 +8,7 @@ second :class:`Study`, with no change to the report, figures, CLI or perf.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -25,6 +26,9 @@ class Study:
     published_datasets: dict[str, str] = field(default_factory=dict)  # dataset -> display name, with published numbers
     published_table1: str | None = None  # file in regbench.published: dataset, method, metric, unit, mean, std, as_printed
     published_table2: str | None = None
+    # The labels its datasets declare (display name → value in their label maps). The default study's are also
+    # what a dataset that declares none is scored on, as regbench did before datasets declared labels.
+    labels: Mapping[str, int] = field(default_factory=dict)
 
     def published(self) -> pd.DataFrame:
         """The study's published Table 1 (its units: Dice %, MSE ×10⁻², as printed)."""
@@ -46,6 +50,7 @@ GSMORPH_MICCAI2023 = Study(
     published_datasets={"acdc": "ACDC", "mnm": "M&M"},
     published_table1="gsmorph_miccai2023_table1.csv",
     published_table2="gsmorph_miccai2023_table2.csv",
+    labels={"LV": 3, "Myo": 2, "RV": 1},  # ACDC's values, which M&M and the synthetic heart share
 )
 
 STUDIES: dict[str, Study] = {GSMORPH_MICCAI2023.name: GSMORPH_MICCAI2023}

@@ -37,8 +37,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_bytes
-from ..interface import STRUCTURES, Pair
-from .labels import slice_case_id
+from ..interface import Pair
+from .labels import CARDIAC_LABELS, slice_case_id
 from .splits import SPLITS, read_split_file, split_subjects
 
 PREPARATION_VERSION = 1  # bump when preparation changes the numbers: old caches are then not used
@@ -118,7 +118,7 @@ class Preparation:
     def keep(self, ed: np.ndarray, es: np.ndarray) -> bool:
         if self.slice_rule == "all":
             return True
-        wanted = STRUCTURES.values() if self.slice_rule == "all-structures" else [STRUCTURES["lv"]]
+        wanted = CARDIAC_LABELS.values() if self.slice_rule == "all-structures" else [CARDIAC_LABELS["LV"]]
         return all(np.any(ed == v) and np.any(es == v) for v in wanted)
 
     def pairs(self, case: CineCase) -> list[Pair]:

@@ -253,7 +253,7 @@ def scaled_dataset():
         ),
         (
             {"label_from": 1},
-            r"dataset 'scaled' test split, case '\w+-\d+': moving label has value\(s\) \[4\] outside the dataset's structures \[0, 1, 2, 3\]",
+            r"dataset 'scaled' test split, case '\w+-\d+': moving label has value\(s\) \[4\] outside the dataset's labels \[0, 1, 2, 3\]",
         ),
     ],
 )
