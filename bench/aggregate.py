@@ -134,6 +134,21 @@ def unlabelled_cases(per_case: pd.DataFrame) -> int:
     return int((~ok.groupby("case_id")["dice"].apply(lambda dice: dice.notna().any())).sum())
 
 
+def partial_methods(per_case: pd.DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
+    """(dataset, method) → (pairs it scored, pairs of the table) for each method that scored some but not all of
+    its dataset's pairs (the case ids of any method's rows): a run stopped part-way and resumed with other
+    methods, or cases that failed. Its mean is over another pair set than the others'."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for dataset, rows in per_case.groupby("dataset", sort=False):
+        total = int(rows["case_id"].nunique())
+        scored = rows[rows["status"] == "ok"].groupby("method", sort=False)["case_id"].nunique()
+        for method in dict.fromkeys(rows["method"]):
+            n = int(scored.get(method, 0))
+            if 0 < n < total:
+                out[(str(dataset), str(method))] = (n, total)
+    return out
+
+
 def failed_methods(per_case: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(dataset, method) → the first failure reason, for methods none of whose cases succeeded."""
     out = {}

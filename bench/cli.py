@@ -253,6 +253,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"regbench: error: method {name}: every case failed, e.g. {why}", file=sys.stderr)
     for name, why in result.failed_methods.items():
         print(f"regbench: error: method {name} did not run: {why}", file=sys.stderr)
+    for name, (n, total, why) in result.wrong_convention.items():
+        print(
+            f"regbench: error: method {name}: {n} of {total} cases failed because {why.removeprefix('InputError: ')} "
+            f"Its flows are not in regbench's convention, so none of its numbers can be ranked; `regbench check-method {name}` names the mistake",
+            file=sys.stderr,
+        )
     return 0 if result.ok else 1
 
 

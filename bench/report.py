@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .aggregate import failed_methods, merge_runs, per_case_frame, seed_averaged, seed_spread, summary_frame
+from .aggregate import failed_methods, merge_runs, partial_methods, per_case_frame, seed_averaged, seed_spread, summary_frame
 from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
@@ -131,14 +131,21 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     out = report.out_dir
     averaged = seed_averaged(per_case)  # one row per pair: tests and figures weigh pairs, not seeds
     spread = seed_spread(per_case, metrics)
-    stats = paired_tests(averaged, references, metrics, options.alpha)
+    partial = partial_methods(per_case)
+    for (dataset, method), (n, total) in partial.items():
+        report.problems.append(
+            f"{method} on {dataset} scored {n} of the table's {total} pairs: its row is marked § and left out of bold and "
+            "of the paired tests (run it again with the same settings to score the rest)"
+        )
+    compared = averaged[[(d, m) not in partial for d, m in zip(averaged["dataset"], averaged["method"])]]
+    stats = paired_tests(compared, references, metrics, options.alpha)
     for reference in references:
         if reference not in set(per_case["method"]):
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
     report.written.append(_write(out / "stats.csv", stats.to_csv(index=False)))
     marks = significance_marks(stats, references[0]) if references else {}
 
-    cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines)
+    cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines, partial)
     caption = options.caption or table1_caption(
         per_case,
         manifests,
@@ -148,6 +155,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         with_epe=with_epe,
         reference=names.method(references[0]) if marks else None,
         alpha=options.alpha,
+        partial=partial,
     )
     _note_unconverged(report, verdicts, unconverged, manifests, names)
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)

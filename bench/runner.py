@@ -36,7 +36,7 @@ from .execution import (
     train_or_load,
 )
 from .fileio import atomic_write_npz, atomic_write_text
-from .interface import DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
+from .interface import CONSISTENCY_MESSAGE, DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
 from .lock import RunDirectoryLock
 from .options import resolve_method_options, resolved_options
 from .pool import SideBySide
@@ -58,6 +58,8 @@ class RunResult:
     failed_methods: dict[str, str] = field(default_factory=dict)  # method -> why it could not run at all
     all_cases_failed: dict[str, str] = field(default_factory=dict)  # method -> first reason, no case succeeded
     some_cases_failed: dict[str, int] = field(default_factory=dict)  # method -> failed cases (others succeeded)
+    # method -> (cases whose moved image disagrees with their flow, cases, first such reason), where most do
+    wrong_convention: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)  # method -> failed cases computed again in this call
     not_converged: dict[str, str] = field(default_factory=dict)  # trained method -> why its training did not converge
     unavailable: dict[str, str] = field(default_factory=dict)  # method a pattern matched, left out: why (extra missing, dims)
@@ -65,8 +67,9 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """False when a method could not run or none of a method's cases succeeded (the CLI exits 1)."""
-        return not (self.failed_methods or self.all_cases_failed)
+        """False when a method could not run, none of a method's cases succeeded, or most of its flows are in
+        another convention than its moved images (the CLI exits 1)."""
+        return not (self.failed_methods or self.all_cases_failed or self.wrong_convention)
 
 
 def check_method_options(config: RunConfig) -> None:
@@ -347,7 +350,10 @@ def _run_units(
             continue
         rows = [r for (m, case, _), r in store.rows.items() if m == name and case in test_keys]
         failures = [r for r in rows if r.get("status") != "ok"]
-        if rows and len(failures) == len(rows):
+        disagreeing = [r for r in failures if str(r.get("reason", "")).startswith(f"InputError: {CONSISTENCY_MESSAGE}")]
+        if 2 * len(disagreeing) > len(rows):  # a method's convention, not a case's accident
+            result.wrong_convention[name] = (len(disagreeing), len(rows), str(disagreeing[0]["reason"]))
+        elif rows and len(failures) == len(rows):
             result.all_cases_failed[name] = str(failures[0].get("reason") or "no reason recorded")
         elif failures:
             result.some_cases_failed[name] = len(failures)

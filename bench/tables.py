@@ -5,7 +5,7 @@ training verdicts). Input: summaries from regbench.aggregate; output: text."""
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,17 +50,17 @@ DEFORMATION_METRICS = {"njd", "sdlogj"}
 
 
 DAGGER = "†"
-
-
 DDAGGER = "‡"  # training did not converge (regbench.convergence)
+PARTIAL_MARK = r"\S"  # scored on fewer pairs than its table: not bold, not tested
+MARK_TEXT = {r"\dagger": DAGGER, PARTIAL_MARK: "§"}  # a cell's LaTeX mark as Markdown prints it
 
 
 def _order(methods: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(methods), key=method_sort_key)
 
 
-def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str]) -> float | None:
-    rows = summary[~(summary["method"].isin(list(baselines)) & (metric in DEFORMATION_METRICS))]
+def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str], left_out: Collection[str] = ()) -> float | None:
+    rows = summary[~(summary["method"].isin(list(baselines)) & (metric in DEFORMATION_METRICS)) & ~summary["method"].isin(list(left_out))]
     values = pd.to_numeric(rows[f"{metric}_mean"], errors="coerce").dropna()
     if not len(values):
         return None
@@ -74,10 +74,13 @@ def table1_cells(
     marks: dict[tuple[str, str, str], str],
     spread: pd.DataFrame | None = None,
     baselines: Collection[str] = DEFAULT_STUDY.baselines,
+    partial: Mapping[tuple[str, str], tuple[int, int]] | None = None,
 ) -> pd.DataFrame:
     """One row per (dataset, method, metric): numbers in table units, the printed text, bold and mark; with
     several training seeds, ``seed_std`` (the std of the method's mean over its seeds) follows in brackets.
-    ``baselines`` (methods that do not deform) print '-' for the deformation metrics."""
+    ``baselines`` (methods that do not deform) print '-' for the deformation metrics. ``partial`` (dataset,
+    method) pairs (:func:`regbench.aggregate.partial_methods`) are marked :data:`PARTIAL_MARK` and never bold."""
+    partial = partial or {}
     spread = spread.set_index(["dataset", "method"]) if spread is not None and len(spread) else None
     rows = []
     for dataset, summary in summaries.items():
@@ -85,7 +88,7 @@ def table1_cells(
             if f"{metric}_mean" not in summary:
                 continue
             spec = spec_of(metric)
-            best = _best(summary, metric, baselines)
+            best = _best(summary, metric, baselines, [m for d, m in partial if d == dataset])
             for rec in summary.itertuples():
                 mean, std = getattr(rec, f"{metric}_mean"), getattr(rec, f"{metric}_std")
                 row = {
@@ -105,8 +108,9 @@ def table1_cells(
                     row["text"] = "failed" if rec.n_failed == rec.n_cases else "n/a"
                 else:
                     row["text"] = f"{mean * spec.table_scale:.{digits}f}" + ("" if pd.isna(std) else f"±{std * spec.table_scale:.{digits}f}")
-                    row["best"] = best is not None and round(mean * spec.table_scale, digits) == round(best * spec.table_scale, digits)
                     key = (dataset, rec.method)
+                    row["best"] = key not in partial and best is not None and round(mean * spec.table_scale, digits) == round(best * spec.table_scale, digits)
+                    row["mark"] = PARTIAL_MARK if key in partial else row["mark"]
                     if spread is not None and key in spread.index and spread.loc[key, "n_seeds"] > 1 and f"{metric}_seed_std" in spread:
                         row["n_seeds"] = int(spread.loc[key, "n_seeds"])
                         row["seed_std"] = spread.loc[key, f"{metric}_seed_std"] * spec.table_scale
@@ -172,7 +176,7 @@ def table1_latex(
                 if bracket:  # the seeds' spread, small, after the bold part
                     text += r"\,{\scriptsize[" + bracket.rstrip("]").replace("±", r"$\pm$") + "]}"
                 if cell["mark"]:
-                    text += r"$^{\dagger}$"
+                    text += rf"$^{{{cell['mark']}}}$"
                 out.append(text)
         lines.append(" & ".join(out) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}" + ("}" if layout in ("fit", "wide") else ""), rf"\end{{{env}}}"]
@@ -195,7 +199,7 @@ def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Seque
                     cell = index.loc[key]
                     main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
                     text = (f"**{main}**" if cell["best"] else main) + (f" [{bracket}" if bracket else "")
-                    text += DAGGER if cell["mark"] else ""
+                    text += MARK_TEXT.get(cell["mark"], cell["mark"])
                 column = names.metric(metric).label if len(datasets) == 1 else f"{names.dataset(dataset)} {names.metric(metric).label}"
                 rec[column] = text
         records.append(rec)
@@ -318,6 +322,7 @@ def table1_caption(
     with_epe: bool,
     reference: str | None,
     alpha: float,
+    partial: Mapping[tuple[str, str], tuple[int, int]] | None = None,
 ) -> str:
     """Table 1's caption from what the runs recorded: the test pairs (and labelled pairs) per dataset, the labels,
     the HD95 convention and Jacobian scheme, EPE, the significance test against ``reference`` (None: no marks),
@@ -352,9 +357,18 @@ def table1_caption(
             if reference is not None
             else ""
         )
+        + partial_caption(partial or {}, names)
         + seed_text
         + training_caption(verdicts, names)
     )
+
+
+def partial_caption(partial: Mapping[tuple[str, str], tuple[int, int]], names: Names) -> str:
+    """The caption's sentence on rows over fewer pairs than their table (per method: n of N)."""
+    if not partial:
+        return ""
+    counts = "; ".join(f"{names.dataset(d)}: {names.method(m)} {n} of {total}" for (d, m), (n, total) in partial.items())
+    return f" $^{{{PARTIAL_MARK}}}$: over fewer pairs than the table ({latex_escape(counts)}), so neither bold nor tested."
 
 
 def table2_caption(manifests: Sequence[Manifest]) -> str:

@@ -83,6 +83,21 @@ class NormalisedFlow:
         return Registration(moved=warp(moving, flow), flow=flow * 2 / (fixed.shape[0] - 1))
 
 
+class ReversedFlow:
+    """Moves the image by a small smooth displacement (at most 0.3 px along rows, 0.06 px along columns) and returns
+    its flow x first (channel 0 columns): a wrong convention that barely shows on low motion."""
+
+    name = "reversed-flow"
+
+    def register(self, fixed, moving):
+        from regbench import warp
+
+        fixed, moving = validate_images(fixed, moving)
+        rows, cols = np.mgrid[0 : fixed.shape[0], 0 : fixed.shape[1]] / np.float32(max(fixed.shape))
+        flow = 0.3 * np.stack([np.sin(np.pi * rows) * np.sin(np.pi * cols), 0.2 * np.sin(np.pi * rows)]).astype(np.float32)
+        return Registration(moved=warp(moving, flow), flow=flow[::-1].copy())
+
+
 class TrainedIdentity:
     """A trainable identity: ``fit`` records its process and thread count in the model directory, ``save``
     writes a marker; DyingTrainer's ``fit`` kills its own process (SIGKILL), as the OOM killer would."""
@@ -223,6 +238,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             crashing = regbench_testplugin:Crashing
             hanging = regbench_testplugin:Hanging
             normalised-flow = regbench_testplugin:NormalisedFlow
+            reversed-flow = regbench_testplugin:ReversedFlow
             trained-identity = regbench_testplugin:TrainedIdentity
             dying-trainer = regbench_testplugin:DyingTrainer
             volume-only = regbench_testplugin:VolumeOnly

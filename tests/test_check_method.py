@@ -43,7 +43,7 @@ class SwappedChannels:
 def test_check_method_reports_each_failure_in_one_line():
     report = check_method(SwappedChannels())
     failed = {r.name: r.message for r in report.failures}
-    assert "moved agrees with flow" in failed and "channel 0 rows" in failed["moved agrees with flow"]
+    assert "moved agrees with flow" in failed and "they agree if the flow has channels in reverse order (x first)" in failed["moved agrees with flow"]
     assert "identical pair gives ~zero motion" in failed
     assert "rejects images of different shapes" not in failed
     assert all("\n" not in m for m in failed.values())

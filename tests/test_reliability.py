@@ -287,11 +287,34 @@ def test_a_flow_in_normalised_units_fails_every_case_and_is_not_ranked(tmp_path,
     out = tmp_path / "r"
     done = _cli(["run", "--methods", "initial,normalised-flow", "--out", str(out), *SMOKE])
     assert done.returncode == 1
-    assert "regbench: error: method normalised-flow: every case failed, e.g. InputError: moved image differs from warp(moving, flow)" in done.stderr
+    assert "regbench: error: method normalised-flow: 12 of 12 cases failed because moved image differs from warp(moving, flow)" in done.stderr
+    assert "they agree if the flow has normalised [-1, 1] units (grid_sample, align_corners=True)" in done.stderr
     per_case = pd.read_csv(out / "per_case.csv")
     assert (per_case[per_case["method"] == "normalised-flow"]["status"] == "failed").all()
     row = next(line for line in (out / "report" / "table1.md").read_text().splitlines() if "normalised-flow" in line)
     assert {cell.strip() for cell in row.strip("| ").split("|")[1:]} == {"failed"}, row  # listed as failed, never with numbers
+
+
+@pytest.mark.slow
+def test_a_reversed_flow_on_low_motion_fails_the_method_naming_the_mistake(tmp_path, with_plugins):
+    """x-first flows of sub-pixel motion: an absolute MSE bound (2e-3, before) let every case through and ranked
+    them; relative to how far the method moved the image, each case fails and the method fails in one line."""
+    from regbench import create_dataset
+    from regbench.interface import moved_flow_disagreement
+    from regbench.registry import METHODS
+
+    method = METHODS.create("reversed-flow")
+    pairs = create_dataset("synthetic", n_subjects=8, image_size=64, seed=0).pairs("test")[:12]
+    assert all(moved_flow_disagreement(p.moving, method.register(p.fixed, p.moving)) < 2e-3 for p in pairs)  # passed before
+    out = tmp_path / "r"
+    done = _cli(["run", "--methods", "initial,reversed-flow", "--out", str(out), *SMOKE])
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("regbench: error:")]
+    assert len(errors) == 1 and errors[0].startswith("regbench: error: method reversed-flow: 12 of 12 cases failed because moved image differs")
+    assert "they agree if the flow has channels in reverse order (x first)" in errors[0] and "regbench check-method reversed-flow" in errors[0]
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert (per_case[per_case["method"] == "reversed-flow"]["status"] == "failed").all()
+    assert (per_case[per_case["method"] == "initial"]["status"] == "ok").all()
 
 
 # ------------------------------------------------------------------------------------ processes and signals

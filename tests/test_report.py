@@ -236,3 +236,29 @@ def test_per_structure_columns_follow_dice_and_hd95(tmp_path):
     header = next(line for line in (path / "report" / "table1.tex").read_text().splitlines() if line.startswith("Method"))
     assert header.split(" & ")[1:6] == [r"Dice (\%)", r"Dice LV (\%)", r"Dice Myo (\%)", r"Dice RV (\%)", "HD95 (mm)"]
     assert "GSMorph & \\textbf{" in (path / "report" / "table1.tex").read_text()
+
+
+def test_a_row_over_fewer_pairs_is_marked_not_bold_and_not_tested(tmp_path):
+    """A run stopped part-way and resumed with other methods: Demons has 7 of 12 pairs, one more method 1 of 12
+    (its mean, the best Dice, would otherwise be bold). Their rows are marked §, never bold, left out of the
+    paired tests, and the caption and the report's problems give each one's n."""
+    run = fake_run(tmp_path / "run", "acdc", {**EFFECTS, "demons": 0.3, "syn": 0.25})
+    df = pd.read_csv(run / "per_case.csv", dtype={"case_id": str, "subject": str})
+    keep = ~((df["method"] == "demons") & (df["case_id"] >= "s07")) & ~((df["method"] == "syn") & (df["case_id"] != "s00-0"))
+    df[keep].to_csv(run / "per_case.csv", index=False)
+    report = write_report([run], tmp_path / "out", ReportOptions(figures=False, references=("gsmorph",)))
+    cells = pd.read_csv(tmp_path / "out" / "table1.csv").set_index(["method", "metric"])
+    assert cells.loc[("demons", "dice"), "n"] == 7 and cells.loc[("syn", "dice"), "n"] == 1
+    assert cells.loc[("demons", "dice"), "mark"] == cells.loc[("syn", "mse"), "mark"] == r"\S"
+    assert not cells.loc[["demons", "syn"], "best"].any() and cells.loc[("gsmorph", "dice"), "best"]
+    stats = pd.read_csv(tmp_path / "out" / "stats.csv")
+    assert not set(stats["method"]) & {"demons", "syn"} and {"initial", "voxelmorph-m", "gs-agr"} <= set(stats["method"])
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert r"$^{\S}$: over fewer pairs than the table (ACDC: demons 7 of 12; ACDC: syn 1 of 12), so neither bold nor tested." in tex
+    demons = next(line for line in tex.splitlines() if line.startswith("demons")).split(" & ")
+    assert demons[1].endswith(r"$^{\S}$") and not demons[1].startswith(r"\textbf")
+    assert "§" in (tmp_path / "out" / "table1.md").read_text()
+    assert [p for p in report.problems if "of the table's 12 pairs" in p] == [
+        "demons on acdc scored 7 of the table's 12 pairs: its row is marked § and left out of bold and of the paired tests (run it again with the same settings to score the rest)",
+        "syn on acdc scored 1 of the table's 12 pairs: its row is marked § and left out of bold and of the paired tests (run it again with the same settings to score the rest)",
+    ]
