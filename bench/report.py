@@ -62,9 +62,9 @@ class ReportOptions:
     layout: str = "auto"  # Table 1's LaTeX: plain | fit | wide | auto (see LAYOUTS)
     study: Study = DEFAULT_STUDY  # row order, reference, baselines and published numbers
 
-    def __post_init__(self) -> None:
-        if self.references is None:
-            self.references = (self.study.reference,)
+    def resolved_references(self) -> tuple[str, ...]:
+        """The methods the paired tests are against: those given, else the study's reference."""
+        return tuple(self.references) if self.references is not None else (self.study.reference,)
 
 
 @dataclass
@@ -81,6 +81,8 @@ def load_per_case(run_dir: Path, problems: list[str]) -> pd.DataFrame:
         df = migrate_per_case(pd.read_csv(path, dtype={"case_id": str, "subject": str, "reason": str, "skipped": str}))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} cannot be read as CSV: {exc}") from None
+    if df.empty:
+        raise DataError(f"{path} has no cases: nothing to report (the run scored no pair)")
     missing = [c for c in REQUIRED_COLUMNS if c not in df]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(repr(c) for c in missing)}; it needs {', '.join(REQUIRED_COLUMNS)}")
@@ -110,10 +112,12 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     resolve_layout(options.layout, 1, options.per_structure)  # checks the value before any work
     run_dirs, frames, manifests = _read_runs(run_dirs, report.problems)
     per_case = merge_runs(run_dirs, frames, manifests, report.problems)
+    if options.references is not None:  # named by the user: a typo is an error, as for every other name
+        _check_references(options.references, per_case)
     prepare_output_dir(report.out_dir)
     study = options.study
     names = Names.from_manifests(manifests, study)
-    references = options.references or ()
+    references = options.resolved_references()
     for (dataset, method), reason in failed_methods(per_case).items():
         report.problems.append(
             f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})"
@@ -174,6 +178,18 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.figures:
         _draw_figures(report, run_dirs, per_case, averaged, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
     return report
+
+
+def _check_references(references: Sequence[str], per_case: pd.DataFrame) -> None:
+    """Each named reference is a method of the report, else one ConfigError with a did-you-mean."""
+    import difflib
+
+    methods = sorted(set(per_case["method"]))
+    for reference in references:
+        if reference not in methods:
+            close = difflib.get_close_matches(reference, methods, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--against {reference!r} is not a method of this report{hint}; its methods: {', '.join(methods)}")
 
 
 def _read_runs(run_dirs: Sequence[Path], problems: list[str]) -> tuple[list[Path], list[pd.DataFrame], list[Manifest]]:

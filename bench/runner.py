@@ -157,6 +157,19 @@ def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | 
     return out
 
 
+def check_split_sizes(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> None:
+    """Every split a run loads has a pair (test to score; train and val to train a method), else one error
+    naming each split's size, before anything is written."""
+    empty = [split for split, split_pairs in pairs.items() if not split_pairs]
+    if empty:
+        sizes = ", ".join(f"{split} {len(split_pairs)}" for split, split_pairs in pairs.items())
+        raise DataError(
+            f"dataset {dataset!r} has no pairs in its {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} ({sizes} pairs): "
+            "a run needs a test pair, and a train and a val pair to train a method. Give it more subjects (a "
+            "75/5/20 split by subject needs at least 3), or a split_file that puts one in each"
+        )
+
+
 def image_dims(pairs: Mapping[str, Sequence[Pair]]) -> int:
     """The dimension of a run's images (:func:`load_pairs` checked that its pairs share one)."""
     return next((p.fixed.ndim for split in pairs.values() for p in split), 2)
@@ -212,6 +225,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     with RunDirectoryLock(config.out_dir):
         dataset = build_dataset(config)
         pairs = load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
+        check_split_sizes(pairs, config.dataset)
         manifest = bind(config, dataset)
         manifest.set_dataset(run_labels(config), image_dims(pairs))
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
@@ -285,6 +299,7 @@ def _run_units(
     dataset = build_dataset(config)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
     pairs = load_pairs(dataset, splits, run_labels(config))  # a bad dataset is refused before binding
+    check_split_sizes(pairs, config.dataset)
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
     manifest.set_dataset(run_labels(config), image_dims(pairs))

@@ -41,6 +41,7 @@ from ..interface import Pair
 from .labels import CARDIAC_LABELS, slice_case_id
 from .splits import SPLITS, read_split_file, split_subjects
 
+MIN_SUBJECTS = 3  # one per split (regbench.datasets.splits.split_subjects)
 PREPARATION_VERSION = 1  # bump when preparation changes the numbers: old caches are then not used
 SLICE_RULES = ("all-structures", "lv", "all")
 
@@ -298,6 +299,16 @@ class CineDataset:
             summary.shapes.add(case.ed_image.shape[:2])
             if not pairs:
                 summary.problems.append(f"{subject}: no slice kept by slice_rule={self.preparation.slice_rule!r}")
+        try:
+            summary.split = {name: len(members) for name, members in self.split().items()}
+        except ConfigError as exc:
+            summary.problems.append(str(exc))
+            return summary
+        if empty := [name for name, size in summary.split.items() if not size]:
+            summary.problems.append(
+                f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty: a run needs a subject in each "
+                f"(75/5/20 by subject: at least {MIN_SUBJECTS} subjects; {len(ids)} found), or give split_file"
+            )
         return summary
 
 
@@ -314,6 +325,7 @@ class CheckSummary:
     labels: set[int] = field(default_factory=set)
     shapes: set[tuple[int, int]] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    split: dict[str, int] = field(default_factory=dict)  # subjects per split
 
     def __str__(self) -> str:
         lines = [
@@ -321,6 +333,8 @@ class CheckSummary:
             f"  subjects: {self.subjects} found, {self.ok_subjects} readable",
             f"  slices: {self.slices_kept} kept of {self.slices_total}",
         ]
+        if self.split:
+            lines.append("  split (subjects): " + ", ".join(f"{name} {size}" for name, size in self.split.items()))
         if self.spacings:
             s = np.asarray(self.spacings)
             lines.append(f"  in-plane spacing (mm): rows {s[:, 0].min():.2f}–{s[:, 0].max():.2f}, columns {s[:, 1].min():.2f}–{s[:, 1].max():.2f}")

@@ -233,3 +233,25 @@ def test_data_check_of_a_good_download(mnm_root):
     done = subprocess.run([sys.executable, "-m", "regbench.cli", "data", "check", "--dataset", "mnm", "--root", str(mnm_root)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "subjects: 5 found, 5 readable" in done.stdout and "problems: 0" in done.stdout and "[0, 1, 2, 3]" in done.stdout
+
+
+def test_too_few_patients_for_the_splits_is_one_line_in_run_and_data_check(tmp_path, capsys, monkeypatch):
+    """Two patients leave the test split empty: the run refuses in one line (exit 2) naming each split's size,
+    before anything is written, and data check names the empty split and the minimum (it said "problems: 0")."""
+    from regbench.cli import main
+
+    root = make_acdc(tmp_path / "ACDC", n=2)
+    monkeypatch.setenv("REGBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "acdc", "--root", str(root), "--methods", "initial", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "regbench: error: dataset 'acdc' has no pairs in its test split (test 0 pairs): a run needs a test pair, and a train "
+        "and a val pair to train a method. Give it more subjects (a 75/5/20 split by subject needs at least 3), or a "
+        "split_file that puts one in each"
+    ]
+    assert not (out / "cases.jsonl").exists()
+    assert main(["data", "check", "--dataset", "acdc", "--root", str(root)]) == 1
+    printed = capsys.readouterr().out
+    assert "split (subjects): train 2, val 0, test 0" in printed and "problems: 1" in printed
+    assert "the val and test splits are empty: a run needs a subject in each (75/5/20 by subject: at least 3 subjects; 2 found)" in printed

@@ -431,6 +431,16 @@ def test_a_per_case_csv_without_table1_columns_is_one_error(tmp_path):
         write_report([out])
 
 
+def test_a_per_case_csv_without_cases_is_one_error(tmp_path):
+    from regbench.report import write_report
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "per_case.csv").write_text("method,dataset,case_id,subject,seed,dice,hd95,mse,njd,status,reason\n")
+    with pytest.raises(DataError, match=rf"{out / 'per_case.csv'} has no cases: nothing to report \(the run scored no pair\)"):
+        write_report([out])
+
+
 def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     from regbench import fileio, store
 

@@ -262,3 +262,16 @@ def test_a_row_over_fewer_pairs_is_marked_not_bold_and_not_tested(tmp_path):
         "demons on acdc scored 7 of the table's 12 pairs: its row is marked § and left out of bold and of the paired tests (run it again with the same settings to score the rest)",
         "syn on acdc scored 1 of the table's 12 pairs: its row is marked § and left out of bold and of the paired tests (run it again with the same settings to score the rest)",
     ]
+
+
+def test_report_against_an_unknown_method_is_one_error_with_a_did_you_mean(tmp_path, capsys):
+    from regbench.cli import main
+
+    run = fake_run(tmp_path / "run", "acdc", EFFECTS)
+    assert main(["report", str(run), "--no-figures", "--against", "gsmorf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "regbench: error: --against 'gsmorf' is not a method of this report (did you mean 'gsmorph'?); its methods: gs-agr, gsmorph, initial, voxelmorph-m"
+    ]
+    assert not (run / "report").exists()
+    assert main(["report", str(run), "--no-figures", "--against", "voxelmorph-m"]) == 0
