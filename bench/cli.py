@@ -28,6 +28,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="; ".join(f"{p.name}: {p.description}".replace("%", "%%") for p in PROFILES.values()) + " (default: quick)",
     )
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
+    p.add_argument("--refresh", action="store_true", help="prepare the dataset's pairs from its files again, ignoring its cache (acdc, mnm)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
     p.add_argument("--device", help="auto (default: CUDA when available) | cpu | cuda[:N]")
     p.add_argument(
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder (default: the dataset's environment variable)")
     p.add_argument("--slice-rule", choices=["all-structures", "lv", "all"], help="which slices to keep (default all-structures)")
     p.add_argument("--crop", type=int, help="crop size in pixels (default 128)")
+    p.add_argument("--refresh", action="store_true", help="also prepare the pairs again and rewrite their cache (the check itself always reads the files)")
 
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
@@ -225,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
     config = _config_from_args(args)
-    result = run(config, progress=not args.no_progress, retrain=args.retrain)
+    result = run(config, progress=not args.no_progress, retrain=args.retrain, refresh=args.refresh)
     print(f"run directory: {result.run_dir}")
     for why in result.unavailable.values():
         print(f"regbench: note: left out of {','.join(config.methods)}: {why}", file=sys.stderr)
@@ -265,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .runner import train
 
-    path = train(_config_from_args(args), args.method, progress=not args.no_progress, retrain=args.retrain)
+    path = train(_config_from_args(args), args.method, progress=not args.no_progress, retrain=args.retrain, refresh=args.refresh)
     print(f"trained model: {path}")
     return 0
 
@@ -303,15 +305,18 @@ def print_report(report) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .interface import ChecksItself
+    from .interface import ChecksItself, Dataset
     from .registry import DATASETS
 
     options = {k: v for k, v in (("root", args.root), ("slice_rule", args.slice_rule), ("crop", args.crop)) if v is not None}
-    dataset = DATASETS.create(args.dataset, **options)
+    dataset = DATASETS.create(args.dataset, **options, **({"refresh": True} if args.refresh else {}))
     if not isinstance(dataset, ChecksItself):
         raise ConfigError(f"dataset {args.dataset!r} is not read from disk: nothing to check")
     summary = dataset.check()
     print(summary)
+    if args.refresh and summary.ok and isinstance(dataset, Dataset):
+        dataset.pairs("test")  # prepares every subject's pairs from the files and rewrites the cache
+        print("  cache: pairs prepared again from the files")
     return 0 if summary.ok else 1
 
 

@@ -73,8 +73,13 @@ def create_method(name: str, options: dict[str, Any], config: RunConfig | None =
         raise type(exc)(f"method {name!r} (options from {origin}): {exc}") from None
 
 
-def build_dataset(config: RunConfig) -> Any:
+def build_dataset(config: RunConfig, refresh: bool = False) -> Any:
+    """The run's dataset; ``refresh``: prepared from its files again, ignoring its cache (where it keeps one)."""
     options = {**get_profile(config.profile).dataset_options.get(config.dataset, {}), **config.dataset_options}
+    if refresh and "refresh" in (DATASETS.option_names(config.dataset) or set()):
+        options["refresh"] = True
+    elif refresh:
+        log.info("dataset %r keeps no cache: --refresh has nothing to refresh", config.dataset)
     return DATASETS.create(config.dataset, **options)
 
 

@@ -213,7 +213,7 @@ def bind(config: RunConfig, dataset: Any) -> Manifest:
     return bind_run_dir(config.out_dir, fingerprint(config, dataset_options(dataset)), asdict(config), environment(), DATASETS.display_name(config.dataset))
 
 
-def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = False) -> Path:
+def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = False, refresh: bool = False) -> Path:
     """Train one method on the dataset's train split into its model directory (resuming); no evaluation."""
     config.methods = [name]
     check_device(config.device)
@@ -223,7 +223,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     prepare_run_dir(config.out_dir)
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
-        dataset = build_dataset(config)
+        dataset = build_dataset(config, refresh)
         pairs = load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
         check_split_sizes(pairs, config.dataset)
         manifest = bind(config, dataset)
@@ -252,8 +252,9 @@ def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str) ->
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def run(config: RunConfig, progress: bool = True, retrain: bool = False, report: bool = True) -> RunResult:
-    """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end."""
+def run(config: RunConfig, progress: bool = True, retrain: bool = False, report: bool = True, refresh: bool = False) -> RunResult:
+    """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end.
+    ``refresh``: the dataset's pairs are prepared from its files again, ignoring its cache."""
     unavailable: dict[str, str] = {}
     dims = DATASETS.meta(config.dataset).dims  # a method that cannot register them is left out or refused here
     methods = METHODS.resolve(config.methods or [], skipped=unavailable, dims=dims, dataset=f"dataset {config.dataset!r}")
@@ -271,7 +272,7 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
 
         # On dask, the workers' versions are checked here, before any work.
         with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
-            return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report)
+            return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report, refresh)
 
 
 @dataclass
@@ -293,10 +294,18 @@ class RunContext:
 
 
 def _run_units(
-    config: RunConfig, methods: list[str], built: dict[str, Any], unavailable: dict[str, str], cluster: Any, progress: bool, retrain: bool, report: bool
+    config: RunConfig,
+    methods: list[str],
+    built: dict[str, Any],
+    unavailable: dict[str, str],
+    cluster: Any,
+    progress: bool,
+    retrain: bool,
+    report: bool,
+    refresh: bool = False,
 ) -> RunResult:
     run_dir = RunDir(config.out_dir)
-    dataset = build_dataset(config)
+    dataset = build_dataset(config, refresh)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
     pairs = load_pairs(dataset, splits, run_labels(config))  # a bad dataset is refused before binding
     check_split_sizes(pairs, config.dataset)

@@ -19,7 +19,9 @@ regbench's choices, each an option recorded in the run manifest:
 
 Prepared pairs are cached (``.npz``, written atomically: a failure leaves no partial cache) under
 ``cache_dir`` (default ``$REGBENCH_CACHE`` or ``~/.cache/regbench``), keyed by the root's absolute path, the
-preparation options and :data:`PREPARATION_VERSION`; changing an option prepares anew.
+preparation options, :data:`PREPARATION_VERSION` and the size and modification time of every file under the
+root: changing an option prepares anew, and so does changing, adding or removing a file (with a warning; the
+stale cache is removed). ``refresh=True`` (``--refresh``) prepares anew regardless.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from .labels import CARDIAC_LABELS, slice_case_id
 from .splits import SPLITS, read_split_file, split_subjects
 
 MIN_SUBJECTS = 3  # one per split (regbench.datasets.splits.split_subjects)
+log = logging.getLogger("regbench")
 PREPARATION_VERSION = 1  # bump when preparation changes the numbers: old caches are then not used
 SLICE_RULES = ("all-structures", "lv", "all")
 
@@ -200,6 +204,7 @@ class CineDataset:
         split_file: str | Path | None = None,
         cache: bool = True,
         cache_dir: str | Path | None = None,
+        refresh: bool = False,
     ) -> None:
         root = root or os.environ.get(self.env_var)
         if not root:
@@ -214,6 +219,7 @@ class CineDataset:
         self.split_fractions = tuple(float(f) for f in split_fractions)
         self.split_file = Path(split_file).expanduser().resolve() if split_file else None
         self.cache = bool(cache)
+        self.refresh = bool(refresh)  # not an option of the data (not in options()): how to read them once
         self.cache_dir = Path(cache_dir or os.environ.get("REGBENCH_CACHE") or Path.home() / ".cache" / "regbench").expanduser()
         self._pairs: dict[str, list[Pair]] | None = None
 
@@ -257,17 +263,26 @@ class CineDataset:
         return [p for s in self.subjects() if s in subjects for p in self._pairs.get(s, [])]
 
     # -- cache ---------------------------------------------------------------------------------------------
-    def cache_path(self) -> Path:
+    def _options_key(self) -> str:
         key = json.dumps({k: v for k, v in self.options().items() if k not in ("seed", "split_fractions", "split_file")}, sort_keys=True)
-        return self.cache_dir / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        return f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def cache_path(self) -> Path:
+        """The cache of these options and of the files as they are now (size and modification time of each)."""
+        return self.cache_dir / f"{self._options_key()}-{files_digest(self.root)}.npz"
 
     def _load_or_prepare(self) -> dict[str, list[Pair]]:
         path = self.cache_path()
-        if self.cache and path.exists():
+        stale = [p for p in self.cache_dir.glob(f"{self._options_key()}-*.npz") if p != path] if self.cache else []
+        if self.cache and path.exists() and not self.refresh:
             try:
                 return _read_cache(path)
             except Exception:  # an unreadable cache is prepared again, never trusted
                 pass
+        if stale and not self.refresh:
+            log.warning("%s: files under %s changed since its pairs were prepared: preparing them again", self.name, self.root)
+        for old in stale + ([path] if self.refresh and path.exists() else []):
+            old.unlink(missing_ok=True)
         prepared = {s: self.preparation.pairs(self.load_case(s)) for s in self.subjects()}
         if self.cache:
             _write_cache(path, prepared)
@@ -385,6 +400,21 @@ def _read_cache(path: Path) -> dict[str, list[Pair]]:
             )
         )
     return out
+
+
+def files_digest(root: Path) -> str:
+    """A digest of every file under ``root``: its path, size and modification time (not its content: reading a
+    whole download at every run would cost more than preparing it again)."""
+    entries = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished or unreadable: preparing will name it
+            entries.append(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
 
 
 def iterate_dirs(parent: Path, predicate: Callable[[Path], bool]) -> Iterator[Path]:

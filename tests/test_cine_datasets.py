@@ -129,6 +129,37 @@ def test_second_load_uses_the_cache_and_new_options_prepare_anew(acdc_root, tmp_
         other.pairs("test")
 
 
+def test_a_file_changed_in_place_prepares_the_pairs_again_and_refresh_forces_it(acdc_root, tmp_path, caplog, monkeypatch, capsys):
+    """The cache was keyed by the root's path and options only: a label fixed in place was silently ignored."""
+    from regbench.cli import main
+    from regbench.datasets.acdc import ACDC
+
+    def everything(data):
+        return {p.case_id: p for split in ("train", "val", "test") for p in data.pairs(split)}
+
+    before = everything(dataset("acdc", acdc_root, tmp_path))
+    assert any(c.startswith("patient001-") for c in before)
+    _rewrite(acdc_root / "training/patient001/patient001_frame01_gt.nii.gz", lambda d: np.where(d == 2, 0, d).astype(np.uint8))
+    with caplog.at_level("WARNING", logger="regbench"):
+        again = dataset("acdc", acdc_root, tmp_path)
+        after = everything(again)
+    assert "acdc: files under" in caplog.text and "changed since its pairs were prepared: preparing them again" in caplog.text
+    assert not any(c.startswith("patient001-") for c in after)  # no Myo in its ED label now: no slice kept
+    assert all(np.array_equal(before[c].fixed_label, after[c].fixed_label) for c in after)
+    assert [p.name for p in (tmp_path / "cache").glob("acdc-*.npz")] == [again.cache_path().name]  # the stale cache removed
+    reads = []
+    monkeypatch.setattr(ACDC, "load_case", lambda self, subject, original=ACDC.load_case: reads.append(subject) or original(self, subject))
+    everything(dataset("acdc", acdc_root, tmp_path))
+    assert reads == []  # current cache: not read from disk
+    everything(dataset("acdc", acdc_root, tmp_path, refresh=True))
+    assert len(reads) == 5 and "refresh" not in again.options()  # --refresh: from the files, and binds no run
+    good = make_acdc(tmp_path / "good")
+    monkeypatch.setenv("REGBENCH_CACHE", str(tmp_path / "cache"))
+    reads.clear()
+    assert main(["data", "check", "--dataset", "acdc", "--root", str(good), "--refresh"]) == 0
+    assert "cache: pairs prepared again from the files" in capsys.readouterr().out and len(reads) == 2 * 5  # check, then prepare
+
+
 def test_missing_root_and_missing_root_option(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"nowhere: acdc root folder does not exist"):
         create_dataset("acdc", root=str(tmp_path / "nowhere"))
