@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -45,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cases)")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers methods or datasets (package.module or path/to/file.py; repeatable; "
+        "also $REGBENCH_PLUGINS, comma-separated), for plugins without an installed package",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -433,6 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "train"):
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if args.plugin:
+            from .registry import PLUGINS_ENV, load_plugins
+
+            # The environment carries them to worker processes, which import them before looking a name up.
+            given = [str(Path(p).expanduser().resolve()) if p.endswith(".py") else p for p in args.plugin]
+            os.environ[PLUGINS_ENV] = ",".join(filter(None, [os.environ.get(PLUGINS_ENV, ""), *given]))
+            load_plugins(given)
         return COMMANDS[args.command](args)
     except RegbenchError as exc:
         print(f"regbench: error: {exc}", file=sys.stderr)

@@ -147,13 +147,15 @@ class Registry:
 
     # -- discovery --------------------------------------------------------------------------------
     def _plugin_entry_points(self) -> dict[str, Any]:
+        load_env_plugins()  # modules named by --plugin / $REGBENCH_PLUGINS register themselves on import
         if self._entry_points is None:
             self._entry_points = {ep.name: ep for ep in entry_points(group=self.group)}
         return self._entry_points
 
     def names(self) -> list[str]:
-        """Every known name, built-in or plugin, without importing any plugin."""
-        return sorted(set(self._builtins) | set(self._factories) | set(self._plugin_entry_points()))
+        """Every known name, built-in or plugin, without importing any plugin (but those of $REGBENCH_PLUGINS)."""
+        entry_points = self._plugin_entry_points()  # first: it imports $REGBENCH_PLUGINS, which register names
+        return sorted(set(self._builtins) | set(self._factories) | set(entry_points))
 
     def list(self, pattern: str = "*") -> list[str]:
         """Names matching a shell-style pattern (``voxelmorph-*``); several patterns may be comma-separated."""
@@ -225,13 +227,18 @@ class Registry:
     def _unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}."
+        return (
+            f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}. A {self.kind} registered in your own "
+            f"module is loaded with --plugin MODULE_OR_FILE.py (or ${PLUGINS_ENV}); an installed package declares an "
+            f"entry point in group {self.group} (docs/plugin-guide.md)."
+        )
 
     def get(self, name: str) -> Callable[..., Any]:
         """The factory for ``name``, importing its built-in module or entry point on first use.
 
         A module that fails to import, or an entry point whose module registers other names, is a
         RegistryError naming the module and what it registered instead."""
+        load_env_plugins()
         if name not in self._factories:
             before = set(self._factories)
             source = ""
@@ -413,6 +420,53 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 def create_method(name: str, **options: Any) -> Any:
     return METHODS.create(name, **options)
+
+
+#: Comma-separated modules (importable names or paths to .py files) imported before any name is looked up, in
+#: this process and in its worker processes (which inherit the environment): plugins without an installed
+#: package. ``regbench --plugin`` adds to it.
+PLUGINS_ENV = "REGBENCH_PLUGINS"
+_loaded_plugins: set[str] = set()
+
+
+def load_plugins(specs: Iterable[str]) -> None:
+    """Import each module (``package.module`` or ``path/to/file.py``) once; its decorators register its names.
+    One that cannot be imported is a RegistryError naming it."""
+    import os
+    import sys
+    from pathlib import Path
+
+    for spec in (s.strip() for s in specs):
+        if not spec or spec in _loaded_plugins:
+            continue
+        _loaded_plugins.add(spec)  # before importing: a module that looks names up must not import itself again
+        try:
+            if spec.endswith(".py"):
+                path = Path(spec).expanduser().resolve()
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file {path}")
+                # Imported by its name from its folder, here and (PYTHONPATH) in worker processes: a method object
+                # sent to a worker is unpickled by importing its module by name.
+                folder = str(path.parent)
+                if folder not in sys.path:
+                    sys.path.insert(0, folder)
+                if folder not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+                    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.environ.get("PYTHONPATH", "")]))
+                importlib.import_module(path.stem)
+            else:
+                importlib.import_module(spec)
+        except RegbenchError:
+            raise
+        except Exception as exc:
+            _loaded_plugins.discard(spec)
+            raise RegistryError(f"plugin {spec!r} (--plugin / ${PLUGINS_ENV}) cannot be imported: {type(exc).__name__}: {exc}") from None
+
+
+def load_env_plugins() -> None:
+    """The modules of ``$REGBENCH_PLUGINS``, each imported once per process."""
+    import os
+
+    load_plugins(os.environ.get(PLUGINS_ENV, "").split(","))
 
 
 def is_trainable(method: Any) -> bool:

@@ -95,3 +95,46 @@ def test_no_top_level_methods_or_datasets_package_is_installed():
         spec = importlib.util.find_spec(name)
         assert spec is None or "regbench" not in str(spec.origin or ""), f"top-level {name!r} comes from regbench"
     assert regbench.methods.__name__ == "regbench.methods" if hasattr(regbench, "methods") else True
+
+
+PLUGIN_FILE = """
+import numpy as np
+from regbench import Registration, register_method
+from regbench.interface import validate_images
+
+
+@register_method("half-shift")
+class HalfShift:
+    '''Registered by the decorator only, in a file that no package installs.'''
+
+    def register(self, fixed, moving):
+        fixed, moving = validate_images(fixed, moving)
+        return Registration(moved=moving.copy(), flow=np.zeros((2, *fixed.shape), np.float32))
+"""
+
+
+@pytest.mark.slow
+def test_a_plugin_file_without_a_package_runs_with_plugin_and_the_unknown_name_says_how(tmp_path):
+    """A method registered only with the decorator was invisible to the CLI, and the error did not say why."""
+    import os
+
+    import pandas as pd
+
+    plugin = tmp_path / "mine.py"
+    plugin.write_text(PLUGIN_FILE)
+    env = {key: value for key, value in os.environ.items() if key != "REGBENCH_PLUGINS"}
+    cli = [sys.executable, "-m", "regbench.cli"]
+    smoke = ["run", "--profile", "smoke", "--max-pairs", "2", "--no-progress", "--methods", "initial,half-shift"]
+    unknown = subprocess.run([*cli, *smoke, "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    assert unknown.returncode == 2
+    assert "unknown method 'half-shift'" in unknown.stderr and "--plugin MODULE_OR_FILE.py (or $REGBENCH_PLUGINS)" in unknown.stderr
+    done = subprocess.run([*cli, "--plugin", str(plugin), *smoke, "--out", str(tmp_path / "b")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "b" / "per_case.csv")
+    assert (table[table["method"] == "half-shift"]["status"] == "ok").sum() == 2  # scored in worker processes (plugins run isolated)
+    listed = subprocess.run([*cli, "methods"], capture_output=True, text=True, env={**env, "REGBENCH_PLUGINS": str(plugin)})
+    assert "half-shift" in listed.stdout
+    broken = subprocess.run([*cli, "--plugin", "no_such_module_here", "methods"], capture_output=True, text=True, env=env)
+    assert broken.returncode == 2 and broken.stderr.strip().splitlines() == [
+        "regbench: error: plugin 'no_such_module_here' (--plugin / $REGBENCH_PLUGINS) cannot be imported: ModuleNotFoundError: No module named 'no_such_module_here'"
+    ]
