@@ -14,7 +14,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # batch 16). Allocation only: no number changes.
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .check import check_method
+from typing import TYPE_CHECKING, Any
+
 from .errors import ConfigError, DataError, InputError, RegbenchError, RegistryError
 from .interface import Method, Pair, Registration, TrainableMethod
 from .registry import (
@@ -28,6 +29,19 @@ from .registry import (
     register_method,
 )
 from .warp import warp, warp_label
+
+if TYPE_CHECKING:
+    from .check import check_method
+
+
+def __getattr__(name: str) -> Any:
+    """``check_method`` on first use: it loads torch (~1 s), which `regbench --help` and reports do not need."""
+    if name == "check_method":
+        from .check import check_method
+
+        return check_method
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

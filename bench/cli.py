@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         choices=list(PROFILES),
-        metavar="PROFILE",
-        help="; ".join(f"{p.name}: {p.description}".replace("%", "%%") for p in PROFILES.values()) + " (default: quick)",
+        metavar="{" + ",".join(PROFILES) + "}",
+        help="data size and training budget (default: quick); each is described under 'profiles' below",
     )
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
     p.add_argument("--refresh", action="store_true", help="prepare the dataset's pairs from its files again, ignoring its cache (acdc, mnm)")
@@ -37,6 +38,23 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="training seeds, e.g. 0,1,2: each trainable method is trained and evaluated once per seed "
         "(classical methods once); default: once, with the method's own seed (3407 for the deep methods)",
     )
+
+
+PROFILES_EPILOG = "profiles:\n" + "\n".join(
+    textwrap.fill(p.description, width=100, initial_indent=f"  {p.name:<11}", subsequent_indent=" " * 13) for p in PROFILES.values()
+)
+
+
+RUN_DESCRIPTION = textwrap.fill(
+    "Run methods on a dataset's test split. Finished cases are stored as they finish; "
+    "the same command again resumes and retries failed cases. Other settings into the same --out are "
+    "refused, and so is a second run while one holds the directory (RUN/lock.json). A case whose worker dies or "
+    "that exceeds case_timeout_s (default 900 s) is stored as failed and retried by the next run. Trained "
+    "methods whose training did not converge are flagged (warning, Table 1 ‡). Exit status: 0; 1 if a method "
+    "could not run, none of its cases succeeded or most of its flows disagree with its moved images; 2 for bad input; "
+    "130 after Ctrl-C; 143 after SIGTERM.",
+    width=100,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="run (or resume) a benchmark; writes per_case.csv, summary.csv, manifest.json and report/",
-        description="Run methods on a dataset's test split. Finished cases are stored as they finish; "
-        "the same command again resumes and retries failed cases. Other settings into the same --out are "
-        "refused, and so is a second run while one holds the directory (RUN/lock.json). A case whose worker dies or "
-        "that exceeds case_timeout_s (default 900 s) is stored as failed and retried by the next run. Trained "
-        "methods whose training did not converge are flagged (warning, Table 1 ‡). Exit status: 0; 1 if a method "
-        "could not run or none of its cases succeeded; 2 for bad input; 130 after Ctrl-C; 143 after SIGTERM.",
+        description=RUN_DESCRIPTION,
+        epilog=PROFILES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_arguments(p)
     p.add_argument(
@@ -107,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train one deep method on the train split into RUN/models/METHOD/ (resumes)",
         description="Train (or resume training of) one trainable method; the same run directory then evaluates it without retraining.",
+        epilog=PROFILES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("method")
+    p.add_argument("method", help="the trainable method to train (see `regbench methods`)")
     _add_run_arguments(p)
     p.add_argument("--retrain", action="store_true", help="train again even if final.pt exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -125,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "did not converge (validation Dice still rising over the last quarter by > 0.5 points and > 2 standard errors). With several "
         "training seeds, numbers are over pairs of the per-pair mean over seeds, [+-s] the seeds' spread.",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (the folders holding per_case.csv); several are merged")
     p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
     p.add_argument("--against", help=f"comma-separated reference methods for the paired tests (default: the study's, {DEFAULT_STUDY.reference})")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)")
@@ -168,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the method with the profile's options (resolved as regbench run resolves them; "
         "printed first) and run the conformance checks on small synthetic pairs.",
     )
-    p.add_argument("name")
+    p.add_argument("name", help="a registered method's name (see `regbench methods`)")
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="build it with this profile's options, as regbench run does (default smoke)")
     p = sub.add_parser(
         "perf",

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from .interface import Pair, Registration
 from .study import DEFAULT_STUDY
@@ -129,6 +128,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
     footprint = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask ^ ndimage.binary_erosion(mask, structure=footprint, iterations=1)
 
@@ -138,6 +139,8 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) 
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     sa, sb = _surface(a), _surface(b)
+    from scipy import ndimage
+
     to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
     to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)
     return to_b[sa], to_a[sb]

@@ -170,7 +170,10 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     ]
     table2 = table2_frame(per_case, merged_verdicts(verdicts, names), study.baselines)
     report.written += [
-        _write(out / "table2.tex", table2_latex(table2, table2_caption(manifests), options.label + "-speed", options.digits, names)),
+        _write(
+            out / "table2.tex",
+            table2_latex(table2, table2_caption(manifests, trained=bool(verdicts and any(verdicts.values()))), options.label + "-speed", options.digits, names),
+        ),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
     if options.compare_paper:

@@ -206,6 +206,8 @@ class RunDir:
 
     def require_per_case(self) -> Path:
         """``per_case.csv``, or one error saying why there is none."""
+        if self.root.is_file():
+            raise DataError(f"{self.root} is a file: pass the run folder (the directory that holds {PER_CASE_FILE})")
         if not self.per_case.exists():
             hint = f" (the run stored cases in {CASES_FILE}; run `regbench run` with the same settings to rewrite it)" if self.cases.exists() else ""
             raise DataError(f"{self.per_case} does not exist: not a regbench run directory, or the run did not finish a case{hint}")

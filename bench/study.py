@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Study:
     def published(self) -> pd.DataFrame:
         """The study's published Table 1 (its units: Dice %, MSE ×10⁻², as printed)."""
         from importlib.resources import files
+
+        import pandas as pd
 
         if self.published_table1 is None:
             return pd.DataFrame(columns=["dataset", "method", "metric", "unit", "mean", "std", "as_printed"])

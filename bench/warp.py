@@ -8,19 +8,27 @@ for images, nearest for label maps.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: `import regbench` stays light (no torch)
+    import torch
 
 
 def identity_grid(shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
     """Pixel coordinates, shape (ndim, *shape), float32; channel order matches the flow's (row, column[, ...])."""
+    import torch
+
     axes = [torch.arange(s, dtype=torch.float32, device=device) for s in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
 def warp_tensor(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear", grid: torch.Tensor | None = None) -> torch.Tensor:
     """Warp a batch ``image`` (N, C, *S) with ``flow`` (N, ndim, *S) in pixels; differentiable."""
+    import torch
+    import torch.nn.functional as F
+
     spatial = image.shape[2:]
     if grid is None:
         grid = identity_grid(tuple(spatial), device=flow.device)
@@ -34,6 +42,8 @@ def warp_tensor(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
 
 def warp(image: np.ndarray, flow: np.ndarray, mode: str = "bilinear") -> np.ndarray:
     """Warp one 2-D/3-D numpy image with a (ndim, *S) pixel flow. ``mode``: 'bilinear' or 'nearest'."""
+    import torch
+
     image = np.asarray(image)
     flow = np.asarray(flow, dtype=np.float32)
     if flow.shape != (image.ndim, *image.shape):

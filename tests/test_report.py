@@ -275,3 +275,31 @@ def test_report_against_an_unknown_method_is_one_error_with_a_did_you_mean(tmp_p
     ]
     assert not (run / "report").exists()
     assert main(["report", str(run), "--no-figures", "--against", "voxelmorph-m"]) == 0
+
+
+def test_small_things_a_new_user_hits(tmp_path, capsys):
+    """A per_case.csv given for its folder; help that hides the profiles or says nothing of positionals; Table 2
+    explaining ‡ when nothing trained; the CLI loading torch just to print its help."""
+    from regbench.cli import main
+
+    run = fake_run(tmp_path / "run", "acdc", EFFECTS)
+    assert main(["report", str(run / "per_case.csv"), "--no-figures"]) == 2
+    assert capsys.readouterr().err.strip() == f"regbench: error: {run / 'per_case.csv'} is a file: pass the run folder (the directory that holds per_case.csv)"
+    write_report([run], tmp_path / "out", ReportOptions(figures=False))
+    assert "ddagger" not in (tmp_path / "out" / "table2.tex").read_text()  # nothing was trained
+    for command, expected in (
+        (["run"], "{smoke,quick,reproduce,paper}"),
+        (["run"], "\nprofiles:\n  smoke"),
+        (["report"], "run directories (the folders"),
+        (["check-method"], "a registered method's name"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert expected in capsys.readouterr().out
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, regbench.cli; print(sorted({'torch', 'scipy', 'pandas'} & set(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
