@@ -1,7 +1,8 @@
 """``acdc``: the ACDC challenge download as distributed (``training/``, and ``testing/`` when present).
 
-Layout: ``ROOT/training/patientNNN/`` with ``Info.cfg`` (``Key: value`` lines; ED and ES are 1-based frame
-numbers matching the file names, NbFrame the number of frames) and ``patientNNN_frameYY.nii.gz`` +
+Layout: ``ROOT/training/patientNNN/`` (lower case, three digits; other folders there are skipped, and
+``data check`` names each) with ``Info.cfg`` (``Key: value`` lines, ``Key = value`` read alike; ED and ES are
+1-based frame numbers matching the file names, NbFrame the number of frames) and ``patientNNN_frameYY.nii.gz`` +
 ``patientNNN_frameYY_gt.nii.gz`` (3-D: rows, columns, slices) for the ED and ES frames. Labels are already
 the common convention (1 RV, 2 Myo, 3 LV). Group, Height and Weight are kept as case metadata. Preparation,
 split and cache: :mod:`regbench.datasets.cine`.
@@ -9,6 +10,7 @@ split and cache: :mod:`regbench.datasets.cine`.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from .labels import CARDIAC_LABELS
 
 LABELS = {1: 1, 2: 2, 3: 3}  # ACDC → common: identical (RV 1, Myo 2, LV 3)
 SUBSETS = ("training", "testing")
+PATIENT_FOLDER = re.compile(r"patient\d{3}")
 
 
 def read_info(path: Path) -> dict[str, str]:
@@ -27,12 +30,13 @@ def read_info(path: Path) -> dict[str, str]:
         raise DataError(f"{path} is missing (every ACDC patient folder has one, with the ED and ES frame numbers)")
     info = {}
     for line in path.read_text(errors="replace").splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
+        separator = next((s for s in (":", "=") if s in line), None)  # ACDC writes "ED: 1"; converted copies "ED = 1"
+        if separator is not None:
+            key, value = line.split(separator, 1)
             info[key.strip()] = value.strip()
     for key in ("ED", "ES"):
         if key not in info:
-            raise DataError(f"{path}: key {key!r} is missing")
+            raise DataError(f"{path}: key {key!r} is missing (lines 'ED: 1' and 'ES: 10', 1-based frame numbers)")
         if not info[key].isdigit():
             raise DataError(f"{path}: {key} must be a frame number, got {info[key]!r}")
     return info
@@ -47,13 +51,21 @@ class ACDC(CineDataset):
 
     @cached_property
     def _folders(self) -> dict[str, Path]:
-        folders = {p.name: p for subset in SUBSETS for p in iterate_dirs(self.root / subset, lambda p: p.name.startswith("patient"))}
+        folders = {p.name: p for subset in SUBSETS for p in iterate_dirs(self.root / subset, lambda p: PATIENT_FOLDER.fullmatch(p.name) is not None)}
         if not folders:
             raise DataError(f"{self.root}: no ACDC patient folders under training/ or testing/ (expected training/patient001/ ...)")
         return folders
 
     def case_ids(self) -> list[str]:
         return list(self._folders)
+
+    def skipped_entries(self) -> list[str]:
+        """Folders under training/ and testing/ that are not ``patientNNN``: not read (``Patient002``, ``patient2``)."""
+        return [
+            f"{p}: not a patientNNN folder (lower case, three digits): skipped"
+            for subset in SUBSETS
+            for p in iterate_dirs(self.root / subset, lambda p: PATIENT_FOLDER.fullmatch(p.name) is None)
+        ]
 
     def load_case(self, subject: str) -> CineCase:
         folder = self._folders[subject]

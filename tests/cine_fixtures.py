@@ -50,16 +50,16 @@ def save_nifti(path: Path, data: np.ndarray) -> None:
     nib.save(img, str(path))
 
 
-def make_acdc(root: Path, n: int = 5) -> Path:
+def make_acdc(root: Path, n: int = 5, labels: dict[str, int] = ACDC_LABELS) -> Path:
     for i in range(1, n + 1):
         name = f"patient{i:03d}"
         folder = root / ("training" if i <= n - 1 else "testing") / name
         folder.mkdir(parents=True)
         (folder / "Info.cfg").write_text("ED: 1\nES: 10\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n")
         for frame, shift in ((1, 0), (10, 3)):
-            label = heart(shift, ACDC_LABELS)
+            label = heart(shift, labels)
             save_nifti(folder / f"{name}_frame{frame:02d}_gt.nii.gz", label)
-            save_nifti(folder / f"{name}_frame{frame:02d}.nii.gz", image_of(label, ACDC_LABELS, seed=i * 100 + frame))
+            save_nifti(folder / f"{name}_frame{frame:02d}.nii.gz", image_of(label, labels, seed=i * 100 + frame))
     return root
 
 

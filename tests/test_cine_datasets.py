@@ -286,3 +286,30 @@ def test_too_few_patients_for_the_splits_is_one_line_in_run_and_data_check(tmp_p
     printed = capsys.readouterr().out
     assert "split (subjects): train 2, val 0, test 0" in printed and "problems: 1" in printed
     assert "the val and test splits are empty: a run needs a subject in each (75/5/20 by subject: at least 3 subjects; 2 found)" in printed
+
+
+def test_acdc_rules_nobody_wrote_down_are_read_or_reported_by_data_check(tmp_path, capsys):
+    """'ED = 1' in Info.cfg was "key 'ED' is missing"; a Patient006/ folder was skipped without a word; labels in
+    M&M's order (1 LV, 3 RV) in an ACDC layout passed data check with "problems: 0"."""
+    from cine_fixtures import MNM_LABELS
+    from regbench.cli import main
+    from regbench.datasets.cine import lv_enclosure
+
+    root = make_acdc(tmp_path / "ACDC")
+    info = root / "training/patient001/Info.cfg"
+    info.write_text(info.read_text().replace("ED: 1", "ED = 1").replace("ES: 10", "ES = 10"))
+    (root / "training/Patient006").mkdir()
+    assert main(["data", "check", "--dataset", "acdc", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "subjects: 5 found, 5 readable" in out and "problems: 1" in out  # ED = 1 is read
+    assert f"{root / 'training/Patient006'}: not a patientNNN folder (lower case, three digits): skipped" in out
+    swapped = make_acdc(tmp_path / "swapped", labels=MNM_LABELS)
+    assert main(["data", "check", "--dataset", "acdc", "--root", str(swapped)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "problems: 5" in out
+        and "patient001: only 29% of the LV's border (label 3 after mapping) is Myo" in out
+        and "so are the labels in another order (ACDC: 1 RV, 2 Myo, 3 LV; M&M: 1 LV, 2 Myo, 3 RV)?" in out
+    )
+    good = create_dataset("acdc", root=str(make_acdc(tmp_path / "good")), cache=False).load_case("patient001")
+    assert lv_enclosure(good.ed_label) == 1.0
