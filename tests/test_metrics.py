@@ -10,7 +10,7 @@ from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
 from regbench import Pair, Registration
-from regbench.metrics import METRICS, dice, evaluate, hd95, jacobian_determinant, mse, njd, sdlogj
+from regbench.metrics import METRICS, dice, evaluate, hd95, jacobian_determinant, mse, njd, non_diffeomorphic_share, sdlogj, simplex_jacobians
 
 
 def random_mask(rng: np.random.Generator, shape=(64, 64)) -> np.ndarray:
@@ -147,3 +147,60 @@ def test_structure_missing_from_one_map_scores_zero_dice():
     assert np.isnan(row["hd95_rv"])
     assert "hd95_rv" in row["skipped"] and "dice_rv" not in row["skipped"]
     assert row["dice"] == pytest.approx((1.0 + 0.0) / 2)  # LV and RV evaluated; Myo absent from both
+
+
+# ------------------------------------------------------------------------------------ 3-D and NDA / NDV
+def random_flow_3d(rng: np.random.Generator, shape=(12, 14, 16), amplitude=2.0) -> np.ndarray:
+    return np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 2) * amplitude * 6 for _ in range(3)]).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_3d_jacobian_matches_simpleitk_away_from_the_border(seed):
+    """SimpleITK orders a displacement's components x first (the last array axis): regbench's channel k is along
+    array axis k, so the components are reversed on the way in."""
+    flow = random_flow_3d(np.random.default_rng(70 + seed))
+    image = sitk.GetImageFromArray(np.moveaxis(flow[::-1], 0, -1), isVector=True)
+    ref = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(image))
+    ours = jacobian_determinant(flow)
+    assert np.allclose(ours[1:-1, 1:-1, 1:-1], ref[1:-1, 1:-1, 1:-1], atol=1e-6)
+    assert (ours < 0).any() and 0 < njd(flow) < 100  # the fixture folds somewhere
+    assert jacobian_determinant(flow, "forward").shape == flow.shape[1:]
+
+
+def test_nda_of_the_three_by_three_fixture_is_a_quarter_at_the_centre():
+    """The centre of a 3×3 identity grid moved to (0, 2): the central determinant there stays 1 (NJD 0), one of
+    the four triangles is inverted (J = −1), so NDA is 1/4 at the centre and 0 elsewhere."""
+    flow = np.zeros((2, 3, 3))
+    flow[:, 1, 1] = (-1.0, 1.0)
+    assert jacobian_determinant(flow)[1, 1] == 1.0 and njd(flow) == 0.0
+    triangles = simplex_jacobians(flow)
+    assert sorted(float(j[1, 1]) for j in triangles) == [-1.0, 1.0, 1.0, 3.0]
+    per_pixel = sum(-0.5 * np.minimum(j, 0) / 2 for j in triangles)
+    assert per_pixel[1, 1] == 0.25 and per_pixel.sum() == 0.25
+    assert non_diffeomorphic_share(flow) == pytest.approx(100 * 0.25 / 9)
+    assert non_diffeomorphic_share(flow, mask=np.eye(3, dtype=bool)) == pytest.approx(100 * 0.25 / 3)
+
+
+def test_a_fold_the_central_count_misses_is_measured_by_ndv_in_3d():
+    flow = np.zeros((3, 3, 3, 3))
+    flow[:, 1, 1, 1] = (-1.0, 1.0, 0.0)
+    assert njd(flow) == 0.0 and non_diffeomorphic_share(flow) > 0
+    assert non_diffeomorphic_share(np.zeros((3, 5, 6, 7))) == 0.0 == non_diffeomorphic_share(np.zeros((2, 5, 6)))
+    # identity: every simplex 1 inside; 0 (never negative) where the replicated border flattens one
+    assert all(np.allclose(j[1:-1, 1:-1, 1:-1], 1.0) and (j >= 0).all() for j in simplex_jacobians(np.zeros((3, 4, 4, 4))))
+
+
+@pytest.mark.parametrize("dims, seed", [(2, 0), (2, 1), (3, 0), (3, 1)])
+def test_every_corner_simplex_positive_means_the_central_determinant_is_positive(dims, seed):
+    """The central difference is the mean of the one-sided ones and the determinant is multilinear, so the
+    central Jacobian is the mean of the corner simplices': all positive ⇒ positive (not the other way round)."""
+    rng = np.random.default_rng(90 + seed)
+    flow = random_flow(rng, amplitude=4.0) if dims == 2 else random_flow_3d(rng, amplitude=3.0)
+    corners = np.stack(simplex_jacobians(flow)[: 2**dims])
+    central = jacobian_determinant(flow)
+    interior = (slice(1, -1),) * dims
+    assert np.allclose(corners.mean(0)[interior], central[interior])
+    all_positive = (corners > 0).all(0)[interior]
+    assert all_positive.any() and (central[interior][all_positive] > 0).all()
+    assert ((central[interior] > 0) & ~all_positive).any()  # folds the central count does not see
+    assert non_diffeomorphic_share(flow) > 0
