@@ -204,3 +204,38 @@ def test_every_corner_simplex_positive_means_the_central_determinant_is_positive
     assert all_positive.any() and (central[interior][all_positive] > 0).all()
     assert ((central[interior] > 0) & ~all_positive).any()  # folds the central count does not see
     assert non_diffeomorphic_share(flow) > 0
+
+
+@pytest.mark.parametrize("convention", ["pooled", "max"])
+def test_3d_dice_and_hd95_with_anisotropic_spacing_match_medpy(convention):
+    """Short-axis stacks: 8 mm between slices, 1.25 × 1.4 mm in-plane (HD95 in mm from the spacing per axis)."""
+    rng = np.random.default_rng(5)
+    a = ndimage.gaussian_filter(rng.normal(size=(8, 40, 36)), (0.8, 3, 3)) > 0.1
+    b = ndimage.gaussian_filter(rng.normal(size=(8, 40, 36)), (0.8, 3, 3)) > 0.1
+    spacing = (8.0, 1.25, 1.4)
+    assert dice(a, b) == pytest.approx(medpy_binary.dc(a, b), abs=1e-12)
+    if convention == "pooled":
+        assert hd95(a, b, spacing) == pytest.approx(medpy_binary.hd95(a, b, voxelspacing=spacing), abs=1e-6)
+    else:
+        directed = getattr(medpy_binary, "__surface_distances")
+        expected = max(np.percentile(directed(a, b, spacing), 95), np.percentile(directed(b, a, spacing), 95))
+        assert hd95(a, b, spacing, "max") == pytest.approx(expected, abs=1e-6)
+    assert hd95(a, b, spacing) != pytest.approx(hd95(a, b, (1.0, 1.0, 1.0)))  # the spacing is used
+
+
+def test_a_3d_pair_is_evaluated_with_its_own_spacing():
+    """evaluate on a volume moved by one voxel along rows: Initial's overlap is below 1, the true flow's EPE is in
+    mm along the rows' spacing, and a flow that undoes the motion recovers Dice 1 with no folding."""
+    label = np.zeros((6, 20, 20), np.uint8)
+    label[1:5, 5:12, 6:14] = 3
+    label[1:5, 8:10, 9:11] = 2
+    fixed = ndimage.gaussian_filter(label.astype(np.float32), 1.0) / 3
+    moving, moving_label = np.roll(fixed, 1, axis=1), np.roll(label, 1, axis=1)
+    truth = np.zeros((3, *label.shape), np.float32)
+    truth[1] = 1.0  # moved(p) = moving(p + u): one row down
+    pair = Pair(fixed, moving, label, moving_label, (8.0, 1.5, 1.5), "vol-0", flow_gt=truth, labels={"Core": 2, "Shell": 3})
+    identity = evaluate(pair, Registration(moved=moving, flow=np.zeros_like(truth)))
+    assert identity["dice"] < 0.95 and identity["epe_mm"] == pytest.approx(1.5)
+    solved = evaluate(pair, Registration(moved=np.roll(moving, -1, axis=1), flow=truth))
+    assert solved["dice_core"] == solved["dice_shell"] == 1.0 and solved["epe_mm"] == 0.0
+    assert solved["njd"] == 0.0 and solved["ndv"] == 0.0 and solved["hd95"] == 0.0

@@ -39,3 +39,22 @@ def test_label_warp_is_nearest_and_keeps_the_label_set():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="does not fit"):
         warp(np.zeros((8, 8)), np.zeros((2, 8, 9)))
+
+
+def test_a_volume_moves_along_each_axis_by_its_channel_and_back():
+    """3-D: channel k moves along array axis k (depth, rows, columns), trilinear for images and nearest for
+    labels; a volume moved by a whole-voxel displacement and back by its inverse returns where it was."""
+    rng = np.random.default_rng(3)
+    volume = np.zeros((10, 12, 14), np.float32)
+    volume[3:7, 4:9, 5:11] = rng.uniform(0.5, 1.0, (4, 5, 6)).astype(np.float32)
+    for axis, shift in ((0, 2.0), (1, -3.0), (2, 1.0)):
+        flow = np.zeros((3, *volume.shape), np.float32)
+        flow[axis] = shift
+        moved = warp(volume, flow)
+        assert np.allclose(moved, np.roll(volume, -int(shift), axis=axis), atol=1e-6)  # moved(p) = volume(p + u)
+        assert np.allclose(warp(moved, -flow), volume, atol=1e-6)
+    half = np.zeros((3, *volume.shape), np.float32)
+    half[2] = 0.5
+    assert np.allclose(warp(volume, half)[:, :, 4:12], 0.5 * (volume[:, :, 4:12] + volume[:, :, 5:13]), atol=1e-6)  # trilinear
+    labels = (volume > 0).astype(np.uint8) * 2
+    assert set(np.unique(warp_label(labels, half))) <= {0, 2}
