@@ -3,9 +3,10 @@
 Multi-resolution: at each level, both images are smoothed (σ = shrink/2 pixels) and shrunk, the displacement
 field from the coarser level is resampled as the initial field, and the filter runs its iterations. The
 field is smoothed after each iteration with ``smoothing_sigma`` pixels (a Gaussian on the displacement, the
-diffeomorphic demons' "fluid-elastic" regulariser is ``update_sigma``). SimpleITK returns displacements in
-physical units with x (column) first; regbench's flow is pixels, rows first: images are built with unit
-spacing, and the channels are swapped.
+diffeomorphic demons' "fluid-elastic" regulariser is ``update_sigma``). 2-D and 3-D alike: images are built
+with unit spacing (shrink factors and σ in voxels along every axis, the spacing unused), and SimpleITK's
+displacement, physical units with x (the last array axis) first, is regbench's flow with its channels
+reversed.
 """
 
 from __future__ import annotations
@@ -72,13 +73,14 @@ class SimpleITKDemons:
         return f
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        fixed, moving = validate_images(fixed, moving)
+        fixed, moving = validate_images(fixed, moving, dims=DIMS)
+        ndim = fixed.ndim
         f_img, m_img = _image(fixed), _image(moving)
         field: sitk.Image | None = None
         for shrink, iterations in zip(self.shrink_factors, self.iterations):
             if shrink > 1:
-                f_lvl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f_img, shrink / 2.0), [shrink] * 2)
-                m_lvl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_img, shrink / 2.0), [shrink] * 2)
+                f_lvl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f_img, shrink / 2.0), [shrink] * ndim)
+                m_lvl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_img, shrink / 2.0), [shrink] * ndim)
             else:
                 f_lvl, m_lvl = f_img, m_img
             # Levels share physical space (Shrink keeps the origin of pixel centres and scales the spacing),
@@ -86,15 +88,15 @@ class SimpleITKDemons:
             initial = (
                 sitk.Resample(field, f_lvl, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
                 if field is not None
-                else sitk.Image(f_lvl.GetSize(), sitk.sitkVectorFloat64, 2)
+                else sitk.Image(f_lvl.GetSize(), sitk.sitkVectorFloat64, ndim)
             )
             initial.CopyInformation(f_lvl)
             field = self._filter(iterations).Execute(f_lvl, m_lvl, initial)
         assert field is not None
         if field.GetSize() != f_img.GetSize():
             field = sitk.Resample(field, f_img, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
-        xy = sitk.GetArrayFromImage(field)  # (H, W, 2), components (x, y)
-        flow = np.stack([xy[..., 1], xy[..., 0]]).astype(np.float32)
+        xyz = sitk.GetArrayFromImage(field)  # (*shape, ndim), components x first (the last array axis)
+        flow = np.moveaxis(xyz, -1, 0)[::-1].astype(np.float32)  # channel k along array axis k
         transform = sitk.DisplacementFieldTransform(sitk.Image(field))
         moved = sitk.GetArrayFromImage(sitk.Resample(m_img, f_img, transform, sitk.sitkLinear, 0.0))
 
@@ -110,7 +112,8 @@ class SimpleITKDemons:
 
 _OPTION_NAMES = frozenset(inspect.signature(SimpleITKDemons).parameters) - {"variant"}
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
-_META = dict(option_names=_OPTION_NAMES, isolate_cases=True)
+DIMS = (2, 3)
+_META = dict(option_names=_OPTION_NAMES, isolate_cases=True, dims=DIMS)
 
 
 @register_method("demons", MethodMeta(display_name="Demons", **_META))

@@ -208,6 +208,42 @@ class Organs:
 register_dataset("organs", DatasetMeta(display_name="Organs", labels=Organs.LABELS))(Organs)
 
 
+class Volumes:
+    """A 3-D dataset: 8 x 24 x 24 volumes at 4 x 1.5 x 1.5 mm with two labels (a block and its core), the
+    moving volume the fixed one moved by one voxel along rows and columns."""
+
+    name = "volumes"
+    SPLITS = {"train": ["t01"], "val": ["v01"], "test": ["a01", "a02", "a03"]}
+
+    def options(self):
+        return {}
+
+    def pairs(self, split):
+        from regbench import Pair
+        from scipy import ndimage
+
+        out = []
+        for index, case_id in enumerate(self.SPLITS[split]):
+            label = np.zeros((8, 24, 24), np.uint8)
+            label[2:6, 6 + index : 16 + index, 5:17] = 1
+            label[3:5, 9 + index : 13 + index, 9:13] = 2
+            fixed = ndimage.gaussian_filter(label * 0.4 + 0.1, 1.0).astype(np.float32)
+            out.append(
+                Pair(
+                    fixed=fixed,
+                    moving=np.roll(fixed, (1, 1), axis=(1, 2)),
+                    fixed_label=label,
+                    moving_label=np.roll(label, (1, 1), axis=(1, 2)),
+                    spacing=(4.0, 1.5, 1.5),
+                    case_id=case_id,
+                )
+            )
+        return out
+
+
+register_dataset("volumes", DatasetMeta(display_name="Volumes", dims=(3,), labels={"Block": 1, "Core": 2}))(Volumes)
+
+
 class Flaky:
     """Raises on every other slice: the runner must record those and go on."""
 
@@ -246,6 +282,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
             [regbench.datasets]
             organs = regbench_testplugin
+            volumes = regbench_testplugin
             """
         )
     )
