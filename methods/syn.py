@@ -11,8 +11,8 @@ Repeatable: dense sampling has no random draw, and ITK runs with ``threads`` thr
 after the call, so nothing is left behind in the system temp directory.
 
 ANTs writes the displacement with component k along ANTsPy's array axis k; regbench builds the ANTs images
-from (row, column) arrays with unit spacing, so component 0 is the row displacement in pixels, as regbench's
-flow. With an affine stage, the transforms are composed into one displacement field first.
+from its arrays with unit spacing, so component k is the displacement along array axis k in voxels, as
+regbench's flow, in 2-D and 3-D (levels and σ in voxels along every axis, the spacing unused). With an affine stage, the transforms are composed into one displacement field first.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..registry import MethodMeta, register_method
 
 
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
-@register_method("syn", MethodMeta(display_name="SyN", isolate_cases=True))
+@register_method("syn", MethodMeta(display_name="SyN", isolate_cases=True, dims=(2, 3)))
 class AntsSyN:
     """ANTsPy SyN; every setting is a keyword option."""
 
@@ -59,7 +59,7 @@ class AntsSyN:
         self.seed = int(seed)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        fixed, moving = validate_images(fixed, moving)
+        fixed, moving = validate_images(fixed, moving, dims=(2, 3))
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.threads)
         import ants
 

@@ -39,12 +39,12 @@ def test_a_3d_method_named_on_2d_data_is_one_error_before_any_work(with_plugins,
 def test_declared_dims_are_read_from_metadata_and_from_a_plugins_attribute(with_plugins):
     from regbench.registry import METHODS
 
-    assert METHODS.meta("volume-only").dims == (3,) and METHODS.meta("syn").dims == (2,)
-    assert METHODS.meta("initial").dims == METHODS.meta("demons").dims == (2, 3)
+    assert METHODS.meta("volume-only").dims == (3,) and METHODS.meta("gsmorph").dims == (2,)
+    assert METHODS.meta("initial").dims == METHODS.meta("demons").dims == METHODS.meta("syn").dims == (2, 3)
     skipped: dict[str, str] = {}
-    assert METHODS.resolve("paper", skipped, dims=(3,)) == ["initial", "demons"] and "syn" in skipped and "gsmorph" in skipped
-    with pytest.raises(ConfigError, match="'syn' registers 2-D images"):
-        METHODS.resolve("syn", dims=(3,))
+    assert METHODS.resolve("paper", skipped, dims=(3,)) == ["initial", "demons", "syn"] and "gsmorph" in skipped
+    with pytest.raises(ConfigError, match="'gsmorph' registers 2-D images"):
+        METHODS.resolve("gsmorph", dims=(3,))
 
 
 # ------------------------------------------------------------------------------------- partial labels
@@ -239,17 +239,19 @@ def test_a_factory_that_builds_no_method_or_no_dataset_is_one_error_naming_it(re
 
 @pytest.mark.slow
 def test_a_3d_dataset_runs_end_to_end_with_the_methods_that_register_volumes(with_plugins, tmp_path, capsys):
-    """A plugin dataset of volumes: initial and demons (2-D and 3-D) score it with Dice, HD95 in mm from its
+    """A plugin dataset of volumes: initial, demons and syn (2-D and 3-D) score it with Dice, HD95 in mm from its
     spacing, NJD and NDV; a 2-D method matched by a pattern is left out with a note; the manifest says dims 3."""
     run = tmp_path / "run"
-    assert main(["run", "--dataset", "volumes", "--methods", "initial,demons,voxelmorph-s*", "--out", str(run), "--no-progress", "--profile", "smoke"]) == 0
+    methods = "initial,demons,syn,voxelmorph-s*"
+    assert main(["run", "--dataset", "volumes", "--methods", methods, "--out", str(run), "--no-progress", "--profile", "smoke"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "left out" in line]
     assert len(notes) == 1 and "method 'voxelmorph-s' registers 2-D images (its declared dims); dataset 'volumes' is 3-D" in notes[0]
     table = pd.read_csv(run / "per_case.csv").set_index(["method", "case_id"])
-    assert (table["status"] == "ok").all() and set(table.index.get_level_values(0)) == {"initial", "demons"}
+    assert (table["status"] == "ok").all() and set(table.index.get_level_values(0)) == {"initial", "demons", "syn"}
     assert [c for c in table.columns if c.startswith("dice_")] == ["dice_block", "dice_core"]
     initial, demons = table.loc["initial"], table.loc["demons"]
-    assert (demons["dice"] > initial["dice"] + 0.1).all() and (demons["hd95"] < initial["hd95"]).all()
+    for method in ("demons", "syn"):
+        assert (table.loc[method, "dice"] > initial["dice"] + 0.1).all() and (table.loc[method, "hd95"] < initial["hd95"]).all()
     assert (initial[["njd", "ndv"]] == 0).all().all() and (demons["ndv"] >= 0).all()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset_info"]["dims"] == 3 and manifest["dataset_info"]["labels"] == {"Block": 1, "Core": 2}
