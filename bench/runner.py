@@ -170,6 +170,17 @@ def check_split_sizes(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> None
         )
 
 
+def check_declared_dims(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> None:
+    """The pairs' dimension is one its dataset declares (``DatasetMeta.dims``: what chose the methods), else one
+    error before anything is written."""
+    declared = DATASETS.meta(dataset).dims
+    if image_dims(pairs) not in declared:
+        raise DataError(
+            f"dataset {dataset!r} declares dims {tuple(declared)} (DatasetMeta.dims) but its pairs are {image_dims(pairs)}-D: "
+            "declare the dims its images have, so that methods are chosen for them"
+        )
+
+
 def image_dims(pairs: Mapping[str, Sequence[Pair]]) -> int:
     """The dimension of a run's images (:func:`load_pairs` checked that its pairs share one)."""
     return next((p.fixed.ndim for split in pairs.values() for p in split), 2)
@@ -226,6 +237,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
         dataset = build_dataset(config, refresh)
         pairs = load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
         check_split_sizes(pairs, config.dataset)
+        check_declared_dims(pairs, config.dataset)
         manifest = bind(config, dataset)
         manifest.set_dataset(run_labels(config), image_dims(pairs))
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
@@ -309,6 +321,7 @@ def _run_units(
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
     pairs = load_pairs(dataset, splits, run_labels(config))  # a bad dataset is refused before binding
     check_split_sizes(pairs, config.dataset)
+    check_declared_dims(pairs, config.dataset)
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
     manifest.set_dataset(run_labels(config), image_dims(pairs))

@@ -255,3 +255,18 @@ def test_a_3d_dataset_runs_end_to_end_with_the_methods_that_register_volumes(wit
     assert (initial[["njd", "ndv"]] == 0).all().all() and (demons["ndv"] >= 0).all()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset_info"]["dims"] == 3 and manifest["dataset_info"]["labels"] == {"Block": 1, "Core": 2}
+
+
+def test_pairs_of_other_dims_than_the_dataset_declares_are_one_error_before_any_work(with_plugins, registry, tmp_path, capsys):
+    """Declared dims choose the methods; volumes from a dataset that declares 2-D would reach 2-D methods."""
+    from regbench.registry import DATASETS, DatasetMeta
+
+    volumes = DATASETS.get("volumes")
+    registry(DATASETS, "flat-claims", volumes, DatasetMeta(display_name="Flat claims"))  # dims default (2,)
+    assert main(_smoke(tmp_path / "run", "initial", "--dataset", "flat-claims")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "regbench: error: dataset 'flat-claims' declares dims (2,) (DatasetMeta.dims) but its pairs are 3-D: declare the dims "
+        "its images have, so that methods are chosen for them"
+    ]
+    assert not (tmp_path / "run" / "cases.jsonl").exists()
