@@ -255,9 +255,10 @@ def convention_readings(flow: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def likely_convention(moving: np.ndarray, registration: Registration) -> str | None:
-    """The reading of the flow under which the moved image agrees with it, where one does."""
-    tolerance = consistency_tolerance(moving, registration)
+def likely_convention(moving: np.ndarray, registration: Registration, tolerance: float | None = None) -> str | None:
+    """The reading of the flow under which the moved image agrees with it (within ``tolerance``, by default
+    :func:`consistency_tolerance`), where one does."""
+    tolerance = consistency_tolerance(moving, registration) if tolerance is None else tolerance
     errors = {name: moved_flow_disagreement(moving, registration, f) for name, f in convention_readings(registration.flow).items()}
     name = min(errors, key=errors.__getitem__)
     return name if errors[name] < tolerance else None
@@ -270,7 +271,7 @@ def check_moved_agrees_with_flow(moving: np.ndarray, registration: Registration)
     err = moved_flow_disagreement(moving, registration)
     tolerance = consistency_tolerance(moving, registration)
     if not err < tolerance:
-        reading = likely_convention(moving, registration)
+        reading = likely_convention(moving, registration, tolerance)
         hint = f"; they agree if the flow has {reading}" if reading else ""
         raise InputError(
             f"{CONSISTENCY_MESSAGE} (MSE {err:.2e} ≥ {tolerance:.1e}, a quarter of MSE(moving, moved) within [1e-4, 2e-3]){hint}: "

@@ -201,13 +201,6 @@ def jacobian_determinant(flow: np.ndarray, scheme: str = "central") -> np.ndarra
     return _det([[float(c == k) + d[c][k] for k in range(n)] for c in range(n)])
 
 
-def _shifted(phi: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
-    """``phi`` (channels first) read at p + offset for every voxel p, the border replicated."""
-    padded = np.pad(phi, [(0, 0)] + [(1, 1)] * (phi.ndim - 1), mode="edge")
-    index = (slice(None), *(slice(1 + o, 1 + o + s) for o, s in zip(offset, phi.shape[1:])))
-    return padded[index]
-
-
 def simplex_jacobians(flow: np.ndarray) -> list[np.ndarray]:
     """The Jacobians of the simplices around each pixel or voxel under φ = id + u (Liu et al., IJCV 2024),
     each normalised so that the identity gives 1. 2-D: the four triangles of the one-sided differences (D+
@@ -217,15 +210,20 @@ def simplex_jacobians(flow: np.ndarray) -> list[np.ndarray]:
     the corner ones (the determinant is multilinear), so it can be positive while one of them is not."""
     u = _check_flow(flow)
     n = u.shape[0]
-    phi = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in u.shape[1:]], indexing="ij")) + u
-    unit = [tuple(int(i == k) for i in range(n)) for k in range(n)]
+    shape = u.shape[1:]
+    phi = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")) + u
+    padded = np.pad(phi, [(0, 0)] + [(1, 1)] * n, mode="edge")  # the border replicated, padded once
+    steps: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
 
     def step(direction: tuple[int, ...], sign: int) -> np.ndarray:
-        """φ(p + d) − φ(p) for sign +1, φ(p) − φ(p − d) for −1: the mapped edge along d."""
-        if sign > 0:
-            return _shifted(phi, direction) - phi
-        return phi - _shifted(phi, tuple(-o for o in direction))
+        """φ(p + d) − φ(p) for sign +1, φ(p) − φ(p − d) for −1: the mapped edge along d (each computed once)."""
+        if (direction, sign) not in steps:
+            index = (slice(None), *(slice(1 + sign * o, 1 + sign * o + s) for o, s in zip(direction, shape)))
+            shifted = padded[index]
+            steps[(direction, sign)] = shifted - phi if sign > 0 else phi - shifted
+        return steps[(direction, sign)]
 
+    unit = [tuple(int(i == k) for i in range(n)) for k in range(n)]
     jacobians = []
     for combination in itertools.product((1, -1), repeat=n):
         edges = [step(unit[k], s) for k, s in enumerate(combination)]  # edges[k][c] = D_k φ_c

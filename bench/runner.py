@@ -157,9 +157,11 @@ def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | 
     return out
 
 
-def check_split_sizes(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> None:
-    """Every split a run loads has a pair (test to score; train and val to train a method), else one error
-    naming each split's size, before anything is written."""
+def run_dims(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> int:
+    """The dimension of a run's images, once its loaded splits are checked (before anything is written): every
+    split has a pair (test to score; train and val to train a method), and the pairs' dimension (one for all:
+    :func:`load_pairs` checked) is one its dataset declares (``DatasetMeta.dims``: what chose the methods).
+    Either failing is one error naming the sizes or the dims."""
     empty = [split for split, split_pairs in pairs.items() if not split_pairs]
     if empty:
         sizes = ", ".join(f"{split} {len(split_pairs)}" for split, split_pairs in pairs.items())
@@ -168,22 +170,14 @@ def check_split_sizes(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> None
             "a run needs a test pair, and a train and a val pair to train a method. Give it more subjects (a "
             "75/5/20 split by subject needs at least 3), or a split_file that puts one in each"
         )
-
-
-def check_declared_dims(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> None:
-    """The pairs' dimension is one its dataset declares (``DatasetMeta.dims``: what chose the methods), else one
-    error before anything is written."""
+    dims = next(p.fixed.ndim for split in pairs.values() for p in split)
     declared = DATASETS.meta(dataset).dims
-    if image_dims(pairs) not in declared:
+    if dims not in declared:
         raise DataError(
-            f"dataset {dataset!r} declares dims {tuple(declared)} (DatasetMeta.dims) but its pairs are {image_dims(pairs)}-D: "
+            f"dataset {dataset!r} declares dims {tuple(declared)} (DatasetMeta.dims) but its pairs are {dims}-D: "
             "declare the dims its images have, so that methods are chosen for them"
         )
-
-
-def image_dims(pairs: Mapping[str, Sequence[Pair]]) -> int:
-    """The dimension of a run's images (:func:`load_pairs` checked that its pairs share one)."""
-    return next((p.fixed.ndim for split in pairs.values() for p in split), 2)
+    return dims
 
 
 def dataset_options(dataset: Any) -> dict[str, Any]:
@@ -235,18 +229,18 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
         dataset = build_dataset(config, refresh)
-        pairs = load_pairs(dataset, ("train", "val"), run_labels(config))  # a bad dataset is refused before the run directory is bound
-        check_split_sizes(pairs, config.dataset)
-        check_declared_dims(pairs, config.dataset)
+        labels = run_labels(config)
+        pairs = load_pairs(dataset, ("train", "val"), labels)  # a bad dataset is refused before the run directory is bound
+        dims = run_dims(pairs, config.dataset)
         manifest = bind(config, dataset)
-        manifest.set_dataset(run_labels(config), image_dims(pairs))
+        manifest.set_dataset(labels, dims)
         manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
         for seed in training_seeds(config, method):
             if seed is not None:
                 method = create_method(name, {**options, "seed": seed}, config)
             if isinstance(method, ReportsProgress):
                 method.progress = progress
-            train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=run_labels(config))
+            train_or_load(method, dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=labels)
     return run_dir.final_model(name, seed)
 
 
@@ -319,12 +313,12 @@ def _run_units(
     run_dir = RunDir(config.out_dir)
     dataset = build_dataset(config, refresh)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
-    pairs = load_pairs(dataset, splits, run_labels(config))  # a bad dataset is refused before binding
-    check_split_sizes(pairs, config.dataset)
-    check_declared_dims(pairs, config.dataset)
+    labels = run_labels(config)
+    pairs = load_pairs(dataset, splits, labels)  # a bad dataset is refused before binding
+    dims = run_dims(pairs, config.dataset)
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
-    manifest.set_dataset(run_labels(config), image_dims(pairs))
+    manifest.set_dataset(labels, dims)
     for name, (options, _) in built.items():
         manifest.check_method(config.out_dir, name, options)
     if cluster is not None:

@@ -328,9 +328,11 @@ def table1_caption(
     the HD95 convention and Jacobian scheme, EPE, the significance test against ``reference`` (None: no marks),
     training seeds and verdicts."""
     datasets = list(dict.fromkeys(per_case["dataset"]))
-    n_pairs = ", ".join(f"{names.dataset(d)} {per_case[(per_case['dataset'] == d)]['case_id'].nunique()}" for d in datasets)
-    unlabelled = {d: unlabelled_cases(per_case[per_case["dataset"] == d]) for d in datasets}
-    label_counts = ", ".join(f"{names.dataset(d)} {per_case[per_case['dataset'] == d]['case_id'].nunique() - n}" for d, n in unlabelled.items())
+    rows = {d: per_case[per_case["dataset"] == d] for d in datasets}
+    cases = {d: int(r["case_id"].nunique()) for d, r in rows.items()}
+    unlabelled = {d: unlabelled_cases(r) for d, r in rows.items()}
+    n_pairs = ", ".join(f"{names.dataset(d)} {n}" for d, n in cases.items())
+    label_counts = ", ".join(f"{names.dataset(d)} {cases[d] - n}" for d, n in unlabelled.items())
     labelled_text = f" over the pairs with labels ({label_counts})" if any(unlabelled.values()) else ""
     seeded = spread[spread["n_seeds"] > 1]
     seed_text = ""

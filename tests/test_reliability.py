@@ -421,23 +421,21 @@ def test_a_manifest_that_is_not_an_object_is_one_error_in_run_and_a_problem_in_r
     assert any(f"{out / 'manifest.json'} cannot be read" in p for p in report.problems)
 
 
-def test_a_per_case_csv_without_table1_columns_is_one_error(tmp_path):
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("method,dataset,case_id,subject,status,reason\ninitial,synthetic,s1-0,s1,ok,\n", r"has none of Table 1's columns \(dice, hd95, mse, njd\)"),
+        ("method,dataset,case_id,subject,seed,dice,hd95,mse,njd,status,reason\n", r"has no cases: nothing to report \(the run scored no pair\)"),
+    ],
+    ids=["no table 1 columns", "no cases"],
+)
+def test_a_per_case_csv_the_report_cannot_use_is_one_error(tmp_path, content, message):
     from regbench.report import write_report
 
     out = tmp_path / "r"
     out.mkdir()
-    (out / "per_case.csv").write_text("method,dataset,case_id,subject,status,reason\ninitial,synthetic,s1-0,s1,ok,\n")
-    with pytest.raises(DataError, match=rf"{out / 'per_case.csv'} has none of Table 1's columns \(dice, hd95, mse, njd\)"):
-        write_report([out])
-
-
-def test_a_per_case_csv_without_cases_is_one_error(tmp_path):
-    from regbench.report import write_report
-
-    out = tmp_path / "r"
-    out.mkdir()
-    (out / "per_case.csv").write_text("method,dataset,case_id,subject,seed,dice,hd95,mse,njd,status,reason\n")
-    with pytest.raises(DataError, match=rf"{out / 'per_case.csv'} has no cases: nothing to report \(the run scored no pair\)"):
+    (out / "per_case.csv").write_text(content)
+    with pytest.raises(DataError, match=rf"{out / 'per_case.csv'} {message}"):
         write_report([out])
 
 
