@@ -41,8 +41,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",
-        "seconds: 8 synthetic subjects at 64 px, deep methods 2 epochs (never converged); for tests and check-method",
-        {"synthetic": {"n_subjects": 8, "image_size": 64}},
+        "seconds: 8 synthetic subjects at 64 px (synthetic3d: 10 volumes of 10 x 48 x 48), deep methods 2 epochs (never converged); for tests and check-method",
+        {"synthetic": {"n_subjects": 8, "image_size": 64}, "synthetic3d": {"n_subjects": 10, "image_size": 48}},
         max_test_pairs=12,
         # A few steps on tiny data: seconds.
         training={"epochs": 2, "batch_size": 4, "val_every": 1, "max_val_pairs": 4, "recalibrate_bn": True},
@@ -55,7 +55,7 @@ PROFILES: dict[str, Profile] = {
         "quick",
         "the README demo: all methods on 40 synthetic subjects at 64 px (3 mm pixels), deep methods 10 epochs "
         "(not converged: tables mark them); 6-18 minutes on 2 CPU cores (README and docs/profiles-and-results.md name the CPUs)",
-        {"synthetic": {"n_subjects": 40, "image_size": 64}},
+        {"synthetic": {"n_subjects": 40, "image_size": 64}, "synthetic3d": {"n_subjects": 40, "image_size": 64}},
         # 64-px images, short training that fits the budget with the other methods; validation every epoch so that
         # the convergence verdict has points to judge (it says: not converged).
         training={"epochs": 10, "batch_size": 16, "val_every": 1, "max_val_pairs": 16},

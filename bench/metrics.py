@@ -206,13 +206,16 @@ def simplex_jacobians(flow: np.ndarray) -> list[np.ndarray]:
     each normalised so that the identity gives 1. 2-D: the four triangles of the one-sided differences (D+
     and D− along each axis). 3-D: the eight corner tetrahedra of the one-sided differences, then the two central
     tetrahedra of a cube's two five-tetrahedra splits (from the diagonals in each plane, forward and backward).
-    Borders replicated (φ padded by one voxel), full size. The central-difference determinant is the mean of
+    The displacement is replicated one voxel past the border; full size. The central-difference determinant is the mean of
     the corner ones (the determinant is multilinear), so it can be positive while one of them is not."""
     u = _check_flow(flow)
     n = u.shape[0]
     shape = u.shape[1:]
     phi = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")) + u
-    padded = np.pad(phi, [(0, 0)] + [(1, 1)] * n, mode="edge")  # the border replicated, padded once
+    # The displacement replicated past the border (not φ: a replicated φ maps the outward edges to 0, which
+    # makes the border's simplices degenerate and its diagonal tetrahedra flip on a smooth field).
+    grid = np.stack(np.meshgrid(*[np.arange(-1, s + 1, dtype=np.float64) for s in shape], indexing="ij"))
+    padded = grid + np.pad(u, [(0, 0)] + [(1, 1)] * n, mode="edge")
     steps: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
 
     def step(direction: tuple[int, ...], sign: int) -> np.ndarray:

@@ -392,6 +392,7 @@ DATASETS = Registry(
     "regbench.datasets",
     {
         "synthetic": "regbench.datasets.synthetic",
+        "synthetic3d": "regbench.datasets.synthetic3d",
         "acdc": "regbench.datasets.acdc",
         "mnm": "regbench.datasets.mnm",
     },

@@ -31,22 +31,26 @@ from .splits import SPLITS, split_subjects
 FIXED_POINT_ITERATIONS = 20
 
 
+# A slice's parameter: one number, or (the 3-D heart) one per point, broadcast with the coordinates.
+Param = float | np.ndarray
+
+
 @dataclass(frozen=True)
 class SliceAnatomy:
-    """Parameters of one slice, mm and radians; centre in (row, column) mm."""
+    """Parameters of one slice, mm and radians; centre in (row, column) mm. rv_present: a bool, or 0/1 per point."""
 
-    centre: tuple[float, float]
-    endo: float  # ED endocardial radius
-    wall: float  # ED wall thickness
+    centre: tuple[Param, Param]
+    endo: Param  # ED endocardial radius
+    wall: Param  # ED wall thickness
     shape_amp: tuple[float, float]  # amplitude of 2nd/3rd angular harmonics of the LV outline
-    shape_phase: tuple[float, float]
-    rv_present: bool
+    shape_phase: tuple[Param, Param]
+    rv_present: bool | np.ndarray
     rv_angle: float
-    rv_depth: float  # radial extent of the RV cavity beyond the epicardium
+    rv_depth: Param  # radial extent of the RV cavity beyond the epicardium
     rv_width: float  # angular half-width (rad)
     contraction: float  # k = ES/ED endocardial radius
-    rv_motion: float  # inward motion of the RV free wall (mm)
-    twist: float  # rad
+    rv_motion: Param  # inward motion of the RV free wall (mm)
+    twist: Param  # rad
     shift: tuple[float, float]  # mm
 
 
@@ -63,7 +67,7 @@ class _Slice:
         self.t = tissue
         self.b = a.endo + a.wall
         self.endo_es = a.contraction * a.endo
-        self.epi_es = np.sqrt(self.b**2 - a.endo**2 + self.endo_es**2)  # myocardial area conserved
+        self.epi_es = np.sqrt(np.maximum(self.b**2 - a.endo**2 + self.endo_es**2, 0.0))  # myocardial area conserved
 
     def _modulation(self, theta: np.ndarray) -> np.ndarray:
         (a2, a3), (p2, p3) = self.a.shape_amp, self.a.shape_phase
@@ -72,6 +76,15 @@ class _Slice:
     def _polar(self, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dr, dc = r - self.a.centre[0], c - self.a.centre[1]
         return np.hypot(dr, dc), np.arctan2(dr, dc)
+
+    def fade(self, s: np.ndarray) -> np.ndarray:
+        """How much of the heart's motion tissue at normalised radius ``s`` (ES geometry) shares: 1 inside the
+        epicardium, a Gaussian decay outside."""
+        return np.where(s <= self.epi_es, 1.0, np.exp(-(((s - self.epi_es) / (1.2 * self.b)) ** 2)))
+
+    def normalised_radius(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        rho, theta = self._polar(r, c)
+        return rho / self._modulation(theta)
 
     def source(self, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """S: the ED position of the tissue found at ES position (r, c)."""
@@ -84,11 +97,11 @@ class _Slice:
             s * a / a_es,
             np.where(s <= b_es, np.sqrt(np.maximum(s**2 + a**2 - a_es**2, 0.0)), s + (b - b_es) * np.exp(-(((s - b_es) / (1.5 * b)) ** 2))),
         )
-        fade = np.where(s <= b_es, 1.0, np.exp(-(((s - b_es) / (1.2 * b)) ** 2)))
-        if self.a.rv_present:
+        fade = self.fade(s)
+        if np.any(self.a.rv_present):
             x = np.maximum(s - b_es, 0.0) / self.a.rv_depth
             bump = x * np.exp(1.0 - x) * np.exp(-((_ang(theta, self.a.rv_angle) / (1.3 * self.a.rv_width)) ** 2))
-            g = g + self.a.rv_motion * bump
+            g = g + self.a.rv_motion * bump * self.a.rv_present
         phi = theta + self.a.twist * fade
         rho_src = g * m
         return (
@@ -101,11 +114,11 @@ class _Slice:
         rho, theta = self._polar(r, c)
         s = rho / self._modulation(theta)
         out = np.zeros(np.shape(r), dtype=np.uint8)
-        if self.a.rv_present:
+        if np.any(self.a.rv_present):
             d = _ang(theta, self.a.rv_angle) / self.a.rv_width
             # Crescent: between the epicardium (+ a thin septal gap) and an outline shrinking toward its tips.
             outer = self.b + self.a.rv_depth * np.sqrt(np.clip(1.0 - d**2, 0.0, 1.0))
-            out[(s > self.b + 0.8) & (s < outer) & (np.abs(d) < 1.0)] = 1
+            out[(s > self.b + 0.8) & (s < outer) & (np.abs(d) < 1.0) & (np.asarray(self.a.rv_present) > 0)] = 1
         out[s <= self.b] = 2
         out[s <= self.a.endo] = 3
         return out
@@ -127,7 +140,7 @@ class _Slice:
         img[liver] = t["liver"] * (1.0 + 0.5 * tex[liver])
         rho, theta = self._polar(r, c)
         s = rho / self._modulation(theta)
-        fat = (s > self.b) & (s < self.b + t["fat_width"]) & (np.cos(theta - t["fat_angle"]) > 0.2) & (lab == 0)
+        fat = (s > self.b) & (s < self.b + t["fat_width"]) & (np.cos(theta - t["fat_angle"]) > 0.2) & (lab == 0) & (self.b > 0)
         img[fat] = t["fat"]
         img[lab == 2] = t["myo"] * (1.0 + 0.5 * tex[lab == 2])
         img[lab == 3] = t["blood_lv"] * (1.0 + 0.3 * tex[lab == 3])
@@ -264,10 +277,15 @@ def _draw_subject(rng: np.random.Generator, fov: float) -> tuple[list[SliceAnato
                 shift=shift,
             )
         )
+    return anatomies, _draw_tissue(rng, fov, centre)
+
+
+def _draw_tissue(rng: np.random.Generator, fov: float, centre: tuple[float, float]) -> dict[str, Any]:
+    """Body, lungs, liver, fat and texture around a heart centred at ``centre`` (mm)."""
     n_tex = 24
     freq_mag = rng.uniform(1 / 30, 1 / 6, n_tex)
     freq_dir = rng.uniform(0, 2 * np.pi, n_tex)
-    tissue = {
+    return {
         "body_centre": (fov / 2 + rng.normal(0, 4), fov / 2 + rng.normal(0, 4)),
         "body_axes": (rng.uniform(75, 90), rng.uniform(88, 100)),
         "lung_centres": [(centre[0] - rng.uniform(10, 25), centre[1] + s * rng.uniform(45, 60)) for s in (-1, 1)],
@@ -287,7 +305,6 @@ def _draw_subject(rng: np.random.Generator, fov: float) -> tuple[list[SliceAnato
         "blood_lv": rng.uniform(0.75, 0.9),
         "blood_rv": rng.uniform(0.7, 0.88),
     }
-    return anatomies, tissue
 
 
 def _bias_field(rng: np.random.Generator, r: np.ndarray, c: np.ndarray, fov: float) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""The embedded 3-D synthetic heart: short-axis stacks, true 3-D motion (longitudinal shortening, twist,
+contraction), labels and an invertible ground-truth flow."""
+
+import numpy as np
+import pytest
+
+from regbench import create_dataset
+from regbench.errors import ConfigError
+from regbench.metrics import dice, njd, non_diffeomorphic_share
+from regbench.registry import DATASETS
+from regbench.warp import warp, warp_label
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return create_dataset("synthetic3d", n_subjects=10, image_size=48, seed=0)
+
+
+@pytest.fixture(scope="module")
+def volume_pairs(dataset):
+    return dataset.pairs("test") + dataset.pairs("val")
+
+
+def test_declares_3d_and_the_cardiac_labels():
+    meta = DATASETS.meta("synthetic3d")
+    assert meta.dims == (3,) and meta.labels == {"LV": 3, "Myo": 2, "RV": 1}
+
+
+def test_volumes_shapes_spacing_and_labels(volume_pairs):
+    for p in volume_pairs:
+        assert p.fixed.shape == p.moving.shape == (10, 48, 48) and p.fixed.dtype == np.float32
+        assert p.spacing == (10.0, 4.0, 4.0)  # slices 10 mm apart, 192 mm in-plane at 48 px
+        assert p.flow_gt is not None and p.flow_gt.shape == (3, 10, 48, 48)
+        assert 0.0 <= p.fixed.min() and p.fixed.max() <= 1.0
+        assert set(np.unique(p.fixed_label)) == {0, 1, 2, 3} and p.case_id == p.subject
+        lv_per_slice = (p.fixed_label == 3).sum(axis=(1, 2))
+        # The LV cavity narrows toward the apex and ends above the bottom slices (the myocardium closes it).
+        assert lv_per_slice[0] > lv_per_slice[lv_per_slice > 0][-1] and lv_per_slice[-1] == 0
+        assert (p.fixed_label == 1).sum(axis=(1, 2))[-1] == 0  # no RV at the apex
+
+
+def test_same_seed_same_volumes_other_seed_other(dataset):
+    again = create_dataset("synthetic3d", n_subjects=10, image_size=48, seed=0).pairs("test")[0]
+    other = create_dataset("synthetic3d", n_subjects=10, image_size=48, seed=1).pairs("test")[0]
+    first = dataset.pairs("test")[0]
+    assert np.array_equal(first.moving, again.moving) and np.array_equal(first.flow_gt, again.flow_gt)
+    assert not np.array_equal(first.fixed, other.fixed)
+
+
+def test_ground_truth_flow_inverts_the_3d_motion(dataset, volume_pairs):
+    """S(x + u(x)) = x in mm on every voxel, and the motion has all three components."""
+    p = volume_pairs[0]
+    heart, _ = dataset.heart(p.subject)
+    x = dataset.grid()
+    moved_to = [xk + uk * sk for xk, uk, sk in zip(x, p.flow_gt, p.spacing)]
+    source = heart.source(*moved_to)
+    assert max(np.abs(sk - xk).max() for sk, xk in zip(source, x)) < 1e-3
+    assert np.abs(p.flow_gt[0]).max() > 0.3 and np.abs(p.flow_gt[1:]).max() > 1.0
+
+
+def test_the_motion_is_a_cardiac_contraction(volume_pairs):
+    for p in volume_pairs:
+        lv, myo = p.fixed_label == 3, p.fixed_label == 2
+        # Longitudinal shortening: the base moves toward the apex (down the stack) at ES, the apex stays.
+        base_motion = p.flow_gt[0][0][myo[0]].mean()
+        apex_slice = np.flatnonzero(myo.any(axis=(1, 2)))[-1]
+        assert base_motion > 0.3 and abs(p.flow_gt[0][apex_slice][myo[apex_slice]].mean()) < base_motion / 3
+        # The LV empties (ejection) while the myocardium keeps its volume roughly.
+        assert (p.moving_label == 3).sum() < 0.85 * lv.sum()
+        assert 0.75 < (p.moving_label == 2).sum() / myo.sum() < 1.3
+        # The true motion is a diffeomorphism: no folding by either measure.
+        assert njd(p.flow_gt) == 0.0 and non_diffeomorphic_share(p.flow_gt) == 0.0
+
+
+def test_true_flow_registers_the_pair(volume_pairs):
+    """Moving the ES volume by the true flow recovers the ED labels and image far better than no motion."""
+    for p in volume_pairs:
+        for value in (1, 2, 3):
+            before = dice(p.fixed_label == value, p.moving_label == value)
+            after = dice(p.fixed_label == value, warp_label(p.moving_label, p.flow_gt) == value)
+            assert after > 0.85 and after > before + 0.1
+        assert ((p.fixed - warp(p.moving, p.flow_gt)) ** 2).mean() < 0.4 * ((p.fixed - p.moving) ** 2).mean()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"n_subjects": 2}, "n_subjects"), ({"image_size": 8}, "image_size"), ({"depth": 4}, "depth"), ({"slice_mm": 0}, "slice_mm")],
+)
+def test_bad_options_are_one_error_naming_them(options, named):
+    with pytest.raises(ConfigError, match=named):
+        create_dataset("synthetic3d", **options)
