@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -249,13 +249,28 @@ def _config_from_args(args: argparse.Namespace):
     )
 
 
+def grouped_reasons(unavailable: Mapping[str, str]) -> list[str]:
+    """One line per reason: methods left out for the same reason (the 2-D methods on volumes, those of one
+    missing extra) are named together and the reason is said once."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in unavailable.items():
+        by_reason.setdefault(why.replace(f"method {name!r} ", "method {} ", 1), []).append(name)
+    lines = []
+    for template, names in by_reason.items():
+        if len(names) > 1 and template.count("method {} ") == 1:
+            lines.append(f"{len(names)} methods ({', '.join(names)}): " + template.replace("method {} ", "each ", 1))
+        else:
+            lines += [unavailable[name] for name in names]
+    return lines
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
     config = _config_from_args(args)
     result = run(config, progress=not args.no_progress, retrain=args.retrain, refresh=args.refresh)
     print(f"run directory: {result.run_dir}")
-    for why in result.unavailable.values():
+    for why in grouped_reasons(result.unavailable):
         print(f"regbench: note: left out of {','.join(config.methods)}: {why}", file=sys.stderr)
     for name in sorted(set(result.evaluated) | set(result.skipped)):
         retried = result.retried.get(name, 0)

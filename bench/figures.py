@@ -9,6 +9,7 @@ draw. Files carry no timestamps, so drawing again gives identical bytes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,22 +151,59 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
     return _save(fig, stem)
 
 
-def _grid_lines(ax, flow: np.ndarray, step: int) -> None:
-    """The deformation x ↦ x + u(x) drawn as a warped grid (flow channel 0 rows, 1 columns, pixels)."""
+def _grid_lines(ax, flow: np.ndarray, steps: tuple[int, ...]) -> None:
+    """The deformation x ↦ x + u(x) drawn as a warped grid (flow channel 0 rows, 1 columns, pixels), a line
+    every ``steps`` rows and columns."""
     h, w = flow.shape[1:]
     rows, cols = np.mgrid[0:h, 0:w].astype(float)
     y, x = rows + flow[0], cols + flow[1]
-    for i in range(0, h, step):
+    for i in range(0, h, steps[0]):
         ax.plot(x[i, :], y[i, :], color="#d62728", lw=0.5)
-    for j in range(0, w, step):
+    for j in range(0, w, steps[1]):
         ax.plot(x[:, j], y[:, j], color="#d62728", lw=0.5)
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
 
 
+@dataclass(frozen=True)
+class _View:
+    """A 2-D picture of an example: the whole image (2-D), or a mid-slice of a volume across one axis."""
+
+    name: str
+    index: tuple  # into the image
+    channels: tuple[int, int]  # the flow's in-plane components, rows then columns
+    aspect: float  # a pixel's height / width in mm
+
+    def image(self, array: np.ndarray) -> np.ndarray:
+        return array[self.index]
+
+    def height_ratio(self, array: np.ndarray) -> float:
+        """Its height over its width, in mm, at most 1."""
+        h, w = self.image(array).shape
+        return min(h * self.aspect / w, 1.0)
+
+    def flow(self, flow: np.ndarray) -> np.ndarray:
+        return np.stack([flow[(c,) + self.index] for c in self.channels])
+
+
+def _views(shape: tuple[int, ...], spacing: Sequence[float]) -> list[_View]:
+    """2-D: the image. 3-D: the mid-slices across axis 0 and across axis 1 (for a short-axis stack: a
+    short-axis slice and a through-plane view), each with its pixels' true aspect."""
+    if len(shape) == 2:
+        return [_View("", (slice(None), slice(None)), (0, 1), float(spacing[0]) / float(spacing[1]))]
+    views = []
+    for axis in (0, 1):
+        middle = shape[axis] // 2
+        index = tuple(middle if k == axis else slice(None) for k in range(3))
+        rows, cols = (k for k in range(3) if k != axis)
+        views.append(_View(f"axis {axis} = {middle}", index, (rows, cols), float(spacing[rows]) / float(spacing[cols])))
+    return views
+
+
 def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] | None = None) -> list[Path]:
     """Per example pair, two rows: fixed then each method's moved image; moving then each method's
-    deformation as a warped grid (the layout of the paper's Fig. 3)."""
+    deformation as a warped grid (the layout of the paper's Fig. 3). A 3-D pair has two such row pairs: its
+    mid-slices across axis 0 and across axis 1, the grids drawn from the flow's in-plane components."""
     plt, _ = _pyplot()
     folder = RunDir(run_dir)
     pair_files = folder.example_pairs()
@@ -173,26 +211,36 @@ def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] 
     methods = sorted(methods or available, key=method_sort_key)
     if not pair_files or not methods:
         return []
-    cols = len(methods) + 1
-    fig, axes = plt.subplots(2 * len(pair_files), cols, figsize=(1.7 * cols, 3.5 * len(pair_files)), squeeze=False)
-    for k, pair_file in enumerate(pair_files):
-        pair = np.load(pair_file)
-        top, bottom = axes[2 * k], axes[2 * k + 1]
-        top[0].imshow(pair["fixed"], cmap="gray", vmin=0, vmax=1)
-        top[0].set_title("Fixed", fontsize=8)
-        bottom[0].imshow(pair["moving"], cmap="gray", vmin=0, vmax=1)
-        bottom[0].set_title("Moving", fontsize=8)
-        top[0].set_ylabel(pair_file.stem, fontsize=7)
-        for c, method in enumerate(methods, start=1):
-            path = folder.example(method, folder.example_case(pair_file))
-            if not path.exists():
-                top[c].text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7, transform=top[c].transAxes)
-                continue
-            example = np.load(path)
-            top[c].imshow(example["moved"], cmap="gray", vmin=0, vmax=1)
-            top[c].set_title(names.method(method), fontsize=8)
-            bottom[c].imshow(pair["moving"], cmap="gray", vmin=0, vmax=1, alpha=0.35)
-            _grid_lines(bottom[c], example["flow"], step=max(pair["fixed"].shape[0] // 16, 2))
+    pairs = [np.load(pair_file) for pair_file in pair_files]
+    views = [_views(pair["fixed"].shape, pair["spacing"] if "spacing" in pair else (1.0,) * pair["fixed"].ndim) for pair in pairs]
+    rows, cols = 2 * sum(len(v) for v in views), len(methods) + 1
+    # Each row as tall as its view in mm (a through-plane view of a thin stack is a low strip).
+    heights = [h for pair, pair_views in zip(pairs, views) for view in pair_views for h in [view.height_ratio(pair["fixed"])] * 2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.75 * sum(heights) + 0.2 * rows), squeeze=False, gridspec_kw={"height_ratios": heights})
+    row = 0
+    for pair_file, pair, pair_views in zip(pair_files, pairs, views):
+        examples = {method: folder.example(method, folder.example_case(pair_file)) for method in methods}
+        loaded = {method: np.load(path) for method, path in examples.items() if path.exists()}
+        for view in pair_views:
+            top, bottom = axes[row], axes[row + 1]
+            row += 2
+            shown = dict(cmap="gray", vmin=0, vmax=1, aspect=view.aspect)
+            top[0].imshow(view.image(pair["fixed"]), **shown)
+            top[0].set_title("Fixed", fontsize=8)
+            bottom[0].imshow(view.image(pair["moving"]), **shown)
+            bottom[0].set_title("Moving", fontsize=8)
+            top[0].set_ylabel(f"{pair_file.stem}\n{view.name}".strip(), fontsize=7)
+            # A grid line every 1/16 of a side (at least 2 pixels); every slice along a side of under 16.
+            steps = tuple(max(n // 16, 2) if n >= 16 else 1 for n in view.image(pair["fixed"]).shape)
+            for c, method in enumerate(methods, start=1):
+                if method not in loaded:
+                    top[c].text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7, transform=top[c].transAxes)
+                    continue
+                top[c].imshow(view.image(loaded[method]["moved"]), **shown)
+                top[c].set_title(names.method(method), fontsize=8)
+                bottom[c].imshow(view.image(pair["moving"]), **{**shown, "alpha": 0.35})
+                _grid_lines(bottom[c], view.flow(loaded[method]["flow"]), steps)
+                bottom[c].set_aspect(view.aspect)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

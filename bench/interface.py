@@ -94,7 +94,9 @@ class TrainableMethod(Method, Protocol):
 @runtime_checkable
 class PairAwareMethod(Protocol):
     """A method that must know which pair it registers (an external tool's fields in a folder, keyed by the
-    pair's identity): the runner calls ``register_pair(pair)`` instead of ``register(fixed, moving)``."""
+    pair's identity) or its spacing (a multi-resolution schedule that spares the coarse axis of an anisotropic
+    stack, :mod:`regbench.pyramid`): the runner calls ``register_pair(pair)`` instead of ``register(fixed,
+    moving)``, which then means isotropic voxels."""
 
     name: str
 
@@ -230,9 +232,16 @@ CONSISTENCY_MESSAGE = "moved image differs from warp(moving, flow)"  # how a fai
 
 def moved_flow_disagreement(moving: np.ndarray, registration: Registration, flow: np.ndarray | None = None) -> float:
     """Mean squared difference between the method's moved image and regbench's warp of ``moving`` by its flow
-    (or by ``flow``, another reading of it)."""
-    flow = registration.flow if flow is None else flow
-    return float(np.mean((_warp(moving, np.asarray(flow, np.float32)) - np.asarray(registration.moved, np.float32)) ** 2))
+    (or by ``flow``, another reading of it), over the voxels that sample inside the moving image: outside it,
+    libraries differ in padding (ITK replicates the edge half a voxel out, grid_sample blends toward zero), which
+    on a stack of a few thick slices moved through-plane is a whole slice's worth of disagreement."""
+    flow = np.asarray(registration.flow if flow is None else flow, np.float32)
+    squared = (_warp(moving, flow) - np.asarray(registration.moved, np.float32)) ** 2
+    inside = np.ones(squared.shape, dtype=bool)
+    for axis, size in enumerate(squared.shape):
+        position = np.expand_dims(np.arange(size), tuple(k for k in range(squared.ndim) if k != axis)) + flow[axis]
+        inside &= (position >= 0) & (position <= size - 1)
+    return float(np.mean(squared[inside])) if inside.any() else float(np.mean(squared))
 
 
 def consistency_tolerance(moving: np.ndarray, registration: Registration) -> float:

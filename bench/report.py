@@ -22,7 +22,7 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
 from .metrics import with_structures
 from .naming import Names
-from .registry import method_sort_key
+from .registry import METHODS, method_sort_key
 from .rundir import (
     REQUIRED_COLUMNS,
     Manifest,
@@ -143,8 +143,17 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         )
     compared = averaged[[(d, m) not in partial for d, m in zip(averaged["dataset"], averaged["method"])]]
     stats = paired_tests(compared, references, metrics, options.alpha)
+    run_dims = {manifest.dims for manifest in manifests}
     for reference in references:
-        if reference not in set(per_case["method"]):
+        if reference in set(per_case["method"]):
+            continue
+        if reference in METHODS.names() and options.references is None and not run_dims & set(METHODS.meta(reference).dims):
+            # The study's reference cannot register these images: say so once, not as if it were forgotten.
+            report.problems.append(
+                f"the study's reference method {reference!r} registers {'/'.join(f'{d}-D' for d in METHODS.meta(reference).dims)} images "
+                f"and this run's are {'/'.join(f'{d}-D' for d in sorted(run_dims))}: no statistics against a reference (report --against NAME picks one)"
+            )
+        else:
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
     report.written.append(_write(out / "stats.csv", stats.to_csv(index=False)))
     marks = significance_marks(stats, references[0]) if references else {}

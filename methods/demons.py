@@ -4,9 +4,11 @@ Multi-resolution: at each level, both images are smoothed (σ = shrink/2 pixels)
 field from the coarser level is resampled as the initial field, and the filter runs its iterations. The
 field is smoothed after each iteration with ``smoothing_sigma`` pixels (a Gaussian on the displacement, the
 diffeomorphic demons' "fluid-elastic" regulariser is ``update_sigma``). 2-D and 3-D alike: images are built
-with unit spacing (shrink factors and σ in voxels along every axis, the spacing unused), and SimpleITK's
-displacement, physical units with x (the last array axis) first, is regbench's flow with its channels
-reversed.
+with unit spacing, so SimpleITK's displacement (physical units, x, the last array axis, first) is regbench's
+flow in voxels with its channels reversed. On an anisotropic pair (the runner passes the spacing through
+``register_pair``) a level shrinks the coarse axis only once the fine ones have caught up
+(:mod:`regbench.pyramid`; e.g. 10 × 4 × 4 mm voxels, factor 2: (1, 2, 2)) and the field's σ is the same in mm
+along every axis; isotropic pairs shrink and smooth every axis alike.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ..interface import Registration, validate_images
+from ..interface import Pair, Registration, validate_images
+from ..pyramid import is_isotropic, relative_spacing, shrink_factors
 from ..registry import MethodMeta, register_method
 
 VARIANTS = {
@@ -30,6 +33,14 @@ VARIANTS = {
 
 def _image(array: np.ndarray) -> sitk.Image:
     return sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _smooth_along(image: sitk.Image, factors: Sequence[int]) -> sitk.Image:
+    """A Gaussian of σ = factor/2 voxels along each array axis whose factor is above 1 (ITK counts x first)."""
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            image = sitk.RecursiveGaussian(image, factor / 2.0, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, len(factors) - 1 - axis)
+    return image
 
 
 class SimpleITKDemons:
@@ -59,11 +70,14 @@ class SimpleITKDemons:
         self.max_step_length = float(max_step_length)
         self.threads = threads
 
-    def _filter(self, iterations: int) -> Any:
+    def _filter(self, iterations: int, spacing: Sequence[float] | None, ndim: int) -> Any:
         f: Any = VARIANTS[self.variant]()
         f.SetNumberOfIterations(iterations)
         f.SetSmoothDisplacementField(self.smoothing_sigma > 0)
-        f.SetStandardDeviations(self.smoothing_sigma or 1.0)
+        if spacing is None:
+            f.SetStandardDeviations(self.smoothing_sigma or 1.0)
+        else:  # the same σ in mm along every axis: fewer voxels along the coarse one (x first for ITK)
+            f.SetStandardDeviations([(self.smoothing_sigma or 1.0) / s for s in relative_spacing(spacing, ndim)[::-1]])
         f.SetSmoothUpdateField(self.update_sigma > 0)
         f.SetUpdateFieldStandardDeviations(self.update_sigma or 1.0)
         if hasattr(f, "SetMaximumUpdateStepLength"):
@@ -73,12 +87,25 @@ class SimpleITKDemons:
         return f
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
+        """Register with isotropic voxels (every axis shrunk alike, σ alike)."""
+        return self._register(fixed, moving, None)
+
+    def register_pair(self, pair: Pair) -> Registration:
+        """Register with the pair's spacing: an anisotropic stack's coarse axis is shrunk only once the fine axes
+        have caught up (:func:`regbench.pyramid.shrink_factors`), and the field's σ is the same in mm along
+        every axis. Isotropic pairs: the same as ``register``."""
+        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
+
+    def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
         fixed, moving = validate_images(fixed, moving, dims=DIMS)
         ndim = fixed.ndim
         f_img, m_img = _image(fixed), _image(moving)
         field: sitk.Image | None = None
         for shrink, iterations in zip(self.shrink_factors, self.iterations):
-            if shrink > 1:
+            per_axis = shrink_factors(shrink, spacing, ndim)
+            if spacing is not None and shrink > 1:  # σ = factor/2 along each shrunk axis only
+                f_lvl, m_lvl = (sitk.Shrink(_smooth_along(img, per_axis), per_axis[::-1]) for img in (f_img, m_img))
+            elif shrink > 1:
                 f_lvl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f_img, shrink / 2.0), [shrink] * ndim)
                 m_lvl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_img, shrink / 2.0), [shrink] * ndim)
             else:
@@ -91,7 +118,7 @@ class SimpleITKDemons:
                 else sitk.Image(f_lvl.GetSize(), sitk.sitkVectorFloat64, ndim)
             )
             initial.CopyInformation(f_lvl)
-            field = self._filter(iterations).Execute(f_lvl, m_lvl, initial)
+            field = self._filter(iterations, spacing, ndim).Execute(f_lvl, m_lvl, initial)
         assert field is not None
         if field.GetSize() != f_img.GetSize():
             field = sitk.Resample(field, f_img, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)

@@ -11,7 +11,10 @@ iteration, 2048) and ``seed`` (elastix's ``RandomSeed``: the sampler is random, 
 
 Convention: images are built with unit spacing, so transformix's deformation field is in pixels; it maps a
 fixed-image point p to p + d(p) in the moving image, which is regbench's ``moved(p) = moving(p + flow(p))``
-with ITK's x (column) first, so the channels are swapped into (rows, columns). The test checks that
+with ITK's x (the last array axis) first, so the channels are reversed. 2-D and 3-D. On an anisotropic pair
+(the runner passes it through ``register_pair``) the images carry the spacing in units of the finest axis, so
+the control points are ``grid_spacing`` finest voxels apart in mm along every axis and the pyramid schedule
+spares the coarse axis (:mod:`regbench.pyramid`); the field is divided by the relative spacing back into voxels. The test checks that
 regbench's warper on that flow reproduces elastix's own moved image when elastix resamples linearly.
 Labels are moved by transformix with elastix's nearest-neighbour resampler. elastix and transformix write
 their logs and the deformation field into a private temporary directory, removed after each call; they run
@@ -21,24 +24,32 @@ with ``threads`` threads (default 1: one per worker under ``--jobs``).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..interface import Registration, validate_images
+from ..interface import Pair, Registration, validate_images
+from ..pyramid import is_isotropic, relative_spacing, shrink_factors
 from ..registry import MethodMeta, register_method
 
+DIMS = (2, 3)
 
-def _itk_image(array: np.ndarray) -> Any:
+
+def _itk_image(array: np.ndarray, relative: Sequence[float] | None = None) -> Any:
+    """An ITK image of ``array``; ``relative``: its spacing per array axis (default 1), which ITK takes x first."""
     import itk
 
-    return itk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image = itk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    if relative is not None:
+        image.SetSpacing([float(s) for s in relative[::-1]])
+    return image
 
 
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
 @register_method(
     "elastix-bspline",
-    MethodMeta(display_name="elastix B-spline", isolate_cases=True, requires=("itk-elastix",), install_hint='pip install "regbench[elastix]"'),
+    MethodMeta(display_name="elastix B-spline", isolate_cases=True, requires=("itk-elastix",), install_hint='pip install "regbench[elastix]"', dims=DIMS),
 )
 class ElastixBSpline:
     """elastix B-spline registration; every setting is a keyword option."""
@@ -79,12 +90,18 @@ class ElastixBSpline:
     def options(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("grid_spacing", "resolutions", "iterations", "metric", "samples", "final_interpolation_order", "threads", "seed")}
 
-    def parameter_object(self) -> Any:
-        """The elastix parameter map this method runs (one B-spline stage)."""
+    def parameter_object(self, spacing: Sequence[float] | None = None) -> Any:
+        """The elastix parameter map this method runs (one B-spline stage); with an anisotropic ``spacing``, its
+        pyramid schedule per axis (:func:`regbench.pyramid.shrink_factors`, x first as elastix reads it)."""
         import itk
 
         parameters = itk.ParameterObject.New()
         bspline = parameters.GetDefaultParameterMap("bspline", self.resolutions, self.grid_spacing)
+        if spacing is not None:
+            levels = [shrink_factors(2 ** (self.resolutions - 1 - level), spacing, len(spacing))[::-1] for level in range(self.resolutions)]
+            schedule = [str(f) for factors in levels for f in factors]
+            bspline["FixedImagePyramidSchedule"] = schedule
+            bspline["MovingImagePyramidSchedule"] = schedule
         bspline["Metric"] = [self.metric]
         bspline["MaximumNumberOfIterations"] = [str(self.iterations)]
         bspline["NumberOfSpatialSamples"] = [str(self.samples)]
@@ -94,13 +111,23 @@ class ElastixBSpline:
         return parameters
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        fixed, moving = validate_images(fixed, moving)
+        """Register with isotropic voxels (unit spacing)."""
+        return self._register(fixed, moving, None)
+
+    def register_pair(self, pair: Pair) -> Registration:
+        """Register with the pair's spacing, in units of its finest axis: the control-point grid is as fine in
+        mm along every axis and the pyramid spares the coarse axis. Isotropic pairs: the same as ``register``."""
+        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
+
+    def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
+        fixed, moving = validate_images(fixed, moving, dims=DIMS)
         import itk
 
-        fixed_image, moving_image = _itk_image(fixed), _itk_image(moving)
+        relative = relative_spacing(spacing, fixed.ndim)
+        fixed_image, moving_image = _itk_image(fixed, relative), _itk_image(moving, relative)
         with tempfile.TemporaryDirectory(prefix="regbench-elastix-") as tmp:
             elastix = itk.ElastixRegistrationMethod.New(fixed_image, moving_image)
-            elastix.SetParameterObject(self.parameter_object())
+            elastix.SetParameterObject(self.parameter_object(spacing))
             elastix.SetOutputDirectory(tmp)
             elastix.SetLogToConsole(False)
             elastix.SetNumberOfThreads(self.threads)
@@ -108,7 +135,8 @@ class ElastixBSpline:
             moved = np.asarray(itk.GetArrayFromImage(elastix.GetOutput()), dtype=np.float32)
             transform = elastix.GetTransformParameterObject()
             field = self._transformix(moving_image, transform, tmp, deformation=True)
-        flow = np.stack([field[..., 1], field[..., 0]]).astype(np.float32)  # ITK's (x, y) -> rows, columns
+        # ITK's components x first, in units of the finest axis -> channel k along array axis k, in its voxels.
+        flow = (np.moveaxis(field[..., ::-1], -1, 0) / np.reshape(relative, (-1,) + (1,) * fixed.ndim)).astype(np.float32)
 
         def warp_label(label: np.ndarray) -> np.ndarray:
             """transformix with nearest-neighbour resampling, through the same transform."""
@@ -118,7 +146,7 @@ class ElastixBSpline:
                 parameter_map["ResampleInterpolator"] = ["FinalNearestNeighborInterpolator"]
                 nearest.AddParameterMap(parameter_map)
             with tempfile.TemporaryDirectory(prefix="regbench-elastix-") as tmp:
-                warped = self._transformix(_itk_image(label), nearest, tmp, deformation=False)
+                warped = self._transformix(_itk_image(label, relative), nearest, tmp, deformation=False)
             return np.rint(warped).astype(label.dtype)
 
         return Registration(moved=moved, flow=flow, label_warper=warp_label)

@@ -14,8 +14,14 @@ Settings (keyword options): ``scales`` (4, 2, 1) and ``iterations`` (200, 100, 5
 SyN), ``device`` (``auto``: CUDA where present, else CPU).
 
 Convention: FireANTs returns the moved coordinates of every fixed pixel in the moving image's normalised
-[-1, 1] coordinates, x (column) first, corners aligned. regbench converts them to a displacement in pixels,
-rows first, and moves the image and the labels with its own warper (bilinear, nearest); the test checks that
+[-1, 1] coordinates, x (the last array axis) first, corners aligned. regbench converts them to a displacement
+in voxels, channel k along array axis k, and moves the image and the labels with its own warper (linear,
+nearest); 2-D and 3-D. In 3-D, FireANTs 1.5.0 (CPU, without its fused CUDA ops) hardly moves on a grid that
+is not a cube: a 1.5-voxel shift of a smooth 16 × 32 × 32 volume came back as (0.0, 0.2, 0.3) voxels, of a
+32³ one as (1.5, 1.5, 1.5) and its own moved image agreed. So a non-cubic volume is resampled (trilinear,
+corners aligned) onto a cube of its longest side, registered there, and the normalised coordinates, which do
+not depend on the grid, are sampled back at the volume's voxels (that shift then came back as 1.5 ± 0.04;
+tested). FireANTs' ``scales`` then shrink every axis of the cube alike; the test checks that
 this reproduces FireANTs' own moved image. SyN's forward map composes the forward half-warp with the inverse
 of the reverse half-warp, which FireANTs computes by a short optimisation of its own.
 """
@@ -57,6 +63,7 @@ def _import_fireants() -> tuple[Any, Any, Any]:
     "fireants-syn",
     MethodMeta(
         display_name="FireANTs SyN",
+        dims=(2, 3),
         requires=("fireants",),
         install_hint='pip install "regbench[fireants]" && pip install --no-deps "fireants==1.5.0" (FireANTs pins SimpleITK==2.2.1, which regbench\'s SimpleITK>=2.3 excludes)',
     ),
@@ -126,19 +133,36 @@ class FireANTsSyN:
 
     @staticmethod
     def coordinates_to_flow(coordinates: np.ndarray) -> np.ndarray:
-        """(H, W, 2) normalised moving-image coordinates (x first, corners aligned) -> (2, H, W) pixel flow, rows first."""
-        h, w = coordinates.shape[:2]
-        rows = (coordinates[..., 1] + 1) / 2 * (h - 1)
-        cols = (coordinates[..., 0] + 1) / 2 * (w - 1)
-        grid_r, grid_c = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-        return np.stack([rows - grid_r, cols - grid_c]).astype(np.float32)
+        """(*shape, ndim) normalised moving-image coordinates (x, the last array axis, first; corners aligned) ->
+        (ndim, *shape) voxel flow, channel k along array axis k. 2-D and 3-D."""
+        shape = coordinates.shape[:-1]
+        ndim = len(shape)
+        grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+        return np.stack([(coordinates[..., ndim - 1 - k] + 1) / 2 * (shape[k] - 1) - grid[k] for k in range(ndim)]).astype(np.float32)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        fixed, moving = validate_images(fixed, moving)
+        fixed, moving = validate_images(fixed, moving, dims=(2, 3))
         import torch
 
-        registration, fixed_batch, moving_batch = self._registration(fixed, moving)
+        cube = fixed.ndim == 3 and len(set(fixed.shape)) > 1
+        if cube:  # FireANTs 1.5.0 hardly moves on a 3-D grid that is not a cube (see the module's docstring)
+            registration, fixed_batch, moving_batch = self._registration(_to_cube(fixed), _to_cube(moving))
+        else:
+            registration, fixed_batch, moving_batch = self._registration(fixed, moving)
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            coordinates = registration.get_warped_coordinates(fixed_batch, moving_batch)[0].detach().cpu().numpy()
-        flow = self.coordinates_to_flow(coordinates)
+            coordinates = registration.get_warped_coordinates(fixed_batch, moving_batch)[0].detach().cpu()
+        if cube:  # normalised coordinates do not depend on the grid: sample them back at the volume's voxels
+            field = torch.nn.functional.interpolate(coordinates.permute(3, 0, 1, 2)[None], size=fixed.shape, mode="trilinear", align_corners=True)
+            coordinates = field[0].permute(1, 2, 3, 0)
+        flow = self.coordinates_to_flow(coordinates.numpy())
         return Registration(moved=warp(moving, flow), flow=flow)
+
+
+def _to_cube(volume: np.ndarray) -> np.ndarray:
+    """``volume`` resampled (trilinear, corners aligned) onto a cube of its longest side: the same [-1, 1]
+    normalised coordinates, so FireANTs' answer on the cube is its answer on the volume."""
+    import torch
+
+    side = max(volume.shape)
+    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(tensor, size=(side,) * 3, mode="trilinear", align_corners=True)[0, 0].numpy()

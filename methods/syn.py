@@ -10,9 +10,13 @@ Repeatable: dense sampling has no random draw, and ITK runs with ``threads`` thr
 ``--random-seed`` from ``seed``. Every ANTs output goes to a private temporary directory that is removed
 after the call, so nothing is left behind in the system temp directory.
 
-ANTs writes the displacement with component k along ANTsPy's array axis k; regbench builds the ANTs images
-from its arrays with unit spacing, so component k is the displacement along array axis k in voxels, as
-regbench's flow, in 2-D and 3-D (levels and σ in voxels along every axis, the spacing unused). With an affine stage, the transforms are composed into one displacement field first.
+ANTs writes the displacement with component k along ANTsPy's array axis k, in physical units. regbench builds
+the ANTs images with unit spacing (``register``, and every isotropic pair), or, for an anisotropic pair (the
+runner passes it through ``register_pair``), with its spacing in units of the finest axis, so that ANTs shrinks
+the coarse axis only once the fine ones have caught up (its own per-axis rule; :mod:`regbench.pyramid`); each
+component is divided by its axis's relative spacing, which gives regbench's flow in voxels, 2-D and 3-D (the
+smoothing σ stay ANTs' voxel units). With an affine stage, the transforms are composed into one displacement
+field first.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..interface import Registration, validate_images
+from ..interface import Pair, Registration, validate_images
+from ..pyramid import is_isotropic, relative_spacing
 from ..registry import MethodMeta, register_method
 
 
@@ -59,11 +64,21 @@ class AntsSyN:
         self.seed = int(seed)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
+        """Register with isotropic voxels (unit spacing)."""
+        return self._register(fixed, moving, None)
+
+    def register_pair(self, pair: Pair) -> Registration:
+        """Register with the pair's spacing, in units of its finest axis: ANTs then shrinks an anisotropic
+        stack's coarse axis only once the fine axes have caught up. Isotropic pairs: the same as ``register``."""
+        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
+
+    def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
         fixed, moving = validate_images(fixed, moving, dims=(2, 3))
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.threads)
         import ants
 
-        f_img, m_img = ants.from_numpy(fixed), ants.from_numpy(moving)
+        relative = relative_spacing(spacing, fixed.ndim)
+        f_img, m_img = ants.from_numpy(fixed, spacing=relative), ants.from_numpy(moving, spacing=relative)
         previous_seed = ants.config._random_seed
         with tempfile.TemporaryDirectory(prefix="regbench-syn-") as tmp:
             try:
@@ -87,7 +102,8 @@ class AntsSyN:
             transforms = out["fwdtransforms"]
             field_path = transforms[0] if len(transforms) == 1 else ants.apply_transforms(f_img, m_img, transforms, compose=os.path.join(tmp, "comp_"))
             field = ants.image_read(field_path)  # read into memory before the directory goes
-        flow = np.moveaxis(field.numpy(), -1, 0).astype(np.float32)  # (2, H, W): rows, columns
+        # (ndim, *shape), component k along array axis k, in units of the finest axis: to voxels of each axis.
+        flow = (np.moveaxis(field.numpy(), -1, 0) / np.reshape(relative, (-1,) + (1,) * fixed.ndim)).astype(np.float32)
         moved = out["warpedmovout"].numpy().astype(np.float32)
 
         def warp_label(label: np.ndarray) -> np.ndarray:
@@ -95,7 +111,7 @@ class AntsSyN:
             with tempfile.TemporaryDirectory(prefix="regbench-syn-") as tmp:
                 path = os.path.join(tmp, "warp.nii.gz")
                 ants.image_write(field, path)
-                warped = ants.apply_transforms(f_img, ants.from_numpy(label.astype(np.float32)), [path], interpolator="genericLabel")
+                warped = ants.apply_transforms(f_img, ants.from_numpy(label.astype(np.float32), spacing=relative), [path], interpolator="genericLabel")
             return np.rint(warped.numpy()).astype(label.dtype)
 
         return Registration(moved=moved, flow=flow, label_warper=warp_label)

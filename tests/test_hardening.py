@@ -224,7 +224,7 @@ class SwapsChannels:
 def test_check_method_catches_swapped_channels_by_a_known_displacement():
     report = check_method(SwapsChannels())
     failed = {r.name: r.message for r in report.failures}
-    assert "recovers a known displacement" in failed and "channels swapped" in failed["recovers a known displacement"]
+    assert "recovers a known displacement" in failed and "channels reversed" in failed["recovers a known displacement"]
     assert check_method("demons").ok
 
 

@@ -1,0 +1,33 @@
+"""Multi-resolution schedules on anisotropic grids: which axes a pyramid level shrinks.
+
+A short-axis stack has slices several times thicker than its pixels; shrinking every axis by the same factor
+would leave two or three slices at the coarse levels. The rule (ANTs' for its shrink factors, written here for
+the methods whose libraries take per-axis factors): a level's factor applies to the finest axis, and every other
+axis gets the factor, at most that one, that brings its shrunk spacing closest to the finest axis's shrunk
+spacing. Isotropic grids (every 2-D dataset here, Learn2Reg's volumes) shrink all axes alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def relative_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """The spacing in units of the finest axis (isotropic: all 1.0); None (not known): isotropic."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if len(spacing) != ndim or not all(s > 0 for s in spacing):
+        raise ValueError(f"spacing {tuple(spacing)!r} must be {ndim} positive values, one per image axis")
+    finest = min(spacing)
+    return tuple(float(s) / finest for s in spacing)
+
+
+def is_isotropic(spacing: Sequence[float] | None) -> bool:
+    return spacing is None or max(spacing) <= min(spacing) * (1 + 1e-6)
+
+
+def shrink_factors(factor: int, spacing: Sequence[float] | None, ndim: int) -> tuple[int, ...]:
+    """Per-axis shrink factors (array-axis order) for a pyramid level of ``factor``."""
+    relative = relative_spacing(spacing, ndim)
+    target = float(factor)  # the finest axis's spacing after shrinking, in units of its own
+    return tuple(min(range(1, factor + 1), key=lambda f: (abs(s * f - target), f)) for s in relative)
