@@ -203,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
     p.add_argument("--pairs", type=int, default=24, help="pairs to time (default 24)")
+    p.add_argument(
+        "--dims",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="2: slices of --size px (default); 3: the methods that register volumes, timed on the 3-D synthetic "
+        "heart's stacks of --depth slices of --size × --size px (10 mm slices)",
+    )
+    p.add_argument("--depth", type=int, default=10, help="slices per volume with --dims 3 (default 10)")
     p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
     p.add_argument(
         "--profile",
@@ -393,7 +402,8 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 def cmd_perf(args: argparse.Namespace) -> int:
     from .registry import is_trainable
 
-    for flag, value, least in (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1)):
+    limits = (("--size", args.size, 32), ("--pairs", args.pairs, 1), ("--jobs", args.jobs, 1), ("--batch", args.batch, 1), ("--depth", args.depth, 10))
+    for flag, value, least in limits:
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     from .options import resolve_method_options
@@ -411,12 +421,13 @@ def cmd_perf(args: argparse.Namespace) -> int:
     )
     from .registry import METHODS
 
-    names = METHODS.resolve(args.methods)
+    # With --dims 3, a pattern leaves out the methods that do not register volumes (a name among them is an error).
+    names = METHODS.resolve(args.methods, skipped={}, dims=(args.dims,), dataset=f"perf --dims {args.dims}")
     options = {n: resolve_method_options(n, args.profile, device=args.device) for n in names}  # as `run --profile` builds them
     trainable = [n for n in names if is_trainable(METHODS.create(n, **options[n]))]
     classical = [n for n in names if n not in trainable]
     if classical:
-        pairs = benchmark_pairs(args.size, args.pairs)
+        pairs = benchmark_pairs(args.size, args.pairs, dims=args.dims, depth=args.depth)
         rows = []
         for name in classical:
             rows.append(time_cases(name, pairs, jobs=args.jobs, options=options[name]))

@@ -1,6 +1,7 @@
 """``regbench perf``: timings that belong in a benchmark, not in unit tests.
 
-- Registration time per pair (the registration alone: no file I/O, no metrics), in one process.
+- Registration time per pair (the registration alone: no file I/O, no metrics), in one process; ``--dims 3``
+  times the methods that register volumes on short-axis stacks of the 3-D synthetic heart.
 - Throughput of the runner's case loop (registration + metrics) with ``--jobs 1`` and ``--jobs N``, after
   warming the worker pool (one registration per worker), and the speed-up.
 - For trainable methods (built with the ``--profile``'s options, as ``regbench run`` builds them): the time of
@@ -34,7 +35,7 @@ from .study import DEFAULT_STUDY
 @dataclass
 class CaseTiming:
     method: str
-    size: int
+    shape: tuple[int, ...]  # of the pairs' images
     pairs: int
     seconds_per_pair: float
     seconds_std: float
@@ -47,7 +48,12 @@ class CaseTiming:
         return self.wall_jobs1 / self.wall_jobsn
 
 
-def benchmark_pairs(size: int, n_pairs: int, seed: int = 0) -> list[Any]:
+def benchmark_pairs(size: int, n_pairs: int, seed: int = 0, dims: int = 2, depth: int = 10) -> list[Any]:
+    """Synthetic pairs to time: 2-D slices of ``size`` px, or (``dims`` 3) short-axis stacks of ``depth``
+    slices 10 mm apart of ``size`` × ``size`` px (the 3-D synthetic heart)."""
+    if dims == 3:
+        volumes = create_dataset("synthetic3d", n_subjects=max(4, n_pairs), image_size=size, depth=depth, seed=seed)
+        return [p for split in ("train", "val", "test") for p in volumes.pairs(split)][:n_pairs]
     ds = create_dataset("synthetic", n_subjects=max(6, n_pairs // 6 + 2), image_size=size, seed=seed)
     pairs = [p for s in ds.subjects() for p in ds.subject_pairs(s)]
     return pairs[:n_pairs]
@@ -87,7 +93,7 @@ def _time_cases(name: str, method: Any, pairs: Sequence[Any], jobs: int) -> Case
     start = time.perf_counter()
     list(iterate_cases(method, pairs, config, examples=set()))
     walln = time.perf_counter() - start
-    return CaseTiming(name, pairs[0].fixed.shape[0], len(pairs), float(np.mean(times)), float(np.std(times)), wall1, walln, jobs)
+    return CaseTiming(name, tuple(pairs[0].fixed.shape), len(pairs), float(np.mean(times)), float(np.std(times)), wall1, walln, jobs)
 
 
 def _warm_up(method: Any, pair: Any) -> None:
@@ -102,10 +108,10 @@ def _warm_pool(method: Any, pair: Any, jobs: int) -> None:
 
 
 def format_case_timings(rows: Sequence[CaseTiming]) -> str:
-    lines = [f"{'method':<16}{'size':>6}{'pairs':>7}{'s/pair (1 thread)':>20}{'wall --jobs 1':>15}{'wall --jobs N':>15}{'speed-up':>10}"]
+    lines = [f"{'method':<16}{'shape':>10}{'pairs':>7}{'s/pair (1 thread)':>20}{'wall --jobs 1':>15}{'wall --jobs N':>15}{'speed-up':>10}"]
     for r in rows:
         lines.append(
-            f"{r.method:<16}{r.size:>6}{r.pairs:>7}{r.seconds_per_pair:>12.4f} ± {r.seconds_std:.4f}"
+            f"{r.method:<16}{'×'.join(map(str, r.shape)):>10}{r.pairs:>7}{r.seconds_per_pair:>12.4f} ± {r.seconds_std:.4f}"
             f"{r.wall_jobs1:>14.2f}s{r.wall_jobsn:>13.2f}s (N={r.jobs}){r.speedup:>6.2f}×"
         )
     return "\n".join(lines)

@@ -160,7 +160,17 @@ def test_perf_times_a_classical_method_serially_and_in_parallel():
 
     timing = time_cases("initial", benchmark_pairs(32, 3), jobs=2)
     assert timing.pairs == 3 and timing.wall_jobs1 > 0 and timing.wall_jobsn > 0
-    assert "initial" in format_case_timings([timing])
+    assert "initial" in format_case_timings([timing]) and timing.shape == (32, 32)
+    volumes = benchmark_pairs(32, 2, dims=3, depth=12)  # `perf --dims 3`: stacks of the 3-D synthetic heart
+    assert [p.fixed.shape for p in volumes] == [(12, 32, 32)] * 2
+    assert "12×32×32" in format_case_timings([time_cases("initial", volumes, jobs=1)])
+
+
+def test_perf_in_3d_refuses_a_method_that_registers_slices_only(capsys):
+    from regbench.cli import main
+
+    assert main(["perf", "--dims", "3", "--methods", "initial,voxelmorph-s"]) != 0
+    assert "method 'voxelmorph-s' registers 2-D images (its declared dims); perf --dims 3 is 3-D" in capsys.readouterr().err
 
 
 def test_perf_subnormal_step_restores_threads_and_leaves_subnormals_flushed():
