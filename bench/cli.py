@@ -22,7 +22,9 @@ log = logging.getLogger("regbench")
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with RunConfig keys (flags given here override it)")
     p.add_argument("--dataset", help="dataset name (default: synthetic)")
-    p.add_argument("--root", help="dataset folder, for datasets read from disk (acdc, mnm; or $REGBENCH_ACDC_ROOT / $REGBENCH_MNM_ROOT)")
+    p.add_argument(
+        "--root", help="dataset folder, for datasets read from disk (acdc, mnm and their volumes acdc3d, mnm3d; or $REGBENCH_ACDC_ROOT / $REGBENCH_MNM_ROOT)"
+    )
     p.add_argument(
         "--profile",
         choices=list(PROFILES),
@@ -30,7 +32,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="data size and training budget (default: quick); each is described under 'profiles' below",
     )
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
-    p.add_argument("--refresh", action="store_true", help="prepare the dataset's pairs from its files again, ignoring its cache (acdc, mnm)")
+    p.add_argument("--refresh", action="store_true", help="prepare the dataset's pairs from its files again, ignoring its cache (acdc, mnm, acdc3d, mnm3d)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
     p.add_argument("--device", help="auto (default: CUDA when available) | cpu | cuda[:N]")
     p.add_argument(

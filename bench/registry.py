@@ -395,6 +395,8 @@ DATASETS = Registry(
         "synthetic3d": "regbench.datasets.synthetic3d",
         "acdc": "regbench.datasets.acdc",
         "mnm": "regbench.datasets.mnm",
+        "acdc3d": "regbench.datasets.acdc",
+        "mnm3d": "regbench.datasets.mnm",
     },
     meta_type=DatasetMeta,
 )

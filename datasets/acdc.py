@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from ..errors import DataError
 from ..registry import DatasetMeta, register_dataset
@@ -84,7 +85,7 @@ class ACDC(CineDataset):
         for name, path in files.items():
             volumes[name], zooms = read_nifti(path, 3, name.replace("_", " ") + " (3-D)")
             if name == "ed_image":
-                spacing = (zooms[0], zooms[1])
+                spacing, slice_mm = (zooms[0], zooms[1]), zooms[2]
         case = CineCase(
             subject,
             volumes["ed_image"],
@@ -93,7 +94,20 @@ class ACDC(CineDataset):
             volumes["es_label"],
             spacing,
             meta={k.lower(): info[k] for k in ("Group", "Height", "Weight") if k in info} | {"subset": folder.parent.name},
+            slice_mm=slice_mm,
         )
         check_case(case, files)
         case.ed_label, case.es_label = relabel(case.ed_label, LABELS), relabel(case.es_label, LABELS)
         return case
+
+
+@register_dataset("acdc3d", DatasetMeta(display_name="ACDC 3-D", labels=CARDIAC_LABELS, dims=(3,)))
+class ACDC3D(ACDC):
+    """ACDC as volumes: one ES→ED pair per subject, every slice of the stack cropped in-plane as ``acdc``'s slices
+    and centred in ``depth`` slices (default 16; the rule: :meth:`regbench.datasets.cine.Preparation._volume`),
+    recorded in the manifest and cached apart from the slices."""
+
+    name = "acdc3d"
+
+    def __init__(self, root: str | Path | None = None, depth: int = 16, **options: Any) -> None:
+        super().__init__(root, depth=depth, **options)

@@ -61,6 +61,7 @@ class CineCase:
     es_label: np.ndarray
     spacing: tuple[float, float]  # mm per pixel along (rows, columns)
     meta: dict[str, Any] = field(default_factory=dict)
+    slice_mm: float | None = None  # through-plane: mm from one slice to the next (the volumes' spacing along axis 0)
 
 
 def read_nifti(path: Path, ndim: int, what: str) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -108,6 +109,7 @@ class Preparation:
     crop: int = 128
     spacing_mm: float | None = None
     clip_percentiles: tuple[float, float] = (1.0, 99.0)
+    depth: int | None = None  # None: 2-D slices; a number: one volume pair per subject of this many slices
 
     def __post_init__(self) -> None:
         if self.slice_rule not in SLICE_RULES:
@@ -119,6 +121,8 @@ class Preparation:
         low, high = self.clip_percentiles
         if not 0 <= low < high <= 100:
             raise ConfigError(f"clip_percentiles must be two numbers 0 ≤ low < high ≤ 100, got {list(self.clip_percentiles)}")
+        if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1):
+            raise ConfigError(f"depth must be a positive number of slices, got {self.depth!r}")
 
     def keep(self, ed: np.ndarray, es: np.ndarray) -> bool:
         if self.slice_rule == "all":
@@ -127,13 +131,15 @@ class Preparation:
         return all(np.any(ed == v) and np.any(es == v) for v in wanted)
 
     def pairs(self, case: CineCase) -> list[Pair]:
-        """The kept slices of a case as prepared pairs (fixed = ED, moving = ES)."""
+        """The kept slices of a case as prepared pairs (fixed = ED, moving = ES); with ``depth``, its volume pair."""
         ed_img, es_img, ed_lab, es_lab, spacing = case.ed_image, case.es_image, case.ed_label, case.es_label, case.spacing
         if self.spacing_mm is not None:
             ed_img, es_img, ed_lab, es_lab = (
                 _resample(v, spacing, float(self.spacing_mm), order) for v, order in ((ed_img, 1), (es_img, 1), (ed_lab, 0), (es_lab, 0))
             )
             spacing = (float(self.spacing_mm), float(self.spacing_mm))
+        if self.depth is not None:
+            return self._volume(case, (ed_img, es_img, ed_lab, es_lab), spacing)
         kept = [z for z in range(ed_img.shape[2]) if self.keep(ed_lab[..., z], es_lab[..., z])]
         if not kept:
             return []
@@ -158,6 +164,51 @@ class Preparation:
                 )
             )
         return pairs
+
+    def _volume(self, case: CineCase, volumes: tuple[np.ndarray, ...], spacing: tuple[float, float]) -> list[Pair]:
+        """The through-plane rule: every slice of the stack (none dropped by ``slice_rule``), each cropped in-plane
+        as the 2-D slices are (one centre per subject, from its ED labels), stacked along axis 0 in file order and
+        centred in ``depth`` slices: zero slices added equally before and after (one more after when odd) where
+        the stack is shorter, the central ``depth`` kept where it is longer. ``meta`` records the stack's slices
+        and the padding or the slices dropped before and after; no labels at all: no pair."""
+        assert self.depth is not None
+        ed_img, es_img, ed_lab, es_lab = volumes
+        if not (np.any(ed_lab) and np.any(es_lab)):
+            return []
+        if case.slice_mm is None:
+            raise DataError(f"{case.subject}: no through-plane spacing (slice_mm) to prepare a volume")
+        low, high = np.percentile(np.concatenate([ed_img.ravel(), es_img.ravel()]), self.clip_percentiles)
+        scale = float(high - low) if high > low else 1.0
+        centre = _label_centre(ed_lab, fallback=ed_img.shape[:2])
+        n = ed_img.shape[2]
+        padded = False
+        stacks = []
+        for volume in (ed_img, es_img, ed_lab, es_lab):
+            crops = [_crop(volume[..., z], centre, int(self.crop)) for z in range(n)]
+            padded = padded or any(c[1] for c in crops)
+            stacks.append(np.stack([c[0] for c in crops]))
+        stacks[:2] = [np.clip((a - low) / scale, 0, 1).astype(np.float32) for a in stacks[:2]]
+        if n < self.depth:
+            before, after = (self.depth - n) // 2, self.depth - n - (self.depth - n) // 2
+            stacks = [np.pad(a, ((before, after), (0, 0), (0, 0))) for a in stacks]
+            through_plane = {"pad": [before, after]}
+        else:
+            drop = (n - self.depth) // 2
+            stacks = [a[drop : drop + self.depth] for a in stacks]
+            through_plane = {"dropped": [drop, n - self.depth - drop]}
+        fixed, moving = stacks[:2]
+        return [
+            Pair(
+                fixed=fixed,
+                moving=moving,
+                fixed_label=stacks[2].astype(np.uint8),
+                moving_label=stacks[3].astype(np.uint8),
+                spacing=(float(case.slice_mm), *spacing),
+                case_id=case.subject,
+                subject=case.subject,
+                meta={**case.meta, "slices": n, **through_plane, "padded": padded},
+            )
+        ]
 
 
 # A plausibility check of the label order: the myocardium encloses the LV, so nearly all of the LV's in-plane
@@ -225,6 +276,7 @@ class CineDataset:
         cache: bool = True,
         cache_dir: str | Path | None = None,
         refresh: bool = False,
+        depth: int | None = None,
     ) -> None:
         root = root or os.environ.get(self.env_var)
         if not root:
@@ -232,7 +284,7 @@ class CineDataset:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise DataError(f"{self.root}: {self.name} root folder does not exist")
-        self.preparation = Preparation(slice_rule, int(crop), spacing_mm, tuple(float(p) for p in clip_percentiles))  # type: ignore[arg-type]
+        self.preparation = Preparation(slice_rule, int(crop), spacing_mm, tuple(float(p) for p in clip_percentiles), depth)  # type: ignore[arg-type]
         if len(split_fractions) != 3 or any(f < 0 for f in split_fractions) or not np.isclose(sum(split_fractions), 1.0):
             raise ConfigError(f"split_fractions must be three non-negative numbers summing to 1, got {list(split_fractions)}")
         self.seed = int(seed)
@@ -266,6 +318,8 @@ class CineDataset:
             "split_fractions": list(self.split_fractions),
             "split_file": str(self.split_file) if self.split_file else None,
             "preparation_version": PREPARATION_VERSION,
+            # Volumes only (2-D options, and so their caches, stay as they were): the through-plane rule's depth.
+            **({"depth": self.preparation.depth, "through_plane": "all slices, centred in depth"} if self.preparation.depth is not None else {}),
         }
 
     def subjects(self) -> list[str]:
@@ -406,7 +460,7 @@ def _write_cache(path: Path, prepared: dict[str, list[Pair]]) -> None:
     arrays.update(
         subject=np.asarray([p.subject for p in pairs], dtype=str),
         case_id=np.asarray([p.case_id for p in pairs], dtype=str),
-        spacing=np.asarray([p.spacing for p in pairs], np.float64).reshape(-1, 2),
+        spacing=np.asarray([p.spacing for p in pairs], np.float64).reshape(len(pairs), -1) if pairs else np.zeros((0, 2)),
         meta=np.asarray([json.dumps(p.meta, sort_keys=True, default=str) for p in pairs], dtype=str),
     )
     buffer = io.BytesIO()
@@ -425,7 +479,7 @@ def _read_cache(path: Path) -> dict[str, list[Pair]]:
                 moving=data["moving"][i],
                 fixed_label=data["fixed_label"][i],
                 moving_label=data["moving_label"][i],
-                spacing=(float(data["spacing"][i, 0]), float(data["spacing"][i, 1])),
+                spacing=tuple(float(x) for x in data["spacing"][i]),
                 case_id=str(data["case_id"][i]),
                 subject=str(subject),
                 meta=json.loads(str(data["meta"][i])),

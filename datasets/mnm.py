@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,20 @@ class MnM(CineDataset):
             np.ascontiguousarray(label[..., frames["ES"]]),
             (zooms[0], zooms[1]),
             meta={m: str(row[c]).strip() for c, m in META_COLUMNS.items() if c in row} | {"subset": str(folder.parent.relative_to(self.root))},
+            slice_mm=zooms[2],
         )
         check_case(case, files)
         case.ed_label, case.es_label = relabel(case.ed_label, LABELS), relabel(case.es_label, LABELS)
         return case
+
+
+@register_dataset("mnm3d", DatasetMeta(display_name="M&M 3-D", labels=CARDIAC_LABELS, dims=(3,)))
+class MnM3D(MnM):
+    """M&M as volumes: one ES→ED pair per subject, every slice of the stack cropped in-plane as ``mnm``'s slices
+    and centred in ``depth`` slices (default 16; the rule: :meth:`regbench.datasets.cine.Preparation._volume`),
+    recorded in the manifest and cached apart from the slices."""
+
+    name = "mnm3d"
+
+    def __init__(self, root: str | Path | None = None, depth: int = 16, **options: Any) -> None:
+        super().__init__(root, depth=depth, **options)

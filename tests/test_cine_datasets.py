@@ -313,3 +313,52 @@ def test_acdc_rules_nobody_wrote_down_are_read_or_reported_by_data_check(tmp_pat
     )
     good = create_dataset("acdc", root=str(make_acdc(tmp_path / "good")), cache=False).load_case("patient001")
     assert lv_enclosure(good.ed_label) == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ volumes
+@pytest.mark.parametrize("name, make", [("acdc", make_acdc), ("mnm", make_mnm)])
+def test_volumes_are_the_slices_stacked_and_centred_in_depth_by_the_recorded_rule(name, make, tmp_path):
+    """acdc3d/mnm3d: one ES→ED volume pair per subject, every slice (the RV-less apex too), each slice what
+    the 2-D preparation makes of it, centred in ``depth`` slices with the padding or cropping in ``meta``."""
+    from regbench.registry import DATASETS
+
+    root = make(tmp_path / name)
+    slices = dataset(name, root, tmp_path, slice_rule="all")  # every slice as a 2-D pair, for comparison
+    volumes = dataset(f"{name}3d", root, tmp_path, depth=7)
+    assert DATASETS.meta(f"{name}3d").dims == (3,) and volumes.options()["depth"] == 7
+    assert volumes.options()["through_plane"] == "all slices, centred in depth" and "depth" not in slices.options()
+    for split in ("train", "val", "test"):
+        by_subject = {}
+        for p in slices.pairs(split):
+            by_subject.setdefault(p.subject, []).append(p)
+        pairs = volumes.pairs(split)
+        assert [p.case_id for p in pairs] == sorted(by_subject)  # one pair per subject, named by it
+        for p in pairs:
+            assert p.fixed.shape == (7, 128, 128) and p.fixed_label.dtype == np.uint8
+            assert p.spacing == (8.0, 1.5, pytest.approx(1.4))  # slice spacing from the NIfTI header first
+            assert p.meta["slices"] == 4 and p.meta["pad"] == [1, 2]  # 3 zero slices: 1 before, 2 after
+            assert not p.fixed[0].any() and not p.fixed_label[5:].any()
+            for z, flat in enumerate(by_subject[p.subject]):
+                assert np.array_equal(p.fixed[1 + z], flat.fixed) and np.array_equal(p.moving_label[1 + z], flat.moving_label)
+    cropped = dataset(f"{name}3d", root, tmp_path, depth=3).pairs("train")[0]
+    assert cropped.fixed.shape[0] == 3 and cropped.meta["dropped"] == [0, 1]  # the central 3 of 4 slices
+
+
+@pytest.mark.slow
+def test_volumes_are_cached_apart_from_slices_and_run_end_to_end(acdc_root, tmp_path, monkeypatch):
+    from regbench.cli import main
+
+    cache = tmp_path / "cache"
+    volumes = dataset("acdc3d", acdc_root, tmp_path, depth=6)
+    first = volumes.pairs("test")
+    assert volumes.cache_path().exists() and volumes.cache_path() != dataset("acdc", acdc_root, tmp_path).cache_path()
+    again = dataset("acdc3d", acdc_root, tmp_path, depth=6).pairs("test")  # read from the cache
+    assert again[0].spacing == first[0].spacing and np.array_equal(again[0].moving, first[0].moving)
+    run = tmp_path / "run"
+    args = ["run", "--dataset", "acdc3d", "--root", str(acdc_root), "--methods", "initial,demons", "--profile", "smoke", "--out", str(run)]
+    monkeypatch.setenv("REGBENCH_CACHE", str(cache))
+    assert main([*args, "--no-progress"]) == 0
+    table = pd.read_csv(run / "per_case.csv")
+    assert set(table["case_id"]) == {p.case_id for p in first} and (table["status"] == "ok").all()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["dataset_info"]["dims"] == 3 and '"through_plane": "all slices, centred in depth"' in (run / "manifest.json").read_text()
