@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES
+from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES, NDV_MASKS
 from .pool import DEFAULT_CASE_TIMEOUT_S
 
 # The deep methods' arithmetic (TrainSettings.precision; regbench.trainer.precision_mode says what each means).
@@ -110,6 +110,9 @@ class RunConfig:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     hd95_convention: str = "pooled"
     jacobian_scheme: str = "central"
+    # Where NDA/NDV (the `ndv` column) is measured: "none" (every voxel), "fixed" or "moving" (that image's
+    # foreground, intensity > 0; LUMIR's rule is the moving image's).
+    ndv_mask: str = "none"
     max_test_pairs: int | None = None
     sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
     example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
@@ -167,6 +170,8 @@ class RunConfig:
             raise ConfigError(f"hd95_convention {self.hd95_convention!r} is not one of {HD95_CONVENTIONS}")
         if self.jacobian_scheme not in JACOBIAN_SCHEMES:
             raise ConfigError(f"jacobian_scheme {self.jacobian_scheme!r} is not one of {JACOBIAN_SCHEMES}")
+        if self.ndv_mask not in NDV_MASKS:
+            raise ConfigError(f"ndv_mask {self.ndv_mask!r} is not one of {NDV_MASKS}")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
             raise ConfigError(f"jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

@@ -173,7 +173,15 @@ def case_seed(seed: int, method: str, pair: Pair) -> int:
 
 
 def evaluate_case(
-    method: Any, pair: Pair, dataset: str, seed: int, threads: int | None, hd95_convention: str, jacobian_scheme: str, keep_example: bool = False
+    method: Any,
+    pair: Pair,
+    dataset: str,
+    seed: int,
+    threads: int | None,
+    hd95_convention: str,
+    jacobian_scheme: str,
+    ndv_mask: str = "none",
+    keep_example: bool = False,
 ) -> dict[str, Any]:
     """Register one pair and score it; any exception becomes a failed row with its reason.
 
@@ -197,7 +205,7 @@ def evaluate_case(
         elapsed = time.perf_counter() - start
         validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
         check_moved_agrees_with_flow(pair.moving, registration)  # a flow in other units fails, never ranks
-        row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme))
+        row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme, ndv_mask=ndv_mask))
         row.update(time_s=elapsed, status="ok", reason="")
         if keep_example:
             row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
@@ -334,7 +342,7 @@ def iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, example
     one task per pair, one per worker thread at a time (rows stream back one by one; see
     :meth:`~regbench.distributed.Cluster.submit_cases`), the method
     sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
-    args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme)  # noqa: E731
+    args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme, config.ndv_mask)  # noqa: E731
     task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
     if spec is None:
         mark_for_warm_up(method)

@@ -272,14 +272,28 @@ def endpoint_error(flow: np.ndarray, flow_gt: np.ndarray, spacing: tuple[float, 
     return float(err[mask].mean() if mask is not None and mask.any() else err.mean())
 
 
+#: Where NDA/NDV is summed and divided: every voxel; the fixed image's foreground (intensity > 0); the moving
+#: image's foreground (LUMIR's rule, for skull-stripped brains).
+NDV_MASKS = ("none", "fixed", "moving")
+
+
+def ndv_mask_of(pair: Pair, rule: str) -> np.ndarray | None:
+    """The voxels NDA/NDV is taken over under ``rule`` (one of :data:`NDV_MASKS`); None: all of them."""
+    if rule not in NDV_MASKS:
+        raise ValueError(f"ndv_mask {rule!r} is not one of {NDV_MASKS}")
+    return None if rule == "none" else np.asarray(pair.fixed if rule == "fixed" else pair.moving) > 0
+
+
 def evaluate(
     pair: Pair,
     registration: Registration,
     hd95_convention: str = "pooled",
     jacobian_scheme: str = "central",
     quick: bool = False,
+    ndv_mask: str = "none",
 ) -> dict[str, Any]:
-    """All per-case metrics of one registration (see the module docstring for conventions).
+    """All per-case metrics of one registration (see the module docstring for conventions; ``ndv_mask``: where
+    NDA/NDV is measured, :data:`NDV_MASKS`).
 
     ``quick``: Dice and NJD only (training's validation passes; HD95's surface distances would cost more than
     the network's forward pass)."""
@@ -308,7 +322,7 @@ def evaluate(
         return row
     row["mse"] = mse(registration.moved, pair.fixed)
     row["sdlogj"] = sdlogj(registration.flow, jacobian_scheme)
-    row["ndv"] = non_diffeomorphic_share(registration.flow)
+    row["ndv"] = non_diffeomorphic_share(registration.flow, ndv_mask_of(pair, ndv_mask))
     heart = None if pair.fixed_label is None else pair.fixed_label > 0  # EPE over the labelled structures, else everywhere
     row["epe_mm"] = endpoint_error(registration.flow, pair.flow_gt, pair.spacing, heart) if pair.flow_gt is not None else float("nan")
     row["n_skipped"] = len(skipped)

@@ -239,3 +239,35 @@ def test_a_3d_pair_is_evaluated_with_its_own_spacing():
     solved = evaluate(pair, Registration(moved=np.roll(moving, -1, axis=1), flow=truth))
     assert solved["dice_core"] == solved["dice_shell"] == 1.0 and solved["epe_mm"] == 0.0
     assert solved["njd"] == 0.0 and solved["ndv"] == 0.0 and solved["hd95"] == 0.0
+
+
+def test_ndv_is_measured_over_the_declared_mask():
+    """A fold outside the moving image's foreground counts with no mask and not with mask 'moving'."""
+    from regbench import Pair
+    from regbench.interface import Registration
+    from regbench.metrics import evaluate
+
+    fixed = np.zeros((6, 16, 16), np.float32)
+    fixed[:, 4:12, 4:12] = 0.5
+    moving = np.zeros_like(fixed)
+    moving[:, :, :8] = 0.5  # foreground: the left half
+    flow = np.zeros((3, 6, 16, 16), np.float32)
+    flow[2, 2:4, 6:10, 12] = -3.0  # a column pushed left past its neighbours: a fold in the right half
+    pair = Pair(fixed=fixed, moving=moving, fixed_label=None, moving_label=None, spacing=(1.0, 1.0, 1.0), case_id="c")
+    reg = Registration(moved=moving, flow=flow)
+    everywhere = evaluate(pair, reg)["ndv"]
+    assert everywhere > 0 and evaluate(pair, reg, ndv_mask="moving")["ndv"] == 0.0
+    assert evaluate(pair, reg, ndv_mask="fixed")["ndv"] > everywhere  # the same folds over fewer voxels
+    with pytest.raises(ValueError, match="ndv_mask 'brain'"):
+        evaluate(pair, reg, ndv_mask="brain")
+
+
+def test_a_non_default_ndv_mask_binds_the_run_directory_and_a_bad_one_is_an_error():
+    from regbench.config import load_config
+    from regbench.errors import ConfigError
+    from regbench.rundir import fingerprint
+
+    default, masked = load_config(), load_config(ndv_mask="moving")
+    assert "ndv_mask" not in fingerprint(default, {}) and fingerprint(masked, {})["ndv_mask"] == "moving"
+    with pytest.raises(ConfigError, match="ndv_mask 'all' is not one of"):
+        load_config(ndv_mask="all")
