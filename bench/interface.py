@@ -27,7 +27,7 @@ class Pair:
     moving: np.ndarray
     fixed_label: np.ndarray | None  # None: unlabelled (scored by image and Jacobian metrics; label metrics NaN)
     moving_label: np.ndarray | None
-    spacing: tuple[float, float]  # mm per pixel along (row, column)
+    spacing: tuple[float, ...]  # mm per pixel along each image axis (row, column; 3-D: slice, row, column)
     # Unique within the dataset, the pair's name in the store, tables and example files (letters, digits, "._+-").
     case_id: str
     # Grouping of cases (e.g. the patient): splits keep a subject's cases together; None: the case is its own.
@@ -58,8 +58,8 @@ def check_case_id(case_id: object) -> str:
 class Registration:
     """A method's answer for one pair.
 
-    ``flow``: (2, H, W) float32 displacement in pixels, channel 0 rows, channel 1 columns, such that
-    ``moved(p) = moving(p + flow(p))``. ``label_warper``: the method's own way of moving a label map with the
+    ``flow``: (ndim, *shape) float32 displacement in pixels (voxels), channel k along array axis k (2-D: rows,
+    columns; 3-D: slices, rows, columns), such that ``moved(p) = moving(p + flow(p))``. ``label_warper``: the method's own way of moving a label map with the
     same transform (e.g. ANTs ``genericLabel``); by default regbench's nearest-neighbour warper on ``flow``.
     """
 
