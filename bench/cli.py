@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", help=f"comma-separated reference methods for the paired tests (default: the study's, {DEFAULT_STUDY.reference})")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)")
     p.add_argument("--per-structure", action="store_true", help="add Dice and HD95 of each label to Table 1")
+    p.add_argument("--ndv", action="store_true", help="add NDV (non-diffeomorphic area/volume, %%) beside NJD in Table 1; the caption names its mask")
     p.add_argument("--digits", type=int, default=2, help="digits after the decimal point, in table units (default 2, as the paper)")
     p.add_argument("--caption", help="Table 1 caption (default: describes the metrics and the marks)")
     p.add_argument("--label", default="tab:regbench", help="LaTeX label of Table 1; Table 2 gets LABEL-speed")
@@ -333,6 +334,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     options = ReportOptions(
         per_structure=args.per_structure,
+        ndv=args.ndv,
         digits=args.digits,
         caption=args.caption,
         label=args.label,

@@ -51,6 +51,7 @@ class ReportOptions:
     """What ``regbench report`` writes; the CLI flags map one to one."""
 
     per_structure: bool = False  # add Dice and HD95 of each label to Table 1
+    ndv: bool = False  # add NDV (NDA in 2-D) beside NJD in Table 1; its caption says over which mask
     digits: int = 2  # digits after the decimal point (in table units), as the paper's 2
     caption: str | None = None
     label: str = "tab:regbench"
@@ -123,7 +124,10 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})"
         )
     datasets = list(dict.fromkeys(per_case["dataset"]))
-    metrics = [m for m in (with_structures(TABLE1_METRICS, list(per_case.columns)) if options.per_structure else TABLE1_METRICS) if m in per_case]
+    columns = TABLE1_METRICS + (["ndv"] if options.ndv else [])  # NDV beside NJD where asked
+    metrics = [m for m in (with_structures(columns, list(per_case.columns)) if options.per_structure else columns) if m in per_case]
+    if options.ndv and "ndv" not in per_case:
+        report.problems.append("--ndv: these runs have no ndv column (run before regbench measured NDV): Table 1 has no NDV")
     # Synthetic data knows the true motion: its flow error goes beside the paper's columns, since Dice and MSE
     # also reward flows that match intensity edges beyond the true motion (issue #11).
     with_epe = "epe_mm" in per_case and bool(pd.to_numeric(per_case["epe_mm"], errors="coerce").notna().any())
@@ -169,6 +173,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         reference=names.method(references[0]) if marks else None,
         alpha=options.alpha,
         partial=partial,
+        with_ndv="ndv" in metrics,
     )
     _note_unconverged(report, verdicts, unconverged, manifests, names)
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)

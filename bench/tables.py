@@ -46,7 +46,7 @@ def latex_escape(text: str) -> str:
     return text
 
 
-DEFORMATION_METRICS = {"njd", "sdlogj"}
+DEFORMATION_METRICS = {"njd", "sdlogj", "ndv"}
 
 
 DAGGER = "†"
@@ -313,6 +313,16 @@ def training_caption(verdicts: dict[str, dict[str, Verdict]], names: Names | Non
     return text
 
 
+NDV_MASK_CAPTIONS = {"none": "over every pixel", "fixed": "over the fixed image's foreground", "moving": "over the moving image's foreground"}
+
+
+def ndv_caption(manifests: Sequence[Manifest]) -> str:
+    """The caption's sentence on NDV: what it measures and over which mask each run measured it."""
+    masks = sorted({str(m.fingerprint.get("ndv_mask", "none")) for m in manifests})
+    where = " / ".join(NDV_MASK_CAPTIONS.get(mask, f"mask {mask}") for mask in masks)
+    return f" NDV: \\% of the area (2-D) or volume (3-D) the deformation's simplices turn inside out (Liu et al. 2024), {where}."
+
+
 def table1_caption(
     per_case: pd.DataFrame,
     manifests: Sequence[Manifest],
@@ -323,10 +333,11 @@ def table1_caption(
     reference: str | None,
     alpha: float,
     partial: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    with_ndv: bool = False,
 ) -> str:
     """Table 1's caption from what the runs recorded: the test pairs (and labelled pairs) per dataset, the labels,
-    the HD95 convention and Jacobian scheme, EPE, the significance test against ``reference`` (None: no marks),
-    training seeds and verdicts."""
+    the HD95 convention and Jacobian scheme, NDV's mask (``with_ndv``), EPE, the significance test against
+    ``reference`` (None: no marks), training seeds and verdicts."""
     datasets = list(dict.fromkeys(per_case["dataset"]))
     rows = {d: per_case[per_case["dataset"] == d] for d in datasets}
     cases = {d: int(r["case_id"].nunique()) for d, r in rows.items()}
@@ -346,7 +357,7 @@ def table1_caption(
     labels_text = " and ".join([", ".join(label_names[:-1]), label_names[-1]] if len(label_names) > 1 else label_names) or "no labels"
     return (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95{latex_escape(labelled_text)} averaged over "
-        f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}"
+        f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}{ndv_caption(manifests) if with_ndv else ''}"
         + (
             f" EPE: mean end-point error of the flow against the ground-truth flow over the fixed image's labels ({latex_escape(', '.join(label_names))}), "
             "in mm (synthetic data only)."

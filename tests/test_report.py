@@ -303,3 +303,22 @@ def test_small_things_a_new_user_hits(tmp_path, capsys):
         check=True,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_report_ndv_puts_ndv_beside_njd_and_names_its_mask(tmp_path):
+    run = fake_run(tmp_path / "run", "acdc", EFFECTS)
+    df = pd.read_csv(run / "per_case.csv")
+    df["ndv"] = df["method"].map({"initial": 0.0, "voxelmorph-m": 0.031, "gsmorph": 0.002, "gs-agr": 0.0})
+    df.to_csv(run / "per_case.csv", index=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["fingerprint"]["ndv_mask"] = "moving"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    write_report([run], tmp_path / "plain", ReportOptions(figures=False))
+    assert "NDV" not in (tmp_path / "plain" / "table1.tex").read_text()  # the paper's columns by default
+    write_report([run], tmp_path / "ndv", ReportOptions(figures=False, ndv=True))
+    tex = (tmp_path / "ndv" / "table1.tex").read_text()
+    header = next(line for line in tex.splitlines() if line.startswith("Method"))
+    assert [h.split(" (")[0] for h in header.split(" & ")[4:6]] == ["NJD", "NDV"]
+    rows = {line.split(" & ")[0]: line.split(" & ") for line in tex.splitlines() if line.startswith(("Initial", "VoxelMorph-m"))}
+    assert rows["Initial"][5].startswith("--") and rows["VoxelMorph-m"][5].startswith("0.03")  # a baseline's NDV: a dash
+    assert "over the moving image's foreground" in tex and "Liu et al. 2024" in tex
