@@ -389,9 +389,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .registry import DATASETS
 
-    for name in DATASETS.names():
-        meta = DATASETS.meta(name)
-        print(f"{name:<12} {meta.display_name or name:<12} {'/'.join(f'{d}-D' for d in meta.dims)}")
+    names = DATASETS.names()
+    shown = {name: DATASETS.meta(name).display_name or name for name in names}
+    width, display_width = max(map(len, names), default=0), max(map(len, shown.values()), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {shown[name]:<{display_width}}  {'/'.join(f'{d}-D' for d in DATASETS.meta(name).dims)}")
     return 0
 
 

@@ -138,3 +138,11 @@ def test_figures_show_a_volume_as_two_mid_slices_with_their_true_aspect():
     assert np.array_equal(across_rows.flow(flow), flow[[0, 2], :, 24])  # through-plane view: slices, columns
     (whole,) = _views((20, 30), (1.5, 2.0))
     assert whole.image(np.zeros((20, 30))).shape == (20, 30) and whole.aspect == 0.75
+
+
+def test_regbench_datasets_lists_each_dataset_with_its_dims(capsys):
+    from regbench.cli import main
+
+    assert main(["datasets"]) == 0
+    rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert rows["synthetic3d"] == rows["acdc3d"] == rows["mnm3d"] == "3-D" and rows["synthetic"] == rows["acdc"] == "2-D"
