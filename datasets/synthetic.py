@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from scipy import ndimage
@@ -32,7 +32,7 @@ FIXED_POINT_ITERATIONS = 20
 
 
 # A slice's parameter: one number, or (the 3-D heart) one per point, broadcast with the coordinates.
-Param = float | np.ndarray
+Param: TypeAlias = "float | np.ndarray"
 
 
 @dataclass(frozen=True)
