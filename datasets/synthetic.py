@@ -157,6 +157,9 @@ class SyntheticCardiac:
     75/5/20 subject split), ``noise`` (Rician σ range, default 0.015–0.035).
     """
 
+    name = "synthetic"
+    subject_prefix = "synth"
+
     def __init__(
         self,
         n_subjects: int = 40,
@@ -167,16 +170,16 @@ class SyntheticCardiac:
         split: tuple[float, float, float] = (0.75, 0.05, 0.20),
     ) -> None:
         if int(n_subjects) < 3:
-            raise ConfigError(f"synthetic: n_subjects must be at least 3 (one per split), got {n_subjects!r}")
+            raise ConfigError(f"{self.name}: n_subjects must be at least 3 (one per split), got {n_subjects!r}")
         if int(image_size) < 16:
-            raise ConfigError(f"synthetic: image_size must be at least 16 pixels, got {image_size!r}")
+            raise ConfigError(f"{self.name}: image_size must be at least 16 pixels, got {image_size!r}")
         self.n_subjects = int(n_subjects)
         self.image_size = int(image_size)
         self.fov_mm = float(fov_mm)
         self.seed = int(seed)
         self.noise = (float(noise[0]), float(noise[1]))
         self.split_fractions = tuple(float(x) for x in split)
-        self.spacing = (self.fov_mm / self.image_size,) * 2
+        self.spacing: tuple[float, ...] = (self.fov_mm / self.image_size,) * 2
 
     def options(self) -> dict[str, Any]:
         """Everything that changes the data; recorded in the run manifest."""
@@ -190,7 +193,7 @@ class SyntheticCardiac:
         }
 
     def subjects(self) -> list[str]:
-        return [f"synth{i:03d}" for i in range(self.n_subjects)]
+        return [f"{self.subject_prefix}{i:03d}" for i in range(self.n_subjects)]
 
     def split(self) -> dict[str, list[str]]:
         """Subject-level train/val/test split, fixed by the seed."""

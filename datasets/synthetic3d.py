@@ -26,8 +26,7 @@ from ..errors import ConfigError
 from ..interface import Pair
 from ..registry import DatasetMeta, register_dataset
 from .labels import CARDIAC_LABELS
-from .splits import SPLITS, split_subjects
-from .synthetic import FIXED_POINT_ITERATIONS, SliceAnatomy, _bias_field, _draw_tissue, _normalise, _rician, _Slice
+from .synthetic import FIXED_POINT_ITERATIONS, SliceAnatomy, SyntheticCardiac, _bias_field, _draw_tissue, _normalise, _rician, _Slice
 
 # The three planes (as fractions of the slice spacing) whose mean is a slice's intensity: an 8 mm thick slice
 # profile at 10 mm spacing, roughly.
@@ -86,14 +85,14 @@ class _Heart:
             rv_present = np.ones_like(t)
             rv_depth = self.rv_depth0 * np.maximum(np.sqrt(rv_left), 0.4)
             rv_motion = self.rv_motion0 * (1 - 0.5 * tc) * np.clip((self.rv_end - tc) / 0.15, 0.0, 1.0)
-        centre = self.centre_base[:, None] * (1 - tc.ravel()) + self.centre_apex[:, None] * tc.ravel()
-        phase = self.shape_phase0[:, None] + self.shape_phase_turn[:, None] * tc.ravel()
+        centre = [base * (1 - tc) + apex * tc for base, apex in zip(self.centre_base, self.centre_apex)]
+        phase = [start + turn * tc for start, turn in zip(self.shape_phase0, self.shape_phase_turn)]
         return SliceAnatomy(
-            centre=(centre[0].reshape(t.shape), centre[1].reshape(t.shape)),
+            centre=(centre[0], centre[1]),
             endo=endo,
             wall=wall,
             shape_amp=self.shape_amp,
-            shape_phase=(phase[0].reshape(t.shape), phase[1].reshape(t.shape)),
+            shape_phase=(phase[0], phase[1]),
             rv_present=rv_present,
             rv_angle=self.rv_angle,
             rv_depth=rv_depth,
@@ -122,14 +121,18 @@ class _Heart:
 
 
 @register_dataset("synthetic3d", DatasetMeta(display_name="Synthetic 3-D", labels=CARDIAC_LABELS, dims=(3,)))
-class SyntheticCardiac3D:
-    """Embedded 3-D synthetic cardiac cine volume pairs (ES moving, ED fixed) with ground-truth flows.
+class SyntheticCardiac3D(SyntheticCardiac):
+    """Embedded 3-D synthetic cardiac cine volume pairs (ES moving, ED fixed) with ground-truth flows: the 2-D
+    dataset's options, subjects and split, one volume pair per subject.
 
     Options: ``n_subjects`` (default 40, one volume pair each), ``image_size`` (in-plane pixels per side,
     default 64), ``fov_mm`` (in-plane field of view, default 192 mm: 3 mm pixels at 64), ``depth`` (slices,
     default 10), ``slice_mm`` (slice spacing, default 10 mm), ``seed`` (default 0: anatomy, motion, noise and
     the 75/5/20 subject split), ``noise`` (Rician σ range, default 0.015–0.035).
     """
+
+    name = "synthetic3d"
+    subject_prefix = "synth3d"
 
     def __init__(
         self,
@@ -142,49 +145,22 @@ class SyntheticCardiac3D:
         noise: tuple[float, float] = (0.015, 0.035),
         split: tuple[float, float, float] = (0.75, 0.05, 0.20),
     ) -> None:
-        if int(n_subjects) < 3:
-            raise ConfigError(f"synthetic3d: n_subjects must be at least 3 (one per split), got {n_subjects!r}")
-        if int(image_size) < 16:
-            raise ConfigError(f"synthetic3d: image_size must be at least 16 pixels, got {image_size!r}")
+        super().__init__(n_subjects, image_size, fov_mm, seed, noise, split)
         if not float(slice_mm) > 0:
             raise ConfigError(f"synthetic3d: slice_mm must be positive, got {slice_mm!r}")
         # The heart (at most 75 mm + its apical cap) must fit below the top slice.
         if int(depth) * float(slice_mm) < 95.0:
             raise ConfigError(f"synthetic3d: depth × slice_mm must cover the heart (at least 95 mm), got {depth!r} × {slice_mm!r} mm")
-        self.n_subjects = int(n_subjects)
-        self.image_size = int(image_size)
-        self.fov_mm = float(fov_mm)
         self.depth = int(depth)
         self.slice_mm = float(slice_mm)
-        self.seed = int(seed)
-        self.noise = (float(noise[0]), float(noise[1]))
-        self.split_fractions = tuple(float(x) for x in split)
-        self.spacing = (self.slice_mm, self.fov_mm / self.image_size, self.fov_mm / self.image_size)
+        self.spacing = (self.slice_mm, *self.spacing)  # (slices, rows, columns)
 
     def options(self) -> dict[str, Any]:
         """Everything that changes the data; recorded in the run manifest."""
-        return {
-            "n_subjects": self.n_subjects,
-            "image_size": self.image_size,
-            "fov_mm": self.fov_mm,
-            "depth": self.depth,
-            "slice_mm": self.slice_mm,
-            "seed": self.seed,
-            "noise": list(self.noise),
-            "split": list(self.split_fractions),
-        }
+        return {**super().options(), "depth": self.depth, "slice_mm": self.slice_mm}
 
-    def subjects(self) -> list[str]:
-        return [f"synth3d{i:03d}" for i in range(self.n_subjects)]
-
-    def split(self) -> dict[str, list[str]]:
-        """Subject-level train/val/test split, fixed by the seed."""
-        return split_subjects(self.subjects(), self.seed, self.split_fractions)
-
-    def pairs(self, split: str) -> list[Pair]:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
-        return [self._pair(subject) for subject in self.split()[split]]
+    def subject_pairs(self, subject: str) -> list[Pair]:
+        return [self._pair(subject)]
 
     def heart(self, subject: str) -> tuple[_Heart, np.random.Generator]:
         """The subject's heart, and the generator that goes on to draw its bias field and noise."""
@@ -203,11 +179,12 @@ class SyntheticCardiac3D:
         heart, rng = self.heart(subject)
         sp, dz = self.spacing[1], self.slice_mm
         z, r, c = self.grid()
+        es_sources = {f: heart.source(z + f * dz, r, c) for f in SLICE_PROFILE}  # the centre plane's (0.0) gives the labels
         ed_label = heart.labels(z, r, c)
-        es_label = heart.labels(*heart.source(z, r, c))
+        es_label = heart.labels(*es_sources[0.0])
         blur = (0.0, 0.6 * 1.5 / sp, 0.6 * 1.5 / sp)  # in-plane point-spread of ~0.9 mm; through-plane: the profile
         ed = np.mean([heart.intensity(z + f * dz, r, c) for f in SLICE_PROFILE], axis=0)
-        es = np.mean([heart.intensity(*heart.source(z + f * dz, r, c)) for f in SLICE_PROFILE], axis=0)
+        es = np.mean([heart.intensity(*es_sources[f]) for f in SLICE_PROFILE], axis=0)
         ed, es = ndimage.gaussian_filter(ed, blur), ndimage.gaussian_filter(es, blur)
         bias = _bias_field(rng, r, c, self.fov_mm)
         sigma = rng.uniform(*self.noise)
