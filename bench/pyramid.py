@@ -10,6 +10,12 @@ spacing. Isotropic grids (every 2-D dataset here, Learn2Reg's volumes) shrink al
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .interface import Pair, Registration
 
 
 def relative_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
@@ -31,3 +37,20 @@ def shrink_factors(factor: int, spacing: Sequence[float] | None, ndim: int) -> t
     relative = relative_spacing(spacing, ndim)
     target = float(factor)  # the finest axis's spacing after shrinking, in units of its own
     return tuple(min(range(1, factor + 1), key=lambda f: (abs(s * f - target), f)) for s in relative)
+
+
+class SpacingAware:
+    """A method whose schedule reads the pair's spacing (demons, SyN, elastix). The runner calls
+    ``register_pair(pair)``, which passes an anisotropic pair's spacing to ``_register``; an isotropic pair's, and
+    ``register(fixed, moving)``'s, is None (isotropic voxels), so the two agree wherever the spacing is isotropic."""
+
+    def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
+        raise NotImplementedError
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
+        """Register with isotropic voxels."""
+        return self._register(fixed, moving, None)
+
+    def register_pair(self, pair: Pair) -> Registration:
+        """Register with the pair's spacing where it is anisotropic (the same as ``register`` where it is not)."""
+        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ..interface import Pair, Registration, validate_images
-from ..pyramid import is_isotropic, relative_spacing, shrink_factors
+from ..interface import Registration, validate_images
+from ..pyramid import SpacingAware, relative_spacing, shrink_factors
 from ..registry import MethodMeta, register_method
 
 VARIANTS = {
@@ -43,7 +43,7 @@ def _smooth_along(image: sitk.Image, factors: Sequence[int]) -> sitk.Image:
     return image
 
 
-class SimpleITKDemons:
+class SimpleITKDemons(SpacingAware):
     """Demons registration with a coarse-to-fine schedule; every setting is a keyword option."""
 
     name = "demons"  # the registered name (demons, demons-fastsym) is set by the factory
@@ -85,16 +85,6 @@ class SimpleITKDemons:
         if self.threads:
             f.SetNumberOfThreads(self.threads)
         return f
-
-    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        """Register with isotropic voxels (every axis shrunk alike, σ alike)."""
-        return self._register(fixed, moving, None)
-
-    def register_pair(self, pair: Pair) -> Registration:
-        """Register with the pair's spacing: an anisotropic stack's coarse axis is shrunk only once the fine axes
-        have caught up (:func:`regbench.pyramid.shrink_factors`), and the field's σ is the same in mm along
-        every axis. Isotropic pairs: the same as ``register``."""
-        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
 
     def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
         fixed, moving = validate_images(fixed, moving, dims=DIMS)

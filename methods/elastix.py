@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..interface import Pair, Registration, validate_images
-from ..pyramid import is_isotropic, relative_spacing, shrink_factors
+from ..interface import Registration, validate_images
+from ..pyramid import SpacingAware, relative_spacing, shrink_factors
 from ..registry import MethodMeta, register_method
 
 DIMS = (2, 3)
@@ -51,7 +51,7 @@ def _itk_image(array: np.ndarray, relative: Sequence[float] | None = None) -> An
     "elastix-bspline",
     MethodMeta(display_name="elastix B-spline", isolate_cases=True, requires=("itk-elastix",), install_hint='pip install "regbench[elastix]"', dims=DIMS),
 )
-class ElastixBSpline:
+class ElastixBSpline(SpacingAware):
     """elastix B-spline registration; every setting is a keyword option."""
 
     name = "elastix-bspline"
@@ -109,15 +109,6 @@ class ElastixBSpline:
         bspline["FinalBSplineInterpolationOrder"] = [str(self.final_interpolation_order)]
         parameters.AddParameterMap(bspline)
         return parameters
-
-    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        """Register with isotropic voxels (unit spacing)."""
-        return self._register(fixed, moving, None)
-
-    def register_pair(self, pair: Pair) -> Registration:
-        """Register with the pair's spacing, in units of its finest axis: the control-point grid is as fine in
-        mm along every axis and the pyramid spares the coarse axis. Isotropic pairs: the same as ``register``."""
-        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
 
     def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
         fixed, moving = validate_images(fixed, moving, dims=DIMS)

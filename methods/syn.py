@@ -27,14 +27,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..interface import Pair, Registration, validate_images
-from ..pyramid import is_isotropic, relative_spacing
+from ..interface import Registration, validate_images
+from ..pyramid import SpacingAware, relative_spacing
 from ..registry import MethodMeta, register_method
 
 
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
 @register_method("syn", MethodMeta(display_name="SyN", isolate_cases=True, dims=(2, 3)))
-class AntsSyN:
+class AntsSyN(SpacingAware):
     """ANTsPy SyN; every setting is a keyword option."""
 
     name = "syn"
@@ -62,15 +62,6 @@ class AntsSyN:
         self.total_sigma = float(total_sigma)
         self.threads = int(threads)
         self.seed = int(seed)
-
-    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
-        """Register with isotropic voxels (unit spacing)."""
-        return self._register(fixed, moving, None)
-
-    def register_pair(self, pair: Pair) -> Registration:
-        """Register with the pair's spacing, in units of its finest axis: ANTs then shrinks an anisotropic
-        stack's coarse axis only once the fine axes have caught up. Isotropic pairs: the same as ``register``."""
-        return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
 
     def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
         fixed, moving = validate_images(fixed, moving, dims=(2, 3))
