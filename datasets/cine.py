@@ -143,13 +143,12 @@ class Preparation:
         kept = [z for z in range(ed_img.shape[2]) if self.keep(ed_lab[..., z], es_lab[..., z])]
         if not kept:
             return []
-        low, high = np.percentile(np.concatenate([ed_img.ravel(), es_img.ravel()]), self.clip_percentiles)
-        scale = float(high - low) if high > low else 1.0
+        normalise = self.normaliser(ed_img, es_img)
         centre = _label_centre(ed_lab[..., kept], fallback=ed_img.shape[:2])
         pairs = []
         for z in kept:
             crops = [_crop(a[..., z], centre, int(self.crop)) for a in (ed_img, es_img, ed_lab, es_lab)]
-            fixed, moving = (np.clip((c[0] - low) / scale, 0, 1).astype(np.float32) for c in crops[:2])
+            fixed, moving = (normalise(c[0]) for c in crops[:2])
             padded = crops[0][1]
             pairs.append(
                 Pair(
@@ -165,6 +164,12 @@ class Preparation:
             )
         return pairs
 
+    def normaliser(self, ed_image: np.ndarray, es_image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Intensities to [0, 1]: clipped to ``clip_percentiles`` of both frames together, one scaling for both."""
+        low, high = np.percentile(np.concatenate([ed_image.ravel(), es_image.ravel()]), self.clip_percentiles)
+        scale = float(high - low) if high > low else 1.0
+        return lambda image: np.clip((image - low) / scale, 0, 1).astype(np.float32)
+
     def _volume(self, case: CineCase, volumes: tuple[np.ndarray, ...], spacing: tuple[float, float]) -> list[Pair]:
         """The through-plane rule: every slice of the stack (none dropped by ``slice_rule``), each cropped in-plane
         as the 2-D slices are (one centre per subject, from its ED labels), stacked along axis 0 in file order and
@@ -177,8 +182,7 @@ class Preparation:
             return []
         if case.slice_mm is None:
             raise DataError(f"{case.subject}: no through-plane spacing (slice_mm) to prepare a volume")
-        low, high = np.percentile(np.concatenate([ed_img.ravel(), es_img.ravel()]), self.clip_percentiles)
-        scale = float(high - low) if high > low else 1.0
+        normalise = self.normaliser(ed_img, es_img)
         centre = _label_centre(ed_lab, fallback=ed_img.shape[:2])
         n = ed_img.shape[2]
         padded = False
@@ -187,7 +191,7 @@ class Preparation:
             crops = [_crop(volume[..., z], centre, int(self.crop)) for z in range(n)]
             padded = padded or any(c[1] for c in crops)
             stacks.append(np.stack([c[0] for c in crops]))
-        stacks[:2] = [np.clip((a - low) / scale, 0, 1).astype(np.float32) for a in stacks[:2]]
+        stacks[:2] = [normalise(a) for a in stacks[:2]]
         if n < self.depth:
             before, after = (self.depth - n) // 2, self.depth - n - (self.depth - n) // 2
             stacks = [np.pad(a, ((before, after), (0, 0), (0, 0))) for a in stacks]
