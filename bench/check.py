@@ -16,6 +16,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,27 +110,31 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
 
     For a method object, the determinism check builds a second one with ``type(method)()`` when possible.
     """
-    if isinstance(method_or_name, str):
-        # The options `regbench run --profile PROFILE` would build it with (profile None: the method's own defaults).
-        opts = resolve_method_options(method_or_name, profile, options) if profile else dict(options)
+    given = method_or_name
+    dims_to_check = [d for d in declared_dims(given if isinstance(given, str) else given) if d in (2, 3)] or [2]
+    if isinstance(given, str):
 
-        def make() -> Any:
-            return METHODS.create(method_or_name, **opts)
+        def make(dims: int = dims_to_check[0]) -> Any:
+            # The options `regbench run --profile PROFILE` would build it with on dims-D data (profile None: the
+            # method's own defaults).
+            return METHODS.create(given, **(resolve_method_options(given, profile, options, dims=dims) if profile else dict(options)))
 
         method = make()
-        name = method_or_name
+        name = given
     else:
-        method = method_or_name
+        method = given
         name = getattr(method, "name", type(method).__name__)
-        make = (lambda: type(method)()) if _constructible(type(method)) else None  # type: ignore[assignment]  # noqa: E731
+        make = (lambda dims=2: type(given)()) if _constructible(type(given)) else None  # type: ignore[assignment]  # noqa: E731
 
     report = CheckReport(name)
-    if isinstance(method_or_name, str):
-        report.options = resolved_options(name, opts, method)
+    if isinstance(given, str):
+        report.options = resolved_options(name, resolve_method_options(given, profile, options, dims=dims_to_check[0]) if profile else dict(options), method)
 
-    def run_checks(dims: int, first: bool) -> None:
+    def run_checks(dims: int, first: bool, method: Any) -> None:
         """Every check on pairs of ``dims`` dimensions. 2-D checks keep their plain names; on volumes they say
-        "(3-D)". Name, training and the save/load round trip are checked with the first dims only."""
+        "(3-D)". The name is checked with the first dims only; a trainable method is built, trained and saved
+        anew for each dims (its network is that dimension's), other methods once for all."""
+        make_here = None if make is None else partial(make, dims)
         tag = "" if dims == 2 else f" ({dims}-D)"
         pairs = _sample_pairs(dims=dims)
         train, evaluate_pair = pairs[:3], pairs[3]
@@ -182,9 +187,9 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             if is_trainable(method):
                 # A few smoke steps on unrelated pairs teach no motion; trained on copies of the known pair, a model
                 # whose flow convention (units, channel order, sign) is right must recover it.
-                if make is None:
+                if make_here is None:
                     return "cannot build a second instance to train on the known pair: skipped"
-                subject = make()
+                subject = make_here()
                 known = replace(evaluate_pair, fixed=fixed, flow_gt=truth)
                 subject.fit([known] * KNOWN_PAIR_COPIES, [known], workdir=None)
             reg = subject.register(fixed, evaluate_pair.moving)
@@ -222,9 +227,9 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             assert not extra, f"warped labels contain values not in the label set: {sorted(extra)}"
 
         def deterministic() -> str | None:
-            if make is None:
+            if make_here is None:
                 return "cannot build a second instance: skipped"
-            other = make()
+            other = make_here()
             if is_trainable(other):
                 other.fit(train, train[:1], workdir=None)  # a second training with the same seed
             a = method.register(evaluate_pair.fixed, evaluate_pair.moving)
@@ -262,7 +267,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.pt"
                 method.save(path)
-                clone = make() if make is not None else method
+                clone = make_here() if make_here is not None else method
                 clone.load(path)
             a = method.register(evaluate_pair.fixed, evaluate_pair.moving).flow
             b = clone.register(evaluate_pair.fixed, evaluate_pair.moving).flow
@@ -274,7 +279,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
         # Before any training: a briefly trained network carries a learned offset, so "identical pair gives
         # ~zero motion" tests the pipeline (padding, transformer, units) on the method as constructed.
         check("identical pair gives ~zero motion", identity)
-        if first:
+        if first or is_trainable(method):
             check("fit", fits)
         check("register", registers)
         check("register_pair", pair_aware)
@@ -287,12 +292,14 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             check("recovers a known displacement", recovers_known_displacement)
         check("same seed, same result", deterministic)
         check("rejects images of different shapes", rejects_bad_input)
-        if first:
+        if first or is_trainable(method):
             check("save/load round trip", save_load)
 
-    dims_to_check = [d for d in declared_dims(name if isinstance(method_or_name, str) else method) if d in (2, 3)] or [2]
     for dims in dims_to_check:
-        run_checks(dims, first=dims == dims_to_check[0])
+        first = dims == dims_to_check[0]
+        if not first and is_trainable(method) and make is not None:
+            method = make(dims)  # a fresh network for this dimension, built with that dimension's profile options
+        run_checks(dims, first, method)
     if raise_on_failure and not report.ok:
         raise AssertionError(str(report))
     return report

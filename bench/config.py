@@ -36,6 +36,18 @@ class Profile:
     # Every deep method's training settings (regbench.trainer.TrainSettings fields) under this profile.
     training: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, over its profile_options
+    # On volumes (a dataset that declares dims (3,)): training settings over ``training``, and per-method options
+    # over ``method_options``. A dataset that declares several dimensions gets the 2-D settings.
+    volume_training: dict[str, Any] = field(default_factory=dict)
+    volume_method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def training_for(self, dims: int = 2) -> dict[str, Any]:
+        """The deep methods' training settings for ``dims``-D images."""
+        return {**self.training, **(self.volume_training if dims == 3 else {})}
+
+    def options_for(self, method: str, dims: int = 2) -> dict[str, Any]:
+        """This profile's own options of ``method`` for ``dims``-D images."""
+        return {**self.method_options.get(method, {}), **(self.volume_method_options.get(method, {}) if dims == 3 else {})}
 
 
 PROFILES: dict[str, Profile] = {

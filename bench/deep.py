@@ -1,9 +1,11 @@
 """DeepRegistration: the method object every deep variant is (U-Net + trainer + a combiner).
 
-It adapts the trained network to the method interface: ``register`` pads the pair to a multiple of 16,
-runs the network in eval mode without gradients, crops back, and returns the flow and moved image;
-``fit`` trains with the one :class:`~regbench.trainer.Trainer`; ``save``/``load`` use
-``torch.load(weights_only=True)``.
+It adapts the trained network to the method interface: ``register`` runs the network in eval mode without
+gradients (the network pads to its multiple and crops back) and returns the flow and moved image; ``fit``
+trains with the one :class:`~regbench.trainer.Trainer`; ``save``/``load`` use ``torch.load(weights_only=True)``.
+
+2-D or 3-D is chosen by the data, as MONAI's ``spatial_dims``: the network is built (seeded with the training
+seed) when it is first needed, for the dimension of the images it is fitted on, registers, or was saved with.
 """
 
 from __future__ import annotations
@@ -18,25 +20,28 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import get_profile
 from .errors import ConfigError
 from .fileio import atomic_write_bytes
 from .interface import Pair, Registration, validate_images
 from .metrics import evaluate
-from .nn import SpatialTransformer, UNet, count_parameters
+from .nn import DIMS, SpatialTransformer, UNet, count_parameters
 from .registry import MethodMeta
 from .trainer import EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, precision_mode, resolve_device
 
 
 class RegistrationNet(nn.Module):
-    """U-Net + spatial transformer, the deployed network of every deep variant."""
+    """U-Net + spatial transformer, the deployed network of every deep variant; ``dims`` 2 or 3."""
 
-    def __init__(self) -> None:
+    def __init__(self, dims: int = 2) -> None:
         super().__init__()
-        self.unet = UNet()
+        self.unet = UNet(dims=dims)
         self.transformer = SpatialTransformer()
+
+    @property
+    def dims(self) -> int:
+        return self.unet.dims
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         return self.unet(moving, fixed)
@@ -47,6 +52,8 @@ class RegistrationNet(nn.Module):
 
 
 VALIDATION_BATCH = 32  # pairs per forward pass when validating during training
+
+ModelBuilder = Callable[[int], nn.Module]  # dims -> a network with RegistrationNet's interface
 
 
 class DeepRegistration:
@@ -60,7 +67,7 @@ class DeepRegistration:
         combiner: GradientCombiner,
         settings: TrainSettings,
         device: str = "auto",
-        model: nn.Module | None = None,
+        build_model: ModelBuilder = RegistrationNet,
         objective: Objective | None = None,
         progress: bool = False,
     ) -> None:
@@ -69,18 +76,38 @@ class DeepRegistration:
         self.settings = settings
         self.device = resolve_device(device)
         self.parallel_safe = self.device.type == "cpu"
-        torch.manual_seed(settings.seed)
-        self.model: Any = (model or RegistrationNet()).to(self.device)  # RegistrationNet or a variant with its interface
-        self.model.eval()
+        self.build_model = build_model
+        self.dims = 2  # the images' dimension; set by fit, register and load (see use_dims)
+        self._model: Any = None  # RegistrationNet or a variant with its interface, built for self.dims
+        self._fixed_dims = False  # trained or loaded: its dimension can no longer change
         self.objective = objective
         self.progress = progress
         self.history: list[EpochRecord] = []
         self.callbacks: list[Callable[[EpochRecord], None]] = []
 
+    @property
+    def model(self) -> Any:
+        """The network for ``self.dims``, built on first use with the training seed (the same initial weights
+        whenever it is built)."""
+        if self._model is None:
+            torch.manual_seed(self.settings.seed)
+            self._model = self.build_model(self.dims).to(self.device)
+            self._model.eval()
+        return self._model
+
+    def use_dims(self, dims: int, source: str = "images") -> None:
+        """Build for ``dims``-D images from now on; a network already trained or loaded for another dimension is
+        an error naming both (never silently replaced)."""
+        if dims == self.dims:
+            return
+        if self._fixed_dims:
+            raise ConfigError(f"{self.name} was trained for {self.dims}-D images; {source} are {dims}-D")
+        self.dims, self._model = dims, None
+
     @classmethod
-    def profile_options(cls, profile: str) -> dict[str, Any]:
-        """The profile's deep-training settings (regbench.config.Profile.training)."""
-        return dict(get_profile(profile).training)
+    def profile_options(cls, profile: str, dims: int = 2) -> dict[str, Any]:
+        """The profile's deep-training settings for ``dims``-D images (regbench.config.Profile.training_for)."""
+        return get_profile(profile).training_for(dims)
 
     # -- method interface ------------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -104,6 +131,9 @@ class DeepRegistration:
         return count_parameters(self.model)
 
     def fit(self, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair] = (), workdir: Path | None = None) -> list[EpochRecord]:
+        if train_pairs:
+            self.use_dims(train_pairs[0].fixed.ndim, "its training pairs")
+        self._fixed_dims = True
         trainer = Trainer(self.settings, self.combiner, self.device, self.objective, list(self.callbacks), self.progress)
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -122,7 +152,8 @@ class DeepRegistration:
 
     def register_batch(self, fixed: Sequence[np.ndarray], moving: Sequence[np.ndarray]) -> list[Registration]:
         """``register`` for images of one shape at once (one forward pass)."""
-        checked = [validate_images(f, m) for f, m in zip(fixed, moving)]
+        checked = [validate_images(f, m, dims=DIMS) for f, m in zip(fixed, moving)]
+        self.use_dims(checked[0][0].ndim, "the images to register")
         self.model.eval()
         f = torch.from_numpy(np.stack([c[0] for c in checked]))[:, None].to(self.device)
         m = torch.from_numpy(np.stack([c[1] for c in checked]))[:, None].to(self.device)
@@ -134,15 +165,8 @@ class DeepRegistration:
 
     @torch.no_grad()
     def flow_batch(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        """Flows for a batch (N, 1, H, W) on the model's device; pads to the network's multiple."""
-        h, w = fixed.shape[-2:]
-        m = self.model.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            fixed = F.pad(fixed, (0, pw, 0, ph))
-            moving = F.pad(moving, (0, pw, 0, ph))
-        flow = self.model(moving, fixed)
-        return flow[..., :h, :w]
+        """Flows for a batch (N, 1, *S) on the model's device (the network pads to its multiple)."""
+        return self.model(moving, fixed)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
         return self.register_batch([fixed], [moving])[0]
@@ -150,7 +174,8 @@ class DeepRegistration:
     def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
         """Weights, settings and name (plus a subclass's ``extra`` plain values) in one file, atomically."""
         buffer = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "settings": asdict(self.settings), "name": self.name, **(extra or {})}, buffer)
+        state = {"model": self.model.state_dict(), "settings": asdict(self.settings), "name": self.name, "dims": self.dims, **(extra or {})}
+        torch.save(state, buffer)
         atomic_write_bytes(Path(path), buffer.getvalue())
 
     def load(self, path: Path) -> dict[str, Any]:
@@ -163,6 +188,9 @@ class DeepRegistration:
             raise ConfigError(f"model file {path} cannot be read ({type(exc).__name__}: {exc})") from None
         if state.get("name") not in (None, self.name):
             raise ConfigError(f"model file {path} holds {state.get('name')!r}, not {self.name!r}")
+        self._fixed_dims = False
+        self.use_dims(int(state.get("dims", 2)))  # files saved before 3-D support hold 2-D networks
+        self._fixed_dims = True
         self.model.load_state_dict(state["model"])
         self.model.eval()
         return state
@@ -184,11 +212,12 @@ def deep_option_names(*extra: str) -> set[str]:
 
 
 def deep_meta(display_name: str, extra_options: set[str], **declared: Any) -> MethodMeta:
-    """The metadata of a deep variant: trainable, the deep options plus ``extra_options``, the profiles' training
-    settings, and whatever else it declares (family, sweep, default options)."""
+    """The metadata of a deep variant: trainable, 2-D and 3-D, the deep options plus ``extra_options``, the
+    profiles' training settings, and whatever else it declares (family, sweep, default options)."""
     return MethodMeta(
         display_name=display_name,
         trainable=True,
+        dims=DIMS,
         option_names=frozenset(deep_option_names(*extra_options)),
         profile_options=DeepRegistration.profile_options,
         **declared,

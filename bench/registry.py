@@ -38,7 +38,8 @@ class MethodMeta:
     install_hint: str | None = None  # the command that installs them
     option_names: Collection[str] | None = None  # keyword options it takes (None: its factory's signature says)
     default_options: Mapping[str, Any] = field(default_factory=dict)  # bound into the run directory
-    profile_options: Callable[[str], dict[str, Any]] | None = None  # its own settings per profile (training budget)
+    # Its own settings per profile (training budget): called (profile), or (profile, dims=D) where it takes dims.
+    profile_options: Callable[..., dict[str, Any]] | None = None
     parallel_safe: bool = True  # its cases may run in several worker processes at once
     isolate_cases: bool | None = None  # run each case in a worker even with --jobs 1 (None: plugins yes, built-ins no)
     dims: tuple[int, ...] = (2,)  # image dimensions it registers

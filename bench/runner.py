@@ -38,7 +38,7 @@ from .execution import (
 from .fileio import atomic_write_npz, atomic_write_text
 from .interface import CONSISTENCY_MESSAGE, DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
 from .lock import RunDirectoryLock
-from .options import resolve_method_options, resolved_options
+from .options import dataset_dims, resolve_method_options, resolved_options
 from .pool import SideBySide
 from .provenance import environment
 from .registry import DATASETS, METHODS, is_trainable, method_sort_key
@@ -128,7 +128,9 @@ def check_device(device: str) -> None:
 def method_options(name: str, config: RunConfig) -> dict[str, Any]:
     """A method's options in this run: :func:`regbench.options.resolve_method_options` with the run's profile,
     seed, device and ``method_options``."""
-    return resolve_method_options(name, config.profile, config.method_options.get(name), seed=config.seed, device=config.device)
+    return resolve_method_options(
+        name, config.profile, config.method_options.get(name), seed=config.seed, device=config.device, dims=dataset_dims(config.dataset)
+    )
 
 
 def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None) -> dict[str, list[Pair]]:

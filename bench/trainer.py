@@ -7,6 +7,10 @@ forward pass (two ``torch.autograd.grad`` calls, retaining the graph for the fir
 ``g_sim + λ·g_reg`` says so (``needs_separate_gradients = False``) and gets one backward pass of the summed
 loss: the same update at the cost of one backward pass.
 
+The losses take 2-D or 3-D batches (N, C, *S); the training pairs are served by :class:`PairBatches` (the
+split stacked on the device once when it fits ``DEVICE_DATA_BUDGET_BYTES``, else each batch stacked from its
+pairs, so that a split of full-size volumes is never copied whole to the device).
+
 A model may bring its own :class:`Objective` (how the two losses are formed from a batch): HyperMorph uses
 this to weight the losses per sample by its λ; the loop, checkpoints and logging stay this one.
 
@@ -50,13 +54,15 @@ def mse_loss(moved: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
 
 
 def ncc_loss(moved: torch.Tensor, fixed: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
-    """Negative local normalised cross-correlation (VoxelMorph's), window × window."""
-    kernel = torch.ones(1, 1, window, window, device=moved.device, dtype=moved.dtype)
+    """Negative local normalised cross-correlation (VoxelMorph's), over window^dims boxes; 2-D or 3-D batches."""
+    dims = moved.ndim - 2
+    kernel = torch.ones(1, 1, *([window] * dims), device=moved.device, dtype=moved.dtype)
     pad = window // 2
-    n = window * window
+    n = window**dims
+    conv = F.conv2d if dims == 2 else F.conv3d
 
     def box(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, kernel, padding=pad)
+        return conv(x, kernel, padding=pad)
 
     mu_i, mu_j = box(moved) / n, box(fixed) / n
     cross = box(moved * fixed) - mu_i * mu_j * n
@@ -66,13 +72,17 @@ def ncc_loss(moved: torch.Tensor, fixed: torch.Tensor, window: int = 9, eps: flo
 
 
 def per_sample_smoothness(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
-    """Per sample: mean |forward difference| (l1) or its square (l2) of the flow, averaged over both axes."""
+    """Per sample: mean |forward difference| (l1) or its square (l2) of the flow along each spatial axis,
+    averaged over the axes (2-D: rows and columns; 3-D: all three)."""
     if penalty not in ("l1", "l2"):
         raise ConfigError(f"smoothness penalty must be 'l1' or 'l2', got {penalty!r}")
     f = torch.abs if penalty == "l1" else torch.square
-    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
-    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
-    return (f(dy).flatten(1).mean(1) + f(dx).flatten(1).mean(1)) / 2
+    # Slices subtracted, not torch.diff: its backward sums in another order, and 2-D trainings would change.
+    terms = [f(flow.narrow(axis, 1, n - 1) - flow.narrow(axis, 0, n - 1)).flatten(1).mean(1) for axis, n in enumerate(flow.shape[2:], start=2)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total / len(terms)
 
 
 def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
@@ -244,8 +254,8 @@ class Trainer:
         objective = self.objective or PlainObjective(s.similarity, s.smoothness)
         if not train_pairs:
             raise ConfigError("no training pairs: the dataset's train split is empty")
-        fixed, moving = _stack(train_pairs, self.device)
-        n = fixed.shape[0]
+        data = PairBatches(train_pairs, self.device)
+        n = len(data)
         batch = min(s.batch_size, n)
         steps_per_epoch = max(n // batch, 1)  # drop the last incomplete batch, as the reference code
         torch.manual_seed(s.seed)
@@ -281,14 +291,14 @@ class Trainer:
             sums = torch.zeros(3, device=self.device)  # sim, reg, conflict share: summed on the device
             for step in range(steps_per_epoch):
                 idx = order[step * batch : (step + 1) * batch]
-                sim, reg, share = self.step(model, params, optimiser, objective, moving[idx], fixed[idx], noise_rng)
+                sim, reg, share = self.step(model, params, optimiser, objective, *data.batch(idx), noise_rng)
                 share_t = torch.as_tensor(float("nan") if share is None else share, device=self.device)
                 sums += torch.stack([sim.detach(), reg.detach(), share_t.detach().float()])
             means = (sums / steps_per_epoch).tolist()  # one host sync per epoch
             record = EpochRecord(epoch + 1, means[0], means[1], None if math.isnan(means[2]) else means[2])
             if validate is not None and val_pairs and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.epochs):
                 if s.recalibrate_bn:  # validate the model as it will be deployed, else the curve shows ~0 Dice
-                    self.recalibrate_batchnorm(model, objective, moving, fixed, batch, noise_rng)
+                    self.recalibrate_batchnorm(model, objective, data, batch, noise_rng)
                 model.eval()
                 record.val_dice, record.val_njd = validate(list(val_pairs)[: s.max_val_pairs])
             record.seconds = time.perf_counter() - started
@@ -306,12 +316,12 @@ class Trainer:
                 callback(record)
         bar.close()
         if s.recalibrate_bn and start_epoch < s.epochs:
-            self.recalibrate_batchnorm(model, objective, moving, fixed, batch, noise_rng)
+            self.recalibrate_batchnorm(model, objective, data, batch, noise_rng)
         model.eval()
         return history
 
     @torch.no_grad()
-    def recalibrate_batchnorm(self, model, objective, moving, fixed, batch, generator) -> None:
+    def recalibrate_batchnorm(self, model, objective, data: PairBatches, batch: int, generator) -> None:
         """Running statistics = the average of the batch statistics over the training pairs (final weights)."""
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if not norms:
@@ -322,8 +332,8 @@ class Trainer:
             m.momentum = None  # cumulative moving average
         model.train()
         with precision_mode(self.settings.precision, self.device):
-            for start in range(0, moving.shape[0] - batch + 1, batch):
-                objective(model, moving[start : start + batch], fixed[start : start + batch], generator)
+            for start in range(0, len(data) - batch + 1, batch):
+                objective(model, *data.batch(torch.arange(start, start + batch, device=self.device)), generator)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 
@@ -404,13 +414,38 @@ def write_history(path: Path, history: Sequence[EpochRecord]) -> None:
     atomic_write_text(path, pd.DataFrame([asdict(r) for r in history]).to_csv(index=False))
 
 
-def _stack(pairs: Sequence[Pair], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    shapes = {p.fixed.shape for p in pairs}
-    if len(shapes) != 1:
-        raise ConfigError(f"training pairs must share one image shape, got {sorted(shapes)}")
-    fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None].astype(np.float32)).to(device)
-    moving = torch.from_numpy(np.stack([p.moving for p in pairs])[:, None].astype(np.float32)).to(device)
-    return fixed, moving
+# A training split up to this size is stacked on the device once (no host-to-device copy per step); a larger one
+# (volumes: tens of MB each) stays in host memory and each batch is stacked from its pairs. Same values either way.
+DEVICE_DATA_BUDGET_BYTES = 2**30
+
+
+class PairBatches:
+    """The training pairs as (moving, fixed) batches (N, 1, *S), float32, on the device."""
+
+    def __init__(self, pairs: Sequence[Pair], device: torch.device, budget_bytes: int | None = None) -> None:
+        shapes = {p.fixed.shape for p in pairs}
+        if len(shapes) != 1:
+            raise ConfigError(f"training pairs must share one image shape, got {sorted(shapes)}")
+        self.pairs = list(pairs)
+        self.device = device
+        self.nbytes = 2 * len(self.pairs) * int(np.prod(next(iter(shapes)))) * 4
+        self.on_device = self.nbytes <= (DEVICE_DATA_BUDGET_BYTES if budget_bytes is None else budget_bytes)
+        if self.on_device:
+            self._moving, self._fixed = self._stack(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _stack(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        moving = torch.from_numpy(np.stack([p.moving for p in pairs])[:, None].astype(np.float32)).to(self.device)
+        fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None].astype(np.float32)).to(self.device)
+        return moving, fixed
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(moving, fixed) of the pairs at ``index`` (a 1-D integer tensor), in that order."""
+        if self.on_device:
+            return self._moving[index], self._fixed[index]
+        return self._stack([self.pairs[i] for i in index.tolist()])
 
 
 def flush_subnormals() -> None:

@@ -71,18 +71,19 @@ def voxelmorph_lambda(lam: float, sigma: float = SIGMA) -> float:
 MATMUL_MAX_PIXELS = 64
 
 
-class HyperConv2d(nn.Module):
-    """A conv whose weight and bias come from linear heads on the hypernetwork's embedding.
+class HyperConv(nn.Module):
+    """A 2-D or 3-D conv whose weight and bias come from linear heads on the hypernetwork's embedding.
 
     The embedding is set by :class:`HyperRegistrationNet` before each forward: one row (one λ for the batch,
     a plain conv) or one row per sample (a grouped conv, each sample with its own weights).
     """
 
-    def __init__(self, cin: int, cout: int, kernel_size: int, padding: int = 0, bias: bool = True, units: int = 64) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: int, padding: int = 0, bias: bool = True, units: int = 64, dims: int = 2) -> None:
         super().__init__()
-        self.shape = (cout, cin, kernel_size, kernel_size)
+        self.shape = (cout, cin, *([kernel_size] * dims))
+        self.dims = dims
         self.padding = padding
-        self.weight_head = nn.Linear(units, cout * cin * kernel_size * kernel_size)
+        self.weight_head = nn.Linear(units, math.prod(self.shape))
         self.bias_head = nn.Linear(units, cout) if bias else None
         # Weights = a Kaiming-normal (fan_out) kernel, as the plain U-Net's, plus a λ-dependent part of the
         # same size at λ = 1 (the embedding is 0 at λ = 0, see HyperRegistrationNet).
@@ -103,12 +104,14 @@ class HyperConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.generated is None:
-            raise RuntimeError("HyperConv2d called without weights: run it through HyperRegistrationNet")
+            raise RuntimeError("HyperConv called without weights: run it through HyperRegistrationNet")
         weight, bias = self.generated
+        conv = F.conv2d if self.dims == 2 else F.conv3d
         if weight.shape[0] == 1:
-            return F.conv2d(x, weight[0], None if bias is None else bias[0], padding=self.padding)
-        n, _, h, w = x.shape
-        if h * w <= MATMUL_MAX_PIXELS:
+            return conv(x, weight[0], None if bias is None else bias[0], padding=self.padding)
+        n, spatial = x.shape[0], x.shape[2:]
+        if self.dims == 2 and math.prod(spatial) <= MATMUL_MAX_PIXELS:  # (torch's unfold is 2-D only)
+            h, w = spatial
             # im2col columns times each sample's weight matrix: the same sums as the grouped conv below
             cols = F.unfold(x, self.shape[-1], padding=self.padding)  # (n, cin·k·k, output pixels)
             out = torch.bmm(weight.reshape(n, self.shape[0], -1), cols)
@@ -116,23 +119,27 @@ class HyperConv2d(nn.Module):
                 out = out + bias.reshape(n, -1, 1)
             size = h + 2 * self.padding - self.shape[-1] + 1, w + 2 * self.padding - self.shape[-1] + 1
             return out.view(n, self.shape[0], *size)
-        out = F.conv2d(
-            x.reshape(1, -1, h, w),
+        out = conv(
+            x.reshape(1, -1, *spatial),
             weight.reshape(-1, *self.shape[1:]),
             None if bias is None else bias.reshape(-1),
             padding=self.padding,
             groups=n,
         )
-        return out.view(n, self.shape[0], out.shape[-2], out.shape[-1])
+        return out.view(n, self.shape[0], *out.shape[2:])
+
+
+def check_hyper_size(hyper_layers: int, hyper_units: int) -> None:
+    if hyper_layers < 1 or hyper_units < 1:
+        raise ConfigError(f"hyper_layers and hyper_units must be at least 1, got {hyper_layers} and {hyper_units}")
 
 
 class HyperRegistrationNet(nn.Module):
     """Hypernetwork + U-Net of hyper-convs + spatial transformer; ``forward(moving, fixed, lam)``."""
 
-    def __init__(self, hyper_layers: int = 4, hyper_units: int = 64, lam: float = 0.5) -> None:
+    def __init__(self, hyper_layers: int = 4, hyper_units: int = 64, lam: float = 0.5, dims: int = 2) -> None:
         super().__init__()
-        if hyper_layers < 1 or hyper_units < 1:
-            raise ConfigError(f"hyper_layers and hyper_units must be at least 1, got {hyper_layers} and {hyper_units}")
+        check_hyper_size(hyper_layers, hyper_units)
         dense: list[nn.Module] = []
         for i in range(hyper_layers):
             dense += [nn.Linear(1 if i == 0 else hyper_units, hyper_units), nn.ReLU()]
@@ -143,9 +150,9 @@ class HyperRegistrationNet(nn.Module):
                 # moves the conv weights from the start (default init: e(0) and e(1) differ by 2–25%).
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
-        self.unet = UNet(conv=partial(HyperConv2d, units=hyper_units), channels_last=False)
+        self.unet = UNet(conv=partial(HyperConv, units=hyper_units, dims=dims), channels_last=False, dims=dims)
         self.transformer = SpatialTransformer()
-        self.hyper_convs = [m for m in self.unet.modules() if isinstance(m, HyperConv2d)]
+        self.hyper_convs = [m for m in self.unet.modules() if isinstance(m, HyperConv)]
         self.hyper_units = hyper_units
         self.hyper_lr_scale = 1.0  # the hypernetwork's dense layers train at the lr times this (HyperMorph sets it)
         self.lam = float(lam)  # used when forward gets no λ
@@ -155,6 +162,10 @@ class HyperRegistrationNet(nn.Module):
     @property
     def multiple(self) -> int:
         return self.unet.multiple
+
+    @property
+    def dims(self) -> int:
+        return self.unet.dims
 
     def lr_scales(self) -> dict[int, float]:
         """The trainer's per-parameter lr factors: the hypernetwork's dense layers at ``hyper_lr_scale``."""
@@ -242,13 +253,18 @@ class HyperMorph(DeepRegistration):
                 raise ConfigError(f"hypermorph {key} must be a non-empty list of λ values in [0, 1], got {grid!r}")
         if lam is not None and not 0.0 <= float(lam) <= 1.0:
             raise ConfigError(f"hypermorph lam must be in [0, 1], got {lam!r}")
-        torch.manual_seed(settings.seed)
+        check_hyper_size(hyper_layers, hyper_units)
         if hyper_lr is not None and (isinstance(hyper_lr, bool) or not isinstance(hyper_lr, (int, float)) or hyper_lr <= 0):
             raise ConfigError(f"hypermorph hyper_lr must be a positive number (or null: the lr), got {hyper_lr!r}")
-        model = HyperRegistrationNet(hyper_layers, hyper_units, lam=0.5 if lam is None else lam)
-        model.hyper_lr_scale = 1.0 if hyper_lr is None else float(hyper_lr) / settings.lr
+        lr_scale = 1.0 if hyper_lr is None else float(hyper_lr) / settings.lr
+
+        def build(dims: int) -> HyperRegistrationNet:
+            model = HyperRegistrationNet(hyper_layers, hyper_units, lam=0.5 if lam is None else lam, dims=dims)
+            model.hyper_lr_scale = lr_scale
+            return model
+
         objective = HyperObjective(sigma, extreme_share, settings.smoothness)
-        super().__init__("hypermorph", WeightedSum(1.0), settings, device=device, model=model, objective=objective, progress=progress)
+        super().__init__("hypermorph", WeightedSum(1.0), settings, device=device, build_model=build, objective=objective, progress=progress)
         self.fixed_lam = lam  # a λ given by the user: no selection
         self.selection_grid = [float(v) for v in grids["selection_grid"]]
         self.sweep_grid = [float(v) for v in grids["sweep_grid"]]

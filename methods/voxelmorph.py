@@ -10,6 +10,7 @@ weighted-sum combiner (λ = ``lam``, default 0.01 as VoxelMorph-m); only the obj
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -52,7 +53,8 @@ INTEGRATION_STEPS = 7
 
 
 def integrate_velocity(velocity: torch.Tensor, transformer: torch.nn.Module, steps: int = INTEGRATION_STEPS) -> torch.Tensor:
-    """Scaling and squaring: exp(v) ≈ (φ_{v/2^steps})^(2^steps), a displacement in pixels, rows first."""
+    """Scaling and squaring: exp(v) ≈ (φ_{v/2^steps})^(2^steps), a displacement in voxels, channel k along
+    axis k (2-D or 3-D: the warper takes either)."""
     flow = velocity / (2**steps)
     for _ in range(steps):
         flow = flow + transformer(flow, flow)
@@ -63,8 +65,8 @@ class DiffeomorphicNet(RegistrationNet):
     """The paper's U-Net predicting a velocity field; ``forward`` returns the integrated displacement, so
     inference (``DeepRegistration.register``) is unchanged."""
 
-    def __init__(self, steps: int = INTEGRATION_STEPS) -> None:
-        super().__init__()
+    def __init__(self, steps: int = INTEGRATION_STEPS, dims: int = 2) -> None:
+        super().__init__(dims)
         self.steps = int(steps)
 
     def velocity(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -95,12 +97,13 @@ class DiffeomorphicRegistration(DeepRegistration):
     def __init__(self, lam: float, steps: int, settings: Any, device: str = "auto", progress: bool = False) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"voxelmorph-diff integration_steps must be a positive integer, got {steps!r}")
-        torch.manual_seed(settings.seed)  # the network's initial weights, as DeepRegistration's own
         objective = VelocityObjective(settings.similarity, settings.smoothness)
-        super().__init__("voxelmorph-diff", WeightedSum(lam), settings, device=device, model=DiffeomorphicNet(steps), objective=objective, progress=progress)
+        build = partial(DiffeomorphicNet, steps)
+        super().__init__("voxelmorph-diff", WeightedSum(lam), settings, device=device, build_model=build, objective=objective, progress=progress)
+        self.steps = steps
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "integration_steps": self.model.steps}
+        return {**super().options(), "integration_steps": self.steps}
 
 
 @register_method("voxelmorph-diff", deep_meta("VoxelMorph-diff", {"lam", "integration_steps"}))

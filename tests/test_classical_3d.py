@@ -132,7 +132,22 @@ def test_check_method_runs_its_checks_on_volumes_for_a_3d_method():
     assert report.ok, str(report)
     assert "recovers a known displacement (3-D)" in names and "moved agrees with flow (3-D)" in names
     assert names.count("name") == 1 and "name (3-D)" not in names
-    assert not any(name.endswith("(3-D)") for name in (r.name for r in check_method("voxelmorph-s").results))
+    two_d_only = check_method(_TwoDimensionalShift())  # declares nothing: 2-D, so no check on volumes
+    assert two_d_only.results and not any(r.name.endswith("(3-D)") for r in two_d_only.results)
+
+
+class _TwoDimensionalShift:
+    """A 2-D method that declares no dims."""
+
+    name = "shift-2d"
+
+    def register(self, fixed, moving):
+        from regbench import Registration, warp
+        from regbench.interface import validate_images
+
+        fixed, moving = validate_images(fixed, moving)
+        flow = np.full((2, *fixed.shape), 0.5, np.float32)
+        return Registration(moved=warp(moving, flow), flow=flow)
 
 
 class _ReversedChannels:

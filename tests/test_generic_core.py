@@ -39,12 +39,12 @@ def test_a_3d_method_named_on_2d_data_is_one_error_before_any_work(with_plugins,
 def test_declared_dims_are_read_from_metadata_and_from_a_plugins_attribute(with_plugins):
     from regbench.registry import METHODS
 
-    assert METHODS.meta("volume-only").dims == (3,) and METHODS.meta("gsmorph").dims == (2,)
-    assert METHODS.meta("initial").dims == METHODS.meta("demons").dims == METHODS.meta("syn").dims == (2, 3)
+    assert METHODS.meta("volume-only").dims == (3,) and METHODS.meta("slow-initial").dims == (2,)  # the default
+    assert METHODS.meta("initial").dims == METHODS.meta("demons").dims == METHODS.meta("gsmorph").dims == (2, 3)
     skipped: dict[str, str] = {}
-    assert METHODS.resolve("paper", skipped, dims=(3,)) == ["initial", "demons", "syn"] and "gsmorph" in skipped
-    with pytest.raises(ConfigError, match="'gsmorph' registers 2-D images"):
-        METHODS.resolve("gsmorph", dims=(3,))
+    assert METHODS.resolve(["initial", "*-initial"], skipped, dims=(3,)) == ["initial"] and "slow-initial" in skipped
+    with pytest.raises(ConfigError, match="'slow-initial' registers 2-D images"):
+        METHODS.resolve("slow-initial", dims=(3,))
 
 
 # ------------------------------------------------------------------------------------- partial labels

@@ -166,11 +166,11 @@ def test_perf_times_a_classical_method_serially_and_in_parallel():
     assert "12×32×32" in format_case_timings([time_cases("initial", volumes, jobs=1)])
 
 
-def test_perf_in_3d_refuses_a_method_that_registers_slices_only(capsys):
+def test_perf_in_3d_refuses_a_method_that_registers_slices_only(capsys, with_plugins):
     from regbench.cli import main
 
-    assert main(["perf", "--dims", "3", "--methods", "initial,voxelmorph-s"]) != 0
-    assert "method 'voxelmorph-s' registers 2-D images (its declared dims); perf --dims 3 is 3-D" in capsys.readouterr().err
+    assert main(["perf", "--dims", "3", "--methods", "initial,slow-initial"]) != 0
+    assert "method 'slow-initial' registers 2-D images (its declared dims); perf --dims 3 is 3-D" in capsys.readouterr().err
 
 
 def test_perf_subnormal_step_restores_threads_and_leaves_subnormals_flushed():
