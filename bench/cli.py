@@ -195,13 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print timings: seconds per pair, --jobs speed-up, training-step cost",
         description="Benchmarks (numbers, not pass/fail): registration seconds per pair on synthetic "
         "pairs, wall time of the case loop with --jobs 1 and --jobs N, and for deep methods the "
-        f"training-step time relative to {DEFAULT_STUDY.step_reference}, inference ms per pair, the cost of a validation pass, "
+        f"training-step time relative to {DEFAULT_STUDY.step_reference}, inference ms per pair, the peak memory of a step "
+        "(CUDA's allocated peak; on a CPU the same count from torch.profiler's memory records), the cost of a validation pass, "
         "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of the "
         "device's dense matmul rate at the same precision (timed in the same run) and pairs/s, the share of a step's operator "
         "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler: CPU time on a CPU, CUDA kernel "
         "time on a GPU), and one optimiser step of the largest model with subnormal Adam moments, computed and flushed "
-        "to zero. On a GPU, steps and inference are timed with CUDA events, the peak memory of the steps is printed, "
-        "and so are the TF32, cudnn.benchmark and deterministic settings.",
+        "to zero. On a GPU, steps and inference are timed with CUDA events, and the TF32, cudnn.benchmark and "
+        "deterministic settings are printed.",
     )
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128, the paper's)")
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(2, 3),
         default=2,
         help="2: slices of --size px (default); 3: the methods that register volumes, timed on the 3-D synthetic "
-        "heart's stacks of --depth slices of --size × --size px (10 mm slices)",
+        "heart's stacks of --depth slices of --size × --size px (10 mm slices); deep methods built with the profile's volume settings",
     )
     p.add_argument("--depth", type=int, default=10, help="slices per volume with --dims 3 (default 10)")
     p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROFILE",
         help="build deep methods with this profile's options, as regbench run does (default quick)",
     )
-    p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's, 16 for quick)")
+    p.add_argument("--batch", type=int, help="training batch for the step timing of deep methods (default: the profile's; quick: 16 on slices, 2 on volumes)")
     p.add_argument("--device", default="auto", help="device for deep methods (default auto)")
     p.add_argument(
         "--precision",
@@ -429,7 +430,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
     # With --dims 3, a pattern leaves out the methods that do not register volumes (a name among them is an error).
     names = METHODS.resolve(args.methods, skipped={}, dims=(args.dims,), dataset=f"perf --dims {args.dims}")
-    options = {n: resolve_method_options(n, args.profile, device=args.device) for n in names}  # as `run --profile` builds them
+    options = {n: resolve_method_options(n, args.profile, device=args.device, dims=args.dims) for n in names}  # as `run --profile` builds them
     trainable = [n for n in names if is_trainable(METHODS.create(n, **options[n]))]
     classical = [n for n in names if n not in trainable]
     if classical:
@@ -442,7 +443,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
         reference = DEFAULT_STUDY.step_reference
         if reference not in trainable:
             trainable.insert(0, reference)  # the reference for the relative step time
-        steps = time_training_steps(trainable, args.size, args.batch, device=args.device, profile=args.profile, precision=args.precision)
+        steps = time_training_steps(
+            trainable, args.size, args.batch, device=args.device, profile=args.profile, precision=args.precision, dims=args.dims, depth=args.depth
+        )
         device, precision = steps[0].device, steps[0].precision
         if device.startswith("cuda"):
             print("device settings: " + ", ".join(f"{k} {v}" for k, v in device_settings(device, precision).items()), flush=True)

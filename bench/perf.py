@@ -120,7 +120,7 @@ def format_case_timings(rows: Sequence[CaseTiming]) -> str:
 @dataclass
 class StepTiming:
     method: str
-    size: int
+    size: int | str  # px per side (2-D), or the volumes' shape "D×H×W"
     batch: int
     step_s: float
     inference_ms: float
@@ -131,7 +131,9 @@ class StepTiming:
     step_gflop: float = float("nan")  # counted (torch.utils.flop_counter) in one training step: forward + backward
     inference_gflop: float = float("nan")  # counted in one registration at batch 1
     op_shares: dict[str, float] | None = None  # share of a step's operator time per OP_GROUPS group (torch.profiler)
-    peak_mb: float = float("nan")  # CUDA: peak memory allocated during the timed steps (torch.cuda.max_memory_allocated)
+    # CUDA: peak memory allocated during the timed steps (torch.cuda.max_memory_allocated); CPU: the same count
+    # for one step from torch.profiler's memory records (cpu_step_peak_mib)
+    peak_mb: float = float("nan")
     precision: str = "fp32"  # the method's TrainSettings.precision the step ran at
     device: str = "cpu"
 
@@ -153,8 +155,8 @@ class StepTiming:
 OP_GROUPS: dict[str, tuple[str, ...]] = {
     "conv fwd": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution", "aten::cudnn_convolution"),
     "conv bwd": ("aten::convolution_backward",),
-    "grid_sample fwd": ("aten::grid_sampler_2d", "aten::cudnn_grid_sampler"),
-    "grid_sample bwd": ("aten::grid_sampler_2d_backward", "aten::cudnn_grid_sampler_backward"),
+    "grid_sample fwd": ("aten::grid_sampler_2d", "aten::grid_sampler_3d", "aten::cudnn_grid_sampler"),
+    "grid_sample bwd": ("aten::grid_sampler_2d_backward", "aten::grid_sampler_3d_backward", "aten::cudnn_grid_sampler_backward"),
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
     "optimiser": ("aten::_fused_adamw_", "aten::_fused_adam_", "Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"),
 }
@@ -277,13 +279,38 @@ def _is_cuda(device: Any) -> bool:
     return getattr(device, "type", str(device)).startswith("cuda")
 
 
-def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto", precision: str | None = None) -> Any:
-    """The method as ``regbench run --profile PROFILE`` builds it (one option resolution), at ``batch`` and
-    ``precision`` if given."""
+def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto", precision: str | None = None, dims: int = 2) -> Any:
+    """The method as ``regbench run --profile PROFILE`` builds it for ``dims``-D images (one option
+    resolution), at ``batch`` and ``precision`` if given."""
     given: dict[str, Any] = {"batch_size": batch} if batch else {}
     if precision is not None:
         given["precision"] = precision
-    return METHODS.create(name, **resolve_method_options(name, profile, given, device=device))
+    method = METHODS.create(name, **resolve_method_options(name, profile, given, device=device, dims=dims))
+    method.use_dims(dims)
+    return method
+
+
+def cpu_step_peak_mib(step: Any, model: Any, optimiser: Any) -> float:
+    """Peak tensor memory of one CPU training ``step()`` in MiB, as CUDA's allocated peak counts it: what lives
+    across steps (parameters, their gradients, the optimiser's state) plus the highest point of the step's own
+    allocations, from torch.profiler's per-operator memory records in time order (an operator's temporaries
+    freed inside it are netted)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    def nbytes(tensors: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+    params = list(model.parameters())
+    state = [value for entry in optimiser.state.values() for value in entry.values()]
+    persistent = nbytes(params) + nbytes(p.grad for p in params) + nbytes(state)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    live = peak = 0
+    for event in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return (persistent + peak) / 2**20
 
 
 def time_training_steps(
@@ -295,19 +322,24 @@ def time_training_steps(
     repeats: int = 20,
     profile: str = "quick",
     precision: str | None = None,
+    dims: int = 2,
+    depth: int = 10,
 ) -> list[StepTiming]:
     """Seconds per training step on one fixed batch (after one warm-up step), and inference ms per pair; each
-    method built with ``profile``'s options (its batch size unless ``batch`` is given; its precision unless
-    ``precision`` is given). On a GPU both are timed with CUDA events and the peak memory of the steps is kept."""
+    method built with ``profile``'s options for ``dims``-D images (its batch size unless ``batch`` is given; its
+    precision unless ``precision`` is given), on 2-D slices of ``size`` px or (``dims`` 3) stacks of ``depth``
+    slices of ``size`` × ``size`` px. On a GPU both are timed with CUDA events and the peak memory is CUDA's
+    allocated peak during the steps; on a CPU it is :func:`cpu_step_peak_mib` of one more step."""
     import torch
 
     from .trainer import PlainObjective
 
     out = []
     for name in names:
-        method = build_timed_method(name, profile, batch, device, precision)
+        method = build_timed_method(name, profile, batch, device, precision, dims)
         step_batch = method.settings.batch_size
-        pairs = benchmark_pairs(size, step_batch)
+        pairs = benchmark_pairs(size, step_batch, dims=dims, depth=depth)
+        cuda = _is_cuda(method.device)
         model = method.model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None]).to(method.device)
@@ -319,12 +351,14 @@ def time_training_steps(
         objective = method.objective or PlainObjective()
         method.combiner.generator = torch.Generator(device=method.device).manual_seed(0)
         generator = method.combiner.generator
-        cuda = _is_cuda(method.device)
         trainer.step(model, params, optimiser, objective, moving, fixed, generator)  # warm-up
         if cuda:
             torch.cuda.reset_peak_memory_stats(method.device)
         times = [elapsed_s(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), method.device) for _ in range(steps)]
-        peak_mb = torch.cuda.max_memory_allocated(method.device) / 2**20 if cuda else float("nan")
+        if cuda:
+            peak_mb = torch.cuda.max_memory_allocated(method.device) / 2**20
+        else:
+            peak_mb = cpu_step_peak_mib(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), model, optimiser)
         model.eval()
         infer = []
         for i in range(repeats + 3):
@@ -332,7 +366,7 @@ def time_training_steps(
             seconds = elapsed_s(lambda: method.register(p.fixed, p.moving), method.device)
             if i >= 3:
                 infer.append(1000 * seconds)
-        validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1))
+        validation, full = _validation_timings(method, benchmark_pairs(size, VALIDATION_PAIRS, seed=1, dims=dims, depth=depth))
         inference_gflop = counted_gflop(lambda: method.register(pairs[0].fixed, pairs[0].moving))
         model.train()
         step_gflop = counted_gflop(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
@@ -340,7 +374,7 @@ def time_training_steps(
         out.append(
             StepTiming(
                 name,
-                size,
+                "×".join(map(str, pairs[0].fixed.shape)) if dims == 3 else size,
                 step_batch,
                 float(np.median(times)),
                 float(np.median(infer)),
@@ -489,20 +523,20 @@ def format_subnormal_timing(n_params: int, computed_ms: float, flushed_ms: float
 def format_step_timings(
     rows: Sequence[StepTiming], reference: str = DEFAULT_STUDY.step_reference, matmul_gflops: float | None = None, matmul_label: str | None = None
 ) -> str:
-    """The step table (with peak memory on a GPU), then (with ``matmul_gflops``) the throughput table: counted
+    """The step table (with the peak tensor memory of a step), then (with ``matmul_gflops``) the throughput table: counted
     GFLOP per step, achieved GFLOP/s and its share of the dense matmul rate measured in the same run (described
     by ``matmul_label``), and pairs/s; then where a step's operator time goes."""
     ref = next((r.step_s for r in rows if r.method == reference), None)
     on_gpu = any(r.device.startswith("cuda") for r in rows)
     lines = [
-        f"{'method':<16}{'size':>6}{'batch':>7}{'precision':>10}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
-        f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}" + (f"{'peak MiB':>10}" if on_gpu else "")
+        f"{'method':<16}{'size':>10}{'batch':>7}{'precision':>10}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
+        f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}{'peak MiB':>10}"
     ]
     for r in rows:
         rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
         lines.append(
-            f"{r.method:<16}{r.size:>6}{r.batch:>7}{r.precision:>10}{r.step_s:>16.4f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
-            f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}" + (f"{r.peak_mb:>10.0f}" if on_gpu else "")
+            f"{r.method:<16}{r.size!s:>10}{r.batch:>7}{r.precision:>10}{r.step_s:>16.4f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
+            f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}{r.peak_mb:>10.0f}"
         )
     if matmul_gflops:
         label = matmul_label or "this machine's dense FP32 matmul (2048², same threads)"

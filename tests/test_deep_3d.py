@@ -128,3 +128,30 @@ def test_an_untrained_network_is_rebuilt_for_the_data_with_the_same_seeded_weigh
     assert registration.flow.shape == (3, *volumes[0].fixed.shape) and method.dims == 3
     method.use_dims(2)
     assert all(torch.equal(v, two_d[k]) for k, v in method.model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_perf_times_a_3d_training_step_and_counts_its_peak_memory():
+    from regbench.perf import format_step_timings, time_training_steps
+
+    (row,) = time_training_steps(["voxelmorph-m"], size=32, steps=1, repeats=1, profile="smoke", dims=3, depth=10)
+    assert row.size == "10×32×32" and row.batch == 2 and row.parameters == 5_895_603  # smoke's batch on volumes
+    # parameters, gradients and AdamW's two moments in float32, plus the step's activations
+    assert row.peak_mb > 4 * 4 * row.parameters / 2**20
+    assert row.step_s > 0 and row.inference_ms > 0
+    assert "10×32×32" in format_step_timings([row])
+
+
+@pytest.mark.slow
+def test_the_3d_smoke_run_trains_voxelmorph_diff_above_initial_without_folding(tmp_path):
+    import pandas as pd
+
+    from regbench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "initial,voxelmorph-diff", "--out", str(out)]) == 0
+    means = pd.read_csv(out / "per_case.csv").groupby("method")[["dice", "ndv"]].mean()
+    assert means.loc["voxelmorph-diff", "dice"] > means.loc["initial", "dice"] + 0.05
+    assert means.loc["voxelmorph-diff", "ndv"] < 0.01  # % of the volume: scaling and squaring keeps it invertible
+    manifest = (out / "manifest.json").read_text()
+    assert '"dims": 3' in manifest
