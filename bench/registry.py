@@ -49,6 +49,9 @@ class MethodMeta:
     family: tuple[str, float] | None = None  # (label, value): figures join a family's points in the order of value
     sweep: tuple[str, str] | None = None  # (column, symbol) of the parameter its ``sweep(pairs)`` varies
     loss_note: str | None = None  # what the training-curve figure says of its losses, when they are on another scale
+    # Named instances only, as timm's ``name.tag`` variants: ``NAME.TAG`` is a row of its own built by this factory
+    # with that name's method_options (the fields of one tool's folder); patterns never match the bare name.
+    tagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,19 @@ class Registry:
             table.pop(name, None)
         self._declared.discard(name)
 
+    def tagged_base(self, name: str) -> str | None:
+        """For ``BASE.TAG`` where BASE declares ``tagged``: BASE; else None."""
+        base, dot, tag = name.partition(".")
+        if not dot or not tag or base not in self.names() or self.meta_type is not MethodMeta:
+            return None
+        return base if getattr(self.meta(base), "tagged", False) else None
+
     def meta(self, name: str) -> Any:
-        """What ``name`` declares (its MethodMeta / DatasetMeta, or one read from its factory's attributes)."""
+        """What ``name`` declares (its MethodMeta / DatasetMeta, or one read from its factory's attributes); a
+        tagged instance ``BASE.TAG`` declares BASE's, with the tag in its display name."""
+        if (base := self.tagged_base(name)) is not None:
+            meta = self.meta(base)
+            return dataclasses.replace(meta, display_name=f"{meta.display_name or base} ({name.partition('.')[2]})")
         factory = self.get(name)
         cached = self._meta.get(name)
         if cached is None or cached[0] is not factory:
@@ -196,14 +210,19 @@ class Registry:
                 matched = self.list(item)
                 if not matched:
                     raise RegistryError(self._unknown_message(item))
-                add(matched, explicit=False)
-            elif item in self.names():
+                add([m for m in matched if not self._is_tagged(m)], explicit=False)
+            elif item in self.names() and self._is_tagged(item):
+                raise ConfigError(f"{self.kind} {item!r} has named instances only: name one as {item}.TAG, with its options in method_options")
+            elif item in self.names() or self.tagged_base(item) is not None:
                 add([item], explicit=True)
             elif item in self.aliases:
                 add(self.aliases[item], explicit=False)
             else:
                 raise RegistryError(self._unknown_message(item))
         return out
+
+    def _is_tagged(self, name: str) -> bool:
+        return self.meta_type is MethodMeta and bool(getattr(self.meta(name), "tagged", False))
 
     def missing_extra(self, name: str) -> str | None:
         """Why ``name`` cannot be built here (a distribution in its factory's ``requires`` is not installed),
@@ -240,6 +259,8 @@ class Registry:
         A module that fails to import, or an entry point whose module registers other names, is a
         RegistryError naming the module and what it registered instead."""
         load_env_plugins()
+        if (base := self.tagged_base(name)) is not None:
+            return self.get(base)
         if name not in self._factories:
             before = set(self._factories)
             source = ""
@@ -293,7 +314,7 @@ class Registry:
             raise  # already names the file, key or value
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.kind} {name!r} rejects its options {options!r}: {type(exc).__name__}: {exc}") from None
-        if getattr(obj, "name", None) in (None, ""):
+        if getattr(obj, "name", None) in (None, "") or self.tagged_base(name) is not None:
             try:
                 obj.name = name
             except AttributeError:
@@ -385,6 +406,7 @@ METHODS = Registry(
         "elastix-bspline": "regbench.methods.elastix",
         "fireants-syn": "regbench.methods.fireants",
         "voxelmorph-diff": "regbench.methods.voxelmorph",
+        "fields": "regbench.methods.fields",  # tagged: fields.TAG, one row per folder of fields
     },
     aliases={study.alias: list(study.methods) for study in STUDIES.values() if study.alias},
 )

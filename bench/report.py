@@ -186,7 +186,13 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     report.written += [
         _write(
             out / "table2.tex",
-            table2_latex(table2, table2_caption(manifests, trained=bool(verdicts and any(verdicts.values()))), options.label + "-speed", options.digits, names),
+            table2_latex(
+                table2,
+                table2_caption(manifests, trained=bool(verdicts and any(verdicts.values())), untimed=untimed_methods(per_case, names)),
+                options.label + "-speed",
+                options.digits,
+                names,
+            ),
         ),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
@@ -195,6 +201,15 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.figures:
         _draw_figures(report, run_dirs, per_case, averaged, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
     return report
+
+
+def untimed_methods(per_case: pd.DataFrame, names: Names) -> list[str]:
+    """Display names of the methods whose scored cases carry no time (they read fields computed elsewhere)."""
+    if "time_s" not in per_case:
+        return []
+    ok = per_case[per_case["status"] == "ok"]
+    times = pd.to_numeric(ok["time_s"], errors="coerce")
+    return [names.method(m) for m, group in times.groupby(ok["method"], sort=False) if group.isna().all()]
 
 
 def _check_references(references: Sequence[str], per_case: pd.DataFrame) -> None:

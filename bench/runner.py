@@ -77,7 +77,7 @@ def check_method_options(config: RunConfig) -> None:
     in this run are kept for other runs of the same config)."""
     known = METHODS.names()
     for name in config.method_options:
-        if name not in known:
+        if name not in known and METHODS.tagged_base(str(name)) is None:
             close = difflib.get_close_matches(str(name), known, n=1)
             raise ConfigError(
                 f"method_options names unknown method {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f". Known: {', '.join(known)}."
@@ -96,6 +96,14 @@ def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[di
             raise ConfigError(f"method {name!r} takes no 'seed' option, so --seeds cannot train it once per seed")
         built[name] = (options, method)
     return built
+
+
+def bound_options(options: Mapping[str, Any], method: Any) -> dict[str, Any]:
+    """What the run directory binds for a method: its options, plus what the method itself declares through
+    ``binding()`` (the fields method: the digest of the files it scores), so that results computed from other
+    inputs are refused rather than reused."""
+    binding = getattr(method, "binding", None)
+    return {**options, **(binding() if callable(binding) else {})}
 
 
 def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, Any]:
@@ -236,7 +244,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
         dims = run_dims(pairs, config.dataset)
         manifest = bind(config, dataset)
         manifest.set_dataset(labels, dims)
-        manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
+        manifest.bind_method(config.out_dir, name, bound_options(options, method), method_info(name, options, method))
         for seed in training_seeds(config, method):
             if seed is not None:
                 method = create_method(name, {**options, "seed": seed}, config)
@@ -321,8 +329,8 @@ def _run_units(
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
     manifest.set_dataset(labels, dims)
-    for name, (options, _) in built.items():
-        manifest.check_method(config.out_dir, name, options)
+    for name, (options, method) in built.items():
+        manifest.check_method(config.out_dir, name, bound_options(options, method))
     if cluster is not None:
         manifest.set_cluster(cluster.record)
     store = RunStore(config.out_dir)
@@ -348,7 +356,7 @@ def _run_units(
                 )
     for name in methods:
         options, method = built[name]
-        manifest.bind_method(config.out_dir, name, options, method_info(name, options, method))
+        manifest.bind_method(config.out_dir, name, bound_options(options, method), method_info(name, options, method))
     # Without a cluster, two or more CPU trainings run side by side in processes of their own (regbench.pool.
     # SideBySide), once the methods without a training have used the cores.
     with_work = [(n, s) for n, s, first in units if _has_work(context, n, s, first)]

@@ -384,15 +384,17 @@ def partial_caption(partial: Mapping[tuple[str, str], tuple[int, int]], names: N
     return f" $^{{{PARTIAL_MARK}}}$: over fewer pairs than the table ({latex_escape(counts)}), so neither bold nor tested."
 
 
-def table2_caption(manifests: Sequence[Manifest], trained: bool = True) -> str:
-    """Table 2's caption: what its times measure and on which devices; training and ‡ where a method trained."""
+def table2_caption(manifests: Sequence[Manifest], trained: bool = True, untimed: Sequence[str] = ()) -> str:
+    """Table 2's caption: what its times measure and on which devices; training and ‡ where a method trained;
+    which methods have no time (``untimed``, display names: they read results computed elsewhere)."""
     devices = sorted({m.device for m in manifests})
     training = (
         f"; epochs and minutes of training (summed over datasets and seeds). $^{{\\ddagger}}$: not converged ({latex_escape(CONVERGENCE_RULE.describe())})."
         if trained
         else "."
     )
+    not_measured = f" Time not measured (n/a) for {latex_escape(', '.join(untimed))}: fields computed elsewhere, read from files." if untimed else ""
     return (
         f"Parameters and inference time per pair in milliseconds (mean$\\pm$std over the test pairs, registration "
-        f"only, after one warm-up; device: {latex_escape('; '.join(devices))})" + training
+        f"only, after one warm-up; device: {latex_escape('; '.join(devices))})" + training + not_measured
     )

@@ -1,0 +1,132 @@
+"""``fields``: score displacement fields another tool wrote, one file per pair, as a method of its own.
+
+Each named instance is a row: ``fields.<tag>`` (as timm's ``name.tag`` variants) with its options in the run's
+``method_options`` (the folder, the file pattern, the convention the files were written in). For each pair the
+runner calls ``register_pair(pair)``: the file named by ``pattern`` (``{case_id}``, ``{subject}``) is read,
+converted once into regbench's convention by :func:`regbench.fields.to_regbench`, and the moving image is warped
+by regbench's warper, so that the field is scored exactly like a method's flow. A missing or unreadable file
+fails that case, naming the file. The files' digest is bound into the run directory (a changed file is never
+silently reused), and registration time is not measured (``time_measured = False``: Table 2 shows a dash).
+
+Files: ``.npz`` (its one array, or ``key``), ``.npy``, NIfTI ``.nii``/``.nii.gz`` (nibabel's array, i/j/k order,
+singleton axes after the spatial ones dropped: ITK's 5-D vector fields), ``.mha``/``.mhd``/``.nrrd`` (SimpleITK's
+array: z/y/x order, components last). The array is taken as the library returns it; the convention says the rest.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..fields import CONVERTER_VERSION, FieldConvention, files_digest, to_regbench
+from ..interface import Pair, Registration
+from ..registry import MethodMeta, register_method
+from ..warp import warp
+
+PATTERN = "{case_id}.npz"
+
+
+def load_field_file(path: Path, key: str | None = None) -> np.ndarray:
+    """The array stored in ``path`` (see the module docstring for the formats); errors name the file."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".npz"):
+            with np.load(path) as archive:
+                keys = list(archive.keys())
+                if key is not None:
+                    if key not in keys:
+                        raise InputError(f"field file {path} has no array {key!r} (it has {', '.join(keys)})")
+                    return np.asarray(archive[key])
+                if len(keys) != 1:
+                    raise InputError(f"field file {path} holds {len(keys)} arrays ({', '.join(keys)}): give the option key")
+                return np.asarray(archive[keys[0]])
+        if name.endswith(".npy"):
+            return np.load(path)
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            array = np.asarray(cast(Any, nib.load(str(path))).dataobj)
+            while array.ndim > 4 and 1 in array.shape[3:]:  # ITK writes vector fields as (X, Y, Z, 1, 3)
+                array = np.squeeze(array, axis=3 + array.shape[3:].index(1))
+            return array
+        if name.endswith((".mha", ".mhd", ".nrrd")):
+            import SimpleITK as sitk
+
+            return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"field file {path} does not exist") from None
+    except Exception as exc:
+        raise InputError(f"field file {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    raise InputError(f"field file {path}: unknown format (use .npz, .npy, .nii, .nii.gz, .mha, .mhd or .nrrd)")
+
+
+class Fields:
+    """Reads and scores one folder of fields; see the module docstring."""
+
+    parallel_safe = True
+    time_measured = False  # reading a file says nothing of the tool's speed
+
+    def __init__(self, folder: str | Path | None = None, pattern: str = PATTERN, key: str | None = None, **convention: Any) -> None:
+        if folder is None:
+            raise ConfigError("fields needs the option folder (method_options: {fields.TAG: {folder: PATH, ...}})")
+        self.folder = Path(folder).expanduser()
+        if not self.folder.is_dir():
+            raise ConfigError(f"fields folder {self.folder} does not exist or is not a folder")
+        if "{case_id}" not in pattern and "{subject}" not in pattern:
+            raise ConfigError(f"fields pattern {pattern!r} names no pair: use {{case_id}} (or {{subject}}), e.g. {PATTERN!r}")
+        self.pattern = pattern
+        self.key = key
+        self.convention = FieldConvention(**convention)
+        self.name = "fields"
+        self._digest: str | None = None
+
+    def path_for(self, pair: Pair) -> Path:
+        return self.folder / self.pattern.format(case_id=pair.case_id, subject=pair.subject)
+
+    def register_pair(self, pair: Pair) -> Registration:
+        path = self.path_for(pair)
+        if not path.is_file():
+            raise InputError(f"no field for case {pair.case_id!r}: {path} does not exist")
+        flow = to_regbench(load_field_file(path, self.key), self.convention, pair.fixed.shape, pair.spacing, source=f"field file {path}")
+        return Registration(moved=warp(pair.moving, flow), flow=flow)
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
+        raise ConfigError("fields reads one file per pair: it is scored through register_pair(pair) (regbench run), not register(fixed, moving)")
+
+    def files(self) -> list[Path]:
+        """The folder's files the pattern can name, sorted."""
+        wildcard = glob.escape(self.pattern).replace("{case_id}", "*").replace("{subject}", "*")
+        return sorted(p for p in self.folder.glob(wildcard) if p.is_file())
+
+    def binding(self) -> dict[str, Any]:
+        """Bound into the run directory beside the options: the files' digest and the converter's version."""
+        if self._digest is None:
+            self._digest = files_digest(self.files())
+        return {"fields_digest": self._digest, "fields_converter": CONVERTER_VERSION}
+
+    def options(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "pattern": self.pattern, "key": self.key, **self.convention.record()}
+
+
+@register_method(
+    "fields",
+    MethodMeta(
+        display_name="Fields",
+        dims=(2, 3),
+        tagged=True,
+        option_names=frozenset(
+            {"folder", "pattern", "key", "layout", "axis_order", "units", "align_corners", "direction", "resolution", "half_values", "kind"}
+        ),
+        isolate_cases=False,
+    ),
+)
+def make_fields(**options: Any) -> Fields:
+    """Fields another tool wrote: options folder, pattern ('{case_id}.npz'), key, and the convention (layout,
+    axis_order, units, align_corners, direction, resolution, half_values, kind; regbench.fields)."""
+    return Fields(**options)

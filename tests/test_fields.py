@@ -1,0 +1,156 @@
+"""Fields written by other tools: each convention converted into regbench's (against hand-written conversions),
+and the ``fields.<tag>`` method scored, failed and bound like any method."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import ndimage
+
+from regbench import ConfigError, create_dataset
+from regbench.fields import FieldConvention, from_regbench, to_regbench
+
+
+def smooth_flow(shape, amplitude=1.5, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([amplitude * ndimage.gaussian_filter(rng.standard_normal(shape), 3.0) * 8 for _ in shape]).astype(np.float32)
+
+
+def grid(shape):
+    return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
+
+
+CASES_2D = [((24, 30), (2.0, 3.0)), ((8, 20, 16), (10.0, 4.0, 4.0))]
+
+
+@pytest.mark.parametrize(("shape", "spacing"), CASES_2D)
+def test_each_declared_convention_is_undone_exactly(shape, spacing):
+    u = smooth_flow(shape)
+    ndim = len(shape)
+    sizes = np.reshape(shape, (ndim,) + (1,) * ndim).astype(np.float64)
+    mm = np.reshape(spacing, (ndim,) + (1,) * ndim)
+    permutation = list(reversed(range(ndim)))[1:] + [ndim - 1]  # a permutation other than the identity
+    written = {
+        "channel last": (np.moveaxis(u, 0, -1), {"layout": "channel_last"}),
+        "x first": (u[::-1], {"axis_order": "reversed"}),
+        "permuted": (np.stack([u[a] for a in permutation]), {"axis_order": permutation}),
+        "mm": (u * mm, {"units": "mm"}),
+        "normalised, corners aligned": (u * 2 / (sizes - 1), {"units": "normalised", "align_corners": True}),
+        "normalised, corners not aligned": (u * 2 / sizes, {"units": "normalised", "align_corners": False}),
+        "voxel coordinates": (grid(shape) + u, {"kind": "coordinates"}),
+        "mm coordinates": ((grid(shape) + u) * mm, {"kind": "coordinates", "units": "mm"}),
+        # grid_sample, align_corners=False: voxel p sits at (2p + 1)/N − 1; channel last, x first
+        "grid_sample": (
+            np.moveaxis(((2 * (grid(shape) + u) + 1) / sizes - 1)[::-1], 0, -1),
+            {"layout": "channel_last", "axis_order": "reversed", "units": "normalised", "align_corners": False, "kind": "coordinates"},
+        ),
+    }
+    for what, (array, declared) in written.items():
+        convention = FieldConvention(**declared)
+        np.testing.assert_allclose(to_regbench(array, convention, shape, spacing), u, atol=1e-4, err_msg=what)
+        np.testing.assert_allclose(from_regbench(u, convention, spacing), array, atol=1e-4, err_msg=what)
+
+
+def test_half_resolution_fields_are_resampled_and_scaled_as_declared():
+    half = np.full((2, 12, 15), 1.25, np.float32)
+    full = to_regbench(half, FieldConvention(resolution="half"), (24, 30), (1.0, 1.0))
+    np.testing.assert_allclose(full, 1.25, atol=1e-5)  # Learn2Reg's: values already in full-resolution voxels
+    doubled = to_regbench(half, FieldConvention(resolution="half", half_values="half"), (24, 30), (1.0, 1.0))
+    np.testing.assert_allclose(doubled, 2.5, atol=1e-5)
+
+
+def test_a_push_field_is_inverted_into_the_pull_field_that_undoes_it():
+    shape = (40, 40)
+    push = smooth_flow(shape, amplitude=0.8, seed=3)
+    pull = to_regbench(push, FieldConvention(direction="push"), shape, (1.0, 1.0))
+    # p + u(p) is where the push map sends it back from: (p + u(p)) + v(p + u(p)) = p
+    landed = np.stack([ndimage.map_coordinates(c, grid(shape) + pull, order=1) for c in push])
+    inside = (slice(None), slice(6, -6), slice(6, -6))
+    assert np.abs(pull + landed)[inside].max() < 1e-3
+    assert np.abs(pull + push)[inside].max() > 0.05  # not merely the negated field
+
+
+def test_a_field_of_the_wrong_shape_is_one_error_naming_the_file():
+    with pytest.raises(ConfigError, match="field file a.npz: shape \\(24, 30, 3\\) has 3 components on its last axis, expected 2"):
+        to_regbench(np.zeros((24, 30, 3)), FieldConvention(layout="channel_last"), (24, 30), (1.0, 1.0), source="field file a.npz")
+    with pytest.raises(ConfigError, match="field grid \\(20, 30\\) differs from the images' \\(24, 30\\)"):
+        to_regbench(np.zeros((2, 20, 30)), FieldConvention(), (24, 30), (1.0, 1.0))
+    with pytest.raises(ConfigError, match="units must be one of voxel, mm, normalised, got 'pixels'"):
+        FieldConvention(units="pixels")
+
+
+# ------------------------------------------------------------------------------------------- as a method
+def _write_config(tmp_path, dataset, folders, methods=None):
+    config = {
+        "dataset": dataset,
+        "profile": "smoke",
+        "methods": methods or ["initial", *folders],
+        "method_options": {name: {"folder": str(tmp_path / name), **declared} for name, declared in folders.items()},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _fields(tmp_path, pairs, name, flows, convention=None, suffix=".npz"):
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    for pair, flow in zip(pairs, flows):
+        array = from_regbench(flow, convention or FieldConvention(), pair.spacing)
+        np.savez(folder / f"{pair.case_id}{suffix}", array)
+    return folder
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "synthetic3d"])
+def test_zero_fields_score_as_initial_and_true_fields_as_the_true_motion(tmp_path, dataset):
+    from regbench.cli import main
+
+    pairs = create_dataset(dataset, **({"n_subjects": 8, "image_size": 64} if dataset == "synthetic" else {"n_subjects": 10, "image_size": 48})).pairs("test")
+    itk_like = FieldConvention(layout="channel_last", axis_order="reversed", units="mm")
+    _fields(tmp_path, pairs, "fields.zero", [np.zeros((p.fixed.ndim, *p.fixed.shape), np.float32) for p in pairs])
+    _fields(tmp_path, pairs, "fields.truth", [p.flow_gt for p in pairs], itk_like)
+    config = _write_config(tmp_path, dataset, {"fields.zero": {}, "fields.truth": itk_like.record()})
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index(["method", "case_id"]).sort_index()
+    metrics = ["dice", "hd95", "mse", "njd", "epe_mm"]
+    pd.testing.assert_frame_equal(table.loc["fields.zero", metrics], table.loc["initial", metrics])
+    assert table.loc["fields.truth", "epe_mm"].max() < 1e-3  # the true motion, read back through three conventions
+    assert table.loc["fields.truth", "dice"].mean() > table.loc["initial", "dice"].mean() + 0.2
+    assert table.loc["fields.truth", "time_s"].isna().all()  # reading files is not the tool's time
+    table2 = (tmp_path / "run" / "report" / "table2.tex").read_text()
+    assert "Time not measured (n/a) for Fields (truth), Fields (zero)" in table2
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    bound = manifest["methods"]["fields.truth"]
+    assert len(bound["fields_digest"]) == 64 and bound["fields_converter"] == 1 and bound["units"] == "mm"
+
+
+def test_a_missing_field_fails_its_case_by_name_and_a_changed_file_is_refused(tmp_path, capsys):
+    from regbench.cli import main
+
+    pairs = create_dataset("synthetic", n_subjects=8, image_size=64).pairs("test")
+    folder = _fields(tmp_path, pairs[1:], "fields.mine", [np.zeros((2, *p.fixed.shape), np.float32) for p in pairs[1:]])
+    config = _write_config(tmp_path, "synthetic", {"fields.mine": {}}, methods=["fields.mine"])
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index("case_id")
+    assert table.loc[pairs[0].case_id, "status"] == "failed"
+    assert f"no field for case '{pairs[0].case_id}': {folder / (pairs[0].case_id + '.npz')} does not exist" in table.loc[pairs[0].case_id, "reason"]
+    assert (table.drop(index=pairs[0].case_id)["status"] == "ok").all()
+    np.savez(folder / f"{pairs[1].case_id}.npz", np.ones((2, *pairs[1].fixed.shape), np.float32))  # the tool ran again
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "holds 'fields.mine' run with other options (fields_digest:" in capsys.readouterr().err
+
+
+def test_fields_has_named_instances_only():
+    from regbench.registry import METHODS
+
+    assert "fields" not in METHODS.resolve("*") and METHODS.resolve("initial,fields.a") == ["initial", "fields.a"]
+    assert METHODS.display_name("fields.my-tool") == "Fields (my-tool)" and METHODS.meta("fields.x").dims == (2, 3)
+    with pytest.raises(ConfigError, match="'fields' has named instances only: name one as fields.TAG"):
+        METHODS.resolve("fields")
+    with pytest.raises(ConfigError, match="fields needs the option folder"):
+        METHODS.create("fields.a")
