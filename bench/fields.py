@@ -208,6 +208,31 @@ def invert_displacement(flow: np.ndarray, iterations: int = INVERSION_ITERATIONS
     return inverse
 
 
+def alternatives(convention: FieldConvention, ndim: int) -> list[tuple[str, FieldConvention, float]]:
+    """The plausible mistakes in a declared convention, one departure each: (what it would mean, the convention
+    it implies, the sign to apply). Other axis orders, the other units, the other kind, the other direction,
+    and the field negated."""
+    import dataclasses
+    import itertools
+
+    declared = convention.components(ndim)
+    out: list[tuple[str, FieldConvention, float]] = []
+    for order in itertools.permutations(range(ndim)):
+        if list(order) != declared:
+            text = "x-first (axes reversed)" if list(order) == list(reversed(range(ndim))) else f"axes in order {list(order)}"
+            out.append((text, dataclasses.replace(convention, axis_order=tuple(order)), 1.0))
+    for units in UNITS:
+        if units != convention.units:
+            out.append((f"in {units} units", dataclasses.replace(convention, units=units), 1.0))
+    for kind in KINDS:
+        if kind != convention.kind:
+            out.append((f"{kind}, not {convention.kind}", dataclasses.replace(convention, kind=kind), 1.0))
+    other = "push" if convention.direction == "pull" else "pull"
+    out.append((f"{other} fields, not {convention.direction}", dataclasses.replace(convention, direction=other), 1.0))
+    out.append(("negated (pointing from moving to fixed)", convention, -1.0))
+    return out
+
+
 def files_digest(paths: Sequence[Path]) -> str:
     """sha256 over the files' names and contents, in the order given: binds a run to the files it scored."""
     digest = hashlib.sha256()

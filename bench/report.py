@@ -163,6 +163,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     marks = significance_marks(stats, references[0]) if references else {}
 
     cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines, partial)
+    suspects = {m: what for manifest in manifests for m, what in manifest.input_suspects().items() if m in set(per_case["method"])}
     caption = options.caption or table1_caption(
         per_case,
         manifests,
@@ -174,12 +175,15 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         alpha=options.alpha,
         partial=partial,
         with_ndv="ndv" in metrics,
+        suspects=suspects,
     )
     _note_unconverged(report, verdicts, unconverged, manifests, names)
+    for method, what in suspects.items():
+        report.problems.append(f"{method}: its fields score clearly better read as {what} (its row is marked ¶; the run's warning says by how much)")
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)
     report.written += [
-        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged, names)),
-        _write(out / "table1.md", table1_markdown(cells, datasets, metrics, unconverged, names)),
+        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged, names, suspects)),
+        _write(out / "table1.md", table1_markdown(cells, datasets, metrics, unconverged, names, suspects)),
         _write(out / "table1.csv", cells.to_csv(index=False)),
     ]
     table2 = table2_frame(per_case, merged_verdicts(verdicts, names), study.baselines)

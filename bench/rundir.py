@@ -374,6 +374,15 @@ class Manifest:
     def record_trained_on(self, method: str, seed: int | None, where: Mapping[str, Any]) -> None:
         self.data["method_info"][method].setdefault("trained_on", {})["default" if seed is None else str(seed)] = dict(where)
 
+    def record_input_probe(self, method: str, finding: Mapping[str, Any]) -> None:
+        """What a method's ``probe`` found in the inputs it reads (the fields method: its files' convention)."""
+        self.data["method_info"][method]["input_probe"] = json_safe(dict(finding))
+
+    def input_suspects(self) -> dict[str, str]:
+        """method → what its probe suspects of its inputs, for the methods whose probe named something."""
+        infos = self.data.get("method_info") or {}
+        return {m: str(i["input_probe"]["suspect"]) for m, i in infos.items() if isinstance(i, dict) and (i.get("input_probe") or {}).get("suspect")}
+
     def add_seed(self, method: str, seed: int) -> None:
         info = self.data["method_info"][method]
         info["seeds"] = sorted({*info.get("seeds", []), seed})

@@ -482,6 +482,18 @@ class _SideBySideProgress:
             self.bar.close()
 
 
+def probe_inputs(manifest: Manifest, name: str, probe: Callable[[Sequence[Pair]], Any], pairs: Sequence[Pair]) -> None:
+    """A method that reads results computed elsewhere may check them before they are scored (``probe(pairs)``:
+    the fields method reads its files under other conventions). Its finding goes into the manifest (the report
+    marks the row) and, where it names a suspect, into a warning."""
+    finding = probe(pairs)
+    if finding is None:
+        return
+    manifest.record_input_probe(name, finding)
+    if finding.get("suspect"):
+        log.warning("%s: %s", name, finding["message"])
+
+
 def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, training: Any) -> None:
     """Train (or load, or wait for the cluster's training task ``training``) and evaluate one method at one seed."""
     from tqdm.auto import tqdm
@@ -511,6 +523,8 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
             if seed is not None:
                 manifest.add_seed(name, seed)
         manifest.set_params(name, num_parameters(method))
+        if first and callable(probe := getattr(method, "probe", None)):
+            probe_inputs(manifest, name, probe, test_pairs)
         manifest.write(config.out_dir)
     except RegbenchError:
         raise  # configuration errors stop the run with their own message

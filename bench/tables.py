@@ -51,6 +51,7 @@ DEFORMATION_METRICS = {"njd", "sdlogj", "ndv"}
 
 DAGGER = "†"
 DDAGGER = "‡"  # training did not converge (regbench.convergence)
+SUSPECT_MARK = "¶"  # its inputs read better under another convention (a method's probe, e.g. the fields method's)
 PARTIAL_MARK = r"\S"  # scored on fewer pairs than its table: not bold, not tested
 MARK_TEXT = {r"\dagger": DAGGER, PARTIAL_MARK: "§"}  # a cell's LaTeX mark as Markdown prints it
 
@@ -141,6 +142,7 @@ def table1_latex(
     layout: str = "plain",
     unconverged: Collection[str] = (),
     names: Names | None = None,
+    suspects: Collection[str] = (),
 ) -> str:
     """booktabs, one column group per dataset, ``\\textbf`` for the best, ``$^\\dagger$`` for the marks."""
     names = names or Names()
@@ -160,7 +162,7 @@ def table1_latex(
     lines += [" & ".join(["Method"] + [names.metric(m).table_header for m in metrics] * len(datasets)) + r" \\", r"\midrule"]
     index = cells.set_index(["dataset", "method", "metric"])
     for method in methods:
-        out = [latex_escape(names.method(method)) + (r"$^{\ddagger}$" if method in unconverged else "")]
+        out = [latex_escape(names.method(method)) + (r"$^{\ddagger}$" if method in unconverged else "") + (r"$^{\P}$" if method in suspects else "")]
         for dataset in datasets:
             for metric in metrics:
                 key = (dataset, method, metric)
@@ -183,14 +185,21 @@ def table1_latex(
     return "\n".join(lines) + "\n"
 
 
-def table1_markdown(cells: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], unconverged: Collection[str] = (), names: Names | None = None) -> str:
+def table1_markdown(
+    cells: pd.DataFrame,
+    datasets: Sequence[str],
+    metrics: Sequence[str],
+    unconverged: Collection[str] = (),
+    names: Names | None = None,
+    suspects: Collection[str] = (),
+) -> str:
     names = names or Names()
     methods = _order(cells["method"])
     metrics = [m for m in metrics if m in set(cells["metric"])]
     index = cells.set_index(["dataset", "method", "metric"])
     records = []
     for method in methods:
-        rec = {"Method": names.method(method) + (DDAGGER if method in unconverged else "")}
+        rec = {"Method": names.method(method) + (DDAGGER if method in unconverged else "") + (SUSPECT_MARK if method in suspects else "")}
         for dataset in datasets:
             for metric in metrics:
                 key = (dataset, method, metric)
@@ -334,6 +343,7 @@ def table1_caption(
     alpha: float,
     partial: Mapping[tuple[str, str], tuple[int, int]] | None = None,
     with_ndv: bool = False,
+    suspects: Mapping[str, str] | None = None,
 ) -> str:
     """Table 1's caption from what the runs recorded: the test pairs (and labelled pairs) per dataset, the labels,
     the HD95 convention and Jacobian scheme, NDV's mask (``with_ndv``), EPE, the significance test against
@@ -371,9 +381,18 @@ def table1_caption(
             else ""
         )
         + partial_caption(partial or {}, names)
+        + suspect_caption(suspects or {}, names)
         + seed_text
         + training_caption(verdicts, names)
     )
+
+
+def suspect_caption(suspects: Mapping[str, str], names: Names) -> str:
+    """The caption's sentence on rows whose inputs read clearly better under another convention."""
+    if not suspects:
+        return ""
+    found = "; ".join(f"{names.method(m)}: {what}" for m, what in suspects.items())
+    return f" $^{{\\P}}$: its fields score clearly better read under another convention ({latex_escape(found)}): check how they were written."
 
 
 def partial_caption(partial: Mapping[tuple[str, str], tuple[int, int]], names: Names) -> str:

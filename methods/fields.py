@@ -6,7 +6,9 @@ runner calls ``register_pair(pair)``: the file named by ``pattern`` (``{case_id}
 converted once into regbench's convention by :func:`regbench.fields.to_regbench`, and the moving image is warped
 by regbench's warper, so that the field is scored exactly like a method's flow. A missing or unreadable file
 fails that case, naming the file. The files' digest is bound into the run directory (a changed file is never
-silently reused), and registration time is not measured (``time_measured = False``: Table 2 shows a dash).
+silently reused), and registration time is not measured (``time_measured = False``: Table 2 shows n/a).
+Before scoring, :meth:`Fields.probe` reads the files under the plausible wrong conventions too and names one
+that scores clearly better (the run warns; Table 1 marks the row).
 
 Files: ``.npz`` (its one array, or ``key``), ``.npy``, NIfTI ``.nii``/``.nii.gz`` (nibabel's array, i/j/k order,
 singleton axes after the spatial ones dropped: ITK's 5-D vector fields), ``.mha``/``.mhd``/``.nrrd`` (SimpleITK's
@@ -16,18 +18,24 @@ array: z/y/x order, components last). The array is taken as the library returns 
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..fields import CONVERTER_VERSION, FieldConvention, files_digest, to_regbench
+from ..fields import CONVERTER_VERSION, FieldConvention, alternatives, files_digest, to_regbench
 from ..interface import Pair, Registration
 from ..registry import MethodMeta, register_method
 from ..warp import warp
 
 PATTERN = "{case_id}.npz"
+# The convention probe: on up to PROBE_PAIRS labelled pairs, every alternative of the declared convention is scored
+# by mean Dice; one that beats the declared reading by PROBE_MARGIN (5 Dice points) or more is named in a warning
+# and the row is marked in Table 1. A right convention is not beaten by that much: a wrong one loses it at once.
+PROBE_PAIRS = 8
+PROBE_MARGIN = 0.05
 
 
 def load_field_file(path: Path, key: str | None = None) -> np.ndarray:
@@ -95,6 +103,39 @@ class Fields:
             raise InputError(f"no field for case {pair.case_id!r}: {path} does not exist")
         flow = to_regbench(load_field_file(path, self.key), self.convention, pair.fixed.shape, pair.spacing, source=f"field file {path}")
         return Registration(moved=warp(pair.moving, flow), flow=flow)
+
+    def probe(self, pairs: Sequence[Pair]) -> dict[str, Any] | None:
+        """Score the declared convention and each of its alternatives (regbench.fields.alternatives) on up to
+        PROBE_PAIRS labelled pairs whose files exist, by mean Dice. Returns the scores and, where an alternative
+        beats the declared reading by PROBE_MARGIN or more, ``suspect`` (what it would mean) and ``message``;
+        None where no pair can be probed."""
+        from ..metrics import evaluate
+
+        usable = [p for p in pairs if p.fixed_label is not None and p.moving_label is not None and self.path_for(p).is_file()][:PROBE_PAIRS]
+        if not usable:
+            return None
+        arrays = [load_field_file(self.path_for(p), self.key) for p in usable]
+        readings = [("as declared", self.convention, 1.0), *alternatives(self.convention, usable[0].fixed.ndim)]
+        scores: dict[str, float] = {}
+        for label, convention, sign in readings:
+            dice = []
+            try:
+                for pair, array in zip(usable, arrays):
+                    flow = sign * to_regbench(array, convention, pair.fixed.shape, pair.spacing, source=str(self.path_for(pair)))
+                    dice.append(evaluate(pair, Registration(moved=warp(pair.moving, flow), flow=flow), quick=True)["dice"])
+            except ConfigError:
+                continue  # a reading the files cannot have (another grid): not a candidate
+            scores[label] = float(np.nanmean(dice))
+        declared = scores["as declared"]
+        best_label, best = max(((k, v) for k, v in scores.items() if k != "as declared"), key=lambda kv: kv[1], default=("", -1.0))
+        result: dict[str, Any] = {"pairs": len(usable), "dice": scores, "margin": PROBE_MARGIN}
+        if best >= declared + PROBE_MARGIN:
+            result["suspect"] = best_label
+            result["message"] = (
+                f"these fields look {best_label}: Dice {best:.3f} read so vs {declared:.3f} as declared "
+                f"({', '.join(f'{k} {v}' for k, v in self.convention.record().items())}), on {len(usable)} pairs"
+            )
+        return result
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
         raise ConfigError("fields reads one file per pair: it is scored through register_pair(pair) (regbench run), not register(fixed, moving)")

@@ -4,6 +4,7 @@ and the ``fields.<tag>`` method scored, failed and bound like any method."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -154,3 +155,43 @@ def test_fields_has_named_instances_only():
         METHODS.resolve("fields")
     with pytest.raises(ConfigError, match="fields needs the option folder"):
         METHODS.create("fields.a")
+
+
+# -------------------------------------------------------------------------------------------- the probes
+@pytest.fixture(scope="module")
+def smoke_test_pairs():
+    return create_dataset("synthetic", n_subjects=8, image_size=64).pairs("test")
+
+
+MISTAKES = {
+    # written as, declared as (regbench's default), what the probe must name
+    "x first": ({"axis_order": "reversed"}, "x-first (axes reversed)"),
+    "mm": ({"units": "mm"}, "in mm units"),
+    "normalised": ({"units": "normalised"}, "in normalised units"),
+    "push": ({"direction": "push"}, "push fields, not pull"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_the_probe_names_a_mis_declared_convention(tmp_path, smoke_test_pairs, mistake):
+    from regbench.methods.fields import Fields
+
+    written, named = MISTAKES[mistake]
+    _fields(tmp_path, smoke_test_pairs, "f", [p.flow_gt for p in smoke_test_pairs], FieldConvention(**written))
+    finding = Fields(folder=tmp_path / "f").probe(smoke_test_pairs)
+    assert finding is not None and finding["suspect"] == named, finding
+    assert finding["dice"][named] >= finding["dice"]["as declared"] + 0.05
+    assert f"these fields look {named}: Dice" in finding["message"]
+    declared_right = Fields(folder=tmp_path / "f", **written).probe(smoke_test_pairs)
+    assert declared_right is not None and "suspect" not in declared_right, declared_right  # no false alarm
+
+
+def test_a_run_warns_and_marks_the_row_of_mis_declared_fields(tmp_path, smoke_test_pairs, caplog):
+    from regbench.cli import main
+
+    _fields(tmp_path, smoke_test_pairs, "fields.xy", [p.flow_gt for p in smoke_test_pairs], FieldConvention(axis_order="reversed"))
+    config = _write_config(tmp_path, "synthetic", {"fields.xy": {}}, methods=["fields.xy"])
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert "fields.xy: these fields look x-first (axes reversed)" in caplog.text
+    assert re.search(r"^\| Fields \(xy\)¶ +\|", (tmp_path / "run" / "report" / "table1.md").read_text(), re.M)
+    assert "its fields score clearly better read under another convention (Fields (xy): x-first" in (tmp_path / "run" / "report" / "table1.tex").read_text()
