@@ -231,8 +231,13 @@ def case_key(method: str, dataset: str, pair: Pair) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- training
-def run_labels(config: RunConfig) -> dict[str, int]:
-    """The labels a run's cases are scored on: its dataset's declaration, else regbench.metrics.UNDECLARED_LABELS."""
+def run_labels(config: RunConfig, dataset: Any = None) -> dict[str, int]:
+    """The labels a run's cases are scored on: what the dataset object declares (``declared_labels()``, for a
+    dataset whose labels come with its files), else its registration's (``DatasetMeta.labels``), else
+    regbench.metrics.UNDECLARED_LABELS."""
+    declare = getattr(dataset, "declared_labels", None)
+    if callable(declare) and (found := declare()) is not None:
+        return dict(found)
     declared = DATASETS.meta(config.dataset).labels
     return dict(UNDECLARED_LABELS if declared is None else declared)
 
@@ -295,7 +300,8 @@ class TrainingTask:
 
                 stack.enter_context(Semaphore(max_leases=1, name="regbench-training"))
             started = time.perf_counter()
-            train_or_load(method, build_dataset(self.config), Path(self.directory), retrain=self.retrain, labels=run_labels(self.config))
+            dataset = build_dataset(self.config)
+            train_or_load(method, dataset, Path(self.directory), retrain=self.retrain, labels=run_labels(self.config, dataset))
         return {
             **where_am_i(method.device if isinstance(method, RunsOnDevice) else None),
             "threads": torch.get_num_threads(),

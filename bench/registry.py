@@ -420,6 +420,7 @@ DATASETS = Registry(
         "mnm": "regbench.datasets.mnm",
         "acdc3d": "regbench.datasets.acdc",
         "mnm3d": "regbench.datasets.mnm",
+        "files": "regbench.datasets.files",  # your own pairs, listed in a YAML or CSV file (--root LIST)
     },
     meta_type=DatasetMeta,
 )

@@ -239,7 +239,7 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
         dataset = build_dataset(config, refresh)
-        labels = run_labels(config)
+        labels = run_labels(config, dataset)
         pairs = load_pairs(dataset, ("train", "val"), labels)  # a bad dataset is refused before the run directory is bound
         dims = run_dims(pairs, config.dataset)
         manifest = bind(config, dataset)
@@ -323,7 +323,7 @@ def _run_units(
     run_dir = RunDir(config.out_dir)
     dataset = build_dataset(config, refresh)
     splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
-    labels = run_labels(config)
+    labels = run_labels(config, dataset)
     pairs = load_pairs(dataset, splits, labels)  # a bad dataset is refused before binding
     dims = run_dims(pairs, config.dataset)
     test_pairs = pairs["test"]
@@ -519,7 +519,7 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
             if training is not None:  # trained by a task on the cluster: load what it wrote
                 manifest.record_trained_on(name, seed, training.result())
                 retrain = False
-            train_or_load(method, context.dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=run_labels(context.config))
+            train_or_load(method, context.dataset, run_dir.model_dir(name, seed), retrain=retrain, labels=run_labels(context.config, context.dataset))
             if seed is not None:
                 manifest.add_seed(name, seed)
         manifest.set_params(name, num_parameters(method))

@@ -1,0 +1,230 @@
+"""``files``: image pairs of your own, listed in a small YAML or CSV file, 2-D or 3-D.
+
+The list (the ``root`` option) names each pair's files, relative to the list's folder or absolute::
+
+    labels: {liver: 1, tumour: 2}        # YAML only: the label maps' values (optional; none: image metrics only)
+    pairs:
+      - {case_id: p01, fixed: img/p01_0000.nii.gz, moving: img/p01_0001.nii.gz,
+         fixed_label: lab/p01_0000.nii.gz, moving_label: lab/p01_0001.nii.gz, subject: p01, split: test}
+
+A CSV has the same columns, one pair per row (``case_id``, ``fixed``, ``moving``; optional ``fixed_label``,
+``moving_label``, ``subject``, ``split``); its labels are the values its label files hold, named by value. ``split`` is train, val or test (default
+test). Images: NIfTI (nibabel's array in i/j/k order, spacing from the header's zooms), MHA/MHD/NRRD
+(SimpleITK's array in z/y/x order, its spacing reversed to match), ``.npz`` (array ``image`` or its one array,
+optional ``spacing``) or ``.npy`` (spacing 1). Fixed and moving must share shape and spacing; intensities are
+clipped to the pair's 0.5th and 99.5th percentiles together and scaled to [0, 1]. Every problem is one error
+naming the list, the pair and the file; ``regbench data check --dataset files --root LIST`` lists them all.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import yaml
+
+from ..errors import DataError
+from ..interface import Pair, check_case_id
+from ..registry import DatasetMeta, register_dataset
+from .splits import SPLITS
+
+KEYS = ("case_id", "fixed", "moving", "fixed_label", "moving_label", "subject", "split")
+CLIP_PERCENTILES = (0.5, 99.5)
+
+
+def read_image(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """(array, spacing per array axis in mm) of an image file; errors name the file."""
+    name = path.name.lower()
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist")
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            image = cast(Any, nib.load(str(path)))
+            array = np.asarray(image.dataobj)
+            return array, tuple(float(z) for z in image.header.get_zooms()[: array.ndim])
+        if name.endswith((".mha", ".mhd", ".nrrd")):
+            import SimpleITK as sitk
+
+            itk = sitk.ReadImage(str(path))
+            return sitk.GetArrayFromImage(itk), tuple(float(s) for s in reversed(itk.GetSpacing()))
+        if name.endswith(".npz"):
+            with np.load(path) as archive:
+                keys = list(archive.keys())
+                key = "image" if "image" in keys else ("label" if "label" in keys else None)
+                arrays = [k for k in keys if k != "spacing"]
+                if key is None and len(arrays) != 1:
+                    raise DataError(f"image file {path} holds arrays {keys}: name the image 'image' (and its spacing 'spacing')")
+                array = np.asarray(archive[key or arrays[0]])
+                spacing = tuple(float(s) for s in archive["spacing"]) if "spacing" in keys else (1.0,) * array.ndim
+                return array, spacing
+        if name.endswith(".npy"):
+            array = np.load(path)
+            return array, (1.0,) * array.ndim
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"image file {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    raise DataError(f"image file {path}: unknown format (use .nii, .nii.gz, .mha, .mhd, .nrrd, .npz or .npy)")
+
+
+def normalised_pair(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both images clipped to their joint CLIP_PERCENTILES and scaled by one factor to [0, 1]."""
+    low, high = np.percentile(np.concatenate([fixed.ravel(), moving.ravel()]).astype(np.float64), CLIP_PERCENTILES)
+    scale = float(high - low) if high > low else 1.0
+
+    def normalise(image: np.ndarray) -> np.ndarray:
+        return np.clip((np.asarray(image, np.float64) - low) / scale, 0, 1).astype(np.float32)
+
+    return normalise(fixed), normalise(moving)
+
+
+@dataclass
+class FilesCheck:
+    """What ``regbench data check`` prints for a list of files."""
+
+    root: Path
+    pairs: int = 0
+    readable: int = 0
+    split: dict[str, int] = field(default_factory=dict)
+    dims: set[int] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"files listed in {self.root}",
+            f"  pairs: {self.pairs} listed, {self.readable} readable",
+            "  split (pairs): " + ", ".join(f"{name} {self.split.get(name, 0)}" for name in SPLITS),
+            f"  dims: {', '.join(f'{d}-D' for d in sorted(self.dims)) or '-'}",
+            f"  problems: {len(self.problems)}" + "".join(f"\n    - {p}" for p in self.problems),
+        ]
+        return "\n".join(lines)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class PairedFiles:
+    """Pairs read from the files a list names (see the module docstring)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        if root is None:
+            raise DataError("dataset 'files' needs --root LIST (a YAML or CSV file listing the pairs)")
+        self.root = Path(root).expanduser()
+        self.rows, self.labels = self._read_list()
+        self._cache: dict[str, Pair] = {}
+
+    def declared_labels(self) -> Mapping[str, int]:
+        """The labels the list declares; a list that declares none (a CSV): every value in its label files,
+        named by its value."""
+        if self.labels is None:
+            values: set[int] = set()
+            for row in self.rows:
+                for key in ("fixed_label", "moving_label"):
+                    if key in row:
+                        values |= {int(v) for v in np.unique(read_image(self._file(row[key]))[0]) if v > 0}
+            self.labels = {str(v): v for v in sorted(values)}
+        return self.labels
+
+    def _read_list(self) -> tuple[list[dict[str, str]], dict[str, int] | None]:
+        if not self.root.is_file():
+            raise DataError(f"pair list {self.root} does not exist")
+        try:
+            if self.root.suffix.lower() == ".csv":
+                with open(self.root, newline="") as handle:
+                    rows, labels = [dict(r) for r in csv.DictReader(handle)], None
+            else:
+                data = yaml.safe_load(self.root.read_text()) or {}
+                if not isinstance(data, dict) or not isinstance(data.get("pairs"), list):
+                    raise DataError(f"pair list {self.root}: a mapping with a list 'pairs' expected")
+                rows, labels = data["pairs"], data.get("labels")
+        except (yaml.YAMLError, csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"pair list {self.root} cannot be read ({type(exc).__name__}: {exc})") from None
+        if labels is not None and (not isinstance(labels, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in labels.values())):
+            raise DataError(f"pair list {self.root}: labels must map names to positive integers, got {labels!r}")
+        seen: set[str] = set()
+        out = []
+        for index, row in enumerate(rows, start=1):
+            where = f"pair list {self.root}, pair {index}"
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: a mapping of {', '.join(KEYS)} expected, got {row!r}")
+            unknown = sorted(set(row) - set(KEYS))
+            if unknown:
+                raise DataError(f"{where}: unknown key {', '.join(repr(k) for k in unknown)}; keys: {', '.join(KEYS)}")
+            for key in ("case_id", "fixed", "moving"):
+                if not row.get(key):
+                    raise DataError(f"{where}: no {key}")
+            clean = {k: str(v) for k, v in row.items() if v not in (None, "")}
+            check_case_id(clean["case_id"])
+            if clean["case_id"] in seen:
+                raise DataError(f"{where}: case id {clean['case_id']!r} listed twice")
+            seen.add(clean["case_id"])
+            if clean.setdefault("split", "test") not in SPLITS:
+                raise DataError(f"{where}: split {clean['split']!r} is not one of {', '.join(SPLITS)}")
+            if ("fixed_label" in clean) != ("moving_label" in clean):
+                raise DataError(f"{where}: give both fixed_label and moving_label, or neither")
+            out.append(clean)
+        return out, (None if labels is None else {str(k): int(v) for k, v in labels.items()})
+
+    def _file(self, name: str) -> Path:
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.root.parent / path
+
+    def _pair(self, row: dict[str, str]) -> Pair:
+        if row["case_id"] in self._cache:
+            return self._cache[row["case_id"]]
+        where = f"pair {row['case_id']!r} of {self.root}"
+        (fixed, spacing), (moving, moving_spacing) = (read_image(self._file(row[k])) for k in ("fixed", "moving"))
+        if fixed.ndim not in (2, 3):
+            raise DataError(f"{where}: {self._file(row['fixed'])} is {fixed.ndim}-D; images must be 2-D or 3-D")
+        if fixed.shape != moving.shape or not np.allclose(spacing, moving_spacing, rtol=1e-4):
+            raise DataError(
+                f"{where}: fixed {fixed.shape} at {spacing} mm and moving {moving.shape} at {moving_spacing} mm differ: resample them to one grid first"
+            )
+        labels: list[np.ndarray | None] = [None, None]
+        if "fixed_label" in row:
+            for i, key in enumerate(("fixed_label", "moving_label")):
+                label, _ = read_image(self._file(row[key]))
+                if label.shape != fixed.shape:
+                    raise DataError(f"{where}: label {self._file(row[key])} has shape {label.shape}, the images {fixed.shape}")
+                if not np.allclose(label, np.round(label)):
+                    raise DataError(f"{where}: label {self._file(row[key])} has non-integer values")
+                labels[i] = np.round(label).astype(np.uint8 if label.max() < 256 else np.int32)
+        fixed_n, moving_n = normalised_pair(fixed, moving)
+        pair = Pair(fixed_n, moving_n, labels[0], labels[1], tuple(spacing), row["case_id"], subject=row.get("subject"), labels=self.declared_labels())
+        self._cache[row["case_id"]] = pair
+        return pair
+
+    def pairs(self, split: str) -> list[Pair]:
+        return [self._pair(row) for row in self.rows if row["split"] == split]
+
+    def split(self) -> dict[str, list[str]]:
+        return {name: [r["case_id"] for r in self.rows if r["split"] == name] for name in SPLITS}
+
+    def options(self) -> dict[str, Any]:
+        return {"root": str(self.root)}
+
+    def check(self) -> FilesCheck:
+        """Read every pair; every problem at once."""
+        summary = FilesCheck(self.root, pairs=len(self.rows))
+        for row in self.rows:
+            summary.split[row["split"]] = summary.split.get(row["split"], 0) + 1
+            try:
+                summary.dims.add(self._pair(row).fixed.ndim)
+                summary.readable += 1
+            except DataError as exc:
+                summary.problems.append(str(exc))
+        if len(summary.dims) > 1:
+            summary.problems.append(f"the list mixes {' and '.join(f'{d}-D' for d in sorted(summary.dims))} pairs: one dimension per list")
+        if not summary.split.get("test"):
+            summary.problems.append("no pair in the test split: give split: test to the pairs to score")
+        return summary
+
+
+register_dataset("files", DatasetMeta(display_name="Files", dims=(2, 3), option_names=frozenset({"root"})))(PairedFiles)
