@@ -37,6 +37,10 @@ class Pair:
     # The labels it is scored on, as its dataset declares them (DatasetMeta.labels: display name → value; {}:
     # none); None: not declared (scored on regbench.metrics.UNDECLARED_LABELS).
     labels: Mapping[str, int] | None = None
+    # Corresponding points (landmarks, keypoints): (N, ndim) voxel indices in array-axis order, row i of the fixed
+    # image's matching row i of the moving image's; both or neither. Scored by TRE (regbench.metrics).
+    fixed_points: np.ndarray | None = None
+    moving_points: np.ndarray | None = None
 
     @property
     def key(self) -> str:

@@ -132,6 +132,8 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     # also reward flows that match intensity edges beyond the true motion (issue #11).
     with_epe = "epe_mm" in per_case and bool(pd.to_numeric(per_case["epe_mm"], errors="coerce").notna().any())
     metrics += ["epe_mm"] if with_epe else []
+    with_tre = "tre_mm" in per_case and bool(pd.to_numeric(per_case["tre_mm"], errors="coerce").notna().any())  # landmarks
+    metrics += ["tre_mm"] if with_tre else []
     summaries = {d: summary_frame(per_case_frame(per_case[per_case["dataset"] == d].to_dict("records"))) for d in datasets}
     verdicts = dataset_verdicts(run_dirs, frames)
     unconverged = {m for per_dataset in verdicts.values() for m, v in per_dataset.items() if not v.converged}
@@ -171,6 +173,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         verdicts,
         spread,
         with_epe=with_epe,
+        with_tre=with_tre,
         reference=names.method(references[0]) if marks else None,
         alpha=options.alpha,
         partial=partial,

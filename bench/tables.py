@@ -344,6 +344,7 @@ def table1_caption(
     partial: Mapping[tuple[str, str], tuple[int, int]] | None = None,
     with_ndv: bool = False,
     suspects: Mapping[str, str] | None = None,
+    with_tre: bool = False,
 ) -> str:
     """Table 1's caption from what the runs recorded: the test pairs (and labelled pairs) per dataset, the labels,
     the HD95 convention and Jacobian scheme, NDV's mask (``with_ndv``), EPE, the significance test against
@@ -372,6 +373,12 @@ def table1_caption(
             f" EPE: mean end-point error of the flow against the ground-truth flow over the fixed image's labels ({latex_escape(', '.join(label_names))}), "
             "in mm (synthetic data only)."
             if with_epe
+            else ""
+        )
+        + (
+            " TRE: mean distance in mm between each fixed landmark moved by the flow (linearly interpolated) and its "
+            "moving landmark, over the pairs with landmarks."
+            if with_tre
             else ""
         )
         + " Bold: best per column."

@@ -11,7 +11,8 @@ A CSV has the same columns, one pair per row (``case_id``, ``fixed``, ``moving``
 ``moving_label``, ``subject``, ``split``); its labels are the values its label files hold, named by value. ``split`` is train, val or test (default
 test). Images: NIfTI (nibabel's array in i/j/k order, spacing from the header's zooms), MHA/MHD/NRRD
 (SimpleITK's array in z/y/x order, its spacing reversed to match), ``.npz`` (array ``image`` or its one array,
-optional ``spacing``) or ``.npy`` (spacing 1). Fixed and moving must share shape and spacing; intensities are
+optional ``spacing``) or ``.npy`` (spacing 1); landmarks (``fixed_points``, ``moving_points``): CSV files of
+voxel indices in array order, one point per row, matching row by row (scored by TRE). Fixed and moving must share shape and spacing; intensities are
 clipped to the pair's 0.5th and 99.5th percentiles together and scaled to [0, 1]. Every problem is one error
 naming the list, the pair and the file; ``regbench data check --dataset files --root LIST`` lists them all.
 """
@@ -32,7 +33,7 @@ from ..interface import Pair, check_case_id
 from ..registry import DatasetMeta, register_dataset
 from .splits import SPLITS
 
-KEYS = ("case_id", "fixed", "moving", "fixed_label", "moving_label", "subject", "split")
+KEYS = ("case_id", "fixed", "moving", "fixed_label", "moving_label", "fixed_points", "moving_points", "subject", "split")
 CLIP_PERCENTILES = (0.5, 99.5)
 
 
@@ -71,6 +72,33 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     except Exception as exc:
         raise DataError(f"image file {path} cannot be read ({type(exc).__name__}: {exc})") from None
     raise DataError(f"image file {path}: unknown format (use .nii, .nii.gz, .mha, .mhd, .nrrd, .npz or .npy)")
+
+
+def read_points(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Landmarks or keypoints: a CSV of one point per row, voxel indices in array-axis order (Learn2Reg's
+    keypoint files of nibabel-read images: i, j, k), a header row allowed; each point inside the image."""
+    if not path.is_file():
+        raise DataError(f"point file {path} does not exist")
+    try:
+        rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
+        if rows and not _numeric(rows[0]):
+            rows = rows[1:]
+        points = np.asarray([[float(c) for c in r] for r in rows], np.float64)
+    except ValueError as exc:
+        raise DataError(f"point file {path}: not a table of numbers ({exc})") from None
+    if points.ndim != 2 or points.shape[1] != len(shape) or not len(points):
+        raise DataError(f"point file {path}: {len(shape)} coordinates per row expected, got an array of shape {points.shape}")
+    if np.any(points < -0.5) or np.any(points > np.asarray(shape) - 0.5):
+        raise DataError(f"point file {path}: points outside the image of shape {shape} (voxel indices in array order expected)")
+    return points
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(c) for c in row]
+        return True
+    except ValueError:
+        return False
 
 
 def normalised_pair(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +195,9 @@ class PairedFiles:
             seen.add(clean["case_id"])
             if clean.setdefault("split", "test") not in SPLITS:
                 raise DataError(f"{where}: split {clean['split']!r} is not one of {', '.join(SPLITS)}")
-            if ("fixed_label" in clean) != ("moving_label" in clean):
-                raise DataError(f"{where}: give both fixed_label and moving_label, or neither")
+            for first, second in (("fixed_label", "moving_label"), ("fixed_points", "moving_points")):
+                if (first in clean) != (second in clean):
+                    raise DataError(f"{where}: give both {first} and {second}, or neither")
             out.append(clean)
         return out, (None if labels is None else {str(k): int(v) for k, v in labels.items()})
 
@@ -196,8 +225,24 @@ class PairedFiles:
                 if not np.allclose(label, np.round(label)):
                     raise DataError(f"{where}: label {self._file(row[key])} has non-integer values")
                 labels[i] = np.round(label).astype(np.uint8 if label.max() < 256 else np.int32)
+        points: list[np.ndarray | None] = [None, None]
+        if "fixed_points" in row:
+            points = [read_points(self._file(row[key]), fixed.shape) for key in ("fixed_points", "moving_points")]
+            if points[0].shape != points[1].shape:  # type: ignore[union-attr]
+                raise DataError(f"{where}: {self._file(row['fixed_points'])} and {self._file(row['moving_points'])} list different numbers of points")
         fixed_n, moving_n = normalised_pair(fixed, moving)
-        pair = Pair(fixed_n, moving_n, labels[0], labels[1], tuple(spacing), row["case_id"], subject=row.get("subject"), labels=self.declared_labels())
+        pair = Pair(
+            fixed_n,
+            moving_n,
+            labels[0],
+            labels[1],
+            tuple(spacing),
+            row["case_id"],
+            subject=row.get("subject"),
+            labels=self.declared_labels(),
+            fixed_points=points[0],
+            moving_points=points[1],
+        )
         self._cache[row["case_id"]] = pair
         return pair
 

@@ -41,8 +41,19 @@ def nifti_list(tmp_path):
         moving, moving_label = np.roll(fixed, SHIFT, axis=1), np.roll(label, SHIFT, axis=1)
         for name, array in (("f", fixed), ("m", moving), ("fl", label), ("ml", moving_label)):
             _write_nifti(tmp_path / f"c{i}_{name}.nii.gz", array, (2.0, 1.0, 1.5))
+        points = np.array([[2, 3, 4], [5, 8, 7], [7.5, 10.25, 3]])  # voxel indices (i, j, k); a header row in one file
+        (tmp_path / f"c{i}_fp.csv").write_text("i,j,k\n" + "\n".join(",".join(map(str, p)) for p in points) + "\n")
+        (tmp_path / f"c{i}_mp.csv").write_text("\n".join(",".join(map(str, p + [0, SHIFT, 0])) for p in points) + "\n")
         rows.append(
-            {"case_id": f"c{i}", "fixed": f"c{i}_f.nii.gz", "moving": f"c{i}_m.nii.gz", "fixed_label": f"c{i}_fl.nii.gz", "moving_label": f"c{i}_ml.nii.gz"}
+            {
+                "case_id": f"c{i}",
+                "fixed": f"c{i}_f.nii.gz",
+                "moving": f"c{i}_m.nii.gz",
+                "fixed_label": f"c{i}_fl.nii.gz",
+                "moving_label": f"c{i}_ml.nii.gz",
+                "fixed_points": f"c{i}_fp.csv",
+                "moving_points": f"c{i}_mp.csv",
+            }
         )
     path = tmp_path / "pairs.yaml"
     path.write_text(yaml.safe_dump({"labels": {"shell": 1, "core": 2}, "pairs": rows}))
@@ -57,6 +68,7 @@ def test_pairs_are_read_with_their_spacing_labels_and_split(nifti_list):
     assert pair.fixed.shape == (10, 16, 14) and pair.spacing == (2.0, 1.0, 1.5) and pair.labels == {"shell": 1, "core": 2}
     assert pair.fixed.dtype == np.float32 and 0.0 <= pair.fixed.min() and pair.fixed.max() <= 1.0
     assert set(np.unique(pair.moving_label)) == {0, 1, 2}
+    assert pair.fixed_points.shape == (3, 3) and np.allclose(pair.moving_points - pair.fixed_points, [0, SHIFT, 0])
 
 
 def test_a_listed_pair_and_the_fields_of_its_known_shift_score_end_to_end(nifti_list, tmp_path):
@@ -85,6 +97,20 @@ def test_a_listed_pair_and_the_fields_of_its_known_shift_score_end_to_end(nifti_
     inside = table.loc["fields.shift"]
     assert (inside["dice_shell"] == 1.0).all() and (inside["dice_core"] == 1.0).all()  # the known answer, exactly
     assert (table.loc["initial", "dice"] < 0.8).all()
+    # TRE in mm: the landmarks moved SHIFT voxels along axis 1 (1.0 mm), which the fields undo exactly
+    assert np.allclose(table.loc["initial", "tre_mm"], SHIFT * 1.0) and np.allclose(inside["tre_mm"], 0.0)
+    assert "TRE (mm)" in (tmp_path / "run" / "report" / "table1.md").read_text()
+
+
+def test_tre_is_the_landmark_distance_after_the_flow_in_mm():
+    from regbench.metrics import target_registration_error
+
+    flow = np.zeros((2, 10, 10))
+    flow[0] = 1.5  # every point moves 1.5 rows
+    fixed = np.array([[2.0, 3.0], [4.5, 6.25]])
+    # moving landmarks 1.5 rows and 2 columns away: the flow leaves the 2 columns, times the 0.5 mm column spacing
+    assert target_registration_error(flow, fixed, fixed + [1.5, 2.0], (3.0, 0.5)) == pytest.approx(1.0)
+    assert target_registration_error(np.zeros_like(flow), fixed, fixed + [1.5, 0.0], (3.0, 0.5)) == pytest.approx(4.5)
 
 
 def test_mha_and_npz_images_and_a_csv_list(tmp_path):
@@ -122,9 +148,14 @@ def test_each_bad_input_is_one_error_naming_the_file_and_data_check_lists_them_a
         ({**data["pairs"][0], "fixd": "x"}, "pair 1: unknown key 'fixd'"),
         ({k: v for k, v in data["pairs"][0].items() if k != "moving_label"}, "give both fixed_label and moving_label"),
         ({**data["pairs"][0], "split": "testing"}, "split 'testing' is not one of train, val, test"),
+        ({k: v for k, v in data["pairs"][0].items() if k != "fixed_points"}, "give both fixed_points and moving_points"),
     ):
         nifti_list.write_text(yaml.safe_dump({"pairs": [bad]}))
         with pytest.raises(DataError, match=message):
             create_dataset("files", root=str(nifti_list))
+    (tmp_path / "c0_mp.csv").write_text("1,2\n")
+    nifti_list.write_text(yaml.safe_dump({"pairs": data["pairs"][:1]}))
+    with pytest.raises(DataError, match="c0_mp.csv: 3 coordinates per row expected"):
+        create_dataset("files", root=str(nifti_list)).pairs("test")
     with pytest.raises(DataError, match="pair list .*missing.yaml does not exist"):
         create_dataset("files", root=str(tmp_path / "missing.yaml"))
