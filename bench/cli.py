@@ -179,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, help="crop size in pixels (default 128)")
     p.add_argument("--refresh", action="store_true", help="also prepare the pairs again and rewrite their cache (the check itself always reads the files)")
 
+    p = sub.add_parser(
+        "export",
+        help="write a run's flows for another kit (learn2reg or regbench convention), with a convention.json",
+        description="Write every scored case's flow of RUN (from its example files: run with example_pairs at least "
+        "the number of test pairs to keep them all) into OUT/METHOD/CASE_ID.npz (array 'disp') with convention.json "
+        "stating the convention. learn2reg: channel last, voxels, component k along array axis k, pull, full "
+        "resolution; regbench: channel first. Read back as fields.TAG with that convention, an export reproduces the rows.",
+    )
+    p.add_argument("run", type=Path, help="a run directory")
+    p.add_argument("--format", required=True, choices=("learn2reg", "regbench"), help="the convention to write")
+    p.add_argument("--out", type=Path, help="where (default RUN/export/FORMAT)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="the values' type (default float32)")
+    p.add_argument("--methods", help="comma-separated methods (default: every method with scored cases)")
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
 
@@ -375,6 +388,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_fields
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    result = export_fields(args.run, args.format, args.out, args.dtype, methods)
+    for method, count in result.written.items():
+        missing = result.missing.get(method, [])
+        print(
+            f"{method}: {count} fields" + (f"; {len(missing)} scored cases have no stored flow (run with example_pairs >= the test pairs)" if missing else "")
+        )
+    print(f"written to {result.out_dir}")
+    return 0 if not result.missing else 1
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .registry import METHODS
 
@@ -477,6 +504,7 @@ COMMANDS = {
     "datasets": cmd_datasets,
     "check-method": cmd_check_method,
     "perf": cmd_perf,
+    "export": cmd_export,
 }
 
 

@@ -338,6 +338,12 @@ class Manifest:
         return info.get("display_name") if isinstance(info, dict) else None
 
     @property
+    def dataset(self) -> str | None:
+        """The registered name of the run's dataset."""
+        value = (self.data.get("config") or {}).get("dataset")
+        return None if value is None else str(value)
+
+    @property
     def profile(self) -> str | None:
         value = (self.data.get("config") or {}).get("profile")
         return None if value is None else str(value)

@@ -1,0 +1,96 @@
+"""``regbench export``: a run's flows written as files another kit reads, with their convention stated beside them.
+
+The flows come from the run directory's example files (``examples/METHOD/CASE_ID.npz``): a run keeps every test
+pair's flow when its ``example_pairs`` is at least the number of test pairs (the first seed's, for methods trained
+at several). Formats:
+
+- ``learn2reg``: channel last ``(*shape, ndim)``, voxels, component k along array axis k, pull, full resolution
+  (Learn2Reg's submission convention), float32 or float16;
+- ``regbench``: regbench's own, channel first ``(ndim, *shape)``.
+
+One ``CASE_ID.npz`` per pair (its one array ``disp``) in ``OUT/METHOD/``, and ``convention.json`` stating the
+format, the :class:`~regbench.fields.FieldConvention`, the converter version, the run and the method: read back
+as ``fields.<tag>`` with that convention, an export reproduces the method's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .fields import CONVERTER_VERSION, FieldConvention, from_regbench
+from .fileio import atomic_write_npz, atomic_write_text
+from .rundir import RunDir, read_manifest
+from .store import RunStore
+
+FORMATS: dict[str, FieldConvention] = {"learn2reg": FieldConvention(layout="channel_last"), "regbench": FieldConvention()}
+DTYPES = ("float32", "float16")
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    written: dict[str, int] = field(default_factory=dict)  # method -> files written
+    missing: dict[str, list[str]] = field(default_factory=dict)  # method -> scored cases without a stored flow
+
+
+def export_fields(run_dir: Path, fmt: str, out_dir: Path | None = None, dtype: str = "float32", methods: Sequence[str] | None = None) -> ExportResult:
+    """Write the flows of ``run_dir``'s scored cases in ``fmt`` (see the module docstring)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"export dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise ConfigError(f"{run_dir} is not a run directory (no manifest.json)")
+    scored: dict[str, list[str]] = {}
+    for row in RunStore(run_dir).all_rows():
+        if row.get("status") == "ok":
+            scored.setdefault(str(row["method"]), [])
+            if row["case_id"] not in scored[row["method"]]:
+                scored[str(row["method"])].append(str(row["case_id"]))
+    chosen = list(methods) if methods else sorted(scored)
+    unknown = [m for m in chosen if m not in scored]
+    if unknown:
+        raise ConfigError(f"{run_dir} has no scored cases of {', '.join(map(repr, unknown))}; it has {', '.join(sorted(scored)) or 'none'}")
+    convention = FORMATS[fmt]
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "export" / fmt
+    result = ExportResult(out_dir)
+    layout = RunDir(run_dir)
+    for method in chosen:
+        folder = out_dir / method
+        folder.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for case_id in scored[method]:
+            source = layout.example(method, case_id)
+            if not source.is_file():
+                result.missing.setdefault(method, []).append(case_id)
+                continue
+            with np.load(source) as example:
+                flow = np.asarray(example["flow"], np.float32)
+            array = from_regbench(flow, convention, (1.0,) * (flow.ndim - 1)).astype(dtype)  # voxels: no spacing used
+            atomic_write_npz(folder / f"{case_id}.npz", {"disp": array})
+            written += 1
+        result.written[method] = written
+        record: dict[str, Any] = {
+            "format": fmt,
+            "convention": convention.record(),
+            "converter": CONVERTER_VERSION,
+            "dtype": dtype,
+            "pattern": "{case_id}.npz",
+            "key": "disp",
+            "method": method,
+            "run": str(run_dir),
+            "dataset": manifest.dataset,
+            "files": written,
+            "seed": "the first seed's flows (examples are kept for a method's first seed)",
+        }
+        atomic_write_text(folder / "convention.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return result
