@@ -198,29 +198,34 @@ def test_a_run_warns_and_marks_the_row_of_mis_declared_fields(tmp_path, smoke_te
 
 
 # ------------------------------------------------------------------------------------------------ export
-def _export_round_trip(tmp_path, methods):
+def _export_round_trip(tmp_path, methods, dataset="synthetic"):
     from regbench.cli import main
 
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"dataset": "synthetic", "profile": "smoke", "methods": methods, "example_pairs": 100}))
+    config.write_text(yaml.safe_dump({"dataset": dataset, "profile": "smoke", "methods": methods, "example_pairs": 100}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     assert main(["export", str(tmp_path / "run"), "--format", "learn2reg", "--out", str(tmp_path / "l2r")]) == 0
     declared = json.loads((tmp_path / "l2r" / methods[0] / "convention.json").read_text())
-    assert declared["convention"]["layout"] == "channel_last" and declared["convention"]["units"] == "voxel" and declared["files"] == 12
+    assert declared["convention"]["layout"] == "channel_last" and declared["convention"]["units"] == "voxel"
+    assert declared["files"] == len(pd.read_csv(tmp_path / "run" / "per_case.csv").query(f"method == '{methods[0]}'"))
     back = {f"fields.{m}": {"folder": str(tmp_path / "l2r" / m), "key": "disp", **declared["convention"]} for m in methods}
-    config.write_text(yaml.safe_dump({"dataset": "synthetic", "profile": "smoke", "methods": list(back), "method_options": back}))
+    config.write_text(yaml.safe_dump({"dataset": dataset, "profile": "smoke", "methods": list(back), "method_options": back}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "back")]) == 0
     original = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index(["method", "case_id"])
     scored_back = pd.read_csv(tmp_path / "back" / "per_case.csv").set_index(["method", "case_id"])
     return {m: (original.loc[m], scored_back.loc[f"fields.{m}"]) for m in methods}
 
 
-def test_an_exported_run_scored_back_as_fields_reproduces_its_rows(tmp_path):
-    ((before, after),) = _export_round_trip(tmp_path, ["demons"]).values()
+@pytest.mark.parametrize("dataset", ["synthetic", "synthetic3d"])
+def test_an_exported_run_scored_back_as_fields_reproduces_its_rows(tmp_path, dataset):
+    ((before, after),) = _export_round_trip(tmp_path, ["demons"], dataset).values()
     for metric in ("dice", "hd95", "njd", "ndv", "sdlogj", "epe_mm"):
         np.testing.assert_allclose(after[metric], before[metric], atol=1e-6, err_msg=metric)
-    # MSE compares the moved image: SimpleITK's own resampling there, regbench's warper here
-    np.testing.assert_allclose(after["mse"], before["mse"], atol=1e-4)
+    # MSE compares the moved image: SimpleITK's own resampling there, regbench's warper here. They agree inside the
+    # image; on 10-slice volumes many through-plane samples fall outside it, where SimpleITK and the warper's zero
+    # padding differ, so only the 2-D MSE is comparable.
+    if dataset == "synthetic":
+        np.testing.assert_allclose(after["mse"], before["mse"], atol=1e-4)
 
 
 @pytest.mark.slow
