@@ -7,7 +7,7 @@ the skip, the same blocks back to 16; flow head 3×3 conv 16→2, weights ~ N(0,
 Kaiming-normal (fan_out). 1,968,002 parameters in 75 tensors. Flow channels: rows, then columns (pixels).
 
 ``dims=3`` is the same network with 3×3×3 convs, BatchNorm3d, 2×2×2 pooling, trilinear up-sampling and a
-3-channel flow head (channel k along array axis k), as MONAI's networks take ``spatial_dims``: 5,900,291
+3-channel flow head (channel k along array axis k), as MONAI's networks take ``spatial_dims``: 5,895,603
 parameters with the paper's widths, the same 75 tensors. Inputs of any size: the network pads every axis to a
 multiple of 2^(levels−1) (zeros at the end) and crops the flow back, so that losses never see the padding.
 
