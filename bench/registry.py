@@ -144,9 +144,9 @@ class Registry:
     def tagged_base(self, name: str) -> str | None:
         """For ``BASE.TAG`` where BASE declares ``tagged``: BASE; else None."""
         base, dot, tag = name.partition(".")
-        if not dot or not tag or base not in self.names() or self.meta_type is not MethodMeta:
+        if not dot or not tag or base not in self.names():
             return None
-        return base if getattr(self.meta(base), "tagged", False) else None
+        return base if self._is_tagged(base) else None
 
     def meta(self, name: str) -> Any:
         """What ``name`` declares (its MethodMeta / DatasetMeta, or one read from its factory's attributes); a
