@@ -421,6 +421,7 @@ DATASETS = Registry(
         "acdc3d": "regbench.datasets.acdc",
         "mnm3d": "regbench.datasets.mnm",
         "files": "regbench.datasets.files",  # your own pairs, listed in a YAML or CSV file (--root LIST)
+        "learn2reg": "regbench.datasets.learn2reg",  # a Learn2Reg task folder (--root TASK)
     },
     meta_type=DatasetMeta,
 )

@@ -117,6 +117,7 @@ class FilesCheck:
     """What ``regbench data check`` prints for a list of files."""
 
     root: Path
+    title: str = ""  # the first line; default "files listed in ROOT"
     pairs: int = 0
     readable: int = 0
     split: dict[str, int] = field(default_factory=dict)
@@ -125,7 +126,7 @@ class FilesCheck:
 
     def __str__(self) -> str:
         lines = [
-            f"files listed in {self.root}",
+            self.title or f"files listed in {self.root}",
             f"  pairs: {self.pairs} listed, {self.readable} readable",
             "  split (pairs): " + ", ".join(f"{name} {self.split.get(name, 0)}" for name in SPLITS),
             f"  dims: {', '.join(f'{d}-D' for d in sorted(self.dims)) or '-'}",
@@ -255,9 +256,12 @@ class PairedFiles:
     def options(self) -> dict[str, Any]:
         return {"root": str(self.root)}
 
+    def check_title(self) -> str:
+        return f"files listed in {self.root}"
+
     def check(self) -> FilesCheck:
         """Read every pair; every problem at once."""
-        summary = FilesCheck(self.root, pairs=len(self.rows))
+        summary = FilesCheck(self.root, self.check_title(), pairs=len(self.rows))
         for row in self.rows:
             summary.split[row["split"]] = summary.split.get(row["split"], 0) + 1
             try:

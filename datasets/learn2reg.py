@@ -1,0 +1,169 @@
+"""``learn2reg``: a Learn2Reg task folder as released (``--root`` the folder or its ``{TASK}_dataset.json``).
+
+What is read, and the choices made where the task says nothing (``../docs/datasets.md`` has the same list):
+
+- ``{TASK}_dataset.json``: ``training`` (entries with ``image`` and optional ``label``, ``mask``, ``keypoints``,
+  ``landmarks``), the scored pairs ``registration_val`` (or the later schema's ``validation_paired`` /
+  ``validation``) and ``registration_test`` (or ``test_paired``): lists of ``{fixed, moving}`` paths relative to
+  the task folder; ``labels`` (value → name; ``0``/background left out; none declared: the values found in the
+  label files, named by value); ``pairings`` (``paired``: the time points of one case are registered to each
+  other; else unpaired).
+- Image names ``TASK_CCCC_MMMM.nii.gz`` (CCCC the case, MMMM the time point or modality). A pair's case id is
+  ``CCCC_MMMM_CCCC_MMMM`` (fixed, then moving): the long name Learn2Reg's submissions use, so the fields of a
+  submission read as ``fields.<tag>`` with ``pattern: disp_{case_id}.nii.gz``. Its subject is the fixed case.
+- Per image: the label map, keypoints and landmarks named by the ``training`` entry, else found beside it by
+  the kit's rule (``imagesTr`` → ``labelsTr``, ``keypointsTr``, ``landmarksTr``, ``.csv`` for points). Points are
+  voxel indices (i, j, k) of the nibabel-read image; landmarks are preferred to keypoints (``points`` option:
+  ``auto``, ``landmarks``, ``keypoints`` or ``none``). A pair is scored on labels (or points) only when both of
+  its images have them; a pair with neither is scored by TRE where it has points, else by its images and
+  folding alone. Masks are listed by the task but not used (no metric here is masked).
+- Splits: ``test`` is the scored list chosen by ``scored`` (``val``, default: ``registration_val``, whose labels
+  are released; ``test``: ``registration_test``, when you hold its images). Training pairs come from the
+  ``training`` images that no scored pair uses (no scored image is ever trained on): ``paired`` tasks pair each
+  case's first time point (fixed) with each later one; unpaired tasks pair consecutive cases of one modality
+  (sorted by name, fixed then moving). The last tenth of them (at least one when there are two or more) is
+  ``val``, the rest ``train``.
+
+Intensities, spacing, shapes and every error are the ``files`` dataset's (:mod:`regbench.datasets.files`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..registry import DatasetMeta, register_dataset
+from .files import PairedFiles
+
+SCORED_KEYS = {"val": ("registration_val", "validation_paired", "validation"), "test": ("registration_test", "test_paired")}
+POINT_KINDS = {"auto": ("landmarks", "keypoints"), "landmarks": ("landmarks",), "keypoints": ("keypoints",), "none": ()}
+NAME = re.compile(r"_(\d{4})_(\d{4})\.nii(\.gz)?$")
+VAL_FRACTION = 10  # one training pair in ten validates
+
+
+def image_key(path: str) -> tuple[str, str]:
+    """(case, time point) of a Learn2Reg image name ``TASK_CCCC_MMMM.nii.gz``."""
+    match = NAME.search(path)
+    if match is None:
+        raise DataError(f"image {path!r} is not named TASK_CCCC_MMMM.nii.gz (Learn2Reg's names: case and time point, four digits each)")
+    return match.group(1), match.group(2)
+
+
+def pair_id(fixed: str, moving: str) -> str:
+    """The long Learn2Reg name of a pair, ``CCCC_MMMM_CCCC_MMMM`` (fixed, then moving)."""
+    return "_".join((*image_key(fixed), *image_key(moving)))
+
+
+def task_json(root: Path) -> Path:
+    """The task's ``{TASK}_dataset.json``: ``root`` itself, or the one such file in the folder ``root``."""
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise DataError(f"Learn2Reg task {root} does not exist (give the task folder or its TASK_dataset.json)")
+    found = sorted(root.glob("*_dataset.json"))
+    if len(found) != 1:
+        named = f": {', '.join(p.name for p in found)}" if found else ""
+        raise DataError(f"Learn2Reg task folder {root} holds {len(found)} *_dataset.json files{named}; give --root the one to read")
+    return found[0]
+
+
+class Learn2RegTask(PairedFiles):
+    """The pairs of a Learn2Reg task folder (see the module docstring)."""
+
+    def __init__(self, root: str | Path | None = None, scored: str = "val", points: str = "auto") -> None:
+        if root is None:
+            raise DataError("dataset 'learn2reg' needs --root TASK_FOLDER (the folder holding TASK_dataset.json)")
+        if scored not in SCORED_KEYS:
+            raise DataError(f"learn2reg option scored={scored!r}: use one of {', '.join(SCORED_KEYS)}")
+        if points not in POINT_KINDS:
+            raise DataError(f"learn2reg option points={points!r}: use one of {', '.join(POINT_KINDS)}")
+        self.scored, self.points = scored, points
+        super().__init__(task_json(Path(root).expanduser()))
+
+    def _read_list(self) -> tuple[list[dict[str, str]], dict[str, int] | None]:
+        try:
+            task = json.loads(self.root.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"Learn2Reg task file {self.root} cannot be read ({type(exc).__name__}: {exc})") from None
+        if not isinstance(task, dict):
+            raise DataError(f"Learn2Reg task file {self.root}: a JSON object expected")
+        self.task_name = str(task.get("name") or self.root.name.removesuffix("_dataset.json"))
+        entries = {self._norm(e["image"]): e for e in task.get("training", []) if isinstance(e, dict) and "image" in e}
+        key = next((k for k in SCORED_KEYS[self.scored] if task.get(k)), None)
+        if key is None:
+            raise DataError(f"Learn2Reg task file {self.root} lists no {self.scored} pairs (looked for {', '.join(SCORED_KEYS[self.scored])})")
+        scored = []
+        for index, entry in enumerate(task[key], start=1):
+            if not isinstance(entry, dict) or not entry.get("fixed") or not entry.get("moving"):
+                raise DataError(f"Learn2Reg task file {self.root}, {key}[{index}]: a mapping with fixed and moving expected, got {entry!r}")
+            scored.append((self._norm(entry["fixed"]), self._norm(entry["moving"])))
+        used = {image for pair in scored for image in pair}
+        training = self._training_pairs(sorted(set(entries) - used), str(task.get("pairings", "")).lower() == "paired")
+        n_val = max(1, len(training) // VAL_FRACTION) if len(training) >= 2 else 0
+        splits = ["train"] * (len(training) - n_val) + ["val"] * n_val
+        rows = [self._row(f, m, "test", entries) for f, m in scored] + [self._row(f, m, s, entries) for (f, m), s in zip(training, splits)]
+        return rows, self._labels(task.get("labels"))
+
+    @staticmethod
+    def _norm(path: str) -> str:
+        return str(path).removeprefix("./")
+
+    @staticmethod
+    def _training_pairs(images: list[str], paired: bool) -> list[tuple[str, str]]:
+        by_case: dict[str, list[str]] = {}
+        by_modality: dict[str, list[str]] = {}
+        for image in images:
+            case, point = image_key(image)
+            by_case.setdefault(case, []).append(image)
+            by_modality.setdefault(point, []).append(image)
+        if paired:
+            return [(min(group), other) for group in by_case.values() for other in sorted(group)[1:]]
+        return [(a, b) for group in by_modality.values() for a, b in zip(group, group[1:])]
+
+    def _found(self, image: str, entry: Mapping[str, Any], kind: str, folder: str, suffix: str) -> str | None:
+        """The file of ``kind`` for ``image``: the training entry's, else beside it by the kit's folder rule."""
+        if entry.get(kind):
+            return self._norm(entry[kind])
+        guess = image.replace("images", folder, 1)
+        guess = re.sub(r"\.nii(\.gz)?$", suffix, guess) if suffix else guess
+        return guess if (self.root.parent / guess).is_file() else None
+
+    def _row(self, fixed: str, moving: str, split: str, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        row = {"case_id": pair_id(fixed, moving), "fixed": fixed, "moving": moving, "subject": image_key(fixed)[0], "split": split}
+        labels = [self._found(image, entries.get(image, {}), "label", "labels", "") for image in (fixed, moving)]
+        if all(labels):
+            row.update(fixed_label=str(labels[0]), moving_label=str(labels[1]))
+        for kind in POINT_KINDS[self.points]:
+            points = [self._found(image, entries.get(image, {}), kind, kind, ".csv") for image in (fixed, moving)]
+            if all(points):
+                row.update(fixed_points=str(points[0]), moving_points=str(points[1]))
+                break
+        return row
+
+    def _labels(self, declared: Any) -> dict[str, int] | None:
+        if not declared:
+            return None  # the values in the label files, named by value
+        if not isinstance(declared, dict):
+            raise DataError(f"Learn2Reg task file {self.root}: labels must map values to names, got {declared!r}")
+        labels: dict[str, int] = {}
+        for value, name in declared.items():
+            try:
+                number = int(value)
+            except ValueError:
+                raise DataError(f"Learn2Reg task file {self.root}: label value {value!r} is not an integer") from None
+            if number > 0 and str(name).lower() != "background":
+                labels[str(name) if str(name) not in labels else f"{name}_{number}"] = number
+        return labels or None
+
+    def options(self) -> dict[str, Any]:
+        return {"root": str(self.root), "scored": self.scored, "points": self.points}
+
+    def check_title(self) -> str:
+        return f"Learn2Reg task {self.task_name} ({self.root}; scored: {self.scored})"
+
+
+register_dataset("learn2reg", DatasetMeta(display_name="Learn2Reg", dims=(3,), option_names=frozenset({"root", "scored", "points"})))(Learn2RegTask)
