@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .learn2reg import PREFIX as KIT_PREFIX
 from .metrics import label_key
 from .registry import method_sort_key
 from .rundir import (
@@ -69,7 +70,7 @@ def seed_averaged(per_case: pd.DataFrame) -> pd.DataFrame:
     if "seed" not in per_case or not per_case["seed"].notna().any():
         return per_case
     key = ["dataset", "method", "case_id"]
-    metrics = summary_metrics(per_case)
+    metrics = summary_metrics(per_case) + [c for c in per_case.columns if c.startswith(KIT_PREFIX)]  # the kit's columns too
     ok = per_case[per_case["status"] == "ok"]
     means = ok.groupby(key, sort=False)[metrics].mean(numeric_only=True)
     counts = ok.groupby(key, sort=False).size().rename("n_seeds")

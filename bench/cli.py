@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="with --backend dask: address of a running scheduler, e.g. tcp://host:8786")
     p.add_argument("--scheduler-file", dest="scheduler_file", help="with --backend dask: a running scheduler's JSON file")
     p.add_argument("--max-pairs", type=int, dest="max_test_pairs", help="evaluate only the first N test pairs")
+    p.add_argument(
+        "--conventions",
+        help="also score these metric conventions, in columns (l2r_...) and a table of their own: learn2reg (the Learn2Reg kit's "
+        "DSC, HD95 in voxels, SDlogJ of log(J+3), spline TRE; LUMIR's NDV) (default: the dataset's: learn2reg on Learn2Reg tasks)",
+    )
     p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
     p.add_argument(
         "--no-sweep",
@@ -265,6 +270,7 @@ def _config_from_args(args: argparse.Namespace):
         methods=getattr(args, "methods", None),
         jobs=getattr(args, "jobs", None),
         max_test_pairs=getattr(args, "max_test_pairs", None),
+        conventions=getattr(args, "conventions", None),
         sweep=getattr(args, "sweep", None),
         dataset_options=dataset_options,
         seeds=parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None,

@@ -15,6 +15,9 @@ from .errors import ConfigError
 from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES, NDV_MASKS
 from .pool import DEFAULT_CASE_TIMEOUT_S
 
+#: Metric conventions a run can score beside the strict ones (RunConfig.conventions).
+CONVENTIONS = ("learn2reg",)
+
 # The deep methods' arithmetic (TrainSettings.precision; regbench.trainer.precision_mode says what each means).
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -139,6 +142,10 @@ class RunConfig:
     # Where NDA/NDV (the `ndv` column) is measured: "none" (every voxel), "fixed" or "moving" (that image's
     # foreground, intensity > 0; LUMIR's rule is the moving image's).
     ndv_mask: str = "none"
+    # Metric conventions scored beside regbench's strict ones, in columns of their own (prefix l2r_) and a table of
+    # their own: "learn2reg" (the Learn2Reg kit's DSC, HD95 in voxels, SDlogJ of log(J+3), cubic-spline TRE, and
+    # LUMIR's NDV; regbench.learn2reg). None: the dataset's (learn2reg on Learn2Reg tasks, none elsewhere).
+    conventions: list[str] | None = None
     max_test_pairs: int | None = None
     sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
     example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
@@ -198,6 +205,12 @@ class RunConfig:
             raise ConfigError(f"jacobian_scheme {self.jacobian_scheme!r} is not one of {JACOBIAN_SCHEMES}")
         if self.ndv_mask not in NDV_MASKS:
             raise ConfigError(f"ndv_mask {self.ndv_mask!r} is not one of {NDV_MASKS}")
+        if isinstance(self.conventions, str):
+            self.conventions = [c.strip() for c in self.conventions.split(",") if c.strip()]
+        if self.conventions is not None:
+            unknown = [c for c in self.conventions if c not in CONVENTIONS] if isinstance(self.conventions, list) else [self.conventions]
+            if unknown:
+                raise ConfigError(f"conventions: {', '.join(map(repr, unknown))} is not one of {', '.join(CONVENTIONS)} (the strict metrics are always scored)")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
             raise ConfigError(f"jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -252,6 +265,14 @@ class RunConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("results") / f"{self.dataset}-{self.profile}"
+
+    def resolved_conventions(self) -> tuple[str, ...]:
+        """The conventions scored beside the strict metrics: those given, else the dataset's declared ones."""
+        if self.conventions is not None:
+            return tuple(self.conventions)
+        from .registry import DATASETS
+
+        return tuple(DATASETS.meta(self.dataset).conventions) if self.dataset in DATASETS.names() else ()
 
     def resolved_max_test_pairs(self) -> int | None:
         return self.max_test_pairs if self.max_test_pairs is not None else get_profile(self.profile).max_test_pairs

@@ -24,6 +24,8 @@ import numpy as np
 from .config import RunConfig, get_profile
 from .errors import ConfigError
 from .interface import Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
+from .learn2reg import CONVENTION as CONVENTION_L2R
+from .learn2reg import evaluate_kit
 from .metrics import UNDECLARED_LABELS, evaluate
 from .pool import CaseFailure, Task, run_isolated
 from .registry import DATASETS, METHODS, MethodMeta, is_trainable
@@ -181,6 +183,7 @@ def evaluate_case(
     hd95_convention: str,
     jacobian_scheme: str,
     ndv_mask: str = "none",
+    conventions: Sequence[str] = (),
     keep_example: bool = False,
 ) -> dict[str, Any]:
     """Register one pair and score it; any exception becomes a failed row with its reason.
@@ -206,6 +209,8 @@ def evaluate_case(
         validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
         check_moved_agrees_with_flow(pair.moving, registration)  # a flow in other units fails, never ranks
         row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme, ndv_mask=ndv_mask))
+        if CONVENTION_L2R in conventions:  # the kit's numbers, in their own l2r_ columns
+            row.update(evaluate_kit(pair, registration.flow))
         # A method that reads results computed elsewhere (time_measured False) has no time to report.
         row.update(time_s=elapsed if getattr(method, "time_measured", True) else float("nan"), status="ok", reason="")
         if keep_example:
@@ -349,7 +354,15 @@ def iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, example
     one task per pair, one per worker thread at a time (rows stream back one by one; see
     :meth:`~regbench.distributed.Cluster.submit_cases`), the method
     sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
-    args_for = lambda threads: (config.dataset, config.seed, threads, config.hd95_convention, config.jacobian_scheme, config.ndv_mask)  # noqa: E731
+    args_for = lambda threads: (
+        config.dataset,
+        config.seed,
+        threads,
+        config.hd95_convention,
+        config.jacobian_scheme,
+        config.ndv_mask,
+        config.resolved_conventions(),
+    )  # noqa: E731
     task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
     if spec is None:
         mark_for_warm_up(method)

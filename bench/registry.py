@@ -66,6 +66,8 @@ class DatasetMeta:
     requires: tuple[str, ...] = ()
     install_hint: str | None = None
     option_names: Collection[str] | None = None
+    # Metric conventions its runs score beside the strict ones unless the run says otherwise (RunConfig.conventions).
+    conventions: tuple[str, ...] = ()
 
 
 _ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe", "isolate_cases", "dims")

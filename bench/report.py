@@ -20,6 +20,7 @@ from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
+from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown
 from .metrics import with_structures
 from .naming import Names
 from .registry import METHODS, method_sort_key
@@ -203,11 +204,32 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         ),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
+    if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
+        _write_kit_tables(report, averaged, names, options)
     if options.compare_paper:
         _write_paper_comparison(report, cells, datasets, options, names)
     if options.figures:
         _draw_figures(report, run_dirs, per_case, averaged, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
     return report
+
+
+def _write_kit_tables(report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions) -> None:
+    """learn2reg.{csv,md,tex} (the kit's aggregates) and learn2reg_rank.{csv,md,tex} (its rank table)."""
+    out = report.out_dir
+    aggregates = kit_aggregates(averaged)
+    ranks, notes = kit_rank(averaged, options.alpha)
+    report.problems += notes
+    report.written += [
+        _write(out / "learn2reg.csv", aggregates.to_csv(index=False)),
+        _write(out / "learn2reg.md", aggregates_markdown(aggregates, names)),
+        _write(out / "learn2reg.tex", aggregates_latex(aggregates, names, options.label + "-learn2reg")),
+    ]
+    if len(ranks):
+        report.written += [
+            _write(out / "learn2reg_rank.csv", ranks.to_csv(index=False)),
+            _write(out / "learn2reg_rank.md", rank_markdown(ranks, names, notes)),
+            _write(out / "learn2reg_rank.tex", rank_latex(ranks, names, notes, options.label + "-learn2reg-rank")),
+        ]
 
 
 def untimed_methods(per_case: pd.DataFrame, names: Names) -> list[str]:

@@ -242,7 +242,7 @@ def prepare_run_dir(run_dir: Path, hint: str = "choose another --out") -> None:
 
 # ---------------------------------------------------------------------------------------------- fingerprint
 # What binds a run directory and what must agree for two run directories of one dataset to share a column group.
-FINGERPRINT_KEYS = ("dataset", "dataset_options", "profile", "seed", "hd95_convention", "jacobian_scheme", "max_test_pairs", "ndv_mask")
+FINGERPRINT_KEYS = ("dataset", "dataset_options", "profile", "seed", "hd95_convention", "jacobian_scheme", "max_test_pairs", "ndv_mask", "conventions")
 
 
 def fingerprint(config: Any, dataset_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,6 +258,8 @@ def fingerprint(config: Any, dataset_options: Mapping[str, Any]) -> dict[str, An
     }
     if config.ndv_mask != "none":  # recorded where it is not the default: older run directories stay bound as they were
         values["ndv_mask"] = config.ndv_mask
+    if config.resolved_conventions():  # likewise: recorded where a run scores more than the strict metrics
+        values["conventions"] = list(config.resolved_conventions())
     return json_safe(values)
 
 

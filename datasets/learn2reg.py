@@ -166,4 +166,6 @@ class Learn2RegTask(PairedFiles):
         return f"Learn2Reg task {self.task_name} ({self.root}; scored: {self.scored})"
 
 
-register_dataset("learn2reg", DatasetMeta(display_name="Learn2Reg", dims=(3,), option_names=frozenset({"root", "scored", "points"})))(Learn2RegTask)
+register_dataset(
+    "learn2reg", DatasetMeta(display_name="Learn2Reg", dims=(3,), option_names=frozenset({"root", "scored", "points"}), conventions=("learn2reg",))
+)(Learn2RegTask)

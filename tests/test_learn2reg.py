@@ -84,3 +84,99 @@ def test_submitted_fields_under_their_long_names_score_as_the_known_transform(ta
     assert np.allclose(table.loc["fields.zero", metrics], table.loc["initial", metrics], equal_nan=True)  # zero fields are Initial
     assert (table.loc["initial", "dice"] < 0.9).all() and np.allclose(table.loc["initial", "tre_mm"], SHIFT * SPACING[1])
     assert (table.loc["fields.shift", ["dice_outer", "dice_inner"]] == 1.0).all().all() and np.allclose(table.loc["fields.shift", "tre_mm"], 0.0)
+
+
+# ------------------------------------------------------------------------------------------- the kit's metrics
+def _smooth_field(amplitude, shape=(20, 22, 18), seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return np.stack([gaussian_filter(rng.standard_normal(shape), 3.0) for _ in shape]) * amplitude
+
+
+def test_the_kits_sdlogj_is_the_log_of_det_plus_3_and_its_fold_count_stays_0_where_ndv_does_not():
+    from regbench.learn2reg import JACOBIAN_CROP, kit_sdlogj, lumir_ndv
+    from regbench.metrics import jacobian_determinant, njd, non_diffeomorphic_share, sdlogj
+
+    smooth = _smooth_field(2.0)
+    inner = (slice(JACOBIAN_CROP, -JACOBIAN_CROP),) * 3
+    det = jacobian_determinant(smooth)[inner]
+    kit, folds = kit_sdlogj(smooth)
+    assert det.min() > 0 and folds == 0
+    assert kit == pytest.approx(np.log(det + 3).std(), rel=1e-9)  # the same central differences inside the crop, +3
+    # to first order d log(J + 3) = dJ / (J + 3): about a quarter of the strict std(log J) where J is near 1
+    strict = np.log(det).std()
+    assert kit == pytest.approx(strict * det.mean() / (det.mean() + 3), rel=0.05) and kit < 0.3 * strict
+
+    folded = _smooth_field(60.0, seed=1)  # large enough to fold
+    assert njd(folded) > 0 and non_diffeomorphic_share(folded) > 0 and lumir_ndv(folded, np.ones(folded.shape[1:])) > 0
+    kit_folded, folds = kit_sdlogj(folded)
+    assert folds == 0  # the kit counts after the +3 and the clip: never a fold
+    assert sdlogj(folded) > 3 * kit_folded  # the strict log J meets det <= 0 (clipped to 1e-9); the +3 hides it
+
+
+def test_the_kits_hd95_is_in_voxels_its_dice_a_nan_mean_and_its_tre_a_spline():
+    from regbench.learn2reg import kit_overlap, kit_tre_mm
+    from regbench.metrics import hd95, target_registration_error
+
+    fixed = np.zeros((20, 20, 20), np.uint8)
+    fixed[5:12, 5:12, 5:12] = 1
+    fixed[14:17, 14:17, 14:17] = 2  # in the fixed map only: the kit leaves it out, the strict Dice counts a miss
+    moving = np.zeros_like(fixed)
+    moving[5:12, 8:15, 5:12] = 1  # 3 voxels along axis 1
+    row = kit_overlap(fixed, moving, np.zeros((3, 20, 20, 20)), {"a": 1, "b": 2})
+    assert np.isnan(row["l2r_dice_b"]) and row["l2r_dice"] == row["l2r_dice_a"] == pytest.approx(2 * 7 * 7 * 4 / (2 * 343))
+    assert row["l2r_hd95"] == pytest.approx(3.0)  # voxels, whatever the spacing
+    assert hd95(fixed == 1, moving == 1, (2.0, 2.0, 2.0), "max") == pytest.approx(2.0 * row["l2r_hd95"])  # mm = voxels x spacing
+
+    flow = np.zeros((3, 20, 20, 20))
+    flow[1] = np.linspace(0, 4, 20)[None, :, None]  # linear along axis 1: spline and linear interpolation nearly agree
+    points = np.array([[6.0, 7.5, 8.0], [10.0, 3.25, 12.0]])
+    moved_to = points + [0, 1, 0]
+    spline, linear = kit_tre_mm(flow, points, moved_to, (1.0, 2.0, 1.0)), target_registration_error(flow, points, moved_to, (1.0, 2.0, 1.0))
+    assert spline != linear and spline == pytest.approx(linear, rel=0.01)  # the kit's spline prefilter sees a zero border
+
+
+def test_a_learn2reg_run_scores_the_kits_columns_beside_the_strict_ones_and_ranks_three_field_folders(task, tmp_path):
+    from regbench.cli import main
+
+    cases = ["0005_0000_0005_0001", "0006_0000_0006_0001"]
+    half = shift_field()
+    half[..., 1] = SHIFT / 2
+    folders = {
+        "zero": write_fields(tmp_path / "zero", {c: np.zeros((*SHAPE, 3)) for c in cases}),
+        "half": write_fields(tmp_path / "half", {c: half for c in cases}),
+        "shift": write_fields(tmp_path / "shift", {c: shift_field() for c in cases}),
+    }
+    kit = {"pattern": "disp_{case_id}.nii.gz", "layout": "channel_last"}
+    config = {
+        "dataset": "learn2reg",
+        "dataset_options": {"root": str(task)},
+        "methods": ["initial", *(f"fields.{t}" for t in folders)],
+        "method_options": {f"fields.{t}": {"folder": str(f), **kit} for t, f in folders.items()},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index(["method", "case_id"]).sort_index()
+    assert {"dice", "hd95", "sdlogj", "l2r_dice", "l2r_dice_outer", "l2r_hd95", "l2r_sdlogj", "l2r_folds", "l2r_tre_mm", "l2r_ndv"} <= set(table.columns)
+    shift = table.loc["fields.shift"]
+    assert (shift["l2r_dice"] == 1.0).all() and np.allclose(shift["l2r_tre_mm"], 0.0) and (shift["l2r_folds"] == 0).all()
+    assert np.allclose(table.loc["initial", "l2r_tre_mm"], SHIFT * SPACING[1]) and np.allclose(table.loc["initial", "l2r_hd95"], SHIFT)
+    report = tmp_path / "run" / "report"
+    assert "l2r" not in (report / "table1.csv").read_text()  # the kit's numbers never enter Table 1
+    ranks = pd.read_csv(report / "learn2reg_rank.csv").set_index("method")
+    assert ranks.loc["fields.shift", "place"] == 1 and ranks.loc["fields.shift", "DSC_rank"] == 1.0
+    assert ranks.loc["fields.half", "DSC_mean"] > ranks.loc["initial", "DSC_mean"]
+    assert ranks.loc["fields.zero", "score"] == ranks.loc["initial", "score"]  # a zero field is the Initial row
+    assert "Learn2Reg kit ranking" in (report / "learn2reg_rank.md").read_text() and r"\begin{tabular}" in (report / "learn2reg_rank.tex").read_text()
+    assert "Learn2Reg kit convention" in (report / "learn2reg.md").read_text()
+
+
+def test_rank_scores_follow_the_kits_rule_on_hand_made_values():
+    from regbench.kit_tables import rank_scores
+
+    rng = np.random.default_rng(0)
+    values = {"a": rng.normal(0.9, 0.01, 40), "b": rng.normal(0.5, 0.01, 40), "c": rng.normal(0.5, 0.01, 40), "d": rng.normal(0.1, 0.01, 40)}
+    # a beats all; b and c tie (neither beats the other) and beat d: beaten by 0, 1, 1, 3 → 1.0, (0.4 + 0.7)/2 twice, 0.1
+    assert rank_scores(values, higher_is_better=True) == pytest.approx({"a": 1.0, "b": 0.55, "c": 0.55, "d": 0.1})
+    assert rank_scores(values, higher_is_better=False) == pytest.approx({"a": 0.1, "b": 0.55, "c": 0.55, "d": 1.0})

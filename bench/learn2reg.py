@@ -1,0 +1,128 @@
+"""The Learn2Reg evaluation kit's metrics, computed as the kit computes them, beside regbench's strict ones.
+
+A run asked for the ``learn2reg`` convention (``conventions: [learn2reg]``, the default on Learn2Reg tasks)
+stores these per-case columns, all prefixed ``l2r_`` so that they never share a column with the strict ones; the
+report tabulates them in their own table (``learn2reg.md``) with the kit's aggregates and its rank table. Written
+from the kit's behaviour (MDL-UzL/L2R ``evaluation/``; docs/metrics.md), not from its code.
+
+- ``l2r_dice``: the moving label warped by nearest-neighbour sampling at p + u(p) (``map_coordinates`` order 0,
+  0 outside); a label absent from the fixed or the (unwarped) moving map is NaN; the case's value is the NaN-mean
+  over labels. Per label: ``l2r_dice_<label>``.
+- ``l2r_hd95``: the larger of the two directed 95th percentiles of the boundary distances, spacing 1: **voxels**.
+  The kit weights surface elements by their area (DeepMind's surface-distance); here boundary voxels count
+  equally, which can move the value by a fraction of a voxel. NaN where Dice is. Per label: ``l2r_hd95_<label>``.
+- ``l2r_sdlogj``: J = I + ∇u by central differences ([-0.5, 0, 0.5], zero outside the field), cropped by 2
+  voxels on every side, then std(log(clip(det J + 3, 1e-9, 1e9))): the "+3" is the kit's. For det J near 1 it is
+  about a quarter of std(log det J).
+- ``l2r_folds``: the kit's folding count, voxels with det J + 3 ≤ 0 after the clip: always 0.
+- ``l2r_tre_mm``: u interpolated at the fixed points by cubic splines (``map_coordinates`` order 3, 0 outside),
+  ‖fixed + u − moving‖ per point times the spacing, mean over points.
+- ``l2r_ndv``: NDV (NDA in 2-D) as LUMIR reports it: the strict simplex measure summed over the moving image's
+  foreground (intensity > 0), one voxel cropped at the border, in %.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .interface import Pair
+from .metrics import MetricSpec, _det, dice, hd95, label_key, pair_labels, simplex_jacobians
+
+CONVENTION = "learn2reg"
+PREFIX = "l2r_"
+JACOBIAN_CROP = 2  # voxels cropped on every side before SDlogJ (the kit's)
+NDV_CROP = 1  # LUMIR's
+LOG_OFFSET = 3.0  # the kit's "+3" inside the log
+
+#: The kit's columns (those with a value per label are also ``<name>_<label>``), how the report reads them.
+KIT_METRICS: dict[str, MetricSpec] = {
+    "l2r_dice": MetricSpec("l2r_dice", "fraction", True, 1.0, "DSC", "NaN-mean Dice over labels (Learn2Reg kit)", "DSC"),
+    "l2r_hd95": MetricSpec("l2r_hd95", "voxels", False, 1.0, "HD95 (vox)", "max of the directed 95th percentiles, voxels (Learn2Reg kit)", "HD95 (vox)"),
+    "l2r_sdlogj": MetricSpec("l2r_sdlogj", "1", False, 1.0, "SDlogJ(+3)", "std of log(det J + 3), cropped by 2 (Learn2Reg kit)", "SDlogJ(+3)"),
+    "l2r_folds": MetricSpec("l2r_folds", "voxels", False, 1.0, "Folds", "voxels with det J + 3 <= 0 (Learn2Reg kit; always 0)", "Folds"),
+    "l2r_tre_mm": MetricSpec("l2r_tre_mm", "mm", False, 1.0, "TRE (mm)", "cubic-spline TRE at the fixed points (Learn2Reg kit)", "TRE (mm)"),
+    "l2r_ndv": MetricSpec("l2r_ndv", "%", False, 1.0, r"NDV (\%)", "non-diffeomorphic volume over the moving foreground (LUMIR)", "NDV (%)"),
+}
+PER_LABEL = ("l2r_dice", "l2r_hd95")
+
+
+def kit_jacobian_determinant(flow: np.ndarray) -> np.ndarray:
+    """det(I + ∇u) of a (ndim, *shape) voxel flow by the kit's central differences (zero outside the field),
+    cropped by :data:`JACOBIAN_CROP` voxels on every side."""
+    from scipy.ndimage import correlate1d
+
+    u = np.asarray(flow, np.float64)
+    n = u.shape[0]
+    grad = [[correlate1d(u[c], [-0.5, 0.0, 0.5], axis=k, mode="constant", cval=0.0) for k in range(n)] for c in range(n)]
+    det = _det([[float(c == k) + grad[c][k] for k in range(n)] for c in range(n)])
+    return det[(slice(JACOBIAN_CROP, -JACOBIAN_CROP),) * n]
+
+
+def kit_sdlogj(flow: np.ndarray) -> tuple[float, int]:
+    """(SDlogJ with the kit's +3, the kit's folding count) of a voxel flow."""
+    shifted = np.clip(kit_jacobian_determinant(flow) + LOG_OFFSET, 1e-9, 1e9)
+    return float(np.log(shifted).std()), int((shifted <= 0).sum())
+
+
+def kit_warp_label(label: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``label`` sampled at p + u(p) by nearest neighbour, 0 outside (the kit's ``map_coordinates`` order 0)."""
+    from scipy.ndimage import map_coordinates
+
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in label.shape], indexing="ij")
+    return map_coordinates(np.asarray(label), np.asarray(grid) + np.asarray(flow, np.float64), order=0, mode="constant", cval=0)
+
+
+def kit_tre_mm(flow: np.ndarray, fixed_points: Any, moving_points: Any, spacing: tuple[float, ...]) -> float:
+    """Mean ‖fixed + u(fixed) − moving‖ in mm, u by cubic splines at the fixed points (the kit's)."""
+    from scipy.ndimage import map_coordinates
+
+    fixed = np.asarray(fixed_points, np.float64)
+    moving = np.asarray(moving_points, np.float64)
+    displacement = np.stack([map_coordinates(np.asarray(c, np.float64), fixed.T, order=3) for c in flow], axis=1)
+    return float(np.linalg.norm((fixed + displacement - moving) * np.asarray(spacing, np.float64), axis=1).mean())
+
+
+def lumir_ndv(flow: np.ndarray, moving: np.ndarray) -> float:
+    """NDV (NDA in 2-D) in % over the moving image's foreground, :data:`NDV_CROP` voxel cropped (LUMIR's)."""
+    jacobians = simplex_jacobians(flow)
+    weight = 2.0 if len(jacobians) == 4 else 6.0
+    inner = (slice(NDV_CROP, -NDV_CROP),) * (len(flow))
+    per_voxel = sum(-0.5 * np.minimum(j, 0.0) / weight for j in jacobians)[inner]
+    mask = (np.asarray(moving) > 0)[inner]
+    return float(100.0 * per_voxel[mask].sum() / max(int(mask.sum()), 1))
+
+
+def kit_overlap(fixed_label: np.ndarray, moving_label: np.ndarray, flow: np.ndarray, labels: Mapping[str, int]) -> dict[str, float]:
+    """``l2r_dice``/``l2r_hd95`` per label and their NaN-means (a label absent from either map: NaN)."""
+    warped = kit_warp_label(moving_label, flow)
+    row: dict[str, float] = {}
+    for name, value in labels.items():
+        key = label_key(name)
+        f, m, w = np.asarray(fixed_label) == value, np.asarray(moving_label) == value, warped == value
+        present = bool(f.any() and m.any())
+        row[f"l2r_dice_{key}"] = dice(f, w) if present else float("nan")
+        row[f"l2r_hd95_{key}"] = hd95(f, w, (1.0,) * f.ndim, "max") if present else float("nan")
+    out: dict[str, float] = {}
+    for metric in PER_LABEL:  # the mean first, then its labels (per_case.csv's order)
+        values = {f"{metric}_{label_key(name)}": row[f"{metric}_{label_key(name)}"] for name in labels}
+        out[metric] = float(np.nanmean(list(values.values()))) if any(np.isfinite(list(values.values()))) else float("nan")
+        out.update(values)
+    return out
+
+
+def evaluate_kit(pair: Pair, flow: np.ndarray) -> dict[str, float]:
+    """Every ``l2r_`` column of one registration (see the module docstring)."""
+    labels = pair_labels(pair)
+    if pair.fixed_label is not None and pair.moving_label is not None:
+        row = kit_overlap(pair.fixed_label, pair.moving_label, flow, labels)
+    else:
+        row = {f"{metric}{suffix}": float("nan") for metric in PER_LABEL for suffix in ["", *(f"_{label_key(n)}" for n in labels)]}
+    row["l2r_sdlogj"], folds = kit_sdlogj(flow)
+    row["l2r_folds"] = float(folds)
+    has_points = pair.fixed_points is not None and pair.moving_points is not None
+    row["l2r_tre_mm"] = kit_tre_mm(flow, pair.fixed_points, pair.moving_points, pair.spacing) if has_points else float("nan")
+    row["l2r_ndv"] = lumir_ndv(flow, pair.moving)
+    return row
