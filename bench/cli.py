@@ -188,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="write a run's flows for another kit (learn2reg or regbench convention), with a convention.json",
         description="Write every scored case's flow of RUN (from its example files: run with example_pairs at least "
-        "the number of test pairs to keep them all) into OUT/METHOD/CASE_ID.npz (array 'disp') with convention.json "
-        "stating the convention. learn2reg: channel last, voxels, component k along array axis k, pull, full "
-        "resolution; regbench: channel first. Read back as fields.TAG with that convention, an export reproduces the rows.",
+        "the number of test pairs to keep them all) into OUT/METHOD/ with convention.json stating the convention, "
+        "file pattern and array key. learn2reg: disp_CASE_ID.npz (array 'arr_0', as Learn2Reg's kit reads; on a Learn2Reg "
+        "task the long disp_CCCC_MMMM_CCCC_MMMM names), channel last, voxels, component k along array axis k, pull, full "
+        "resolution; regbench: CASE_ID.npz (array 'disp'), channel first. Read back as fields.TAG with that convention, an export reproduces the rows.",
     )
     p.add_argument("run", type=Path, help="a run directory")
     p.add_argument("--format", required=True, choices=("learn2reg", "regbench"), help="the convention to write")
@@ -383,12 +384,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     from .registry import DATASETS
 
     options = {k: v for k, v in (("root", args.root), ("slice_rule", args.slice_rule), ("crop", args.crop)) if v is not None}
-    dataset = DATASETS.create(args.dataset, **options, **({"refresh": True} if args.refresh else {}))
+    caches = "refresh" in (DATASETS.option_names(args.dataset) or set())  # files and learn2reg read their files every time
+    dataset = DATASETS.create(args.dataset, **options, **({"refresh": True} if args.refresh and caches else {}))
     if not isinstance(dataset, ChecksItself):
         raise ConfigError(f"dataset {args.dataset!r} is not read from disk: nothing to check")
     summary = dataset.check()
     print(summary)
-    if args.refresh and summary.ok and isinstance(dataset, Dataset):
+    if args.refresh and not caches:
+        print(f"  cache: none (dataset {args.dataset!r} reads its files on every run)")
+    elif args.refresh and summary.ok and isinstance(dataset, Dataset):
         dataset.pairs("test")  # prepares every subject's pairs from the files and rewrites the cache
         print("  cache: pairs prepared again from the files")
     return 0 if summary.ok else 1

@@ -210,7 +210,11 @@ class RunConfig:
         if self.conventions is not None:
             unknown = [c for c in self.conventions if c not in CONVENTIONS] if isinstance(self.conventions, list) else [self.conventions]
             if unknown:
-                raise ConfigError(f"conventions: {', '.join(map(repr, unknown))} is not one of {', '.join(CONVENTIONS)} (the strict metrics are always scored)")
+                close = difflib.get_close_matches(str(unknown[0]), CONVENTIONS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"conventions: {', '.join(map(repr, unknown))} is not one of {', '.join(CONVENTIONS)}{hint}; the strict metrics are always scored"
+                )
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
             raise ConfigError(f"jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

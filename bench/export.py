@@ -5,10 +5,12 @@ pair's flow when its ``example_pairs`` is at least the number of test pairs (the
 at several). Formats:
 
 - ``learn2reg``: channel last ``(*shape, ndim)``, voxels, component k along array axis k, pull, full resolution
-  (Learn2Reg's submission convention), float32 or float16;
-- ``regbench``: regbench's own, channel first ``(ndim, *shape)``.
+  (Learn2Reg's submission convention), float32 or float16; one ``disp_CASE_ID.npz`` per pair holding ``arr_0``
+  (the array the kit reads): on a Learn2Reg task, whose case ids are ``CCCC_MMMM_CCCC_MMMM``, these are the
+  long names a submission needs;
+- ``regbench``: regbench's own, channel first ``(ndim, *shape)``; one ``CASE_ID.npz`` per pair holding ``disp``.
 
-One ``CASE_ID.npz`` per pair (its one array ``disp``) in ``OUT/METHOD/``, and ``convention.json`` stating the
+The files go to ``OUT/METHOD/`` with ``convention.json`` stating the file pattern and array key, the
 format, the :class:`~regbench.fields.FieldConvention`, the converter version, the run and the method: read back
 as ``fields.<tag>`` with that convention, an export reproduces the method's rows.
 """
@@ -30,6 +32,8 @@ from .rundir import RunDir, read_manifest
 from .store import RunStore
 
 FORMATS: dict[str, FieldConvention] = {"learn2reg": FieldConvention(layout="channel_last"), "regbench": FieldConvention()}
+#: Each format's file name pattern and array key (Learn2Reg's kit reads ``arr_0`` of a ``disp_*.npz``).
+FILES: dict[str, tuple[str, str]] = {"learn2reg": ("disp_{case_id}.npz", "arr_0"), "regbench": ("{case_id}.npz", "disp")}
 DTYPES = ("float32", "float16")
 
 
@@ -61,6 +65,7 @@ def export_fields(run_dir: Path, fmt: str, out_dir: Path | None = None, dtype: s
     if unknown:
         raise ConfigError(f"{run_dir} has no scored cases of {', '.join(map(repr, unknown))}; it has {', '.join(sorted(scored)) or 'none'}")
     convention = FORMATS[fmt]
+    pattern, key = FILES[fmt]
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export" / fmt
     result = ExportResult(out_dir)
     layout = RunDir(run_dir)
@@ -76,7 +81,7 @@ def export_fields(run_dir: Path, fmt: str, out_dir: Path | None = None, dtype: s
             with np.load(source) as example:
                 flow = np.asarray(example["flow"], np.float32)
             array = from_regbench(flow, convention, (1.0,) * (flow.ndim - 1)).astype(dtype)  # voxels: no spacing used
-            atomic_write_npz(folder / f"{case_id}.npz", {"disp": array})
+            atomic_write_npz(folder / pattern.format(case_id=case_id), {key: array})
             written += 1
         result.written[method] = written
         record: dict[str, Any] = {
@@ -84,8 +89,8 @@ def export_fields(run_dir: Path, fmt: str, out_dir: Path | None = None, dtype: s
             "convention": convention.record(),
             "converter": CONVERTER_VERSION,
             "dtype": dtype,
-            "pattern": "{case_id}.npz",
-            "key": "disp",
+            "pattern": pattern,
+            "key": key,
             "method": method,
             "run": str(run_dir),
             "dataset": manifest.dataset,

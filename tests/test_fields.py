@@ -208,7 +208,10 @@ def _export_round_trip(tmp_path, methods, dataset="synthetic"):
     declared = json.loads((tmp_path / "l2r" / methods[0] / "convention.json").read_text())
     assert declared["convention"]["layout"] == "channel_last" and declared["convention"]["units"] == "voxel"
     assert declared["files"] == len(pd.read_csv(tmp_path / "run" / "per_case.csv").query(f"method == '{methods[0]}'"))
-    back = {f"fields.{m}": {"folder": str(tmp_path / "l2r" / m), "key": "disp", **declared["convention"]} for m in methods}
+    assert declared["pattern"] == "disp_{case_id}.npz" and declared["key"] == "arr_0"  # what Learn2Reg's kit reads
+    back = {
+        f"fields.{m}": {"folder": str(tmp_path / "l2r" / m), "pattern": declared["pattern"], "key": declared["key"], **declared["convention"]} for m in methods
+    }
     config.write_text(yaml.safe_dump({"dataset": dataset, "profile": "smoke", "methods": list(back), "method_options": back}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "back")]) == 0
     original = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index(["method", "case_id"])

@@ -47,8 +47,11 @@ def test_unpaired_tasks_pair_consecutive_cases_and_undeclared_labels_are_the_val
 def test_a_bad_task_is_one_error_naming_the_file_and_data_check_reports_it(task, tmp_path, capsys):
     from regbench.cli import main
 
-    assert main(["data", "check", "--dataset", "learn2reg", "--root", str(task)]) == 0
-    assert "Learn2Reg task T" in capsys.readouterr().out
+    assert main(["data", "check", "--dataset", "learn2reg", "--root", str(task), "--refresh"]) == 0
+    out = capsys.readouterr().out
+    assert "Learn2Reg task T" in out and "split (pairs): train 3, val 1, test 2" in out and "cache: none" in out
+    assert main(["run", "--dataset", "learn2reg", "--root", str(task), "--conventions", "lern2reg"]) == 2
+    assert "'lern2reg' is not one of learn2reg (did you mean 'learn2reg'?)" in capsys.readouterr().err
     (task / "imagesTr" / "T_0006_0001.nii.gz").unlink()
     assert main(["data", "check", "--dataset", "learn2reg", "--root", str(task)]) == 1
     assert "T_0006_0001.nii.gz does not exist" in capsys.readouterr().out
@@ -180,3 +183,23 @@ def test_rank_scores_follow_the_kits_rule_on_hand_made_values():
     # a beats all; b and c tie (neither beats the other) and beat d: beaten by 0, 1, 1, 3 → 1.0, (0.4 + 0.7)/2 twice, 0.1
     assert rank_scores(values, higher_is_better=True) == pytest.approx({"a": 1.0, "b": 0.55, "c": 0.55, "d": 0.1})
     assert rank_scores(values, higher_is_better=False) == pytest.approx({"a": 0.1, "b": 0.55, "c": 0.55, "d": 1.0})
+
+
+def test_an_export_of_a_task_run_writes_the_long_names_the_kit_reads_and_scores_back_the_same(task, tmp_path):
+    from regbench.cli import main
+
+    run = ["run", "--dataset", "learn2reg", "--root", str(task), "--profile", "smoke", "--no-progress"]
+    assert main([*run, "--methods", "demons", "--out", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--format", "learn2reg", "--out", str(tmp_path / "l2r")]) == 0
+    names = sorted(p.name for p in (tmp_path / "l2r" / "demons").glob("disp_*.npz"))
+    assert names == ["disp_0005_0000_0005_0001.npz", "disp_0006_0000_0006_0001.npz"]  # Learn2Reg's long names
+    with np.load(tmp_path / "l2r" / "demons" / names[0]) as archive:
+        assert list(archive) == ["arr_0"] and archive["arr_0"].shape == (*SHAPE, 3)  # the array the kit reads, channel last
+    declared = json.loads((tmp_path / "l2r" / "demons" / "convention.json").read_text())
+    back = {"folder": str(tmp_path / "l2r" / "demons"), "pattern": declared["pattern"], "key": declared["key"], **declared["convention"]}
+    (tmp_path / "back.yaml").write_text(yaml.safe_dump({"method_options": {"fields.demons": back}}))
+    assert main([*run, "--methods", "fields.demons", "--config", str(tmp_path / "back.yaml"), "--out", str(tmp_path / "back")]) == 0
+    before = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index("case_id")
+    after = pd.read_csv(tmp_path / "back" / "per_case.csv").set_index("case_id")
+    for metric in ("dice", "hd95", "njd", "l2r_dice", "l2r_hd95", "l2r_sdlogj", "l2r_tre_mm"):
+        np.testing.assert_allclose(after[metric], before[metric], atol=1e-5, err_msg=metric)
