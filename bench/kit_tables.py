@@ -10,8 +10,8 @@ Both read a report's per-case rows (one row per method and pair, seeds averaged)
   scores 0.1 (beaten significantly, p < 0.05, by the most methods) to 1 (by the fewest), ties averaged; the task
   score is the geometric mean over the ranked metrics, higher is better. Ranked: DSC, DSC30 (the values at the
   30 % of case × label positions where the Initial row's DSC is lowest; left out without an Initial row), HD95,
-  SDlogJ, TRE (those the run has). Missing values take the kit's penalties: DSC 0, HD95 10 voxels, SDlogJ 1.5;
-  a missing TRE takes the largest TRE any method has on that pair.
+  SDlogJ, TRE (those the run has). Missing values take the kit's penalties: DSC 0, HD95 10 voxels (an infinite
+  HD95 too), SDlogJ 1.5; a missing TRE takes the largest TRE any method has on that pair.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ QUANTILE_30 = {"l2r_dice": 0.3, "l2r_hd95": 0.3, "l2r_sdlogj": 0.7, "l2r_tre_mm"
 AGGREGATED = ("l2r_dice", "l2r_hd95", "l2r_sdlogj", "l2r_tre_mm", "l2r_ndv", "l2r_folds")
 CAPTION = (
     "Learn2Reg kit convention (not regbench's strict metrics): DSC as a NaN-mean over labels, HD95 in voxels "
-    "(max of the directed 95th percentiles, boundary voxels unweighted), SDlogJ of log(det J + 3) cropped by 2, "
+    "(max of the directed 95th percentiles, surface elements weighted by area), SDlogJ of log(det J + 3) cropped by 2, "
     "TRE by cubic-spline interpolation in mm, NDV over the moving foreground (LUMIR); Folds is the kit's count "
     "(voxels where det J + 3 is not positive: always 0). 30: 0.3 quantile (DSC, HD95), 0.7 quantile (SDlogJ, TRE)."
 )
@@ -56,7 +56,7 @@ def kit_aggregates(per_case: pd.DataFrame) -> pd.DataFrame:
         for metric in AGGREGATED:
             if not _present(per_case, metric):
                 continue
-            values = pd.to_numeric(group[metric], errors="coerce").dropna()
+            values = pd.to_numeric(group[metric], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
             row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             row[f"{metric}_std"] = values.std(ddof=0) if len(values) else np.nan
             if metric in QUANTILE_30:
@@ -83,6 +83,7 @@ def _aligned(per_case: pd.DataFrame, methods: Sequence[str], columns: Sequence[s
     frame = per_case.set_index(["method", "case_id"])
     cases = sorted(set(per_case["case_id"]))
     table = {m: np.array([[float(frame.loc[(m, c), col]) if (m, c) in frame.index else np.nan for col in columns] for c in cases]).ravel() for m in methods}
+    table = {m: np.where(np.isfinite(v), v, np.nan) for m, v in table.items()}  # inf (a vanished label's HD95) is missing too
     stacked = np.vstack(list(table.values()))
     worst = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
     return {m: np.where(np.isnan(v), penalty if penalty is not None else worst, v) for m, v in table.items()}

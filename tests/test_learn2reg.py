@@ -203,3 +203,28 @@ def test_an_export_of_a_task_run_writes_the_long_names_the_kit_reads_and_scores_
     after = pd.read_csv(tmp_path / "back" / "per_case.csv").set_index("case_id")
     for metric in ("dice", "hd95", "njd", "l2r_dice", "l2r_hd95", "l2r_sdlogj", "l2r_tre_mm"):
         np.testing.assert_allclose(after[metric], before[metric], atol=1e-5, err_msg=metric)
+
+
+def test_the_kits_hd95_weights_surface_elements_by_their_marching_cubes_area():
+    import itertools
+
+    from regbench.learn2reg import BLOCK_OFFSETS, kit_hd95, surfel_areas
+
+    skimage = pytest.importorskip("skimage.measure")
+    for code, area in enumerate(surfel_areas(3)):  # the stored table is Lorensen's marching cubes, complement-symmetric
+        inside = code if bin(code).count("1") <= 4 else 255 - code
+        cube = np.zeros((2, 2, 2))
+        for bit, offset in enumerate(BLOCK_OFFSETS[3]):
+            cube[offset] = inside >> bit & 1
+        expected = skimage.mesh_surface_area(*skimage.marching_cubes(cube, 0.5, method="lorensen")[:2]) if inside else 0.0
+        assert area == pytest.approx(expected, abs=1e-6), code
+    assert list(BLOCK_OFFSETS[3]) == list(itertools.product((0, 1), repeat=3))
+    # 2-D: the marching-squares contour of an n × n square runs through the edge midpoints: 4(n − 1) straight, 4 cut corners
+    from regbench.learn2reg import _block_codes
+
+    a = np.zeros((40, 40), bool)
+    a[10:30, 10:30] = True
+    assert surfel_areas(2)[_block_codes(np.pad(a, 1))].sum() == pytest.approx(4 * 19 + 4 * np.sqrt(2) / 2)
+    assert kit_hd95(a, a) == 0.0 and kit_hd95(a, np.zeros_like(a)) == float("inf")
+    b = np.roll(a, 2, axis=0)
+    assert kit_hd95(a, b) == pytest.approx(2.0)
