@@ -1,7 +1,7 @@
 """A Learn2Reg-layout task written by the tests: small 3-D volumes with labels and keypoints, a paired task.
 
-Six cases with two time points each (``T_CCCC_0000`` fixed, ``T_CCCC_0001`` moving); cases 0005 and 0006 are the
-``registration_val`` pairs. Every moving image, label and point set is its fixed one shifted by SHIFT voxels along
+Six cases (by default) with two time points each (``T_CCCC_0000`` fixed, ``T_CCCC_0001`` moving); the last two
+(0005 and 0006) are the ``registration_val`` pairs. Every moving image, label and point set is its fixed one shifted by SHIFT voxels along
 array axis 1, so the pull field u = +SHIFT along axis 1 aligns every pair exactly (away from the wrapped border)."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ SHIFT = 2
 SHAPE = (12, 16, 10)
 SPACING = (1.5, 1.0, 2.0)
 LABELS = {"0": "background", "1": "outer", "2": "inner"}
-VAL_CASES = ("0005", "0006")
 
 
 def _case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,12 +35,13 @@ def _nifti(path: Path, array: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(array, np.diag([*SPACING, 1.0])), str(path))
 
 
-def write_task(root: Path, name: str = "T") -> Path:
-    """The task folder ``root`` (created): ``{name}_dataset.json``, imagesTr, labelsTr, keypointsTr."""
+def write_task(root: Path, name: str = "T", cases: int = 6, scored: int = 2) -> Path:
+    """The task folder ``root`` (created): ``{name}_dataset.json``, imagesTr, labelsTr, keypointsTr; ``cases``
+    cases, the last ``scored`` of them the registration_val pairs."""
     for folder in ("imagesTr", "labelsTr", "keypointsTr"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     training = []
-    for number in range(1, 7):
+    for number in range(1, cases + 1):
         case = f"{number:04d}"
         image, label, points = _case(number)
         for point, (img, lab, pts) in (
@@ -59,7 +59,10 @@ def write_task(root: Path, name: str = "T") -> Path:
         "pairings": "paired",
         "tensorImageShape": {"0": list(SHAPE)},
         "training": training,
-        "registration_val": [{"fixed": f"./imagesTr/{name}_{c}_0000.nii.gz", "moving": f"./imagesTr/{name}_{c}_0001.nii.gz"} for c in VAL_CASES],
+        "registration_val": [
+            {"fixed": f"./imagesTr/{name}_{c}_0000.nii.gz", "moving": f"./imagesTr/{name}_{c}_0001.nii.gz"}
+            for c in (f"{n:04d}" for n in range(cases - scored + 1, cases + 1))
+        ],
         "registration_test": [],
     }
     (root / f"{name}_dataset.json").write_text(json.dumps(task, indent=2))

@@ -67,6 +67,7 @@ def test_a_bad_task_is_one_error_naming_the_file_and_data_check_reports_it(task,
         create_dataset("learn2reg", root=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_submitted_fields_under_their_long_names_score_as_the_known_transform(task, tmp_path):
     from regbench.cli import main
 
@@ -140,6 +141,7 @@ def test_the_kits_hd95_is_in_voxels_its_dice_a_nan_mean_and_its_tre_a_spline():
     assert spline != linear and spline == pytest.approx(linear, rel=0.01)  # the kit's spline prefilter sees a zero border
 
 
+@pytest.mark.slow
 def test_a_learn2reg_run_scores_the_kits_columns_beside_the_strict_ones_and_ranks_three_field_folders(task, tmp_path):
     from regbench.cli import main
 
@@ -185,6 +187,7 @@ def test_rank_scores_follow_the_kits_rule_on_hand_made_values():
     assert rank_scores(values, higher_is_better=False) == pytest.approx({"a": 0.1, "b": 0.55, "c": 0.55, "d": 1.0})
 
 
+@pytest.mark.slow
 def test_an_export_of_a_task_run_writes_the_long_names_the_kit_reads_and_scores_back_the_same(task, tmp_path):
     from regbench.cli import main
 
@@ -228,3 +231,24 @@ def test_the_kits_hd95_weights_surface_elements_by_their_marching_cubes_area():
     assert kit_hd95(a, a) == 0.0 and kit_hd95(a, np.zeros_like(a)) == float("inf")
     b = np.roll(a, 2, axis=0)
     assert kit_hd95(a, b) == pytest.approx(2.0)
+
+
+def test_an_unlabelled_task_is_scored_by_tre_and_folding_alone(task, tmp_path):
+    import shutil
+
+    from regbench.cli import main
+
+    data = json.loads((task / "T_dataset.json").read_text())
+    data["labels"] = {}
+    for entry in data["training"]:
+        entry.pop("label")
+    (task / "T_dataset.json").write_text(json.dumps(data))
+    shutil.rmtree(task / "labelsTr")
+    dataset = create_dataset("learn2reg", root=str(task))
+    pair = dataset.pairs("test")[0]
+    assert pair.fixed_label is None and pair.fixed_points is not None and dataset.declared_labels() == {}
+    assert main(["run", "--dataset", "learn2reg", "--root", str(task), "--methods", "initial", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv")
+    assert table["dice"].isna().all() and np.allclose(table["tre_mm"], SHIFT * SPACING[1]) and np.allclose(table["l2r_tre_mm"], SHIFT * SPACING[1])
+    ranks = pd.read_csv(tmp_path / "run" / "report" / "learn2reg_rank.csv")
+    assert [c for c in ranks if c.endswith("_rank")] == ["SDlogJ_rank", "TRE_rank"]  # no label: no DSC or HD95 to rank
