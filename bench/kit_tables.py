@@ -74,7 +74,8 @@ class RankedMetric:
 
 
 def _label_columns(per_case: pd.DataFrame, metric: str) -> list[str]:
-    return [c for c in per_case.columns if c.startswith(f"{metric}_") and c not in KIT_METRICS and not c.endswith(("_mean", "_std"))]
+    """The per-label columns of ``metric`` (``l2r_dice_<label>``)."""
+    return [c for c in per_case.columns if c.startswith(f"{metric}_") and c not in KIT_METRICS]
 
 
 def _aligned(per_case: pd.DataFrame, methods: Sequence[str], columns: Sequence[str], penalty: float | None) -> dict[str, np.ndarray]:
