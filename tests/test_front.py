@@ -1,0 +1,48 @@
+"""The trade-off front of a tuned family and the distances to it, on hand-made points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regbench.front import Front, front_verdicts, non_dominated, t_interval
+
+
+def test_the_front_keeps_the_points_no_other_beats_on_both_axes():
+    cost = [0.1, 0.2, 0.3, 0.25, 0.5, 0.5]
+    score = [0.70, 0.80, 0.85, 0.78, 0.84, 0.85]
+    # (0.25, 0.78) loses to (0.2, 0.80); (0.5, 0.84) and (0.5, 0.85) lose to (0.3, 0.85)
+    assert non_dominated(cost, score).tolist() == [True, True, True, False, False, False]
+    front = Front.of(cost, score)
+    assert front.cost.tolist() == [0.1, 0.2, 0.3] and front.score.tolist() == [0.70, 0.80, 0.85]
+
+
+def test_the_front_is_linear_between_its_points_flat_past_the_roughest_and_undefined_before_the_smoothest():
+    front = Front.of([0.1, 0.3, 0.2], [0.70, 0.85, 0.80])
+    assert front.score_at(0.15) == pytest.approx(0.75) and front.score_at(0.25) == pytest.approx(0.825)
+    assert front.score_at(0.9) == pytest.approx(0.85) and np.isnan(front.score_at(0.05))
+    assert front.dominates(0.35, 0.80) and not front.dominates(0.15, 0.76) and not front.dominates(0.2, 0.80)
+
+
+def test_each_method_is_placed_against_the_family_front_with_a_seed_interval():
+    rows = [("vm.a", 0, 0.1, 0.70), ("vm.b", 0, 0.2, 0.80), ("vm.c", 0, 0.3, 0.85)]
+    # gs: three seeds at cost 0.15 (front there: 0.75), Dice 0.735, 0.73, 0.725: 1.5 to 2.5 points below the front
+    rows += [("gs", s, 0.15, d) for s, d in enumerate([0.735, 0.73, 0.725])]
+    rows += [("beyond", 0, 0.25, 0.90), ("too-smooth", 0, 0.05, 0.60)]
+    points = pd.DataFrame(rows, columns=["method", "seed", "sdlogj", "dice"])
+    front, verdicts = front_verdicts(points, {"vm.a", "vm.b", "vm.c"})
+    v = verdicts.set_index("method")
+    assert v.loc[["vm.a", "vm.b", "vm.c"], "on_front"].all() and not v.loc["gs", "in_family"]
+    assert v.loc["gs", "gap"] == pytest.approx(-0.02) and v.loc["gs", "n_seeds"] == 3
+    low, high = t_interval([-0.015, -0.02, -0.025])
+    assert (v.loc["gs", "gap_low"], v.loc["gs", "gap_high"]) == pytest.approx((low, high)) and high < 0  # 95 %: below the front
+    assert low == pytest.approx(-0.02 - 4.302653 * 0.005 / np.sqrt(3), rel=1e-5)
+    assert not v.loc["gs", "dominated"]  # nothing in the family is as smooth as 0.15 and better: below the front, not dominated
+    assert v.loc["beyond", "gap"] == pytest.approx(0.90 - 0.825) and not v.loc["beyond", "dominated"]
+    assert np.isnan(v.loc["too-smooth", "gap"])  # smoother than any λ reached: no front to compare with
+    assert (
+        front_verdicts(pd.DataFrame([("vm.a", 0, 0.1, 0.7), ("x", 0, 0.4, 0.6)], columns=points.columns), {"vm.a"})[1].set_index("method").loc["x", "dominated"]
+    )
+    with pytest.raises(ValueError, match="no member of the family"):
+        front_verdicts(points, {"hypermorph"})
