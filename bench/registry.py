@@ -408,6 +408,8 @@ METHODS = Registry(
         "elastix-bspline": "regbench.methods.elastix",
         "fireants-syn": "regbench.methods.fireants",
         "voxelmorph-diff": "regbench.methods.voxelmorph",
+        "io-gsmorph": "regbench.methods.instance",  # test-time optimisation, GSMorph's projection (beyond the paper)
+        "io-lambda": "regbench.methods.instance",  # its λ counterpart
         "fields": "regbench.methods.fields",  # tagged: fields.TAG, one row per folder of fields
     },
     aliases={study.alias: list(study.methods) for study in STUDIES.values() if study.alias},

@@ -367,7 +367,10 @@ class Trainer:
                 g_reg = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_reg)]
                 update, share = self.combiner(g_sim, g_reg)
                 for p, g in zip(params, update):
-                    p.grad = g
+                    # Fused AdamW reads a gradient in its parameter's memory layout; an autograd.grad result can
+                    # come in another (grid_sample's backward gives channels-last strides) and would be misread
+                    # element by element. backward() lays .grad out as the parameter; here it is done by hand.
+                    p.grad = g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
             else:
                 (sim + self.combiner.weight * reg).backward()
                 share = None
