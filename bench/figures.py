@@ -97,54 +97,57 @@ def load_sweeps(run_dirs: Sequence[Path]) -> pd.DataFrame:
 
 
 def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
-    """Dice (%) against NJD (%): each method a point with std error bars; the points of a declared family (the
-    VoxelMorph λ variants) joined in the order of their value; each method's sweep curve (test split; HyperMorph's
-    λ) when the run has one. One panel per dataset."""
+    """Dice (%) against a continuous smoothness measure, SDlogJ (top row; each λ family's front drawn, as
+    ``tradeoff.md`` reads it), and against folding, NJD (bottom row): each method a point with std error bars; the
+    points of a declared family (the VoxelMorph λ variants) joined in the order of their value; each method's
+    sweep curve (test split; HyperMorph's λ) when the run has one. One column per dataset."""
+    from .front import Front
+
     if per_case.empty or "dice" not in per_case or "njd" not in per_case:
         return []
     plt, sns = _pyplot()
     datasets = list(dict.fromkeys(per_case["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.0 * len(datasets), 4.6), squeeze=False)
+    axes_x = [x for x in ("sdlogj", "njd") if x in per_case]
+    fig, axes = plt.subplots(len(axes_x), len(datasets), figsize=(6.0 * len(datasets), 4.6 * len(axes_x)), squeeze=False)
     palette = _palette(per_case["method"])
-    for ax, dataset in zip(axes[0], datasets):
+    for column, dataset in enumerate(datasets):
         data = per_case[per_case["dataset"] == dataset]
-        stats = data.groupby("method")[["dice", "njd"]].agg(["mean", "std"])
-        for method in _methods(data):
-            row = stats.loc[method]
-            ax.errorbar(
-                row[("njd", "mean")],
-                100 * row[("dice", "mean")],
-                xerr=row[("njd", "std")],
-                yerr=100 * row[("dice", "std")],
-                fmt="o",
-                ms=5,
-                capsize=2,
-                lw=0.8,
-                color=palette[method],
-                label=names.method(method),
-            )
-        for family, members in names.family_members(list(stats.index)).items():
-            if len(members) > 1:
-                ax.plot(
-                    [stats.loc[m, ("njd", "mean")] for m in members],
-                    [100 * stats.loc[m, ("dice", "mean")] for m in members],
-                    "--",
-                    color="0.5",
-                    lw=0.8,
-                    label=family,
-                )
         sweep = sweeps[sweeps["dataset"] == dataset] if len(sweeps) else sweeps
-        for method, curve in sweep.groupby("method") if len(sweep) else []:
-            column, symbol = names.sweep_parameters.get(method, ("lam", "λ"))
-            means = curve.groupby(column)[["dice", "njd"]].mean().sort_index()
-            ax.plot(means["njd"], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0, label=f"{names.method(method)} {symbol} sweep")
-            for value in (means.index.min(), means.index.max()):
-                ax.annotate(
-                    f"{symbol}={value:g}", (means.loc[value, "njd"], 100 * means.loc[value, "dice"]), fontsize=7, textcoords="offset points", xytext=(4, -8)
+        for row, x in enumerate(axes_x):
+            ax = axes[row, column]
+            stats = data.groupby("method")[["dice", x]].agg(["mean", "std"])
+            for method in _methods(data):
+                point = stats.loc[method]
+                ax.errorbar(
+                    point[(x, "mean")],
+                    100 * point[("dice", "mean")],
+                    xerr=point[(x, "std")],
+                    yerr=100 * point[("dice", "std")],
+                    fmt="o",
+                    ms=5,
+                    capsize=2,
+                    lw=0.8,
+                    color=palette[method],
+                    label=names.method(method),
                 )
-        ax.set_xlabel(METRICS["njd"].label + "  (lower is smoother)")
-        ax.set_ylabel(METRICS["dice"].label)
-        ax.set_title(names.dataset(dataset))
+            for family, members in names.family_members(list(stats.index)).items():
+                if len(members) > 1:
+                    xs, ys = [stats.loc[m, (x, "mean")] for m in members], [100 * stats.loc[m, ("dice", "mean")] for m in members]
+                    ax.plot(xs, ys, "--", color="0.5", lw=0.8, label=family)
+                    if x == "sdlogj":
+                        front = Front.of(xs, ys)
+                        ax.plot(front.cost, front.score, "-", color="0.2", lw=2.2, alpha=0.35, label=f"{family}: front")
+            for method, curve in sweep.groupby("method") if len(sweep) and x in sweep else []:
+                parameter, symbol = names.sweep_parameters.get(method, ("lam", "λ"))
+                means = curve.groupby(parameter)[["dice", x]].mean().sort_index()
+                ax.plot(means[x], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0, label=f"{names.method(method)} {symbol} sweep")
+                for value in (means.index.min(), means.index.max()):
+                    ax.annotate(
+                        f"{symbol}={value:g}", (means.loc[value, x], 100 * means.loc[value, "dice"]), fontsize=7, textcoords="offset points", xytext=(4, -8)
+                    )
+            ax.set_xlabel(METRICS[x].label + "  (lower is smoother)")
+            ax.set_ylabel(METRICS["dice"].label)
+            ax.set_title(names.dataset(dataset))
     handles, labels = axes[0, -1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     fig.tight_layout()

@@ -17,7 +17,7 @@ For any other method (a hyper-parameter-free one: GSMorph, GS-PCGrad, GS-Agr, Vo
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,3 +114,77 @@ def front_verdicts(points: pd.DataFrame, family: Collection[str], cost: str = "s
             }
         )
     return front, pd.DataFrame(rows)
+
+
+def _mean_points(rows: pd.DataFrame, key: Sequence[str], cost: str, score: str) -> pd.DataFrame:
+    return rows.groupby(list(key), dropna=False, sort=False)[[cost, score]].mean().reset_index()
+
+
+def tradeoff_frame(
+    per_case: pd.DataFrame,
+    sweeps: pd.DataFrame,
+    families: Mapping[str, Sequence[str]],
+    sweep_columns: Mapping[str, str],
+    cost: str = "sdlogj",
+    score: str = "dice",
+) -> pd.DataFrame:
+    """Every method placed against every front of its dataset: each declared family with two or more members in
+    the run (the VoxelMorph λ variants), and each method's sweep curve with two or more values (HyperMorph's
+    test-time λ; its points named ``METHOD COLUMN=VALUE``). One row per (dataset, front, method outside the front)
+    with :func:`front_verdicts`' columns; the scored cases only, each method's seeds its points."""
+    if per_case.empty or cost not in per_case or score not in per_case:
+        return pd.DataFrame()
+    ok = per_case[per_case["status"] == "ok"].copy()
+    ok["seed"] = ok["seed"] if "seed" in ok else pd.NA
+    rows = []
+    for dataset, data in ok.groupby("dataset", sort=False):
+        points = _mean_points(data, ["method", "seed"], cost, score)
+        fronts: dict[str, tuple[pd.DataFrame, set[str]]] = {}
+        for label, members in families.items():
+            present = [m for m in members if m in set(points["method"])]
+            if len(present) > 1:
+                fronts[label] = (points, set(present))
+        sweep = sweeps[sweeps["dataset"] == dataset] if len(sweeps) and "dataset" in sweeps else pd.DataFrame()
+        for method, curve in sweep.groupby("method", sort=False) if len(sweep) else []:
+            column = sweep_columns.get(str(method), "lam")
+            if column not in curve or curve[column].nunique() < 2 or cost not in curve:
+                continue
+            curve = curve.assign(seed=curve["seed"] if "seed" in curve else pd.NA)
+            curve_points = _mean_points(curve, [column, "seed"], cost, score)
+            curve_points["method"] = [f"{method} {column}={value:g}" for value in curve_points[column]]
+            others = points[points["method"] != method]
+            fronts[f"{method} {column} sweep"] = (pd.concat([others, curve_points[others.columns]], ignore_index=True), set(curve_points["method"]))
+        for label, (table, family) in fronts.items():
+            _, verdicts = front_verdicts(table, family, cost, score)
+            outside = verdicts[~verdicts["in_family"]].drop(columns=["in_family", "on_front"])
+            rows.append(outside.assign(dataset=dataset, front=label))
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.concat(rows, ignore_index=True)
+    return frame[["dataset", "front", *[c for c in frame.columns if c not in ("dataset", "front")]]]
+
+
+def tradeoff_markdown(frame: pd.DataFrame, method_name: Callable[[str], str], cost_label: str = "SDlogJ") -> str:
+    """The trade-off table: each method against each front, gap in Dice points with its seed interval."""
+    lines = [
+        f"| Front | Method | Seeds | {cost_label} | Dice (%) | Dominated | Gap (Dice points) | 95 % CI over seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in frame.iterrows():
+        front = str(row["front"])
+        if front.endswith(" sweep"):  # "METHOD COLUMN sweep": the method by its display name
+            method, column, _ = front.rsplit(" ", 2)
+            front = f"{method_name(method)} {column} sweep"
+        gap = "–" if np.isnan(row["gap"]) else f"{100 * row['gap']:+.2f}"
+        interval = "–" if np.isnan(row["gap_low"]) else f"[{100 * row['gap_low']:+.2f}, {100 * row['gap_high']:+.2f}]"
+        lines.append(
+            f"| {front} | {method_name(str(row['method']))} | {row['n_seeds']} | {row['sdlogj']:.3f} | {100 * row['dice']:.2f} | "
+            f"{'yes' if row['dominated'] else 'no'} | {gap} | {interval} |"
+        )
+    caption = (
+        f"Each method against each front of tuned λ (the non-dominated points of a λ family on {cost_label} against Dice; "
+        "linear between points, flat past the roughest, undefined smoother than the smoothest): Dominated, some λ is at "
+        f"least as smooth and as accurate; Gap, the method's Dice minus the front's at its {cost_label}, per seed, mean "
+        "(negative: what tuning λ adds at equal smoothness); CI: Student's t over seeds (– with one seed)."
+    )
+    return "\n".join(lines) + f"\n\n{caption}\n"

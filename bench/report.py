@@ -20,6 +20,7 @@ from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
+from .front import tradeoff_frame, tradeoff_markdown
 from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown
 from .metrics import with_structures
 from .naming import Names
@@ -204,6 +205,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         ),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
+    _write_tradeoff(report, run_dirs, per_case, names)
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
         _write_kit_tables(report, averaged, names, options)
     if options.compare_paper:
@@ -211,6 +213,21 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.figures:
         _draw_figures(report, run_dirs, per_case, averaged, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
     return report
+
+
+def _write_tradeoff(report: Report, run_dirs: Sequence[Path], per_case: pd.DataFrame, names: Names) -> None:
+    """tradeoff.{csv,md}: every method against each λ front the runs have (a declared family of two or more
+    methods, a method's sweep curve), where they have one."""
+    from .figures import load_sweeps
+
+    families = names.family_members(list(dict.fromkeys(per_case["method"])))
+    columns = {method: column for method, (column, _) in names.sweep_parameters.items()}
+    frame = tradeoff_frame(per_case, load_sweeps(run_dirs), families, columns)
+    if len(frame):
+        report.written += [
+            _write(report.out_dir / "tradeoff.csv", frame.to_csv(index=False)),
+            _write(report.out_dir / "tradeoff.md", tradeoff_markdown(frame, names.method)),
+        ]
 
 
 def _write_kit_tables(report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions) -> None:

@@ -46,3 +46,36 @@ def test_each_method_is_placed_against_the_family_front_with_a_seed_interval():
     )
     with pytest.raises(ValueError, match="no member of the family"):
         front_verdicts(points, {"hypermorph"})
+
+
+def test_the_report_table_places_every_method_against_each_family_and_sweep_front():
+    from regbench.front import tradeoff_frame, tradeoff_markdown
+
+    rows = [("vm-a", 0, 0.1, 0.70), ("vm-b", 0, 0.2, 0.80), ("vm-c", 0, 0.3, 0.85), ("hm", 0, 0.25, 0.84)]
+    rows += [("gs", s, 0.15, d) for s, d in enumerate([0.735, 0.73, 0.725])]
+    per_case = pd.DataFrame(
+        [
+            {"dataset": "d", "method": m, "seed": s, "case_id": f"c{i}", "sdlogj": c, "dice": d + e, "status": "ok"}
+            for m, s, c, d in rows
+            for i, e in enumerate((-0.01, 0.01))
+        ]
+    )
+    per_case.loc[len(per_case)] = {"dataset": "d", "method": "gs", "seed": 0, "case_id": "c9", "sdlogj": 9.0, "dice": 0.0, "status": "failed"}  # never a point
+    # hm's λ sweep: three λ, each a point (two pairs each); at SDlogJ 0.15 the sweep's front reads 0.76
+    sweeps = pd.DataFrame(
+        [
+            {"dataset": "d", "method": "hm", "lam": lam, "seed": 0, "case_id": f"c{i}", "sdlogj": c, "dice": d}
+            for lam, c, d in ((0.9, 0.1, 0.72), (0.5, 0.2, 0.80), (0.1, 0.4, 0.9))
+            for i in range(2)
+        ]
+    )
+    frame = tradeoff_frame(per_case, sweeps, {"VM λ": ["vm-a", "vm-b", "vm-c"]}, {"hm": "lam"})
+    by = frame.set_index(["front", "method"])
+    assert set(frame["front"]) == {"VM λ", "hm lam sweep"}
+    assert by.loc[("VM λ", "gs"), "gap"] == pytest.approx(-0.02) and by.loc[("VM λ", "gs"), "n_seeds"] == 3
+    assert by.loc[("hm lam sweep", "gs"), "gap"] == pytest.approx(0.73 - 0.76)
+    assert ("hm lam sweep", "hm") not in by.index and ("VM λ", "vm-a") not in by.index  # a front is not placed against itself
+    assert by.loc[("hm lam sweep", "vm-a"), "dominated"]  # λ = 0.9 is as smooth (0.1) and more accurate (0.72 > 0.70)
+    display = {"hm": "HyperMorph", "gs": "GSMorph"}
+    text = tradeoff_markdown(frame, lambda m: display.get(m, m))
+    assert "| HyperMorph lam sweep | GSMorph | 3 | 0.150 | 73.00 | no | -3.00 |" in text
