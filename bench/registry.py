@@ -52,6 +52,9 @@ class MethodMeta:
     # Named instances only, as timm's ``name.tag`` variants: ``NAME.TAG`` is a row of its own built by this factory
     # with that name's method_options (the fields of one tool's folder); patterns never match the bare name.
     tagged: bool = False
+    # A tagged base whose tag is a number: each NAME.TAG is a member of ``family`` at value float(TAG)
+    # (voxelmorph.1e-3: VoxelMorph at λ = 0.001), and the factory receives the tag (a ``tag`` parameter).
+    family_value_from_tag: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,14 @@ class Registry:
         tagged instance ``BASE.TAG`` declares BASE's, with the tag in its display name."""
         if (base := self.tagged_base(name)) is not None:
             meta = self.meta(base)
-            return dataclasses.replace(meta, display_name=f"{meta.display_name or base} ({name.partition('.')[2]})")
+            tag = name.partition(".")[2]
+            changes: dict[str, Any] = {"display_name": f"{meta.display_name or base} ({tag})"}
+            if getattr(meta, "family_value_from_tag", False) and meta.family is not None:
+                try:
+                    changes["family"] = (meta.family[0], float(tag))
+                except ValueError:
+                    raise ConfigError(f"{self.kind} {name!r}: its tag {tag!r} must be a number, the value it is run at (e.g. {base}.1e-3)") from None
+            return dataclasses.replace(meta, **changes)
         factory = self.get(name)
         cached = self._meta.get(name)
         if cached is None or cached[0] is not factory:
@@ -310,8 +320,12 @@ class Registry:
                 close = {u: difflib.get_close_matches(u, sorted(accepted), n=1) for u in unknown}
                 hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for u, c in close.items())
                 raise ConfigError(f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}.")
+        tag = name.partition(".")[2] if self.tagged_base(name) is not None else None
+        extra = {"tag": tag} if tag is not None and _takes_tag(factory) else {}
+        if extra:
+            self.meta(name)  # a tag that is not what the base needs is one error before anything is built
         try:
-            obj = factory(**options)
+            obj = factory(**options, **extra)
         except RegbenchError:
             raise  # already names the file, key or value
         except (TypeError, ValueError) as exc:
@@ -373,6 +387,14 @@ class Registry:
         return None
 
 
+def _takes_tag(factory: Callable[..., Any]) -> bool:
+    """Whether a tagged base's factory takes its instance's tag (a parameter ``tag``)."""
+    try:
+        return "tag" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _accepted_options(factory: Callable[..., Any], meta: Any) -> set[str] | None:
     """Keyword names a factory takes: its declared ``option_names`` where it declares them, else its signature;
     None where it takes **kwargs without declaring them (then it checks them itself)."""
@@ -396,6 +418,7 @@ METHODS = Registry(
         "demons": "regbench.methods.demons",
         "demons-fastsym": "regbench.methods.demons",
         "syn": "regbench.methods.syn",
+        "voxelmorph": "regbench.methods.voxelmorph",  # tagged: voxelmorph.<λ>, one row per λ (a λ grid)
         "voxelmorph-s": "regbench.methods.voxelmorph",
         "voxelmorph-m": "regbench.methods.voxelmorph",
         "voxelmorph-l": "regbench.methods.voxelmorph",

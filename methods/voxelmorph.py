@@ -48,6 +48,13 @@ for _name, _weight in LAMBDAS.items():
     register_method(_name, deep_meta(DISPLAY_NAMES[_name], {"lam"}, family=("VoxelMorph λ (s→m→l)", _weight)))(_factory(_name, _weight))
 
 
+@register_method("voxelmorph", deep_meta("VoxelMorph λ", set(), family=("VoxelMorph λ grid", 0.0), tagged=True, family_value_from_tag=True))
+def voxelmorph_at(tag: str, device: str = "auto", progress: bool = False, **train_options: Any) -> DeepRegistration:
+    """VoxelMorph at the λ its name gives: ``voxelmorph.1e-3`` is λ = 0.001 (a λ grid is one row per λ, one
+    family in the trade-off table and figure). Options: device and TrainSettings fields."""
+    return DeepRegistration("voxelmorph", WeightedSum(float(tag)), settings_from_options(train_options), device=device, progress=progress)
+
+
 # ------------------------------------------------------------------------------------------ voxelmorph-diff
 INTEGRATION_STEPS = 7
 

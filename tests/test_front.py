@@ -79,3 +79,31 @@ def test_the_report_table_places_every_method_against_each_family_and_sweep_fron
     display = {"hm": "HyperMorph", "gs": "GSMorph"}
     text = tradeoff_markdown(frame, lambda m: display.get(m, m))
     assert "| HyperMorph lam sweep | GSMorph | 3 | 0.150 | 73.00 | no | -3.00 |" in text
+
+
+def test_voxelmorph_dot_lambda_is_voxelmorph_at_that_lambda_in_one_family():
+    from regbench import ConfigError, create_method
+    from regbench.registry import METHODS
+
+    assert METHODS.meta("voxelmorph.1e-3").family == ("VoxelMorph λ grid", 0.001) and METHODS.meta("voxelmorph.1e-3").display_name == "VoxelMorph λ (1e-3)"
+    assert create_method("voxelmorph.3e-2").combiner.weight == 0.03
+    assert not [m for m in METHODS.resolve("*") if m.startswith("voxelmorph.")] and "voxelmorph" not in METHODS.resolve("*")  # named only
+    with pytest.raises(ConfigError, match="its tag 'abc' must be a number"):
+        create_method("voxelmorph.abc")
+    with pytest.raises(ConfigError, match="has no option 'lam'"):  # λ is the name: one source, never two that disagree
+        create_method("voxelmorph.1e-3", lam=0.1)
+
+
+@pytest.mark.slow
+def test_a_lambda_grid_is_one_row_per_lambda_and_one_front_in_the_report(tmp_path):
+    import yaml
+
+    from regbench.cli import main
+
+    grid = ["voxelmorph.1e-3", "voxelmorph.1e-1", "voxelmorph.1"]
+    config = {"profile": "smoke", "methods": ["initial", *grid, "gsmorph"], "method_options": {m: {"epochs": 2} for m in [*grid, "gsmorph"]}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), "--no-progress", "--no-sweep"]) == 0
+    frame = pd.read_csv(tmp_path / "run" / "report" / "tradeoff.csv")
+    assert set(frame["front"]) == {"VoxelMorph λ grid"} and set(frame["method"]) == {"initial", "gsmorph"}
+    assert "| VoxelMorph λ grid | GSMorph |" in (tmp_path / "run" / "report" / "tradeoff.md").read_text()
