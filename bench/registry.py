@@ -538,7 +538,17 @@ def create_dataset(name: str, **options: Any) -> Any:
     return DATASETS.create(name, **options)
 
 
-def method_sort_key(name: str) -> tuple[int, str]:
-    """The study's order first, then regbench's other built-ins, then anything else alphabetically."""
+def method_sort_key(name: str) -> tuple[int, float, str]:
+    """The study's order first, then regbench's other built-ins, then anything else alphabetically; a built-in's
+    instances with a number for a tag (``voxelmorph.1e-4``, ``voxelmorph.1e-3``, …) in its place, by that number.
+    Read from the name alone: reports sort without importing any method's code."""
     order = list(DEFAULT_STUDY.methods) + [m for m in METHODS._builtins if m not in DEFAULT_STUDY.methods]
-    return (order.index(name), "") if name in order else (len(order), name)
+    if name in order:
+        return (order.index(name), 0.0, "")
+    base, _, tag = name.partition(".")
+    if base in order:
+        try:
+            return (order.index(base), float(tag), name)
+        except ValueError:
+            pass
+    return (len(order), 0.0, name)

@@ -92,6 +92,10 @@ def test_voxelmorph_dot_lambda_is_voxelmorph_at_that_lambda_in_one_family():
         create_method("voxelmorph.abc")
     with pytest.raises(ConfigError, match="has no option 'lam'"):  # λ is the name: one source, never two that disagree
         create_method("voxelmorph.1e-3", lam=0.1)
+    from regbench.registry import method_sort_key
+
+    rows = ["voxelmorph.1", "gsmorph", "voxelmorph.1e-4", "fields.b", "voxelmorph.3e-2", "initial"]
+    assert sorted(rows, key=method_sort_key) == ["initial", "gsmorph", "voxelmorph.1e-4", "voxelmorph.3e-2", "voxelmorph.1", "fields.b"]  # tables: by λ
 
 
 @pytest.mark.slow
