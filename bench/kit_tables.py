@@ -81,10 +81,10 @@ def _label_columns(per_case: pd.DataFrame, metric: str) -> list[str]:
 def _aligned(per_case: pd.DataFrame, methods: Sequence[str], columns: Sequence[str], penalty: float | None) -> dict[str, np.ndarray]:
     """Each method's values of ``columns`` over the union of pairs (case-major), NaN replaced by ``penalty``
     (None: the largest value any method has at that position)."""
-    frame = per_case.set_index(["method", "case_id"])
     cases = sorted(set(per_case["case_id"]))
-    table = {m: np.array([[float(frame.loc[(m, c), col]) if (m, c) in frame.index else np.nan for col in columns] for c in cases]).ravel() for m in methods}
-    table = {m: np.where(np.isfinite(v), v, np.nan) for m, v in table.items()}  # inf (a vanished label's HD95) is missing too
+    grid = pd.MultiIndex.from_product([list(methods), cases], names=["method", "case_id"])  # a pair a method lacks: NaN
+    values = per_case.set_index(["method", "case_id"])[list(columns)].reindex(grid).to_numpy(np.float64).reshape(len(methods), -1)
+    table = {m: np.where(np.isfinite(v), v, np.nan) for m, v in zip(methods, values)}  # inf (a vanished label's HD95) is missing too
     stacked = np.vstack(list(table.values()))
     worst = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
     return {m: np.where(np.isnan(v), penalty if penalty is not None else worst, v) for m, v in table.items()}

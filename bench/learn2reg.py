@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .interface import Pair
-from .metrics import MetricSpec, _det, dice, label_key, pair_labels, simplex_jacobians
+from .metrics import MetricSpec, _det, dice, label_key, non_diffeomorphic_share, pair_labels
 
 CONVENTION = "learn2reg"
 PREFIX = "l2r_"
@@ -155,30 +155,24 @@ def kit_tre_mm(flow: np.ndarray, fixed_points: Any, moving_points: Any, spacing:
 
 def lumir_ndv(flow: np.ndarray, moving: np.ndarray) -> float:
     """NDV (NDA in 2-D) in % over the moving image's foreground, :data:`NDV_CROP` voxel cropped (LUMIR's)."""
-    jacobians = simplex_jacobians(flow)
-    weight = 2.0 if len(jacobians) == 4 else 6.0
-    inner = (slice(NDV_CROP, -NDV_CROP),) * (len(flow))
-    per_voxel = sum(-0.5 * np.minimum(j, 0.0) / weight for j in jacobians)[inner]
-    mask = (np.asarray(moving) > 0)[inner]
-    return float(100.0 * per_voxel[mask].sum() / max(int(mask.sum()), 1))
+    return non_diffeomorphic_share(flow, np.asarray(moving) > 0, crop=NDV_CROP)
 
 
 def kit_overlap(fixed_label: np.ndarray, moving_label: np.ndarray, flow: np.ndarray, labels: Mapping[str, int]) -> dict[str, float]:
     """``l2r_dice``/``l2r_hd95`` per label and their NaN-means (a label absent from either map: NaN)."""
     warped = kit_warp_label(moving_label, flow)
-    row: dict[str, float] = {}
+    per_label: dict[str, dict[str, float]] = {metric: {} for metric in PER_LABEL}
     for name, value in labels.items():
         key = label_key(name)
         f, m, w = np.asarray(fixed_label) == value, np.asarray(moving_label) == value, warped == value
         present = bool(f.any() and m.any())
-        row[f"l2r_dice_{key}"] = dice(f, w) if present else float("nan")
-        row[f"l2r_hd95_{key}"] = kit_hd95(f, w) if present else float("nan")
-    out: dict[str, float] = {}
-    for metric in PER_LABEL:  # the mean first, then its labels (per_case.csv's order)
-        values = {f"{metric}_{label_key(name)}": row[f"{metric}_{label_key(name)}"] for name in labels}
-        out[metric] = float(np.nanmean(list(values.values()))) if any(np.isfinite(list(values.values()))) else float("nan")
-        out.update(values)
-    return out
+        per_label["l2r_dice"][f"l2r_dice_{key}"] = dice(f, w) if present else float("nan")
+        per_label["l2r_hd95"][f"l2r_hd95_{key}"] = kit_hd95(f, w) if present else float("nan")
+    row: dict[str, float] = {}
+    for metric, values in per_label.items():  # the mean first, then its labels (per_case.csv's order)
+        row[metric] = float(np.nanmean(list(values.values()))) if any(np.isfinite(list(values.values()))) else float("nan")
+        row.update(values)
+    return row
 
 
 def evaluate_kit(pair: Pair, flow: np.ndarray) -> dict[str, float]:

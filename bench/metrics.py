@@ -241,15 +241,20 @@ def simplex_jacobians(flow: np.ndarray) -> list[np.ndarray]:
     return jacobians
 
 
-def non_diffeomorphic_share(flow: np.ndarray, mask: np.ndarray | None = None) -> float:
+def non_diffeomorphic_share(flow: np.ndarray, mask: np.ndarray | None = None, crop: int = 0) -> float:
     """NDA (2-D) or NDV (3-D) in % (Liu et al., IJCV 2024): the area or volume of the simplices
     (:func:`simplex_jacobians`) that the deformation turns inside out, which the central-difference count (NJD)
     can miss. Written from the formulas in the paper, not from its GPL package. NDA(p) = Σ −½·min(J, 0)/2 over
     the four triangles (each half a pixel); NDV(v) = Σ −½·min(J, 0)/6 over the ten tetrahedra. ``mask``: the
-    voxels it is summed over and divided by (None: all; the fixed or moving foreground where a study asks)."""
+    voxels it is summed over and divided by (None: all; the fixed or moving foreground where a study asks);
+    ``crop``: voxels left out on every side after the measure is taken on the whole field (LUMIR's 1)."""
     jacobians = simplex_jacobians(flow)
     weight = 2.0 if len(jacobians) == 4 else 6.0
     per_voxel = sum(-0.5 * np.minimum(j, 0.0) / weight for j in jacobians)
+    if crop:
+        inner = (slice(crop, -crop),) * per_voxel.ndim
+        per_voxel = per_voxel[inner]
+        mask = None if mask is None else np.asarray(mask)[inner]
     if mask is None:
         return float(100.0 * per_voxel.sum() / per_voxel.size)
     mask = np.asarray(mask, dtype=bool)
