@@ -205,24 +205,25 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         ),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
-    _write_tradeoff(report, run_dirs, per_case, names)
+    from .figures import load_sweeps
+
+    sweeps = load_sweeps(run_dirs)  # read once: the trade-off table and its figure
+    _write_tradeoff(report, per_case, sweeps, names)
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
         _write_kit_tables(report, averaged, names, options)
     if options.compare_paper:
         _write_paper_comparison(report, cells, datasets, options, names)
     if options.figures:
-        _draw_figures(report, run_dirs, per_case, averaged, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
+        _draw_figures(report, run_dirs, per_case, averaged, sweeps, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
     return report
 
 
-def _write_tradeoff(report: Report, run_dirs: Sequence[Path], per_case: pd.DataFrame, names: Names) -> None:
+def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame, names: Names) -> None:
     """tradeoff.{csv,md}: every method against each λ front the runs have (a declared family of two or more
     methods, a method's sweep curve), where they have one."""
-    from .figures import load_sweeps
-
     families = names.family_members(list(dict.fromkeys(per_case["method"])))
     columns = {method: column for method, (column, _) in names.sweep_parameters.items()}
-    frame = tradeoff_frame(per_case, load_sweeps(run_dirs), families, columns)
+    frame = tradeoff_frame(per_case, sweeps, families, columns)
     if len(frame):
         report.written += [
             _write(report.out_dir / "tradeoff.csv", frame.to_csv(index=False)),
@@ -315,7 +316,9 @@ def _write_paper_comparison(report: Report, cells: pd.DataFrame, datasets: Seque
     ]
 
 
-def _draw_figures(report: Report, run_dirs: Sequence[Path], per_case: pd.DataFrame, averaged: pd.DataFrame, seeded: bool, names: Names) -> None:
+def _draw_figures(
+    report: Report, run_dirs: Sequence[Path], per_case: pd.DataFrame, averaged: pd.DataFrame, sweeps: pd.DataFrame, seeded: bool, names: Names
+) -> None:
     """figures/*.png|pdf; one figure failing is a problem line, never the loss of the others."""
     from . import figures
 
@@ -324,7 +327,7 @@ def _draw_figures(report: Report, run_dirs: Sequence[Path], per_case: pd.DataFra
     for name, draw in [
         *drawings,
         ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem, names)),
-        ("tradeoff", lambda stem: figures.tradeoff(ok, figures.load_sweeps(run_dirs), stem, names)),
+        ("tradeoff", lambda stem: figures.tradeoff(ok, sweeps, stem, names)),
         ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem, names)),
         ("training", lambda stem: figures.training_curves(run_dirs, stem, list(per_case["method"].unique()), names)),
     ]:

@@ -92,10 +92,8 @@ class InstanceOptimisation:
         as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)[None, None]  # noqa: E731
         fixed_t, moving_t = as_batch(fixed), as_batch(moving)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.history = []
-        for _ in range(self.iterations):
-            _, _, share = trainer.step(model, params, optimiser, objective, moving_t, fixed_t, generator)
-            self.history.append(None if share is None else float(share))
+        shares = [trainer.step(model, params, optimiser, objective, moving_t, fixed_t, generator)[2] for _ in range(self.iterations)]
+        self.history = [None if share is None else float(share) for share in shares]  # read once, after the steps: no sync per step
         with torch.no_grad():
             flow = model(moving_t, fixed_t)[0].cpu().numpy().astype(np.float32)
         return Registration(warp(np.asarray(moving, np.float32), flow), flow)
