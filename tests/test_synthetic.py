@@ -66,3 +66,58 @@ def test_initial_overlap_near_the_papers_and_ground_truth_registers_well():
     after = np.mean([evaluate(p, Registration(warp(p.moving, p.flow_gt), p.flow_gt))["dice"] for p in ps])
     assert 0.5 < before < 0.72, before  # the paper's Initial row: 61.8% (ACDC), 61.0% (M&M)
     assert after > 0.9, after
+
+
+def _initial_dice(ds: SyntheticCardiac) -> float:
+    initial = create_method("initial")
+    return float(np.mean([evaluate(p, initial.register(p.fixed, p.moving))["dice"] for p in ds.subject_pairs("synth000")]))
+
+
+def test_motion_option_scales_the_motion_and_its_true_flow_still_inverts_it():
+    base = SyntheticCardiac(n_subjects=3, image_size=64)
+    strong = SyntheticCardiac(n_subjects=3, image_size=64, motion=1.6)
+    weak = SyntheticCardiac(n_subjects=3, image_size=64, motion=0.5)
+    flows = {
+        name: np.mean([np.abs(p.flow_gt).mean() for p in ds.subject_pairs("synth000")]) for name, ds in (("base", base), ("strong", strong), ("weak", weak))
+    }
+    assert flows["weak"] < 0.7 * flows["base"] and flows["strong"] > 1.3 * flows["base"], flows
+    assert _initial_dice(strong) < _initial_dice(base) < _initial_dice(weak)
+    # ED (the fixed frame) is the same anatomy; only ES moves further.
+    assert np.array_equal(strong.subject_pairs("synth000")[1].fixed_label, base.subject_pairs("synth000")[1].fixed_label)
+    # S(x + u(x)) = x still holds at the strongest motion tested.
+    p = strong.subject_pairs("synth000")[1]
+    from regbench.datasets.synthetic import scale_motion
+
+    anatomies, tissue = _draw_subject(np.random.default_rng([strong.seed, 0]), strong.fov_mm)
+    sl = _Slice(scale_motion(anatomies[1], 1.6), tissue)
+    sp, n = strong.spacing[0], strong.image_size
+    r, c = np.meshgrid((np.arange(n) + 0.5) * sp, (np.arange(n) + 0.5) * sp, indexing="ij")
+    sr, sc = sl.source(r + p.flow_gt[0] * sp, c + p.flow_gt[1] * sp)
+    assert np.abs(sr - r).max() < 1e-3 * sp and np.abs(sc - c).max() < 1e-3 * sp
+
+
+def test_contrast_option_changes_the_images_not_the_anatomy_or_motion():
+    base = SyntheticCardiac(n_subjects=3, image_size=64).subject_pairs("synth000")[1]
+    flat = SyntheticCardiac(n_subjects=3, image_size=64, contrast=0.5).subject_pairs("synth000")[1]
+    assert np.array_equal(base.fixed_label, flat.fixed_label) and np.array_equal(base.flow_gt, flat.flow_gt)
+
+    def blood_to_myo(p):  # mean LV blood pool intensity over mean myocardium intensity, in the fixed frame
+        return p.fixed[p.fixed_label == 3].mean() - p.fixed[p.fixed_label == 2].mean()
+
+    assert blood_to_myo(flat) < 0.7 * blood_to_myo(base)
+
+
+def test_domain_options_at_their_defaults_leave_the_data_and_manifest_unchanged():
+    ds = SyntheticCardiac(n_subjects=3, image_size=32, motion=1.0, contrast=1.0)
+    assert "motion" not in ds.options() and "contrast" not in ds.options()
+    assert {"motion": 1.3, "contrast": 0.8}.items() <= SyntheticCardiac(n_subjects=3, image_size=32, motion=1.3, contrast=0.8).options().items()
+
+
+@pytest.mark.parametrize(
+    "options, named", [({"motion": 0}, "motion"), ({"motion": 2.5}, "motion"), ({"contrast": -1}, "contrast"), ({"contrast": "high"}, "contrast")]
+)
+def test_bad_domain_options_are_one_error_naming_them(options, named):
+    from regbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=named):
+        create_dataset("synthetic", n_subjects=3, image_size=32, **options)
