@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import PRECISIONS, PROFILES, load_config, parse_seeds
+from .config import DEFAULT_NJD_BUDGET, PRECISIONS, PROFILES, load_config, parse_dataset_options, parse_seeds
 from .errors import ConfigError, RegbenchError
 from .study import DEFAULT_STUDY
 
@@ -31,6 +31,14 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="{" + ",".join(PROFILES) + "}",
         help="data size and training budget (default: quick); each is described under 'profiles' below",
     )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        metavar="KEY=VALUE",
+        dest="dataset_option",
+        help="a dataset option over the profile's, the value read as YAML, e.g. --dataset-option motion=1.4 (repeat for more; "
+        "each dataset's options: docs/datasets.md)",
+    )
     p.add_argument("--out", help="run directory (default: results/DATASET-PROFILE)")
     p.add_argument("--refresh", action="store_true", help="prepare the dataset's pairs from its files again, ignoring its cache (acdc, mnm, acdc3d, mnm3d)")
     p.add_argument("--seed", type=int, help="global seed (default 0)")
@@ -38,7 +46,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds",
         help="training seeds, e.g. 0,1,2: each trainable method is trained and evaluated once per seed "
-        "(classical methods once); default: once, with the method's own seed (3407 for the deep methods)",
+        "(classical methods once); default: the profile's (tradeoff: 0,1,2), else once, with the method's own seed (3407 for the deep methods)",
     )
 
 
@@ -198,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where (default RUN/export/FORMAT)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="the values' type (default float32)")
     p.add_argument("--methods", help="comma-separated methods (default: every method with scored cases)")
+    p = sub.add_parser(
+        "transfer",
+        help="carry a λ tuned on one run's validation split to another run, against the methods with no λ",
+        description="Tune the λ family (e.g. voxelmorph.<λ>) that both runs trained, on each run's validation split by one rule "
+        "(best validation Dice among the λ whose validation NJD is within --njd-budget; the last validated epoch, mean over "
+        "seeds), then score the λ tuned on A on B's test pairs beside the λ tuned on B itself and every other trained method "
+        "of B (the hyper-parameter-free ones), and the same from B to A. Writes transfer.{md,csv,tex} and tuning.md. "
+        "The tradeoff profile trains what it needs: see docs/tradeoff.md.",
+    )
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="a run directory that trained a λ family with validation")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="a second one, same family and grid, on another dataset or domain")
+    p.add_argument(
+        "--njd-budget", type=float, default=DEFAULT_NJD_BUDGET, help=f"folding budget of the tuning rule, NJD %% on validation (default {DEFAULT_NJD_BUDGET:g})"
+    )
+    p.add_argument("--out", type=Path, help="output folder (default RUN_B/report)")
     sub.add_parser("methods", help="list registered methods")
     sub.add_parser("datasets", help="list registered datasets")
 
@@ -260,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace):
-    dataset_options = {"root": args.root} if getattr(args, "root", None) else None
+    given = {**parse_dataset_options(getattr(args, "dataset_option", None) or []), **({"root": args.root} if getattr(args, "root", None) else {})}
+    dataset_options = given or None
     return load_config(
         args.config,
         dataset=args.dataset,
@@ -412,6 +436,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if not result.missing else 1
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from .transfer import TuningRule, write_transfer
+
+    if not args.njd_budget >= 0:
+        raise ConfigError(f"--njd-budget must be a non-negative percentage, got {args.njd_budget!r}")
+    written = write_transfer(args.run_a, args.run_b, TuningRule(args.njd_budget), args.out)
+    print(written[0].read_text(), end="")
+    print("\n".join(f"written {path}" for path in written))
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .registry import METHODS
 
@@ -515,6 +550,7 @@ COMMANDS = {
     "check-method": cmd_check_method,
     "perf": cmd_perf,
     "export": cmd_export,
+    "transfer": cmd_transfer,
 }
 
 

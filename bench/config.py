@@ -18,6 +18,9 @@ from .pool import DEFAULT_CASE_TIMEOUT_S
 #: Metric conventions a run can score beside the strict ones (RunConfig.conventions).
 CONVENTIONS = ("learn2reg",)
 
+# `regbench transfer`'s default folding budget when it tunes λ: validation NJD (% of pixels with det J ≤ 0).
+DEFAULT_NJD_BUDGET = 1.0
+
 # The deep methods' arithmetic (TrainSettings.precision; regbench.trainer.precision_mode says what each means).
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -36,6 +39,7 @@ class Profile:
     dataset_options: dict[str, dict[str, Any]]  # defaults per dataset name
     max_test_pairs: int | None = None
     methods: tuple[str, ...] = ("*",)  # when the run names none
+    seeds: tuple[int, ...] | None = None  # training seeds when the run names none (None: each method's own)
     # Every deep method's training settings (regbench.trainer.TrainSettings fields) under this profile.
     training: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, over its profile_options
@@ -106,6 +110,21 @@ PROFILES: dict[str, Profile] = {
         # and its tables say so).
         method_options={"gs-agr": {"epochs": 240}},
     ),
+    "tradeoff": Profile(
+        "tradeoff",
+        "the trade-off study (`--methods tradeoff`, seeds 0,1,2): VoxelMorph at 9 λ from 1e-4 to 1, HyperMorph, "
+        "VoxelMorph-diff, GS-Agr, GS-PCGrad and GSMorph on 24 synthetic subjects at 64 px split 14/5/5, deep methods "
+        "10 epochs at batch 16 with a cosine lr decay, HyperMorph with 8 hyper units; about 13 minutes per dataset on 2 CPU cores with --jobs 2",
+        {"synthetic": {"n_subjects": 24, "image_size": 64, "split": [0.6, 0.2, 0.2]}},
+        methods=("tradeoff",),
+        seeds=(0, 1, 2),
+        # The last epoch's weights are scored, so the lr is annealed to settle them (as in reproduce); validation
+        # every epoch on 16 validation pairs is what `regbench transfer` tunes λ on. Sized for the whole study (two
+        # datasets of 42 trainings each) to fit 30 minutes on 2 cores: 28 subjects and HyperMorph's 64 hyper units
+        # took 18 minutes per dataset on a Zen 4 (HyperMorph 117 s a training, four VoxelMorphs' worth).
+        training={"epochs": 10, "batch_size": 16, "lr_schedule": "cosine", "val_every": 1, "max_val_pairs": 16},
+        method_options={"hypermorph": {"hyper_units": 8}},
+    ),
     "paper": Profile(
         "paper",
         "the paper's settings: 128×128 images, AdamW lr 5e-3, batch 32, 500 epochs, seed 3407 (GPU); synthetic3d: "
@@ -174,6 +193,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.methods is None:
             self.methods = list(get_profile(self.profile).methods)
+        if self.seeds is None and get_profile(self.profile).seeds is not None:
+            self.seeds = list(get_profile(self.profile).seeds or ())
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         if not isinstance(self.methods, list) or not all(isinstance(m, str) for m in self.methods):
@@ -292,6 +313,21 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got {text!r}") from None
     return seeds
+
+
+def parse_dataset_options(items: list[str]) -> dict[str, Any]:
+    """``--dataset-option motion=1.4 --dataset-option noise=[0.04,0.07]`` → {"motion": 1.4, "noise": [0.04, 0.07]}
+    (each value read as YAML); anything else is a ConfigError naming the entry."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--dataset-option takes KEY=VALUE (e.g. motion=1.4), got {item!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--dataset-option {item!r}: the value is not valid YAML ({exc})") from None
+    return options
 
 
 def config_keys() -> list[str]:

@@ -164,12 +164,11 @@ def tradeoff_frame(
     return frame[["dataset", "front", *[c for c in frame.columns if c not in ("dataset", "front")]]]
 
 
-def tradeoff_markdown(frame: pd.DataFrame, method_name: Callable[[str], str], cost_label: str = "SDlogJ") -> str:
-    """The trade-off table: each method against each front, gap in Dice points with its seed interval."""
-    lines = [
-        f"| Front | Method | Seeds | {cost_label} | Dice (%) | Dominated | Gap (Dice points) | 95 % CI over seeds |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+TRADEOFF_HEADERS = ["Front", "Method", "Seeds", "{cost}", "Dice (%)", "Dominated", "Gap (Dice points)", "95 % CI over seeds"]
+
+
+def _tradeoff_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> list[list[str]]:
+    rows = []
     for _, row in frame.iterrows():
         front = str(row["front"])
         if front.endswith(" sweep"):  # "METHOD COLUMN sweep": the method by its display name
@@ -177,14 +176,41 @@ def tradeoff_markdown(frame: pd.DataFrame, method_name: Callable[[str], str], co
             front = f"{method_name(method)} {column} sweep"
         gap = "–" if np.isnan(row["gap"]) else f"{100 * row['gap']:+.2f}"
         interval = "–" if np.isnan(row["gap_low"]) else f"[{100 * row['gap_low']:+.2f}, {100 * row['gap_high']:+.2f}]"
-        lines.append(
-            f"| {front} | {method_name(str(row['method']))} | {row['n_seeds']} | {row['sdlogj']:.3f} | {100 * row['dice']:.2f} | "
-            f"{'yes' if row['dominated'] else 'no'} | {gap} | {interval} |"
+        rows.append(
+            [
+                front,
+                method_name(str(row["method"])),
+                str(row["n_seeds"]),
+                f"{row['sdlogj']:.3f}",
+                f"{100 * row['dice']:.2f}",
+                "yes" if row["dominated"] else "no",
+                gap,
+                interval,
+            ]
         )
-    caption = (
+    return rows
+
+
+def tradeoff_caption(cost_label: str = "SDlogJ") -> str:
+    return (
         f"Each method against each front of tuned λ (the non-dominated points of a λ family on {cost_label} against Dice; "
         "linear between points, flat past the roughest, undefined smoother than the smoothest): Dominated, some λ is at "
         f"least as smooth and as accurate; Gap, the method's Dice minus the front's at its {cost_label}, per seed, mean "
         "(negative: what tuning λ adds at equal smoothness); CI: Student's t over seeds (– with one seed)."
     )
-    return "\n".join(lines) + f"\n\n{caption}\n"
+
+
+def tradeoff_markdown(frame: pd.DataFrame, method_name: Callable[[str], str], cost_label: str = "SDlogJ") -> str:
+    """The trade-off table: each method against each front, gap in Dice points with its seed interval."""
+    headers = [h.format(cost=cost_label) for h in TRADEOFF_HEADERS]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _tradeoff_cells(frame, method_name)]
+    return "\n".join(lines) + f"\n\n{tradeoff_caption(cost_label)}\n"
+
+
+def tradeoff_latex(frame: pd.DataFrame, method_name: Callable[[str], str], label: str = "tab:tradeoff", cost_label: str = "SDlogJ") -> str:
+    """The trade-off table in LaTeX (booktabs)."""
+    from .tables import booktabs_table
+
+    headers = [h.format(cost=cost_label) for h in TRADEOFF_HEADERS]
+    return booktabs_table(headers, _tradeoff_cells(frame, method_name), tradeoff_caption(cost_label), label, "llrrrlrl")

@@ -20,7 +20,7 @@ from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
-from .front import tradeoff_frame, tradeoff_markdown
+from .front import tradeoff_frame, tradeoff_latex, tradeoff_markdown
 from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown
 from .metrics import with_structures
 from .naming import Names
@@ -219,7 +219,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
 
 
 def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame, names: Names) -> None:
-    """tradeoff.{csv,md}: every method against each λ front the runs have (a declared family of two or more
+    """tradeoff.{csv,md,tex}: every method against each λ front the runs have (a declared family of two or more
     methods, a method's sweep curve), where they have one."""
     families = names.family_members(list(dict.fromkeys(per_case["method"])))
     columns = {method: column for method, (column, _) in names.sweep_parameters.items()}
@@ -228,6 +228,7 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
         report.written += [
             _write(report.out_dir / "tradeoff.csv", frame.to_csv(index=False)),
             _write(report.out_dir / "tradeoff.md", tradeoff_markdown(frame, names.method)),
+            _write(report.out_dir / "tradeoff.tex", tradeoff_latex(frame, names.method)),
         ]
 
 

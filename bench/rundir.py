@@ -13,7 +13,7 @@ Layout (format :data:`FORMAT_VERSION`)::
     split.json           subjects of the train/val/test splits
     lock.json            the writer's lock (regbench.lock)
     models/METHOD/[seed-S/]  final.pt, checkpoint.pt (while training), history.csv, the method's own files
-    curves/METHOD_sweep.csv  parameter sweeps on the test split
+    curves/METHOD[_seed-S]_sweep.csv  parameter sweeps on the test split, one file per training seed
     examples/pairs/CASE_ID.npz, examples/METHOD/CASE_ID.npz   the qualitative figure's arrays
     report/              what ``regbench report`` writes
 
@@ -167,8 +167,10 @@ class RunDir:
             out[(path.parent.parent.name, int(path.parent.name[len(SEED_DIR_PREFIX) :]))] = path
         return out
 
-    def sweep(self, method: str) -> Path:
-        return self.root / CURVES_DIR / f"{method}{SWEEP_SUFFIX}"
+    def sweep(self, method: str, seed: int | None = None) -> Path:
+        """``curves/METHOD_sweep.csv`` for the method's own seed, ``curves/METHOD_seed-S_sweep.csv`` per training
+        seed (a run made before sweeps were per seed kept its first seed's in the former, without a seed column)."""
+        return self.root / CURVES_DIR / f"{method}{'' if seed is None else f'_{SEED_DIR_PREFIX}{seed}'}{SWEEP_SUFFIX}"
 
     def sweep_files(self) -> list[Path]:
         return sorted((self.root / CURVES_DIR).glob(f"*{SWEEP_SUFFIX}"))

@@ -260,11 +260,12 @@ def write_split(run_dir: RunDir, dataset: Any) -> None:
         atomic_write_text(run_dir.split, json.dumps(dataset.split(), indent=1) + "\n")
 
 
-def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str) -> None:
-    """A method's parameter sweep on the test pairs (per parameter value and pair), for the reports."""
+def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str, seed: int | None = None) -> None:
+    """A method's parameter sweep on the test pairs (per parameter value and pair; the training seed of the model
+    swept in column ``seed``), for the reports."""
     import pandas as pd
 
-    rows = [{"method": method.name, "dataset": dataset, **row} for row in method.sweep(pairs)]
+    rows = [{"method": method.name, "dataset": dataset, "seed": seed, **row} for row in method.sweep(pairs)]
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
@@ -435,15 +436,18 @@ def _unit_order(
         yield unit_of[future.key]
 
 
-def _sweeps(context: RunContext, name: str, first: bool) -> bool:
-    """Whether this unit scores its method's sweep (the first seed of a method that has one, not yet written)."""
-    return bool(first and context.config.sweep and not context.run_dir.sweep(name).exists() and METHODS.meta(name).sweep is not None)
+def _sweeps(context: RunContext, name: str, seed: int | None, first: bool) -> bool:
+    """Whether this unit scores its method's sweep: a method that has one, at each training seed, not yet written
+    (a run made before sweeps were per seed wrote its first seed's as the seedless file)."""
+    if not (context.config.sweep and METHODS.meta(name).sweep is not None) or context.run_dir.sweep(name, seed).exists():
+        return False
+    return not (first and seed is not None and context.run_dir.sweep(name).exists())
 
 
 def _has_work(context: RunContext, name: str, seed: int | None, first: bool) -> bool:
     """Whether a unit has cases to score or a sweep to write (a unit without either is not even trained)."""
     done = context.store.done(name, seed)
-    return any(p.key not in done for p in context.test_pairs) or _sweeps(context, name, first)
+    return any(p.key not in done for p in context.test_pairs) or _sweeps(context, name, seed, first)
 
 
 def _wait_watching(futures: list[concurrent.futures.Future], watch: Callable[[], None], every_s: float = 5.0) -> None:
@@ -507,8 +511,8 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
         pending = [p for p in test_pairs if p.key not in done]
         result.skipped[unit] = len(test_pairs) - len(pending)
         result.retried[unit] = sum(p.key in failed for p in pending)
-        sweep_path = run_dir.sweep(name)
-        sweeps = _sweeps(context, name, first)
+        sweep_path = run_dir.sweep(name, seed)
+        sweeps = _sweeps(context, name, seed, first)
         if not pending and not sweeps:
             return
         if seed is not None:  # the same options, trained from this seed
@@ -553,4 +557,4 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
     bar.close()
     result.evaluated[unit] = count
     if sweeps:
-        write_sweep(sweep_path, method, test_pairs, config.dataset)
+        write_sweep(sweep_path, method, test_pairs, config.dataset, seed)

@@ -57,5 +57,21 @@ GSMORPH_MICCAI2023 = Study(
     labels={"LV": 3, "Myo": 2, "RV": 1},  # ACDC's values, which M&M and the synthetic heart share
 )
 
-STUDIES: dict[str, Study] = {GSMORPH_MICCAI2023.name: GSMORPH_MICCAI2023}
+# VoxelMorph's λ, log-spaced at half decades from 1e-4 to 1 (the tags of ``voxelmorph.<λ>``).
+LAMBDA_GRID = ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1", "1")
+
+# The question GSMorph asks, measured: where each hyper-parameter-free method sits against what tuning λ reaches
+# (the trade-off front of the λ grid and HyperMorph's test-time λ curve; `regbench transfer` carries a λ tuned on
+# one dataset to another). No published numbers.
+TRADEOFF = Study(
+    name="tradeoff",
+    title="The accuracy–smoothness trade-off: a VoxelMorph λ grid against the hyper-parameter-free methods",
+    methods=("initial", *(f"voxelmorph.{lam}" for lam in LAMBDA_GRID), "hypermorph", "voxelmorph-diff", "gs-agr", "gs-pcgrad", "gsmorph"),
+    reference="gsmorph",
+    step_reference="voxelmorph.1e-2",
+    baselines=("initial",),
+    alias="tradeoff",
+)
+
+STUDIES: dict[str, Study] = {study.name: study for study in (GSMORPH_MICCAI2023, TRADEOFF)}
 DEFAULT_STUDY = GSMORPH_MICCAI2023

@@ -46,6 +46,27 @@ def latex_escape(text: str) -> str:
     return text
 
 
+def booktabs_table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str, label: str, spec: str) -> str:
+    """A LaTeX table (booktabs rules) of plain-text cells, every cell and the caption escaped."""
+    return "\n".join(
+        [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{latex_escape(caption)}}}",
+            rf"\label{{{label}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(latex_escape(h) for h in headers) + r" \\",
+            r"\midrule",
+            *(" & ".join(latex_escape(cell) for cell in row) + r" \\" for row in rows),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    )
+
+
 DEFORMATION_METRICS = {"njd", "sdlogj", "ndv"}
 
 

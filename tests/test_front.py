@@ -49,7 +49,7 @@ def test_each_method_is_placed_against_the_family_front_with_a_seed_interval():
 
 
 def test_the_report_table_places_every_method_against_each_family_and_sweep_front():
-    from regbench.front import tradeoff_frame, tradeoff_markdown
+    from regbench.front import tradeoff_frame, tradeoff_latex, tradeoff_markdown
 
     rows = [("vm-a", 0, 0.1, 0.70), ("vm-b", 0, 0.2, 0.80), ("vm-c", 0, 0.3, 0.85), ("hm", 0, 0.25, 0.84)]
     rows += [("gs", s, 0.15, d) for s, d in enumerate([0.735, 0.73, 0.725])]
@@ -79,6 +79,9 @@ def test_the_report_table_places_every_method_against_each_family_and_sweep_fron
     display = {"hm": "HyperMorph", "gs": "GSMorph"}
     text = tradeoff_markdown(frame, lambda m: display.get(m, m))
     assert "| HyperMorph lam sweep | GSMorph | 3 | 0.150 | 73.00 | no | -3.00 |" in text
+    latex = tradeoff_latex(frame, lambda m: display.get(m, m), label="tab:t")
+    assert r"HyperMorph lam sweep & GSMorph & 3 & 0.150 & 73.00 & no & -3.00 &" in latex and r"\label{tab:t}" in latex
+    assert latex.count(r"\\") == len(frame) + 1 and r"95 \% CI" in latex  # a row per placement and the header; escaped
 
 
 def test_voxelmorph_dot_lambda_is_voxelmorph_at_that_lambda_in_one_family():

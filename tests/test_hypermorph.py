@@ -239,6 +239,32 @@ def test_run_writes_the_lambda_sweep_and_resumes_without_recomputing(tmp_path):
     assert result.evaluated == {} and sweep_path.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
+def test_each_training_seed_sweeps_its_own_model_and_the_front_has_their_spread(tmp_path):
+    from regbench.front import tradeoff_frame
+
+    options = {"hypermorph": {"hyper_units": 4, "sweep_grid": [0.0, 0.5, 1.0]}}
+    config = load_config(
+        None, methods=["initial", "hypermorph"], profile="smoke", out=str(tmp_path / "run"), max_test_pairs=3, seeds=[0, 1], method_options=options
+    )
+    run(config, progress=False)
+    curves = tmp_path / "run" / "curves"
+    assert sorted(p.name for p in curves.iterdir()) == ["hypermorph_seed-0_sweep.csv", "hypermorph_seed-1_sweep.csv"]
+    sweeps = pd.concat([pd.read_csv(p) for p in sorted(curves.iterdir())], ignore_index=True)
+    assert sorted(sweeps["seed"].unique()) == [0, 1] and len(sweeps) == 2 * 3 * 3
+    # The two seeds' models differ, so do their curves; the front is placed per seed, with an interval.
+    by_seed = sweeps.groupby(["seed", "lam"])["dice"].mean().unstack(0)
+    assert not np.allclose(by_seed[0], by_seed[1])
+    per_case = pd.read_csv(tmp_path / "run" / "per_case.csv")
+    frame = tradeoff_frame(per_case, sweeps, {}, {"hypermorph": "lam"})
+    assert list(frame["method"]) == ["initial"] and frame["front"].iloc[0] == "hypermorph lam sweep"
+    # A run made before sweeps were per seed kept its first seed's as curves/hypermorph_sweep.csv: resuming it
+    # writes no second copy of that seed's curve.
+    (curves / "hypermorph_seed-0_sweep.csv").rename(curves / "hypermorph_sweep.csv")
+    result = run(config, progress=False)
+    assert result.evaluated == {} and not (curves / "hypermorph_seed-0_sweep.csv").exists()
+
+
 def _lambda_dependence(model: HyperRegistrationNet) -> float:
     """‖e(1) − e(0)‖ of the embedding the conv heads read: 0 means λ cannot change the network."""
     with torch.no_grad():

@@ -375,6 +375,36 @@ def test_an_empty_seed_entry_is_an_error():
     assert parse_seeds("0,1") == [0, 1]
 
 
+def test_dataset_options_on_the_command_line_are_yaml_values_over_the_profiles(tmp_path, capsys):
+    from regbench.cli import main
+    from regbench.config import parse_dataset_options
+
+    assert parse_dataset_options(["motion=1.4", "noise=[0.04, 0.07]", "seed=3"]) == {"motion": 1.4, "noise": [0.04, 0.07], "seed": 3}
+    with pytest.raises(ConfigError, match=r"KEY=VALUE .*'motion'"):
+        parse_dataset_options(["motion"])
+    out = tmp_path / "shifted"
+    assert main(["run", "--profile", "smoke", "--methods", "initial", "--dataset-option", "motion=1.5", "--out", str(out), "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    # The profile's options stay; the flag's is added (and binds the run directory).
+    assert {"motion": 1.5, "n_subjects": 8}.items() <= manifest["fingerprint"]["dataset_options"].items()
+    assert main(["run", "--profile", "smoke", "--methods", "initial", "--out", str(out), "--no-progress"]) == 2
+    assert "motion" in capsys.readouterr().err
+    assert main(["run", "--profile", "smoke", "--methods", "initial", "--dataset-option", "motion=9", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "motion must be a number in (0, 1.8]" in capsys.readouterr().err
+
+
+def test_the_tradeoff_profile_trains_its_study_at_three_seeds_unless_told_otherwise():
+    from regbench.registry import METHODS
+    from regbench.study import LAMBDA_GRID
+
+    config = RunConfig(profile="tradeoff")
+    assert config.methods == ["tradeoff"] and config.seeds == [0, 1, 2]
+    assert RunConfig(profile="tradeoff", seeds=[5]).seeds == [5] and RunConfig(profile="quick").seeds is None
+    expanded = METHODS.resolve(["tradeoff"])
+    assert [f"voxelmorph.{lam}" for lam in LAMBDA_GRID] == [m for m in expanded if m.startswith("voxelmorph.")]
+    assert {"gsmorph", "gs-pcgrad", "gs-agr", "voxelmorph-diff", "hypermorph", "initial"} <= set(expanded)
+
+
 def test_a_bad_option_value_names_the_method_and_the_config_file(tmp_path):
     path = tmp_path / "ten.yaml"
     path.write_text("method_options:\n  gsmorph: {epochs: ten}\n")
