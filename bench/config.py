@@ -158,8 +158,8 @@ class RunConfig:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     hd95_convention: str = "pooled"
     jacobian_scheme: str = "central"
-    # Where NDA/NDV (the `ndv` column) is measured: "none" (every voxel), "fixed" or "moving" (that image's
-    # foreground, intensity > 0; LUMIR's rule is the moving image's).
+    # Where NDA/NDV (the `ndv` column) is measured: "none" (every voxel), "fixed" or "moving" (that image's region:
+    # its dataset's mask where it gives one, else its foreground, intensity > 0; LUMIR's rule is the moving image's).
     ndv_mask: str = "none"
     # Metric conventions scored beside regbench's strict ones, in columns of their own (prefix l2r_) and a table of
     # their own: "learn2reg" (the Learn2Reg kit's DSC, HD95 in voxels, SDlogJ of log(J+3), cubic-spline TRE, and

@@ -86,7 +86,8 @@ def front_verdicts(points: pd.DataFrame, family: Collection[str], cost: str = "s
     ``seed``; one row per method where it was trained once). The front is drawn through the family's methods'
     seed means. Returns one row per method: n_seeds, the seed means, ``in_family``, ``on_front`` (family members
     on it), ``dominated`` (of the seed means), ``gap`` (mean over seeds of score − front score at that seed's
-    cost), ``gap_low``/``gap_high`` (t interval over seeds)."""
+    cost), ``gap_seeds`` (the seeds it is over: a seed smoother than the front's smoothest point has none),
+    ``gap_low``/``gap_high`` (t interval over those seeds)."""
     means = points.groupby("method", sort=False)[[cost, score]].mean()
     members = [m for m in means.index if m in set(family)]
     if not members:
@@ -109,6 +110,7 @@ def front_verdicts(points: pd.DataFrame, family: Collection[str], cost: str = "s
                 "on_front": on_front,
                 "dominated": front.dominates(float(mean[cost]), float(mean[score])),
                 "gap": float(np.nanmean(gaps)) if np.isfinite(gaps).any() else float("nan"),
+                "gap_seeds": int(np.isfinite(gaps).sum()),
                 "gap_low": low,
                 "gap_high": high,
             }
@@ -175,6 +177,8 @@ def _tradeoff_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> l
             method, column, _ = front.rsplit(" ", 2)
             front = f"{method_name(method)} {column} sweep"
         gap = "–" if np.isnan(row["gap"]) else f"{100 * row['gap']:+.2f}"
+        if "gap_seeds" in row and 0 < row["gap_seeds"] < row["n_seeds"]:  # some seeds smoother than the front reaches
+            gap += f" ({row['gap_seeds']} of {row['n_seeds']} seeds)"
         interval = "–" if np.isnan(row["gap_low"]) else f"[{100 * row['gap_low']:+.2f}, {100 * row['gap_high']:+.2f}]"
         rows.append(
             [
@@ -196,7 +200,8 @@ def tradeoff_caption(cost_label: str = "SDlogJ") -> str:
         f"Each method against each front of tuned λ (the non-dominated points of a λ family on {cost_label} against Dice; "
         "linear between points, flat past the roughest, undefined smoother than the smoothest): Dominated, some λ is at "
         f"least as smooth and as accurate; Gap, the method's Dice minus the front's at its {cost_label}, per seed, mean "
-        "(negative: what tuning λ adds at equal smoothness); CI: Student's t over seeds (– with one seed)."
+        "(negative: what tuning λ adds at equal smoothness; a seed smoother than the front's smoothest point has none, "
+        "and the seeds it is over are counted when fewer than all); CI: Student's t over those seeds (– with one)."
     )
 
 

@@ -41,6 +41,10 @@ class Pair:
     # image's matching row i of the moving image's; both or neither. Scored by TRE (regbench.metrics).
     fixed_points: np.ndarray | None = None
     moving_points: np.ndarray | None = None
+    # Regions of interest (bool, the image's shape): where the dataset says each image's anatomy is (Learn2Reg's
+    # masksTr). None: not given. NDA/NDV with ndv_mask fixed|moving is taken over them (regbench.metrics).
+    fixed_mask: np.ndarray | None = None
+    moving_mask: np.ndarray | None = None
 
     @property
     def key(self) -> str:

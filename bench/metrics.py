@@ -294,8 +294,9 @@ def target_registration_error(flow: np.ndarray, fixed_points: Any, moving_points
     return float(np.sqrt((error_mm**2).sum(1)).mean())
 
 
-#: Where NDA/NDV is summed and divided: every voxel; the fixed image's foreground (intensity > 0); the moving
-#: image's foreground (LUMIR's rule, for skull-stripped brains).
+#: Where NDA/NDV is summed and divided: every voxel; the fixed image's region of interest; the moving image's.
+#: An image's region is its dataset's mask where it gives one (Pair.fixed_mask, moving_mask: Learn2Reg's
+#: masksTr), else its foreground, intensity > 0 (LUMIR's rule for skull-stripped brains is the moving one's).
 NDV_MASKS = ("none", "fixed", "moving")
 
 
@@ -303,7 +304,12 @@ def ndv_mask_of(pair: Pair, rule: str) -> np.ndarray | None:
     """The voxels NDA/NDV is taken over under ``rule`` (one of :data:`NDV_MASKS`); None: all of them."""
     if rule not in NDV_MASKS:
         raise ValueError(f"ndv_mask {rule!r} is not one of {NDV_MASKS}")
-    return None if rule == "none" else np.asarray(pair.fixed if rule == "fixed" else pair.moving) > 0
+    if rule == "none":
+        return None
+    mask = pair.fixed_mask if rule == "fixed" else pair.moving_mask
+    if mask is not None:
+        return np.asarray(mask, bool)
+    return np.asarray(pair.fixed if rule == "fixed" else pair.moving) > 0
 
 
 def evaluate(

@@ -343,7 +343,11 @@ def training_caption(verdicts: dict[str, dict[str, Verdict]], names: Names | Non
     return text
 
 
-NDV_MASK_CAPTIONS = {"none": "over every pixel", "fixed": "over the fixed image's foreground", "moving": "over the moving image's foreground"}
+NDV_MASK_CAPTIONS = {
+    "none": "over every pixel",
+    "fixed": "over the fixed image's mask (where the dataset gives one, else its foreground)",
+    "moving": "over the moving image's mask (where the dataset gives one, else its foreground)",
+}
 
 
 def ndv_caption(manifests: Sequence[Manifest]) -> str:

@@ -12,7 +12,9 @@ A CSV has the same columns, one pair per row (``case_id``, ``fixed``, ``moving``
 test). Images: NIfTI (nibabel's array in i/j/k order, spacing from the header's zooms), MHA/MHD/NRRD
 (SimpleITK's array in z/y/x order, its spacing reversed to match), ``.npz`` (array ``image`` or its one array,
 optional ``spacing``) or ``.npy`` (spacing 1); landmarks (``fixed_points``, ``moving_points``): CSV files of
-voxel indices in array order, one point per row, matching row by row (scored by TRE). Fixed and moving must share shape and spacing; intensities are
+voxel indices in array order, one point per row, matching row by row (scored by TRE); masks (``fixed_mask``,
+``moving_mask``, either or both): images whose non-zero voxels are the region of interest, where NDA/NDV is
+measured under ``ndv_mask: fixed`` / ``moving``. Fixed and moving must share shape and spacing; intensities are
 clipped to the pair's 0.5th and 99.5th percentiles together and scaled to [0, 1]. Every problem is one error
 naming the list, the pair and the file; ``regbench data check --dataset files --root LIST`` lists them all.
 """
@@ -33,7 +35,7 @@ from ..interface import Pair, check_case_id
 from ..registry import DatasetMeta, register_dataset
 from .splits import SPLITS
 
-KEYS = ("case_id", "fixed", "moving", "fixed_label", "moving_label", "fixed_points", "moving_points", "subject", "split")
+KEYS = ("case_id", "fixed", "moving", "fixed_label", "moving_label", "fixed_points", "moving_points", "fixed_mask", "moving_mask", "subject", "split")
 CLIP_PERCENTILES = (0.5, 99.5)
 
 
@@ -231,6 +233,7 @@ class PairedFiles:
             points = [read_points(self._file(row[key]), fixed.shape) for key in ("fixed_points", "moving_points")]
             if points[0].shape != points[1].shape:  # type: ignore[union-attr]
                 raise DataError(f"{where}: {self._file(row['fixed_points'])} and {self._file(row['moving_points'])} list different numbers of points")
+        masks = [self._mask(row[key], fixed.shape, where) if key in row else None for key in ("fixed_mask", "moving_mask")]
         fixed_n, moving_n = normalised_pair(fixed, moving)
         pair = Pair(
             fixed_n,
@@ -243,9 +246,20 @@ class PairedFiles:
             labels=self.declared_labels(),
             fixed_points=points[0],
             moving_points=points[1],
+            fixed_mask=masks[0],
+            moving_mask=masks[1],
         )
         self._cache[row["case_id"]] = pair
         return pair
+
+    def _mask(self, name: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+        """A mask file as bool (its non-zero voxels), the image's shape and not empty; errors name the file."""
+        mask, _ = read_image(self._file(name))
+        if mask.shape != shape:
+            raise DataError(f"{where}: mask {self._file(name)} has shape {mask.shape}, the images {shape}")
+        if not np.any(mask):
+            raise DataError(f"{where}: mask {self._file(name)} is empty (no non-zero voxel)")
+        return np.asarray(mask) != 0
 
     def pairs(self, split: str) -> list[Pair]:
         return [self._pair(row) for row in self.rows if row["split"] == split]

@@ -16,7 +16,8 @@ What is read, and the choices made where the task says nothing (``../docs/datase
   voxel indices (i, j, k) of the nibabel-read image; landmarks are preferred to keypoints (``points`` option:
   ``auto``, ``landmarks``, ``keypoints`` or ``none``). A pair is scored on labels (or points) only when both of
   its images have them; a pair with neither is scored by TRE where it has points, else by its images and
-  folding alone. Masks are listed by the task but not used (no metric here is masked).
+  folding alone. Masks (the entry's ``mask``, else ``masksTr``) are read where they exist: NDA/NDV under
+  ``ndv_mask: fixed`` / ``moving`` is taken over them.
 - Splits: ``test`` is the scored list chosen by ``scored`` (``val``, default: ``registration_val``, whose labels
   are released; ``test``: ``registration_test``, when you hold its images). Training pairs come from the
   ``training`` images that no scored pair uses (no scored image is ever trained on): ``paired`` tasks pair each
@@ -137,6 +138,10 @@ class Learn2RegTask(PairedFiles):
         labels = [self._found(image, entries.get(image, {}), "label", "labels", "") for image in (fixed, moving)]
         if all(labels):
             row.update(fixed_label=str(labels[0]), moving_label=str(labels[1]))
+        for image, key in ((fixed, "fixed_mask"), (moving, "moving_mask")):
+            mask = self._found(image, entries.get(image, {}), "mask", "masks", "")
+            if mask:
+                row[key] = str(mask)
         for kind in POINT_KINDS[self.points]:
             points = [self._found(image, entries.get(image, {}), kind, kind, ".csv") for image in (fixed, moving)]
             if all(points):

@@ -159,3 +159,34 @@ def test_each_bad_input_is_one_error_naming_the_file_and_data_check_lists_them_a
         create_dataset("files", root=str(nifti_list)).pairs("test")
     with pytest.raises(DataError, match="pair list .*missing.yaml does not exist"):
         create_dataset("files", root=str(tmp_path / "missing.yaml"))
+
+
+def test_masks_are_read_and_ndv_is_measured_over_them(nifti_list, tmp_path):
+    """A fold outside the fixed mask counts over every voxel and not over the mask; a bad mask names its file."""
+    from regbench.interface import Registration
+    from regbench.metrics import evaluate, ndv_mask_of
+
+    data = yaml.safe_load(nifti_list.read_text())
+    mask = np.zeros((10, 16, 14), np.uint8)
+    mask[2:8, 4:12, 3:11] = 1  # the labelled box and a margin
+    _write_nifti(tmp_path / "c0_mask.nii.gz", mask, (2.0, 1.0, 1.5))
+    data["pairs"][0]["fixed_mask"] = "c0_mask.nii.gz"
+    nifti_list.write_text(yaml.safe_dump(data))
+    pairs = create_dataset("files", root=str(nifti_list)).pairs("test")
+    pair = pairs[0]
+    assert pair.fixed_mask.dtype == bool and pair.fixed_mask.sum() == mask.sum() and pair.moving_mask is None
+    assert pairs[1].fixed_mask is None
+    assert np.array_equal(ndv_mask_of(pair, "fixed"), mask > 0)
+    assert np.array_equal(ndv_mask_of(pair, "moving"), pair.moving > 0)  # no moving mask: its foreground, as before
+    flow = np.zeros((3, 10, 16, 14), np.float32)
+    flow[1, 0:2, 0:2, 0:2] = -3.0 * np.arange(2)[None, :, None]  # a fold in a corner, outside the mask
+    registration = Registration(pair.moving, flow)
+    assert evaluate(pair, registration, ndv_mask="none")["ndv"] > 0
+    assert evaluate(pair, registration, ndv_mask="fixed")["ndv"] == 0.0
+    # A mask of another shape, or an empty one, is one error naming the file.
+    _write_nifti(tmp_path / "c0_mask.nii.gz", np.ones((10, 16, 12), np.uint8), (2.0, 1.0, 1.5))
+    with pytest.raises(DataError, match=r"mask .*c0_mask.nii.gz has shape \(10, 16, 12\), the images \(10, 16, 14\)"):
+        create_dataset("files", root=str(nifti_list)).pairs("test")
+    _write_nifti(tmp_path / "c0_mask.nii.gz", np.zeros((10, 16, 14), np.uint8), (2.0, 1.0, 1.5))
+    with pytest.raises(DataError, match=r"mask .*c0_mask.nii.gz is empty"):
+        create_dataset("files", root=str(nifti_list)).pairs("test")

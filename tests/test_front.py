@@ -41,6 +41,15 @@ def test_each_method_is_placed_against_the_family_front_with_a_seed_interval():
     assert not v.loc["gs", "dominated"]  # nothing in the family is as smooth as 0.15 and better: below the front, not dominated
     assert v.loc["beyond", "gap"] == pytest.approx(0.90 - 0.825) and not v.loc["beyond", "dominated"]
     assert np.isnan(v.loc["too-smooth", "gap"])  # smoother than any λ reached: no front to compare with
+    assert (v.loc["gs", "gap_seeds"], v.loc["too-smooth", "gap_seeds"]) == (3, 0)
+    # A method whose seeds straddle the front's smoothest point: its gap is over the seeds that reach it, counted.
+    straddle = pd.concat([points, pd.DataFrame([("mixed", 0, 0.05, 0.6), ("mixed", 1, 0.15, 0.74)], columns=points.columns)])
+    mixed = front_verdicts(straddle, {"vm.a", "vm.b", "vm.c"})[1].set_index("method").loc["mixed"]
+    assert (mixed["n_seeds"], mixed["gap_seeds"]) == (2, 1) and mixed["gap"] == pytest.approx(-0.01) and np.isnan(mixed["gap_low"])
+    from regbench.front import tradeoff_markdown
+
+    table = tradeoff_markdown(front_verdicts(straddle, {"vm.a", "vm.b", "vm.c"})[1].assign(front="VM"), str)
+    assert "| VM | mixed | 2 | 0.100 | 67.00 | yes | -1.00 (1 of 2 seeds) | – |" in table  # its seed mean: vm.a is as smooth, more accurate
     assert (
         front_verdicts(pd.DataFrame([("vm.a", 0, 0.1, 0.7), ("x", 0, 0.4, 0.6)], columns=points.columns), {"vm.a"})[1].set_index("method").loc["x", "dominated"]
     )

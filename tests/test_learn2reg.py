@@ -32,6 +32,16 @@ def test_the_reader_takes_pairs_labels_points_and_spacing_from_the_task(task):
     assert create_dataset("learn2reg", root=str(task), points="none").pairs("test")[0].fixed_points is None
 
 
+def test_masks_by_the_kits_folder_rule_are_the_pairs_regions(task):
+    from learn2reg_fixture import _nifti
+
+    label = create_dataset("learn2reg", root=str(task)).pairs("test")[0].fixed_label
+    (task / "masksTr").mkdir()
+    _nifti(task / "masksTr" / "T_0005_0000.nii.gz", (label > 0).astype(np.uint8))  # the fixed image of the first scored pair
+    pairs = create_dataset("learn2reg", root=str(task)).pairs("test")
+    assert np.array_equal(pairs[0].fixed_mask, label > 0) and pairs[0].moving_mask is None and pairs[1].fixed_mask is None
+
+
 def test_unpaired_tasks_pair_consecutive_cases_and_undeclared_labels_are_the_values_found(task):
     data = json.loads((task / "T_dataset.json").read_text())
     data.update(pairings="unpaired", labels={})

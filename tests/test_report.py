@@ -321,4 +321,4 @@ def test_report_ndv_puts_ndv_beside_njd_and_names_its_mask(tmp_path):
     assert [h.split(" (")[0] for h in header.split(" & ")[4:6]] == ["NJD", "NDV"]
     rows = {line.split(" & ")[0]: line.split(" & ") for line in tex.splitlines() if line.startswith(("Initial", "VoxelMorph-m"))}
     assert rows["Initial"][5].startswith("--") and rows["VoxelMorph-m"][5].startswith("0.03")  # a baseline's NDV: a dash
-    assert "over the moving image's foreground" in tex and "Liu et al. 2024" in tex
+    assert "over the moving image's mask (where the dataset gives one, else its foreground)" in tex and "Liu et al. 2024" in tex
