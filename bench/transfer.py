@@ -138,9 +138,16 @@ def _welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple
     return float(interval.low), float(interval.high)
 
 
+def run_label(run: Path, other: Path) -> str:
+    """How tables name a run: its folder's name, or its path where both runs' folders share a name."""
+    return run.name if run.name != other.name else str(run)
+
+
 def transfer_frame(source: Path, target: Path, rule: TuningRule = TuningRule()) -> pd.DataFrame:
     """The rows of one direction, source → target (module docstring): the transferred λ first, then the λ tuned
     on the target, then every other trained method of the target."""
+    source, target = Path(source), Path(target)
+    source_name, target_name = run_label(source, target), run_label(target, source)
     tuned = tune(source, rule)
     in_domain = tune(target, rule, family=tuned.family)
     target_members = dict(zip(in_domain.candidates["method"], in_domain.candidates["value"]))
@@ -153,7 +160,7 @@ def transfer_frame(source: Path, target: Path, rule: TuningRule = TuningRule()) 
     seeds = _seed_means(target)
     trained = {method for method, _ in RunDir(target).history_files()}
     others = [m for m in dict.fromkeys(seeds["method"]) if m in trained and m not in target_members]
-    roles = [(transferred[0], f"λ tuned on {source.name}"), (in_domain.method, f"λ tuned on {target.name}")] + [(m, "other method") for m in others]
+    roles = [(transferred[0], f"λ tuned on {source_name}"), (in_domain.method, f"λ tuned on {target_name}")] + [(m, "other method") for m in others]
     base = seeds[seeds["method"] == transferred[0]]["dice"].to_numpy()
     names = _names(target)
     verdicts = run_verdicts(target)
@@ -166,8 +173,8 @@ def transfer_frame(source: Path, target: Path, rule: TuningRule = TuningRule()) 
         njd = float(mine["njd"].mean()) if "njd" in mine else float("nan")
         rows.append(
             {
-                "source": source.name,
-                "target": target.name,
+                "source": source_name,
+                "target": target_name,
                 "role": role,
                 "transferred": index == 0,
                 "method": method,
@@ -250,9 +257,10 @@ def tuning_markdown(tuned: Sequence[Tuned], rule: TuningRule) -> str:
     """The candidates each run's tuning weighed: λ, seeds, validation Dice and NJD, and which was chosen."""
     lines = ["| Tuned on | λ | Seeds | Validation Dice (%) | Validation NJD (%) | Within budget | Chosen |", "|---|---|---|---|---|---|---|"]
     for t in tuned:
+        other = next((u for u in tuned if u is not t), t)
         for _, row in t.candidates.iterrows():
             lines.append(
-                f"| {t.run.name} | {row['value']:g} | {row['n_seeds']} | {100 * row['val_dice']:.2f} | {row['val_njd']:.3f} | "
+                f"| {run_label(t.run, other.run)} | {row['value']:g} | {row['n_seeds']} | {100 * row['val_dice']:.2f} | {row['val_njd']:.3f} | "
                 f"{'yes' if row['within_budget'] else 'no'} | {'**yes**' if row['method'] == t.method else ''} |"
             )
     return "\n".join(lines) + f"\n\nRule: {rule.describe()}.\n"

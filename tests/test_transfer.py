@@ -130,6 +130,10 @@ def test_write_transfer_both_directions_and_the_cli(runs, tmp_path, capsys):
     assert "**yes**" in (tmp_path / "t" / "tuning.md").read_text()
     written = write_transfer(a, b, TuningRule(1.0))
     assert written[0] == b / "report" / "transfer.md"
+    # Two runs in folders of one name are told apart by their paths.
+    (tmp_path / "x").mkdir()
+    twin = a.rename(tmp_path / "x" / "B")
+    assert f"| {twin} → {b} |" in write_transfer(twin, b, TuningRule(1.0), tmp_path / "t2")[0].read_text()
 
 
 def test_transfer_errors_name_the_run_and_the_missing_lambda(runs, tmp_path, capsys):
