@@ -193,8 +193,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.methods is None:
             self.methods = list(get_profile(self.profile).methods)
-        if self.seeds is None and get_profile(self.profile).seeds is not None:
-            self.seeds = list(get_profile(self.profile).seeds or ())
+        if self.seeds is None and (profile_seeds := get_profile(self.profile).seeds) is not None:
+            self.seeds = list(profile_seeds)
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         if not isinstance(self.methods, list) or not all(isinstance(m, str) for m in self.methods):

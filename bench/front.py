@@ -177,7 +177,7 @@ def _tradeoff_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> l
             method, column, _ = front.rsplit(" ", 2)
             front = f"{method_name(method)} {column} sweep"
         gap = "–" if np.isnan(row["gap"]) else f"{100 * row['gap']:+.2f}"
-        if "gap_seeds" in row and 0 < row["gap_seeds"] < row["n_seeds"]:  # some seeds smoother than the front reaches
+        if 0 < row["gap_seeds"] < row["n_seeds"]:  # some seeds smoother than the front reaches
             gap += f" ({row['gap_seeds']} of {row['n_seeds']} seeds)"
         interval = "–" if np.isnan(row["gap_low"]) else f"[{100 * row['gap_low']:+.2f}, {100 * row['gap_high']:+.2f}]"
         rows.append(
@@ -207,10 +207,10 @@ def tradeoff_caption(cost_label: str = "SDlogJ") -> str:
 
 def tradeoff_markdown(frame: pd.DataFrame, method_name: Callable[[str], str], cost_label: str = "SDlogJ") -> str:
     """The trade-off table: each method against each front, gap in Dice points with its seed interval."""
+    from .tables import markdown_table
+
     headers = [h.format(cost=cost_label) for h in TRADEOFF_HEADERS]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in _tradeoff_cells(frame, method_name)]
-    return "\n".join(lines) + f"\n\n{tradeoff_caption(cost_label)}\n"
+    return markdown_table(headers, _tradeoff_cells(frame, method_name)) + f"\n\n{tradeoff_caption(cost_label)}\n"
 
 
 def tradeoff_latex(frame: pd.DataFrame, method_name: Callable[[str], str], label: str = "tab:tradeoff", cost_label: str = "SDlogJ") -> str:

@@ -46,6 +46,12 @@ def latex_escape(text: str) -> str:
     return text
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown (pipe) table of plain-text cells, no trailing newline."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def booktabs_table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str, label: str, spec: str) -> str:
     """A LaTeX table (booktabs rules) of plain-text cells, every cell and the caption escaped."""
     return "\n".join(

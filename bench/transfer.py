@@ -18,7 +18,7 @@ means (NaN with fewer than two seeds on either side).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from .errors import DataError
 from .front import t_interval
 from .naming import Names
 from .rundir import RunDir, read_manifest_for_report
-from .tables import booktabs_table
+from .tables import booktabs_table, markdown_table
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,17 @@ def run_label(run: Path, other: Path) -> str:
     return run.name if run.name != other.name else str(run)
 
 
-def transfer_frame(source: Path, target: Path, rule: TuningRule = TuningRule()) -> pd.DataFrame:
+def transfer_frame(source: Path, target: Path, rule: TuningRule = TuningRule(), tuned_runs: Mapping[Path, Tuned] | None = None) -> pd.DataFrame:
     """The rows of one direction, source → target (module docstring): the transferred λ first, then the λ tuned
-    on the target, then every other trained method of the target."""
+    on the target, then every other trained method of the target. ``tuned_runs``: runs already tuned by ``rule``
+    (their largest family), so that both directions tune each run once."""
     source, target = Path(source), Path(target)
     source_name, target_name = run_label(source, target), run_label(target, source)
-    tuned = tune(source, rule)
-    in_domain = tune(target, rule, family=tuned.family)
+    known = tuned_runs or {}
+    tuned = known.get(source) or tune(source, rule)
+    in_domain = known.get(target)
+    if in_domain is None or in_domain.family != tuned.family:
+        in_domain = tune(target, rule, family=tuned.family)
     target_members = dict(zip(in_domain.candidates["method"], in_domain.candidates["value"]))
     transferred = [m for m, v in target_members.items() if np.isclose(v, tuned.value, rtol=1e-9, atol=0.0)]
     if not transferred:
@@ -244,9 +248,7 @@ def caption(rule: TuningRule) -> str:
 
 
 def transfer_markdown(frame: pd.DataFrame, rule: TuningRule) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in _cells(frame)]
-    return "\n".join(lines) + f"\n\n{caption(rule)}\n"
+    return markdown_table(HEADERS, _cells(frame)) + f"\n\n{caption(rule)}\n"
 
 
 def transfer_latex(frame: pd.DataFrame, rule: TuningRule, label: str = "tab:transfer") -> str:
@@ -255,15 +257,23 @@ def transfer_latex(frame: pd.DataFrame, rule: TuningRule, label: str = "tab:tran
 
 def tuning_markdown(tuned: Sequence[Tuned], rule: TuningRule) -> str:
     """The candidates each run's tuning weighed: λ, seeds, validation Dice and NJD, and which was chosen."""
-    lines = ["| Tuned on | λ | Seeds | Validation Dice (%) | Validation NJD (%) | Within budget | Chosen |", "|---|---|---|---|---|---|---|"]
+    headers = ["Tuned on", "λ", "Seeds", "Validation Dice (%)", "Validation NJD (%)", "Within budget", "Chosen"]
+    rows = []
     for t in tuned:
         other = next((u for u in tuned if u is not t), t)
         for _, row in t.candidates.iterrows():
-            lines.append(
-                f"| {run_label(t.run, other.run)} | {row['value']:g} | {row['n_seeds']} | {100 * row['val_dice']:.2f} | {row['val_njd']:.3f} | "
-                f"{'yes' if row['within_budget'] else 'no'} | {'**yes**' if row['method'] == t.method else ''} |"
+            rows.append(
+                [
+                    run_label(t.run, other.run),
+                    f"{row['value']:g}",
+                    str(row["n_seeds"]),
+                    f"{100 * row['val_dice']:.2f}",
+                    f"{row['val_njd']:.3f}",
+                    "yes" if row["within_budget"] else "no",
+                    "**yes**" if row["method"] == t.method else "",
+                ]
             )
-    return "\n".join(lines) + f"\n\nRule: {rule.describe()}.\n"
+    return markdown_table(headers, rows) + f"\n\nRule: {rule.describe()}.\n"
 
 
 def write_transfer(run_a: Path, run_b: Path, rule: TuningRule = TuningRule(), out: Path | None = None) -> list[Path]:
@@ -274,10 +284,11 @@ def write_transfer(run_a: Path, run_b: Path, rule: TuningRule = TuningRule(), ou
         RunDir(run).require_per_case()
     if run_a.resolve() == run_b.resolve():
         raise DataError(f"RUN_A and RUN_B are the same run ({run_a}): a transfer needs two")
-    frame = pd.concat([transfer_frame(run_a, run_b, rule), transfer_frame(run_b, run_a, rule)], ignore_index=True)
+    tuned = [tune(run_a, rule), tune(run_b, rule)]
+    known = {run_a: tuned[0], run_b: tuned[1]}
+    frame = pd.concat([transfer_frame(run_a, run_b, rule, known), transfer_frame(run_b, run_a, rule, known)], ignore_index=True)
     out_dir = Path(out) if out is not None else RunDir(run_b).report
     out_dir.mkdir(parents=True, exist_ok=True)
-    tuned = [tune(run_a, rule), tune(run_b, rule)]
     written = []
     for name, text in (
         ("transfer.md", transfer_markdown(frame, rule)),
