@@ -132,8 +132,9 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
 
     def run_checks(dims: int, first: bool, method: Any) -> None:
         """Every check on pairs of ``dims`` dimensions. 2-D checks keep their plain names; on volumes they say
-        "(3-D)". The name is checked with the first dims only; a trainable method is built, trained and saved
-        anew for each dims (its network is that dimension's), other methods once for all."""
+        "(3-D)". The name is checked with the first dims only; a method given by name is built anew for each dims
+        with that dimension's options (a trainable one also trained and saved anew: its network is that
+        dimension's); a method object once for all, unless trainable."""
         make_here = None if make is None else partial(make, dims)
         tag = "" if dims == 2 else f" ({dims}-D)"
         pairs = _sample_pairs(dims=dims)
@@ -297,8 +298,9 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
 
     for dims in dims_to_check:
         first = dims == dims_to_check[0]
-        if not first and is_trainable(method) and make is not None:
-            method = make(dims)  # a fresh network for this dimension, built with that dimension's profile options
+        if not first and make is not None and (is_trainable(method) or isinstance(given, str)):
+            # Built anew with that dimension's options (a trainable method: a fresh network; SyN: its metric)
+            method = make(dims)
         run_checks(dims, first, method)
     if raise_on_failure and not report.ok:
         raise AssertionError(str(report))

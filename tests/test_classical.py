@@ -93,3 +93,52 @@ def test_bad_input_is_a_clear_failed_case(name, pairs):
         row = evaluate_case(method, pair, "synthetic", 0, None, "pooled", "central")
         assert row["status"] == "failed"
         assert row["reason"].startswith("InputError") and expected in row["reason"], row["reason"]
+
+
+def test_syn_metric_follows_the_image_dimension_and_binds_into_the_run():
+    """2-D slices: CC of radius 4 (antsRegistrationSyN.sh's SyN metric); volumes: Mattes with 32 bins. The run
+    resolves the metric as an option, so a run directory made under another metric refuses to be resumed."""
+    from regbench.options import resolve_method_options
+
+    assert resolve_method_options("syn", "quick", dims=2)["metric"] == "CC"
+    assert resolve_method_options("syn", "quick", dims=3)["metric"] == "mattes"
+    assert resolve_method_options("syn", "quick", {"metric": "mattes"}, dims=2)["metric"] == "mattes"
+    syn = create_method("syn")
+    assert syn.metric_for(2) == ("CC", 4) and syn.metric_for(3) == ("mattes", 32)
+    assert create_method("syn", metric="mattes").metric_for(2) == ("mattes", 32)
+    assert create_method("syn", metric="CC", sampling=2).metric_for(3) == ("CC", 2)
+    with pytest.raises(ValueError, match="syn metric must be one of"):
+        create_method("syn", metric="cc")
+
+
+@pytest.mark.slow
+def test_syn_default_on_slices_with_large_motion_beats_mattes():
+    """Why the 2-D default is CC: with the motion scaled up (Initial ~53 % Dice), Mattes at ANTsPy's three levels
+    fell 3 points behind Demons, CC 3 points ahead of it (docs/methods.md, "SyN's metric")."""
+    from regbench import create_dataset
+
+    test = create_dataset("synthetic", n_subjects=8, image_size=64, motion=1.4).pairs("test")
+    default, mattes = create_method("syn"), create_method("syn", metric="mattes")
+
+    def dice(method):
+        return np.mean([evaluate(p, method.register(p.fixed, p.moving))["dice"] for p in test])
+
+    assert dice(default) > dice(mattes) + 0.02
+
+
+@pytest.mark.slow
+def test_a_run_directory_made_under_the_former_syn_metric_is_refused(tmp_path, capsys):
+    import json
+
+    from regbench.cli import main
+
+    out = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--methods", "initial,syn", "--max-pairs", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods"]["syn"]["metric"] == "CC"
+    del manifest["methods"]["syn"]["metric"]  # as a run made when Mattes was SyN's 2-D default recorded it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "holds 'syn' run with other options (metric: None there, 'CC' now)" in capsys.readouterr().err
