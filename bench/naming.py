@@ -1,5 +1,7 @@
 """How tables and figures name things: methods' and datasets' display names and the λ families figures join,
-read from what runs recorded in their manifests (no method code is imported to draw a report)."""
+read from what runs recorded in their manifests (no method code is imported to draw a report). A method that
+ran in other arithmetic than FP32 (a deep method's ``precision``: tf32, bf16) carries it in its name,
+"VoxelMorph-m (bf16)"; over runs that differ, every precision found ("(bf16/fp32)")."""
 
 from __future__ import annotations
 
@@ -42,6 +44,14 @@ class Names:
                     names.sweep_parameters.setdefault(method, (str(sweep["column"]), str(sweep.get("symbol", sweep["column"]))))
                 if isinstance(info.get("loss_note"), str):
                     names.loss_notes.setdefault(method, info["loss_note"])
+        # A method that ran in other arithmetic than FP32 says so in its name, in every table and figure.
+        precisions: dict[str, set[str]] = {}
+        for manifest in manifests:
+            for method in manifest.methods:
+                precisions.setdefault(method, set()).add(manifest.precision(method))
+        for method, found in precisions.items():
+            if found != {"fp32"}:
+                names.methods[method] = f"{names.method(method)} ({'/'.join(sorted(found))})"
         return names
 
     def method(self, name: str) -> str:

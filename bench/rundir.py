@@ -333,6 +333,13 @@ class Manifest:
         info = (self.data.get("method_info") or {}).get(method)
         return info if isinstance(info, dict) else {}
 
+    def precision(self, method: str) -> str:
+        """The arithmetic ``method`` trained and registered in (a deep method's ``precision`` option, recorded
+        only when not the default): ``fp32`` for every other method and run."""
+        options = self.methods.get(method) or {}
+        resolved = self.method_info(method).get("resolved_options") or {}
+        return str(options.get("precision") or resolved.get("precision") or "fp32")
+
     def display_names(self) -> dict[str, str]:
         return {m: i["display_name"] for m, i in (self.data.get("method_info") or {}).items() if isinstance(i, dict) and isinstance(i.get("display_name"), str)}
 

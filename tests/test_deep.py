@@ -247,3 +247,20 @@ def test_bf16_trains_in_bf16_with_fp32_parameters_and_registers_in_fp32(pairs):
     hook.remove()
     assert captured == [torch.bfloat16]
     assert registration.flow.dtype == registration.moved.dtype == np.float32 and np.isfinite(registration.flow).all()
+
+
+@pytest.mark.slow
+def test_a_method_trained_in_other_arithmetic_is_named_with_it_in_every_table(tmp_path):
+    """Table 1 showed a bf16 row as plain "VoxelMorph-m": its precision was only in the manifest's options."""
+    from regbench.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text("method_options:\n  voxelmorph-m: {precision: bf16, epochs: 1}\n")
+    out = tmp_path / "run"
+    args = ["run", "--config", str(config), "--profile", "smoke", "--methods", "initial,voxelmorph-m,voxelmorph-s", "--max-pairs", "2"]
+    assert main([*args, "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    report = out / "report"
+    for table in ("table1.md", "table1.tex", "table2.tex"):
+        text = (report / table).read_text()
+        assert "VoxelMorph-m (bf16)" in text, table
+        assert "VoxelMorph-s (" not in text and "Initial (" not in text, table  # fp32 rows keep their names
