@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         help="worker processes for the cases (default 1; -1: all cores), and as many CPU trainings at once, each in its own "
-        "process with the threads divided among them (YAML parallel_trainings: 1 keeps one at a time); with --backend dask "
-        "--cluster local, the LocalCluster's workers",
+        "process with the threads divided among them (YAML parallel_trainings: 1 keeps one at a time; on a GPU, as many as "
+        "its free memory holds); with --backend dask --cluster local, the LocalCluster's workers",
     )
     p.add_argument(
         "--backend",

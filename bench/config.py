@@ -186,8 +186,9 @@ class RunConfig:
     # {METHOD: seconds, default: seconds}.
     case_timeout_s: Any = DEFAULT_CASE_TIMEOUT_S
     # Trainings at once with the joblib backend, each in its own process with (torch threads ÷ N) threads, when
-    # two or more trainable methods that run on CPU are to be trained. None: --jobs's number. 1: one at a time
-    # in this process with all threads. CPU results depend on the thread count; the manifest records it.
+    # two or more trainable methods that run on CPU (or on one GPU) are to be trained. None: --jobs's number (on
+    # a GPU: as many as its free memory holds). 1: one at a time in this process with all threads. CPU results
+    # depend on the thread count; the manifest records it.
     parallel_trainings: int | None = None
 
     def __post_init__(self) -> None:

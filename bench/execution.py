@@ -292,6 +292,7 @@ class TrainingTask:
     retrain: bool
     threads: int | None = None
     one_at_a_time: bool = False
+    at_once: int | None = None  # how many trainings ran side by side with it on this machine (recorded)
 
     def __call__(self) -> dict[str, Any]:
         import torch
@@ -311,39 +312,92 @@ class TrainingTask:
             **where_am_i(method.device if isinstance(method, RunsOnDevice) else None),
             "threads": torch.get_num_threads(),
             "seconds": round(time.perf_counter() - started, 1),
+            **({"trainings_at_once": self.at_once} if self.at_once else {}),
         }
 
 
+#: What one training holds on a GPU, for choosing how many run at once: peaks measured on an H200 at 128 px,
+#: batch 32, fp32 (docs/methods.md, "On a GPU") were 1.5-1.6 GiB for VoxelMorph and the gradient-surgery
+#: variants (about 800 float32 values per voxel of the batch) and 2.8 GiB for HyperMorph (about 1400); twice
+#: HyperMorph's per voxel for headroom, plus the process's own CUDA context and workspace.
+GPU_BYTES_PER_BATCH_VOXEL = 2 * 1400 * 4
+GPU_CONTEXT_BYTES = 1 << 30
+
+
+def gpu_training_bytes(options: Mapping[str, Any], image_shape: Sequence[int]) -> int:
+    """The memory one training of these options is taken to hold on a GPU (see :data:`GPU_BYTES_PER_BATCH_VOXEL`)."""
+    batch = int(options.get("batch_size", 32))
+    return GPU_CONTEXT_BYTES + GPU_BYTES_PER_BATCH_VOXEL * batch * int(np.prod(image_shape))
+
+
+def gpu_slots(pending: Sequence[Mapping[str, Any]], image_shape: Sequence[int], free_bytes: int, host_threads: int) -> int:
+    """How many of the ``pending`` trainings' options fit on one GPU at once: as many as the free memory holds at
+    the largest one's estimate (:func:`gpu_training_bytes`, 90% of what is free), at most one per host thread
+    (each process launches its own kernels), at least one."""
+    largest = max(gpu_training_bytes(o, image_shape) for o in pending)
+    return max(1, min(len(pending), int(0.9 * free_bytes) // largest, host_threads))
+
+
+def gpu_free_bytes(device: Any) -> int:
+    """Free memory on ``device`` now (CUDA's own count: other processes' use included)."""
+    import torch
+
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
 def side_by_side_trainings(
-    config: RunConfig, built: dict[str, tuple[dict[str, Any], Any]], units: Sequence[tuple[str, int | None]], model_dir: Any, retrain: bool
+    config: RunConfig,
+    built: dict[str, tuple[dict[str, Any], Any]],
+    units: Sequence[tuple[str, int | None]],
+    model_dir: Any,
+    retrain: bool,
+    image_shape: Sequence[int] | None = None,
 ) -> tuple[list[tuple[tuple[str, int | None], TrainingTask]], int]:
     """The trainings to run side by side on this machine, longest first, and how many at once; ([], 1) when
     one at a time (in the driver, with all its threads) is what applies.
 
-    Side by side when ``config.parallel_trainings`` (default: ``config.jobs``) is at least 2 and at least two
-    (method, seed) units are to be trained by methods whose cases may run in worker processes (CPU models:
-    a CUDA model refuses). Each then gets (the driver's torch threads ÷ trainings at once) threads. Measured on
-    a 2-core AMD EPYC (Zen 3, AVX2): two 1-thread trainings of VoxelMorph-m did 10% more steps per second in
-    total than one with 2 threads, of GSMorph 18%. ``model_dir(name, seed)`` is the unit's model directory."""
-    slots = config.parallel_trainings or config.jobs
-    if slots < 2:
-        return [], 1
-    pending = []
+    On a CPU: side by side when ``config.parallel_trainings`` (default: ``config.jobs``) is at least 2 and at least
+    two (method, seed) units are to be trained by methods whose cases may run in worker processes. Each then
+    gets (the driver's torch threads ÷ trainings at once) threads. Measured on a 2-core AMD EPYC (Zen 3, AVX2):
+    two 1-thread trainings of VoxelMorph-m did 10% more steps per second in total than one with 2 threads, of
+    GSMorph 18%.
+
+    On a GPU (two or more units whose models are on one CUDA device, ``image_shape`` given): as many at once as
+    ``config.parallel_trainings`` says, else as its free memory holds (:func:`gpu_slots`). One training at
+    128 px launches small kernels and uses a sliver of a large GPU (docs/methods.md, "On a GPU"); each process
+    trains as it would alone, so its numbers for its seed are those of one at a time. CPU units then train one
+    at a time in the driver, as they do beside a GPU.
+
+    ``model_dir(name, seed)`` is the unit's model directory."""
+    pending: list[tuple[str, int | None, dict[str, Any], Any]] = []
     for name, seed in units:
         options, method = built[name]
-        if not (is_trainable(method) and parallel_safe(method)):
+        if not is_trainable(method) or (final_model(model_dir(name, seed)).exists() and not retrain):
             continue
-        if final_model(model_dir(name, seed)).exists() and not retrain:
-            continue
-        pending.append((name, seed, options))
-    if len(pending) < 2:
+        pending.append((name, seed, options, _cuda_device(method)))
+    on_gpu = [u for u in pending if u[3] is not None]
+    gpus = {str(u[3]) for u in on_gpu}
+    if len(on_gpu) >= 2 and len(gpus) == 1 and image_shape is not None and config.parallel_trainings != 1:
+        chosen = on_gpu
+        host = driver_threads()
+        slots = config.parallel_trainings or gpu_slots([u[2] for u in on_gpu], image_shape, gpu_free_bytes(on_gpu[0][3]), host)
+    else:
+        chosen = [u for u in pending if u[3] is None and parallel_safe(built[u[0]][1])]
+        slots = config.parallel_trainings or config.jobs
+    slots = min(slots, len(chosen))
+    if slots < 2:
         return [], 1
-    slots = min(slots, len(pending))
     threads = max(1, driver_threads() // slots)
     cost = lambda unit: float(unit[2].get("epochs", 1)) * METHODS.meta(unit[0]).epoch_cost  # noqa: E731
-    ordered = sorted(pending, key=cost, reverse=True)  # stable: equal costs keep the run's method order
-    tasks = [((n, s), TrainingTask(config, n, o, s, str(model_dir(n, s)), retrain, threads)) for n, s, o in ordered]
+    ordered = sorted(chosen, key=cost, reverse=True)  # stable: equal costs keep the run's method order
+    tasks = [((n, s), TrainingTask(config, n, o, s, str(model_dir(n, s)), retrain, threads, at_once=slots)) for n, s, o, _ in ordered]
     return tasks, slots
+
+
+def _cuda_device(method: Any) -> Any:
+    """The CUDA device a method's model is on, else None."""
+    device = getattr(method, "device", None)
+    return device if getattr(device, "type", None) == "cuda" else None
 
 
 # -------------------------------------------------------------------------------------- many cases

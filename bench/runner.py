@@ -358,10 +358,11 @@ def _run_units(
     for name in methods:
         options, method = built[name]
         manifest.bind_method(config.out_dir, name, bound_options(options, method), method_info(name, options, method))
-    # Without a cluster, two or more CPU trainings run side by side in processes of their own (regbench.pool.
-    # SideBySide), once the methods without a training have used the cores.
+    # Without a cluster, two or more CPU trainings (or trainings on one GPU) run side by side in processes of
+    # their own (regbench.pool.SideBySide), once the methods without a training have used the cores.
     with_work = [(n, s) for n, s, first in units if _has_work(context, n, s, first)]
-    side_by_side, slots = ([], 1) if cluster is not None else side_by_side_trainings(config, built, with_work, run_dir.model_dir, retrain)
+    image_shape = test_pairs[0].fixed.shape if test_pairs else None  # for the memory trainings on a GPU hold
+    side_by_side, slots = ([], 1) if cluster is not None else side_by_side_trainings(config, built, with_work, run_dir.model_dir, retrain, image_shape)
     side_by_side_pool: list[SideBySide] = []
 
     def start_side_by_side() -> None:

@@ -265,7 +265,7 @@ def test_trainings_side_by_side_give_the_numbers_of_one_at_a_time_with_as_many_t
     manifest = json.loads((tmp_path / "side" / "manifest.json").read_text())
     for name in methods:
         trained_on = manifest["method_info"][name]["trained_on"]["default"]
-        assert trained_on["threads"] == threads and trained_on["seconds"] > 0
+        assert trained_on["threads"] == threads and trained_on["seconds"] > 0 and trained_on["trainings_at_once"] == 2
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -278,6 +278,41 @@ def test_trainings_side_by_side_give_the_numbers_of_one_at_a_time_with_as_many_t
     for name in methods:
         histories = [pd.read_csv(tmp_path / d / "models" / name / "history.csv").drop(columns="seconds") for d in ("side", "serial")]
         pd.testing.assert_frame_equal(*histories)
+
+
+def _planned(tmp_path, monkeypatch, free_gib, names=("voxelmorph-m", "gsmorph", "hypermorph"), cuda=True, **config):
+    """What side_by_side_trainings plans for these deep methods at the paper's sizes (batch 32, 128 px) when
+    their models are on one CUDA device with ``free_gib`` free (no GPU here: the device is only declared)."""
+    import torch
+
+    from regbench import execution
+
+    monkeypatch.setattr(execution, "gpu_free_bytes", lambda device: int(free_gib * 2**30))
+    monkeypatch.setattr(execution, "driver_threads", lambda: 16)
+    built = {}
+    for name in names:
+        options = {"batch_size": 32, "epochs": 500}
+        method = execution.create_method(name, {**options, "device": "cpu"})
+        if cuda:
+            method.device = torch.device("cuda:0")
+        built[name] = (options, method)
+    run_config = load_config(None, **{"profile": "paper", "out": str(tmp_path), **config})
+    return execution.side_by_side_trainings(run_config, built, [(n, None) for n in names], lambda n, s: tmp_path / n, False, (128, 128))
+
+
+def test_trainings_on_one_gpu_run_side_by_side_as_its_free_memory_allows(tmp_path, monkeypatch):
+    """Three paper-size trainings (about 6.5 GiB each by the estimate) on an H200's 139 GiB: all at once, each
+    recording the count, HyperMorph (the costliest epoch) first; with 15 GiB free two; with 6 GiB none
+    side by side; parallel_trainings caps it or (1) keeps one at a time; CPU models follow --jobs as before."""
+    tasks, slots = _planned(tmp_path, monkeypatch, 139)
+    assert slots == 3 and [key[0] for key, _ in tasks][0] == "hypermorph"
+    assert all(task.at_once == 3 and task.threads == 16 // 3 for _, task in tasks)
+    assert _planned(tmp_path, monkeypatch, 15)[1] == 2
+    assert _planned(tmp_path, monkeypatch, 6) == ([], 1)
+    assert _planned(tmp_path, monkeypatch, 139, parallel_trainings=2)[1] == 2
+    assert _planned(tmp_path, monkeypatch, 139, parallel_trainings=1) == ([], 1)
+    assert _planned(tmp_path, monkeypatch, 139, cuda=False) == ([], 1)  # --jobs 1 on a CPU: one at a time
+    assert _planned(tmp_path, monkeypatch, 139, cuda=False, jobs=2)[1] == 2
 
 
 def test_a_training_whose_process_dies_fails_its_method_only(tmp_path, with_plugins):
