@@ -88,6 +88,15 @@ class AntsSyN(SpacingAware):
         metric = self.metric or DEFAULT_METRIC[3 if dims == 3 else 2]
         return metric, self.sampling if self.sampling is not None else (4 if metric == "CC" else 32)
 
+    def options(self) -> dict[str, Any]:
+        """What it runs with (the manifest's resolved options): the metric's parameter filled in where the metric
+        is known, as it is in every run (the dimension's, or the one given); without one it depends on the images."""
+        keys = ("transform", "metric", "sampling", "iterations", "grad_step", "flow_sigma", "total_sigma", "threads", "seed")
+        resolved = {k: getattr(self, k) for k in keys}
+        if self.metric is not None:
+            resolved["sampling"] = self.metric_for(2)[1]  # the metric is given: its parameter is the same in 2-D and 3-D
+        return resolved
+
     def _register(self, fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float] | None) -> Registration:
         fixed, moving = validate_images(fixed, moving, dims=(2, 3))
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.threads)

@@ -107,6 +107,9 @@ def test_syn_metric_follows_the_image_dimension_and_binds_into_the_run():
     assert syn.metric_for(2) == ("CC", 4) and syn.metric_for(3) == ("mattes", 32)
     assert create_method("syn", metric="mattes").metric_for(2) == ("mattes", 32)
     assert create_method("syn", metric="CC", sampling=2).metric_for(3) == ("CC", 2)
+    # What the manifest records as resolved: the radius or bins, not "sampling: null".
+    assert create_method("syn", **resolve_method_options("syn", "quick", dims=2)).options()["sampling"] == 4
+    assert create_method("syn", **resolve_method_options("syn", "quick", dims=3)).options()["sampling"] == 32
     with pytest.raises(ValueError, match="syn metric must be one of"):
         create_method("syn", metric="cc")
 
