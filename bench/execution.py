@@ -363,7 +363,7 @@ def side_by_side_trainings(
     GSMorph 18%.
 
     On a GPU (two or more units whose models are on one CUDA device, ``image_shape`` given): as many at once as
-    ``config.parallel_trainings`` says, else as its free memory holds (:func:`gpu_slots`). One training at
+    its free memory holds (:func:`gpu_slots`), at most ``config.parallel_trainings``. One training at
     128 px launches small kernels and uses a sliver of a large GPU (docs/methods.md, "On a GPU"); each process
     trains as it would alone, so its numbers for its seed are those of one at a time. CPU units then train one
     at a time in the driver, as they do beside a GPU.
@@ -379,8 +379,8 @@ def side_by_side_trainings(
     gpus = {str(u[3]) for u in on_gpu}
     if len(on_gpu) >= 2 and len(gpus) == 1 and image_shape is not None and config.parallel_trainings != 1:
         chosen = on_gpu
-        host = driver_threads()
-        slots = config.parallel_trainings or gpu_slots([u[2] for u in on_gpu], image_shape, gpu_free_bytes(on_gpu[0][3]), host)
+        slots = gpu_slots([u[2] for u in on_gpu], image_shape, gpu_free_bytes(on_gpu[0][3]), driver_threads())
+        slots = min(slots, config.parallel_trainings or slots)
     else:
         chosen = [u for u in pending if u[3] is None and parallel_safe(built[u[0]][1])]
         slots = config.parallel_trainings or config.jobs

@@ -310,6 +310,7 @@ def test_trainings_on_one_gpu_run_side_by_side_as_its_free_memory_allows(tmp_pat
     assert _planned(tmp_path, monkeypatch, 15)[1] == 2
     assert _planned(tmp_path, monkeypatch, 6) == ([], 1)
     assert _planned(tmp_path, monkeypatch, 139, parallel_trainings=2)[1] == 2
+    assert _planned(tmp_path, monkeypatch, 15, parallel_trainings=3)[1] == 2  # a cap, not a count: memory first
     assert _planned(tmp_path, monkeypatch, 139, parallel_trainings=1) == ([], 1)
     assert _planned(tmp_path, monkeypatch, 139, cuda=False) == ([], 1)  # --jobs 1 on a CPU: one at a time
     assert _planned(tmp_path, monkeypatch, 139, cuda=False, jobs=2)[1] == 2
