@@ -394,10 +394,15 @@ def side_by_side_trainings(
     return tasks, slots
 
 
+def is_cuda(device: Any) -> bool:
+    """Whether ``device`` (a torch.device or its name) is a CUDA device."""
+    return getattr(device, "type", str(device)).startswith("cuda")
+
+
 def _cuda_device(method: Any) -> Any:
     """The CUDA device a method's model is on, else None."""
     device = getattr(method, "device", None)
-    return device if getattr(device, "type", None) == "cuda" else None
+    return device if is_cuda(device) else None
 
 
 # -------------------------------------------------------------------------------------- many cases

@@ -26,6 +26,7 @@ class Names:
     def from_manifests(cls, manifests: Sequence[Any], study: Study = DEFAULT_STUDY) -> Names:
         """From :class:`regbench.rundir.Manifest` objects; the first run naming a thing wins."""
         names = cls(datasets=dict(study.published_datasets))
+        precisions: dict[str, set[str]] = {}  # method -> the arithmetic each run trained it in
         for manifest in manifests:
             dataset = manifest.fingerprint.get("dataset")
             if dataset is not None and manifest.dataset_display_name:
@@ -35,6 +36,7 @@ class Names:
             for method, display in manifest.display_names().items():
                 names.methods.setdefault(method, display)
             for method in manifest.methods:
+                precisions.setdefault(method, set()).add(manifest.precision(method))
                 info = manifest.method_info(method)
                 family = info.get("family")
                 if isinstance(family, dict) and "label" in family and "value" in family:
@@ -45,10 +47,6 @@ class Names:
                 if isinstance(info.get("loss_note"), str):
                     names.loss_notes.setdefault(method, info["loss_note"])
         # A method that ran in other arithmetic than FP32 says so in its name, in every table and figure.
-        precisions: dict[str, set[str]] = {}
-        for manifest in manifests:
-            for method in manifest.methods:
-                precisions.setdefault(method, set()).add(manifest.precision(method))
         for method, found in precisions.items():
             if found != {"fp32"}:
                 names.methods[method] = f"{names.method(method)} ({'/'.join(sorted(found))})"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .config import RunConfig
-from .execution import iterate_cases, limit_threads
+from .execution import is_cuda, iterate_cases, limit_threads
 from .interface import register_pair
 from .options import resolve_method_options
 from .registry import METHODS, create_dataset, is_trainable
@@ -169,7 +169,7 @@ def operator_shares(fn: Any, repeats: int = 2, device: Any = "cpu") -> dict[str,
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = _is_cuda(device)
+    cuda = is_cuda(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             fn()
@@ -246,7 +246,7 @@ def elapsed_s(fn: Any, device: Any = "cpu") -> float:
     the host's launch time), on a CPU by the wall clock."""
     import torch
 
-    if not _is_cuda(device):
+    if not is_cuda(device):
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
@@ -273,10 +273,6 @@ def device_settings(device: Any, precision: str) -> dict[str, Any]:
             "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         }
     return {**settings, "cudnn_benchmark": torch.backends.cudnn.benchmark, "deterministic": torch.are_deterministic_algorithms_enabled()}
-
-
-def _is_cuda(device: Any) -> bool:
-    return getattr(device, "type", str(device)).startswith("cuda")
 
 
 def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto", precision: str | None = None, dims: int = 2) -> Any:
@@ -339,7 +335,7 @@ def time_training_steps(
         method = build_timed_method(name, profile, batch, device, precision, dims)
         step_batch = method.settings.batch_size
         pairs = benchmark_pairs(size, step_batch, dims=dims, depth=depth)
-        cuda = _is_cuda(method.device)
+        cuda = is_cuda(method.device)
         model = method.model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         fixed = torch.from_numpy(np.stack([p.fixed for p in pairs])[:, None]).to(method.device)

@@ -44,10 +44,15 @@ METRICS = ("CC", "mattes", "meansquares", "demons")
 DEFAULT_METRIC: dict[int, str] = {2: "CC", 3: "mattes"}
 
 
+def default_metric(dims: int) -> str:
+    """:data:`DEFAULT_METRIC` for ``dims``-D images."""
+    return DEFAULT_METRIC[3 if dims == 3 else 2]
+
+
 def default_options(profile: str, dims: int = 2) -> dict[str, Any]:
     """The dimension's metric as an explicit option, so that a run directory binds it: results computed under
     another metric are refused rather than mixed in."""
-    return {"metric": DEFAULT_METRIC[3 if dims == 3 else 2]}
+    return {"metric": default_metric(dims)}
 
 
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
@@ -85,7 +90,7 @@ class AntsSyN(SpacingAware):
 
     def metric_for(self, dims: int) -> tuple[str, int]:
         """The metric and its parameter on ``dims``-D images: those given, else :data:`DEFAULT_METRIC`'s."""
-        metric = self.metric or DEFAULT_METRIC[3 if dims == 3 else 2]
+        metric = self.metric or default_metric(dims)
         return metric, self.sampling if self.sampling is not None else (4 if metric == "CC" else 32)
 
     def options(self) -> dict[str, Any]:
