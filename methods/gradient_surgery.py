@@ -15,50 +15,122 @@
 
 Each combiner also reports its conflict share: the fraction of groups (layer-wise), of the network (global:
 0 or 1) or of elements (agreement) where the two gradients conflicted. It stays on the device.
+
+Each rule is written twice, as torch.optim writes its optimisers (a for-loop and a ``foreach`` form, chosen by
+device), and the two are tested equal:
+
+- ``per_tensor`` (CPU): a loop over the parameter tensors, ~6 operations each (458 for GSMorph's 75 tensors,
+  605 for GS-PCGrad's, 978 for GS-Agr's). On a CPU an operation costs little to start, and this form makes no
+  network-sized temporaries (a fresh 8 MB buffer costs its page faults: 3.9 ms for a 2M-element product, 0.16 ms
+  into a reused one), so it is the faster form there (3.0 against 10.5 ms for GSMorph's 2M parameters).
+- ``flat`` (CUDA): the whole network's gradient as one vector, per-group sums as two batched reductions
+  (:func:`group_sums`), the update handed back as views of one result: 21, 10 and 16 operations, whatever the
+  number of tensors; on a GPU each is a kernel launch of a few µs (the caching allocator makes temporaries
+  free), and none waits for the device. Its per-group sums are FP32 norms, less exact than the loop's
+  ``sum()`` (an update's relative error ~1e-5 against ~3e-8 on real gradients; one training step's weights agree
+  within 1e-4 of the step), and GS-Agr draws its noise for the whole vector at once (element i gets the i-th
+  number) instead of tensor by tensor. CUDA runs differ from CPU runs anyway; each is repeatable for its seed.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 
 from ..deep import DeepRegistration, deep_meta, settings_from_options
 from ..errors import ConfigError
+from ..trainer import Gradients
 from ..registry import register_method
 
 EPS = 1e-20
 
 
-class LayerwiseProjection:
+def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors' elements, tensor after tensor, as one vector (one copy)."""
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Gradients:
+    """:func:`flatten` undone: views of ``flat`` shaped as ``like`` (no copy)."""
+    return [piece.view_as(g) for piece, g in zip(flat.split([g.numel() for g in like]), like)]
+
+
+def group_sums(flat: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """The sum of each consecutive group of ``sizes`` elements of ``flat``, all groups in two batched reductions:
+    the L1 norm of the positive entries minus that of the negative ones (torch has no batched signed sum).
+    Deterministic, and the error bound is a plain sum's, ε·Σ|x|."""
+    positive = torch._foreach_norm(flat.clamp_min(0).split(list(sizes)), 1)
+    negative = torch._foreach_norm(flat.clamp_max(0).split(list(sizes)), 1)
+    return torch.stack(positive) - torch.stack(negative)
+
+
+class _Combiner:
+    """Dispatch to the ``flat`` form for CUDA gradients and the ``per_tensor`` form otherwise (module docstring)."""
+
     needs_separate_gradients = True
 
-    def __call__(self, g_sim: list[torch.Tensor], g_reg: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def __call__(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
+        return (self.flat if g_sim[0].is_cuda else self.per_tensor)(g_sim, g_reg)
+
+    def per_tensor(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
+        raise NotImplementedError
+
+    def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
+        raise NotImplementedError
+
+
+class LayerwiseProjection(_Combiner):
+    def __init__(self) -> None:
+        # (group sizes, device) -> each element's group number there: made once, not copied to the device per step.
+        self._group_of: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+
+    def per_tensor(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
         dots = torch.stack([(s * r).sum() for s, r in zip(g_sim, g_reg)])
         norms = torch.stack([(r * r).sum() for r in g_reg])
         conflict = dots < 0
         coef = torch.where(conflict, dots / norms.clamp_min(EPS), torch.zeros_like(dots))
         return [s - c * r for s, r, c in zip(g_sim, g_reg, coef)], conflict.float().mean()
 
+    def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
+        s, r = flatten(g_sim), flatten(g_reg)
+        sizes = tuple(g.numel() for g in g_sim)
+        dots = group_sums(s * r, sizes)
+        norms = torch.stack(torch._foreach_norm(r.split(list(sizes)), 2)).square()
+        conflict = dots < 0
+        coef = torch.where(conflict, dots / norms.clamp_min(EPS), torch.zeros_like(dots))
+        group_of = self._group_of.get((sizes, s.device))
+        if group_of is None:
+            group_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(s.device)
+            self._group_of[(sizes, s.device)] = group_of
+        return unflatten(torch.addcmul(s, coef.index_select(0, group_of), r, value=-1), g_sim), conflict.float().mean()
 
-class GlobalProjection:
-    needs_separate_gradients = True
 
-    def __call__(self, g_sim: list[torch.Tensor], g_reg: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+class GlobalProjection(_Combiner):
+    def per_tensor(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
         dot = cast(torch.Tensor, sum((s * r).sum() for s, r in zip(g_sim, g_reg)))
         norm = cast(torch.Tensor, sum((r * r).sum() for r in g_reg))
-        conflict = dot < 0
-        coef = torch.where(conflict, dot / norm.clamp_min(EPS), torch.zeros_like(dot))
-        return [s - coef * r for s, r in zip(g_sim, g_reg)], conflict.float()
+        coef, conflict = _projection_coefficient(dot, norm)
+        return [s - coef * r for s, r in zip(g_sim, g_reg)], conflict
+
+    def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
+        s, r = flatten(g_sim), flatten(g_reg)
+        coef, conflict = _projection_coefficient(torch.dot(s, r), torch.dot(r, r))
+        return unflatten(torch.addcmul(s, coef, r, value=-1), g_sim), conflict
+
+
+def _projection_coefficient(dot: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """⟨g_sim,g_reg⟩/‖g_reg‖² where the two conflict (dot < 0), else 0; and the conflict as 0.0 or 1.0."""
+    conflict = dot < 0
+    return torch.where(conflict, dot / norm.clamp_min(EPS), torch.zeros_like(dot)), conflict.float()
 
 
 NOISE_SCALES = ("masked-mean", "agreeing-mean", "mean")
 
 
-class AgreementRandom:
-    needs_separate_gradients = True
-
+class AgreementRandom(_Combiner):
     def __init__(self, noise_scale: str = "masked-mean") -> None:
         if noise_scale not in NOISE_SCALES:
             raise ConfigError(f"gs-agr noise_scale must be one of {', '.join(NOISE_SCALES)}, got {noise_scale!r}")
@@ -68,20 +140,35 @@ class AgreementRandom:
     def options(self) -> dict[str, Any]:
         return {"noise_scale": self.noise_scale}
 
-    def __call__(self, g_sim: list[torch.Tensor], g_reg: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _scale(self, total: int, n_agree: torch.Tensor, abs_sum: Callable[[bool], torch.Tensor]) -> torch.Tensor:
+        """The noise's standard deviation (module docstring); ``abs_sum(masked)`` is Σ|g_sim| over the network,
+        over its agreeing elements if ``masked``."""
+        if self.noise_scale == "mean":
+            return abs_sum(False) / total
+        return abs_sum(True) / (total if self.noise_scale == "masked-mean" else torch.clamp(n_agree, min=1))
+
+    def per_tensor(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
         agree = [torch.sign(s) == torch.sign(r) for s, r in zip(g_sim, g_reg)]
         total = sum(s.numel() for s in g_sim)
         n_agree = cast(torch.Tensor, sum(a.sum() for a in agree))
-        if self.noise_scale == "mean":
-            scale = sum(s.abs().sum() for s in g_sim) / total
-        else:
-            masked_sum = sum(torch.where(a, s, torch.zeros_like(s)).abs().sum() for s, a in zip(g_sim, agree))
-            scale = masked_sum / (total if self.noise_scale == "masked-mean" else torch.clamp(n_agree, min=1))
+        scale = self._scale(
+            total,
+            n_agree,
+            lambda masked: cast(torch.Tensor, sum((torch.where(a, s, torch.zeros_like(s)) if masked else s).abs().sum() for s, a in zip(g_sim, agree))),
+        )
         out = []
         for s, a in zip(g_sim, agree):
             noise = torch.randn(s.shape, generator=self.generator, device=s.device, dtype=s.dtype) * scale
             out.append(torch.where(a, s, noise))
         return out, (total - n_agree) / total
+
+    def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
+        s, r = flatten(g_sim), flatten(g_reg)
+        agree = torch.sign(s) == torch.sign(r)
+        n_agree = agree.sum()
+        scale = self._scale(s.numel(), n_agree, lambda masked: (torch.where(agree, s, torch.zeros_like(s)) if masked else s).abs().sum())
+        noise = torch.randn(s.shape, generator=self.generator, device=s.device, dtype=s.dtype) * scale
+        return unflatten(torch.where(agree, s, noise), g_sim), (s.numel() - n_agree) / s.numel()
 
 
 COMBINERS = {"gsmorph": LayerwiseProjection, "gs-pcgrad": GlobalProjection, "gs-agr": AgreementRandom}

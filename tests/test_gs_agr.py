@@ -23,13 +23,17 @@ AGREE = [torch.tensor([True, False, True, False]), torch.tensor([[True, False], 
 EXPECTED_SCALE = {"masked-mean": 5 / 8, "agreeing-mean": 5 / 3, "mean": 16 / 8}
 
 
+@pytest.mark.parametrize("form", ["per_tensor", "flat"])
 @pytest.mark.parametrize("noise_scale", sorted(EXPECTED_SCALE))
-def test_agreement_random_keeps_agreeing_entries_and_puts_scaled_noise_elsewhere(noise_scale):
+def test_agreement_random_keeps_agreeing_entries_and_puts_scaled_noise_elsewhere(noise_scale, form):
     combiner = AgreementRandom(noise_scale)
     combiner.generator = torch.Generator().manual_seed(7)
-    update, conflict = combiner(G_SIM, G_REG)
+    update, conflict = getattr(combiner, form)(G_SIM, G_REG)
     reference = torch.Generator().manual_seed(7)
-    noise = [torch.randn(s.shape, generator=reference) for s in G_SIM]  # the same draws, layer by layer
+    if form == "per_tensor":  # the same draws, layer by layer
+        noise = [torch.randn(s.shape, generator=reference) for s in G_SIM]
+    else:  # the same draws, for the whole network at once
+        noise = [piece.view_as(s) for piece, s in zip(torch.randn(8, generator=reference).split([4, 4]), G_SIM)]
     for out, s, a, n in zip(update, G_SIM, AGREE, noise):
         assert torch.equal(out[a], s[a])  # agreeing entries are g_sim, untouched
         assert torch.allclose(out[~a], n[~a] * EXPECTED_SCALE[noise_scale], rtol=1e-6, atol=0)
