@@ -242,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the counted FLOPs of a step and of one registration with the achieved GFLOP/s as a share of the "
         "device's dense matmul rate at the same precision (timed in the same run) and pairs/s, the share of a step's operator "
         "time in convolutions, grid sampling, matmuls and the optimiser (torch.profiler: CPU time on a CPU, CUDA kernel "
-        "time on a GPU), and one optimiser step of the largest model with subnormal Adam moments, computed and flushed "
-        "to zero. On a GPU, steps and inference are timed with CUDA events, and the TF32, cudnn.benchmark and "
+        "time on a GPU), one optimiser step of the largest model with subnormal Adam moments, computed and flushed "
+        "to zero, and each form of a gradient combiner that has several (a loop over the parameter tensors, one vector) "
+        "alone, with the form training uses on the device. On a GPU, steps and inference are timed with CUDA events, and the TF32, cudnn.benchmark and "
         "deterministic settings are printed.",
     )
     p.add_argument("--methods", default="demons,syn", help="comma-separated names or patterns (default: demons,syn)")
@@ -491,10 +492,12 @@ def cmd_perf(args: argparse.Namespace) -> int:
         dense_matmul_gflops,
         device_settings,
         format_case_timings,
+        format_combiner_timings,
         format_step_timings,
         format_subnormal_timing,
         matmul_label,
         time_cases,
+        time_combiner_forms,
         time_subnormal_optimiser_step,
         time_training_steps,
     )
@@ -525,6 +528,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
         print(format_step_timings(steps, matmul_gflops=matmul_rate, matmul_label=matmul_label(device, precision)), flush=True)
         largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
+        forms = {n: t for n in trainable if (t := time_combiner_forms(n, args.profile, device=args.device)) is not None}
+        if forms:
+            print(format_combiner_timings(forms, device), flush=True)
     if args.contention:
         from .perf import format_contention_timings, time_training_beside_load
 

@@ -259,6 +259,42 @@ def elapsed_s(fn: Any, device: Any = "cpu") -> float:
     return begin.elapsed_time(end) / 1000.0
 
 
+def time_combiner_forms(name: str, profile: str = "quick", device: str = "auto", repeats: int = 20) -> dict[str, float] | None:
+    """Median ms of one call of each form of a deep method's gradient combiner on ``device``, on random gradients
+    shaped as its network's parameters, when the combiner has several (``FORMS``, one chosen per device by
+    ``form_for``); None otherwise. On a GPU, CUDA events around the call include the device's idle time while the
+    host issues the kernels: a loop of small kernels costs what its launches cost."""
+    import torch
+
+    method = build_timed_method(name, profile, device=device)
+    combiner: Any = getattr(method, "combiner", None)
+    forms = getattr(combiner, "FORMS", ())
+    if len(forms) < 2:
+        return None
+    on = torch.device(method.device)
+    draw = torch.Generator(device=on).manual_seed(0)
+    shapes = [p.shape for p in method.model.parameters() if p.requires_grad]
+    g_sim = [torch.randn(s, generator=draw, device=on) for s in shapes]
+    g_reg = [torch.randn(s, generator=draw, device=on) for s in shapes]
+    combiner.generator = torch.Generator(device=on).manual_seed(1)  # a combiner that draws noise reads it
+    medians = {}
+    for form in forms:
+        call = getattr(combiner, form)
+        for _ in range(3):
+            call(g_sim, g_reg)  # warm-up: first-call allocations, cached group indices
+        medians[form] = 1000 * float(np.median([elapsed_s(lambda: call(g_sim, g_reg), on) for _ in range(repeats)]))
+    return {**medians, "used": combiner.form_for(on)}
+
+
+def format_combiner_timings(timings: dict[str, dict[str, Any]], device: str, repeats: int = 20) -> str:
+    """One line per method: each form's ms and the form its training uses on ``device``."""
+    lines = [f"gradient combiner alone, ms per step on {device} (median of {repeats}; gradients shaped as the network's):"]
+    for name, t in timings.items():
+        forms = ", ".join(f"{form} {ms:.2f}" for form, ms in t.items() if form != "used")
+        lines.append(f"  {name:<14} {forms} (training here uses {t['used']})")
+    return "\n".join(lines)
+
+
 def device_settings(device: Any, precision: str) -> dict[str, Any]:
     """What decides a GPU step's speed and numbers: the precision, TF32 for matmuls and cuDNN convolutions under
     it, cudnn.benchmark and deterministic algorithms (printed by perf, recorded in a run's manifest)."""

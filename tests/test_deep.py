@@ -92,6 +92,7 @@ def test_flat_form_equals_the_per_tensor_loop_on_network_sized_gradients(combine
         assert 0 < float(loop_share) < 1  # the drawn gradients did exercise both branches
     on_cpu, _ = combiner()(g_sim, g_reg)  # CPU gradients take the loop: CPU results are what they were
     assert all(torch.equal(a, b) for a, b in zip(on_cpu, loop))
+    assert combiner.form_for(torch.device("cuda", 0)) == "flat" and combiner.form_for(torch.device("cpu")) == "per_tensor"
 
 
 @pytest.mark.parametrize("name", ["gsmorph", "gs-pcgrad"])

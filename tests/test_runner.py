@@ -206,6 +206,18 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
     assert "AdamW step over 1,968,002 parameters" in out
     assert "throughput against this CPU's dense matmul at the steps' precision (FP32" in out and "% matmul" in out
     assert "share of a training step's operator time" in out and "grid_sample bwd" in out
+    assert "gradient combiner alone" not in out  # VoxelMorph's weighted sum has one form
+
+
+def test_perf_times_each_form_of_a_gradient_combiner_and_names_the_one_training_uses():
+    from regbench.perf import format_combiner_timings, time_combiner_forms
+
+    assert time_combiner_forms("voxelmorph-m", device="cpu", repeats=1) is None  # one form
+    timings = {name: time_combiner_forms(name, device="cpu", repeats=2) for name in ("gsmorph", "gs-agr")}
+    for t in timings.values():
+        assert t is not None and t["per_tensor"] > 0 and t["flat"] > 0 and t["used"] == "per_tensor"
+    text = format_combiner_timings(timings, "cpu", repeats=2)  # type: ignore[arg-type]
+    assert "ms per step on cpu (median of 2" in text and "gs-agr" in text and "(training here uses per_tensor)" in text
 
 
 @pytest.mark.slow
