@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_NJD_BUDGET, PRECISIONS, PROFILES, load_config, parse_dataset_options, parse_seeds
+from .config import COMPILE_MODES, DEFAULT_NJD_BUDGET, PRECISIONS, PROFILES, load_config, parse_dataset_options, parse_seeds
 from .errors import ConfigError, RegbenchError
 from .study import DEFAULT_STUDY
 
@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic of the deep methods' steps and of the matmul reference: fp32 (TF32 off), tf32 (CUDA), bf16 (autocast) (default: the profile's, fp32)",
     )
     p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="time the deep methods' steps with the network compiled as training's compile_mode does: none (eager), default "
+        "(inductor), reduce-overhead (inductor and CUDA graphs on a GPU); the first step compiles (default: the profile's, none)",
+    )
+    p.add_argument(
         "--contention",
         action="store_true",
         help=f"also time {DEFAULT_STUDY.step_reference}'s training step alone and beside a "
@@ -519,7 +525,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
         if reference not in trainable:
             trainable.insert(0, reference)  # the reference for the relative step time
         steps = time_training_steps(
-            trainable, args.size, args.batch, device=args.device, profile=args.profile, precision=args.precision, dims=args.dims, depth=args.depth
+            trainable,
+            args.size,
+            args.batch,
+            device=args.device,
+            profile=args.profile,
+            precision=args.precision,
+            dims=args.dims,
+            depth=args.depth,
+            compile_mode=args.compile_mode,
         )
         device, precision = steps[0].device, steps[0].precision
         if device.startswith("cuda"):

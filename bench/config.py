@@ -23,6 +23,7 @@ DEFAULT_NJD_BUDGET = 1.0
 
 # The deep methods' arithmetic (TrainSettings.precision; regbench.trainer.precision_mode says what each means).
 PRECISIONS = ("fp32", "tf32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead")  # TrainSettings.compile_mode
 
 
 def check_precision(precision: str) -> None:

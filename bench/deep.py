@@ -118,8 +118,9 @@ class DeepRegistration:
         weighted = self.objective is None or getattr(self.objective, "weighted_by_combiner", False)
         combiner_options = getattr(self.combiner, "options", None)  # a combiner's own (gs-agr's noise_scale)
         settings = asdict(self.settings)
-        if settings["precision"] == "fp32":  # recorded only when not the default, so that earlier run directories still bind
-            del settings["precision"]
+        for name, default in (("precision", "fp32"), ("compile_mode", "none")):
+            if settings[name] == default:  # recorded only when not the default, so that earlier run directories still bind
+                del settings[name]
         return {
             **settings,
             "device": str(self.device),

@@ -136,6 +136,7 @@ class StepTiming:
     peak_mb: float = float("nan")
     precision: str = "fp32"  # the method's TrainSettings.precision the step ran at
     device: str = "cpu"
+    compile_mode: str = "none"  # the method's TrainSettings.compile_mode the steps ran with
 
     @property
     def step_gflops(self) -> float:
@@ -311,12 +312,22 @@ def device_settings(device: Any, precision: str) -> dict[str, Any]:
     return {**settings, "cudnn_benchmark": torch.backends.cudnn.benchmark, "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
-def build_timed_method(name: str, profile: str = "quick", batch: int | None = None, device: str = "auto", precision: str | None = None, dims: int = 2) -> Any:
+def build_timed_method(
+    name: str,
+    profile: str = "quick",
+    batch: int | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    dims: int = 2,
+    compile_mode: str | None = None,
+) -> Any:
     """The method as ``regbench run --profile PROFILE`` builds it for ``dims``-D images (one option
-    resolution), at ``batch`` and ``precision`` if given."""
+    resolution), at ``batch``, ``precision`` and ``compile_mode`` if given."""
     given: dict[str, Any] = {"batch_size": batch} if batch else {}
     if precision is not None:
         given["precision"] = precision
+    if compile_mode is not None:
+        given["compile_mode"] = compile_mode
     method = METHODS.create(name, **resolve_method_options(name, profile, given, device=device, dims=dims))
     method.use_dims(dims)
     return method
@@ -356,19 +367,22 @@ def time_training_steps(
     precision: str | None = None,
     dims: int = 2,
     depth: int = 10,
+    compile_mode: str | None = None,
 ) -> list[StepTiming]:
     """Seconds per training step on one fixed batch (after one warm-up step), and inference ms per pair; each
     method built with ``profile``'s options for ``dims``-D images (its batch size unless ``batch`` is given; its
     precision unless ``precision`` is given), on 2-D slices of ``size`` px or (``dims`` 3) stacks of ``depth``
     slices of ``size`` × ``size`` px. On a GPU both are timed with CUDA events and the peak memory is CUDA's
-    allocated peak during the steps; on a CPU it is :func:`cpu_step_peak_mib` of one more step."""
+    allocated peak during the steps; on a CPU it is :func:`cpu_step_peak_mib` of one more step. With
+    ``compile_mode`` the steps run as training runs them (compiled; the warm-up step compiles); registration
+    and the FLOP count use the eager network."""
     import torch
 
     from .trainer import PlainObjective
 
     out = []
     for name in names:
-        method = build_timed_method(name, profile, batch, device, precision, dims)
+        method = build_timed_method(name, profile, batch, device, precision, dims, compile_mode)
         step_batch = method.settings.batch_size
         pairs = benchmark_pairs(size, step_batch, dims=dims, depth=depth)
         cuda = is_cuda(method.device)
@@ -383,14 +397,15 @@ def time_training_steps(
         objective = method.objective or PlainObjective()
         method.combiner.generator = torch.Generator(device=method.device).manual_seed(0)
         generator = method.combiner.generator
-        trainer.step(model, params, optimiser, objective, moving, fixed, generator)  # warm-up
+        net = trainer.training_model(model)
+        trainer.step(net, params, optimiser, objective, moving, fixed, generator)  # warm-up (and compilation)
         if cuda:
             torch.cuda.reset_peak_memory_stats(method.device)
-        times = [elapsed_s(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), method.device) for _ in range(steps)]
+        times = [elapsed_s(lambda: trainer.step(net, params, optimiser, objective, moving, fixed, generator), method.device) for _ in range(steps)]
         if cuda:
             peak_mb = torch.cuda.max_memory_allocated(method.device) / 2**20
         else:
-            peak_mb = cpu_step_peak_mib(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), model, optimiser)
+            peak_mb = cpu_step_peak_mib(lambda: trainer.step(net, params, optimiser, objective, moving, fixed, generator), model, optimiser)
         model.eval()
         infer = []
         for i in range(repeats + 3):
@@ -402,7 +417,7 @@ def time_training_steps(
         inference_gflop = counted_gflop(lambda: method.register(pairs[0].fixed, pairs[0].moving))
         model.train()
         step_gflop = counted_gflop(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator))
-        shares = operator_shares(lambda: trainer.step(model, params, optimiser, objective, moving, fixed, generator), device=method.device)
+        shares = operator_shares(lambda: trainer.step(net, params, optimiser, objective, moving, fixed, generator), device=method.device)
         out.append(
             StepTiming(
                 name,
@@ -420,6 +435,7 @@ def time_training_steps(
                 peak_mb,
                 method.settings.precision,
                 str(method.device),
+                method.settings.compile_mode,
             )
         )
     return out
@@ -564,6 +580,9 @@ def format_step_timings(
         f"{'method':<16}{'size':>10}{'batch':>7}{'precision':>10}{'train step (s)':>16}{'× ' + reference:>18}{'inference ms/pair':>20}"
         f"{f'validation ms/{VALIDATION_PAIRS} pairs':>26}{'full eval ms/' + str(VALIDATION_PAIRS):>20}{'peak MiB':>10}"
     ]
+    compiled = sorted({f"{r.method} {r.compile_mode}" for r in rows if r.compile_mode != "none"})
+    if compiled:  # the first step compiled and was not timed
+        lines.insert(0, f"training steps compiled (compile_mode): {', '.join(compiled)}")
     for r in rows:
         rel = f"{r.step_s / ref:.2f}×" if ref else "n/a"
         lines.append(

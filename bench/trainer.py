@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import check_precision
+from .config import COMPILE_MODES, check_precision
 from .errors import ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .interface import Pair
@@ -138,6 +138,10 @@ class TrainSettings:
     # The arithmetic of forward and backward passes (training, validation and inference); see precision_mode.
     # "fp32" (default) is true FP32 on every device, so numbers never change with a device's defaults.
     precision: str = "fp32"
+    # torch.compile of the network for the training steps: "none" (default, eager), "default" (inductor: fused
+    # elementwise kernels) or "reduce-overhead" (the same, replayed as CUDA graphs on a GPU: one launch per
+    # graph). Opt-in: the first step compiles (tens of seconds) and on a CPU it did not pay (docs/methods.md).
+    compile_mode: str = "none"
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITY:
@@ -145,6 +149,8 @@ class TrainSettings:
         if self.smoothness not in ("l1", "l2"):
             raise ConfigError(f"smoothness must be 'l1' or 'l2', got {self.smoothness!r}")
         check_precision(self.precision)
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         for name in ("epochs", "batch_size", "val_every"):
@@ -263,6 +269,7 @@ class Trainer:
         noise_rng = torch.Generator(device=self.device).manual_seed(s.seed + 1)
         params = [p for p in model.parameters() if p.requires_grad]
         optimiser = self.make_optimiser(params, model_lr_scales(model))
+        net = self.training_model(model)
         history: list[EpochRecord] = []
         start_epoch = 0
         checkpoint = checkpoint_path(workdir) if workdir else None
@@ -291,7 +298,7 @@ class Trainer:
             sums = torch.zeros(3, device=self.device)  # sim, reg, conflict share: summed on the device
             for step in range(steps_per_epoch):
                 idx = order[step * batch : (step + 1) * batch]
-                sim, reg, share = self.step(model, params, optimiser, objective, *data.batch(idx), noise_rng)
+                sim, reg, share = self.step(net, params, optimiser, objective, *data.batch(idx), noise_rng)
                 share_t = torch.as_tensor(float("nan") if share is None else share, device=self.device)
                 sums += torch.stack([sim.detach(), reg.detach(), share_t.detach().float()])
             means = (sums / steps_per_epoch).tolist()  # one host sync per epoch
@@ -352,8 +359,21 @@ class Trainer:
             fused=True,
         )
 
+    def training_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the training steps call: ``model`` itself, or with ``compile_mode`` a compiled wrapper that shares
+        its parameters (checkpoints, validation and inference use ``model``)."""
+        if self.settings.compile_mode == "none":
+            return model
+        # Compiled for this training alone, as in a fresh process: torch reuses a compiled network of the same
+        # structure, and a graph compiled for one backward pass (VoxelMorph's) frees buffers that the two backward
+        # passes of gradient surgery need ("donated buffers ... requires retain_graph=False").
+        torch._dynamo.reset()
+        return cast(torch.nn.Module, torch.compile(model, mode=self.settings.compile_mode))
+
     def step(self, model, params, optimiser, objective, moving, fixed, generator):
         """One update; returns the two losses (tensors, no host sync) and the conflict share."""
+        if self.settings.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are read; a new step begins
         with precision_mode(self.settings.precision, self.device, autocast=False):
             optimiser.zero_grad(set_to_none=True)
             with precision_mode(self.settings.precision, self.device):

@@ -442,6 +442,7 @@ MISTAKES = [
     ("data check on synthetic", ["data", "check", "--dataset", "synthetic"], 2, "is not read from disk"),
     ("perf pairs 0", ["perf", "--pairs", "0"], 2, "--pairs must be at least 1, got 0"),
     ("perf size 8", ["perf", "--size", "8"], 2, "--size must be at least 32, got 8"),
+    ("perf compile mode typo", ["perf", "--compile-mode", "max-autotune"], 2, "invalid choice: 'max-autotune'"),
     ("unknown command", ["runn"], 2, "invalid choice: 'runn'"),
     (
         "seeds not numbers",
