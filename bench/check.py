@@ -114,12 +114,16 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
     dims_to_check = [d for d in declared_dims(given if isinstance(given, str) else given) if d in (2, 3)] or [2]
     if isinstance(given, str):
 
-        def make(dims: int = dims_to_check[0]) -> Any:
+        def options_for(dims: int) -> dict[str, Any]:
             # The options `regbench run --profile PROFILE` would build it with on dims-D data (profile None: the
             # method's own defaults).
-            return METHODS.create(given, **(resolve_method_options(given, profile, options, dims=dims) if profile else dict(options)))
+            return resolve_method_options(given, profile, options, dims=dims) if profile else dict(options)
 
-        method = make()
+        def make(dims: int = dims_to_check[0]) -> Any:
+            return METHODS.create(given, **options_for(dims))
+
+        first_options = options_for(dims_to_check[0])
+        method = METHODS.create(given, **first_options)
         name = given
     else:
         method = given
@@ -128,7 +132,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
 
     report = CheckReport(name)
     if isinstance(given, str):
-        report.options = resolved_options(name, resolve_method_options(given, profile, options, dims=dims_to_check[0]) if profile else dict(options), method)
+        report.options = resolved_options(name, first_options, method)
 
     def run_checks(dims: int, first: bool, method: Any) -> None:
         """Every check on pairs of ``dims`` dimensions. 2-D checks keep their plain names; on volumes they say

@@ -320,7 +320,8 @@ class Registry:
                 close = {u: difflib.get_close_matches(u, sorted(accepted), n=1) for u in unknown}
                 hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for u, c in close.items())
                 raise ConfigError(f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}.")
-        tag = name.partition(".")[2] if self.tagged_base(name) is not None else None
+        tagged = self.tagged_base(name) is not None
+        tag = name.partition(".")[2] if tagged else None
         extra = {"tag": tag} if tag is not None and _takes_tag(factory) else {}
         if extra:
             self.meta(name)  # a tag that is not what the base needs is one error before anything is built
@@ -330,7 +331,7 @@ class Registry:
             raise  # already names the file, key or value
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.kind} {name!r} rejects its options {options!r}: {type(exc).__name__}: {exc}") from None
-        if getattr(obj, "name", None) in (None, "") or self.tagged_base(name) is not None:
+        if getattr(obj, "name", None) in (None, "") or tagged:
             try:
                 obj.name = name
             except AttributeError:
