@@ -542,7 +542,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         print(format_step_timings(steps, matmul_gflops=matmul_rate, matmul_label=matmul_label(device, precision)), flush=True)
         largest = max(step.parameters for step in steps)
         print(format_subnormal_timing(largest, *time_subnormal_optimiser_step(largest)))
-        forms = {n: t for n in trainable if (t := time_combiner_forms(n, args.profile, device=args.device)) is not None}
+        forms = {n: t for n in trainable if (t := time_combiner_forms(n, args.profile, device=args.device, dims=args.dims)) is not None}
         if forms:
             print(format_combiner_timings(forms, device), flush=True)
     if args.contention:

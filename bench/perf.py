@@ -260,14 +260,14 @@ def elapsed_s(fn: Any, device: Any = "cpu") -> float:
     return begin.elapsed_time(end) / 1000.0
 
 
-def time_combiner_forms(name: str, profile: str = "quick", device: str = "auto", repeats: int = 20) -> dict[str, float] | None:
+def time_combiner_forms(name: str, profile: str = "quick", device: str = "auto", repeats: int = 20, dims: int = 2) -> dict[str, Any] | None:
     """Median ms of one call of each form of a deep method's gradient combiner on ``device``, on random gradients
-    shaped as its network's parameters, when the combiner has several (``FORMS``, one chosen per device by
+    shaped as its ``dims``-D network's parameters, when the combiner has several (``FORMS``, one chosen per device by
     ``form_for``); None otherwise. On a GPU, CUDA events around the call include the device's idle time while the
     host issues the kernels: a loop of small kernels costs what its launches cost."""
     import torch
 
-    method = build_timed_method(name, profile, device=device)
+    method = build_timed_method(name, profile, device=device, dims=dims)
     combiner: Any = getattr(method, "combiner", None)
     forms = getattr(combiner, "FORMS", ())
     if len(forms) < 2:

@@ -367,7 +367,7 @@ class Trainer:
         # Compiled for this training alone, as in a fresh process: torch reuses a compiled network of the same
         # structure, and a graph compiled for one backward pass (VoxelMorph's) frees buffers that the two backward
         # passes of gradient surgery need ("donated buffers ... requires retain_graph=False").
-        torch._dynamo.reset()
+        torch.compiler.reset()
         return cast(torch.nn.Module, torch.compile(model, mode=self.settings.compile_mode))
 
     def step(self, model, params, optimiser, objective, moving, fixed, generator):
