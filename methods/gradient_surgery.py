@@ -24,13 +24,13 @@ device), and the two are tested equal:
   the same within noise in a training step (GSMorph, 64 px, batch 16, 2-core Zen 4: 0.23–0.28 s per step either
   way; the combiner alone, 3–28 ms, is faster in one form or the other by the allocator's state), so CPU
   training keeps the loop, and its results bit for bit.
-- ``flat`` (CUDA): the whole network's gradient as one vector, per-group sums as two batched reductions
-  (:func:`group_sums`), the update handed back as views of one result: 21, 10 and 16 operations, whatever the
-  number of tensors; on a GPU each is a kernel launch of a few µs (the caching allocator makes temporaries
+- ``flat`` (CUDA): the whole network's gradient as one vector, each tensor in its memory order (a channels-last
+  gradient is not reordered), per-group sums as two batched reductions (:func:`group_sums`), the update handed
+  back as views of one result in the gradients' layouts: 21, 10 and 16 operations, whatever the number of tensors; on a GPU each is a kernel launch of a few µs (the caching allocator makes temporaries
   free), and none waits for the device. Its per-group sums are FP32 norms, less exact than the loop's
   ``sum()`` (an update's relative error ~1e-5 against ~3e-8 on real gradients; one training step's weights agree
   within 1e-4 of the step), and GS-Agr draws its noise for the whole vector at once (element i gets the i-th
-  number) instead of tensor by tensor. CUDA runs differ from CPU runs anyway; each is repeatable for its seed.
+  number, in memory order) instead of tensor by tensor. CUDA runs differ from CPU runs anyway; each is repeatable for its seed.
 """
 
 from __future__ import annotations
@@ -49,14 +49,42 @@ from ..trainer import Gradients
 EPS = 1e-20
 
 
-def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The tensors' elements, tensor after tensor, as one vector (one copy)."""
-    return torch.cat([g.reshape(-1) for g in grads])
+def _dense(g: torch.Tensor) -> torch.Tensor:
+    """``g`` if its memory is dense in a standard order (contiguous or channels-last), else a contiguous copy."""
+    if g.is_contiguous():
+        return g
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(g.dim())
+    if channels_last is not None and g.is_contiguous(memory_format=channels_last):
+        return g
+    return g.contiguous()
 
 
-def unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Gradients:
-    """:func:`flatten` undone: views of ``flat`` shaped as ``like`` (no copy)."""
-    return [piece.view_as(g) for piece, g in zip(flat.split([g.numel() for g in like]), like)]
+def _in_memory_order(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``g``'s elements as one vector in the memory order of ``like`` (dense, of ``g``'s shape); a view of ``g``
+    where ``g`` is laid out as ``like`` (a channels-last gradient is not copied into NCHW order)."""
+    if like.is_contiguous():
+        return g.reshape(-1)
+    if g.stride() != like.stride():
+        g = torch.empty_like(like).copy_(g)  # like's strides (empty_like keeps a dense tensor's)
+    return g.as_strided((g.numel(),), (1,))
+
+
+def flatten(grads: Sequence[torch.Tensor], layout: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors' elements, tensor after tensor, each in the memory order of its ``layout`` tensor (dense: see
+    :func:`layout_of`), as one vector (one copy; elementwise rules pair the same elements of two gradients
+    flattened with one layout)."""
+    return torch.cat([_in_memory_order(g, like) for g, like in zip(grads, layout)])
+
+
+def layout_of(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor itself where its memory is dense, else a contiguous copy: the layouts to flatten with."""
+    return [_dense(g) for g in grads]
+
+
+def unflatten(flat: torch.Tensor, layout: Sequence[torch.Tensor]) -> Gradients:
+    """:func:`flatten` undone: views of ``flat`` with the shapes and strides of ``layout`` (no copy; a gradient
+    handed back in its parameter's layout is not copied again by the trainer)."""
+    return [piece.as_strided(like.shape, like.stride()) for piece, like in zip(flat.split([g.numel() for g in layout]), layout)]
 
 
 def group_sums(flat: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
@@ -103,7 +131,8 @@ class LayerwiseProjection(_Combiner):
         return [s - c * r for s, r, c in zip(g_sim, g_reg, coef)], conflict.float().mean()
 
     def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
-        s, r = flatten(g_sim), flatten(g_reg)
+        layout = layout_of(g_sim)
+        s, r = flatten(g_sim, layout), flatten(g_reg, layout)
         sizes = tuple(g.numel() for g in g_sim)
         dots = group_sums(s * r, sizes)
         norms = torch.stack(torch._foreach_norm(r.split(list(sizes)), 2)).square()
@@ -113,7 +142,7 @@ class LayerwiseProjection(_Combiner):
         if group_of is None:
             group_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(s.device)
             self._group_of[(sizes, s.device)] = group_of
-        return unflatten(torch.addcmul(s, coef.index_select(0, group_of), r, value=-1), g_sim), conflict.float().mean()
+        return unflatten(torch.addcmul(s, coef.index_select(0, group_of), r, value=-1), layout), conflict.float().mean()
 
 
 class GlobalProjection(_Combiner):
@@ -124,9 +153,10 @@ class GlobalProjection(_Combiner):
         return [s - coef * r for s, r in zip(g_sim, g_reg)], conflict
 
     def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
-        s, r = flatten(g_sim), flatten(g_reg)
+        layout = layout_of(g_sim)
+        s, r = flatten(g_sim, layout), flatten(g_reg, layout)
         coef, conflict = _projection_coefficient(torch.dot(s, r), torch.dot(r, r))
-        return unflatten(torch.addcmul(s, coef, r, value=-1), g_sim), conflict
+        return unflatten(torch.addcmul(s, coef, r, value=-1), layout), conflict
 
 
 def _projection_coefficient(dot: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,12 +201,13 @@ class AgreementRandom(_Combiner):
         return out, (total - n_agree) / total
 
     def flat(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor]:
-        s, r = flatten(g_sim), flatten(g_reg)
+        layout = layout_of(g_sim)
+        s, r = flatten(g_sim, layout), flatten(g_reg, layout)
         agree = torch.sign(s) == torch.sign(r)
         n_agree = agree.sum()
         scale = self._scale(s.numel(), n_agree, lambda masked: (torch.where(agree, s, torch.zeros_like(s)) if masked else s).abs().sum())
         noise = torch.randn(s.shape, generator=self.generator, device=s.device, dtype=s.dtype) * scale
-        return unflatten(torch.where(agree, s, noise), g_sim), (s.numel() - n_agree) / s.numel()
+        return unflatten(torch.where(agree, s, noise), layout), (s.numel() - n_agree) / s.numel()
 
 
 COMBINERS = {"gsmorph": LayerwiseProjection, "gs-pcgrad": GlobalProjection, "gs-agr": AgreementRandom}

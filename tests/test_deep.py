@@ -95,6 +95,36 @@ def test_flat_form_equals_the_per_tensor_loop_on_network_sized_gradients(combine
     assert combiner.form_for(torch.device("cuda", 0)) == "flat" and combiner.form_for(torch.device("cpu")) == "per_tensor"
 
 
+def test_flat_form_keeps_each_gradients_memory_layout():
+    """Channels-last similarity gradients (as a channels-last network's), smoothness gradients in mixed layouts
+    and one non-dense tensor: the flat form pairs the same elements as the loop, and hands every dense gradient
+    back with its strides (the trainer then copies nothing into its parameter's layout)."""
+    from regbench.methods.gradient_surgery import AgreementRandom
+
+    g_sim, g_reg = unet_gradients(4)
+    g_sim = [g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g for g in g_sim]
+    g_reg = [g if i % 2 else g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g for i, g in enumerate(g_reg)]
+    g_sim[1] = g_sim[1].transpose(2, 3)  # not dense in a standard order: flattened from a contiguous copy
+    g_reg[1] = g_reg[1].transpose(2, 3)
+    assert g_sim[0].stride() != g_sim[0].contiguous().stride()
+    for combiner in (LayerwiseProjection(), GlobalProjection()):
+        loop, loop_share = combiner.per_tensor(g_sim, g_reg)
+        flat, flat_share = combiner.flat(g_sim, g_reg)
+        assert float(flat_share) == float(loop_share)
+        for i, (a, b, g) in enumerate(zip(flat, loop, g_sim)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5)
+            if i != 1:
+                assert a.stride() == g.stride()
+    agr = AgreementRandom()
+    agr.generator = torch.Generator().manual_seed(0)
+    update, share = agr.flat(g_sim, g_reg)
+    _, loop_share = agr.per_tensor(g_sim, g_reg)
+    assert float(share) == pytest.approx(float(loop_share), abs=1e-6)
+    for u, s_, r in zip(update, g_sim, g_reg):
+        agree = torch.sign(s_) == torch.sign(r)
+        assert torch.equal(u[agree], s_[agree])
+
+
 @pytest.mark.parametrize("name", ["gsmorph", "gs-pcgrad"])
 def test_training_with_the_flat_form_follows_the_loop(monkeypatch, pairs, name):
     """The CUDA form inside the trainer (views of one flat update handed to fused AdamW), run here on CPU: from the
