@@ -270,6 +270,9 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         optimiser = self.make_optimiser(params, model_lr_scales(model))
         net = self.training_model(model)
+        # A combiner without a conflict share (VoxelMorph's) adds NaN: made on the device once, not copied from the
+        # host each step (torch.tensor(x, device="cuda") of a Python number blocks the host: pytorch/pytorch#120996).
+        no_share = torch.full((), float("nan"), device=self.device)
         history: list[EpochRecord] = []
         start_epoch = 0
         checkpoint = checkpoint_path(workdir) if workdir else None
@@ -299,7 +302,7 @@ class Trainer:
             for step in range(steps_per_epoch):
                 idx = order[step * batch : (step + 1) * batch]
                 sim, reg, share = self.step(net, params, optimiser, objective, *data.batch(idx), noise_rng)
-                share_t = torch.as_tensor(float("nan") if share is None else share, device=self.device)
+                share_t = no_share if share is None else torch.as_tensor(share, device=self.device)
                 sums += torch.stack([sim.detach(), reg.detach(), share_t.detach().float()])
             means = (sums / steps_per_epoch).tolist()  # one host sync per epoch
             record = EpochRecord(epoch + 1, means[0], means[1], None if math.isnan(means[2]) else means[2])
