@@ -137,6 +137,7 @@ class StepTiming:
     precision: str = "fp32"  # the method's TrainSettings.precision the step ran at
     device: str = "cpu"
     compile_mode: str = "none"  # the method's TrainSettings.compile_mode the steps ran with
+    host_syncs: float | None = None  # CUDA: operations per step that made the host wait for the device
 
     @property
     def step_gflops(self) -> float:
@@ -296,6 +297,27 @@ def format_combiner_timings(timings: dict[str, dict[str, Any]], device: str, rep
     return "\n".join(lines)
 
 
+def host_syncs_per(fn: Any, device: Any, repeats: int = 3) -> float | None:
+    """On a CUDA device, how many operations per call of ``fn`` made the host wait for the device (torch's sync
+    debug mode warns at each: an ``.item()``, a copy from pageable host memory, a data-dependent shape); each
+    wait stops the host from queueing kernels ahead. None on a CPU."""
+    if not is_cuda(device):
+        return None
+    import warnings
+
+    import torch
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(repeats):
+                fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught) / repeats
+
+
 def device_settings(device: Any, precision: str) -> dict[str, Any]:
     """What decides a GPU step's speed and numbers: the precision, TF32 for matmuls and cuDNN convolutions under
     it, cudnn.benchmark and deterministic algorithms (printed by perf, recorded in a run's manifest)."""
@@ -402,6 +424,7 @@ def time_training_steps(
         if cuda:
             torch.cuda.reset_peak_memory_stats(method.device)
         times = [elapsed_s(lambda: trainer.step(net, params, optimiser, objective, moving, fixed, generator), method.device) for _ in range(steps)]
+        syncs = host_syncs_per(lambda: trainer.step(net, params, optimiser, objective, moving, fixed, generator), method.device)
         if cuda:
             peak_mb = torch.cuda.max_memory_allocated(method.device) / 2**20
         else:
@@ -436,6 +459,7 @@ def time_training_steps(
                 method.settings.precision,
                 str(method.device),
                 method.settings.compile_mode,
+                syncs,
             )
         )
     return out
@@ -589,6 +613,12 @@ def format_step_timings(
             f"{r.method:<16}{r.size!s:>10}{r.batch:>7}{r.precision:>10}{r.step_s:>16.4f}{rel:>18}{r.inference_ms:>13.2f} ± {r.inference_std_ms:.2f}"
             f"{r.validation_ms:>26.1f}{r.full_evaluation_ms:>20.1f}{r.peak_mb:>10.0f}"
         )
+    if any(r.host_syncs is not None for r in rows):
+        lines += [
+            "",
+            "host waits for the device per training step (torch.cuda sync debug mode; 0: none): "
+            + ", ".join(f"{r.method} {r.host_syncs:g}" for r in rows if r.host_syncs is not None),
+        ]
     if matmul_gflops:
         label = matmul_label or "this machine's dense FP32 matmul (2048², same threads)"
         lines += [

@@ -33,7 +33,11 @@ def warp_tensor(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
     if grid is None:
         grid = identity_grid(tuple(spatial), device=flow.device)
     coords = grid.unsqueeze(0) + flow
-    scale = torch.tensor([2.0 / max(s - 1, 1) for s in spatial], device=flow.device, dtype=flow.dtype)
+    # Filled on the device: torch.tensor(list, device="cuda") copies from the host and blocks it until the device
+    # is idle (pytorch/pytorch#120996), once per warp, i.e. per training step. The same float32 values.
+    scale = torch.empty(len(spatial), device=flow.device, dtype=flow.dtype)
+    for axis, size in enumerate(spatial):
+        scale[axis] = 2.0 / max(size - 1, 1)
     coords = coords * scale.view(1, -1, *([1] * len(spatial))) - 1.0
     # grid_sample wants the last dimension ordered (x, y[, z]): reverse our (row, column[, ...]) order.
     coords = coords.movedim(1, -1).flip(-1)

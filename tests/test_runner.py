@@ -209,6 +209,17 @@ def test_perf_times_training_steps_and_sizes_the_subnormal_step_by_the_largest_m
     assert "gradient combiner alone" not in out  # VoxelMorph's weighted sum has one form
 
 
+def test_perf_counts_host_waits_per_step_on_a_gpu_only():
+    from regbench.perf import StepTiming, format_step_timings, host_syncs_per
+
+    calls = []
+    assert host_syncs_per(lambda: calls.append(1), "cpu") is None and not calls  # CPU: not run at all
+    row = dict(size=128, batch=32, step_s=0.02, inference_ms=1.0, inference_std_ms=0.1, validation_ms=1.0, full_evaluation_ms=2.0, parameters=10)
+    gpu = [StepTiming("voxelmorph-m", **row, device="cuda:0", host_syncs=0.0), StepTiming("hypermorph", **row, device="cuda:0", host_syncs=2.0)]
+    assert "host waits for the device per training step (torch.cuda sync debug mode; 0: none): voxelmorph-m 0, hypermorph 2" in format_step_timings(gpu)
+    assert "host waits" not in format_step_timings([StepTiming("voxelmorph-m", **row)])
+
+
 def test_perf_times_each_form_of_a_gradient_combiner_and_names_the_one_training_uses():
     from regbench.perf import format_combiner_timings, time_combiner_forms
 
