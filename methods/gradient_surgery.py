@@ -26,11 +26,12 @@ device), and the two are tested equal:
   training keeps the loop, and its results bit for bit.
 - ``flat`` (CUDA): the whole network's gradient as one vector, each tensor in its memory order (a channels-last
   gradient is not reordered), per-group sums as two batched reductions (:func:`group_sums`), the update handed
-  back as views of one result in the gradients' layouts: 21, 10 and 16 operations, whatever the number of tensors; on a GPU each is a kernel launch of a few µs (the caching allocator makes temporaries
-  free), and none waits for the device. Its per-group sums are FP32 norms, less exact than the loop's
-  ``sum()`` (an update's relative error ~1e-5 against ~3e-8 on real gradients; one training step's weights agree
-  within 1e-4 of the step), and GS-Agr draws its noise for the whole vector at once (element i gets the i-th
-  number, in memory order) instead of tensor by tensor. CUDA runs differ from CPU runs anyway; each is repeatable for its seed.
+  back as views of one result in the gradients' layouts: 21, 10 and 16 operations whatever the number of
+  tensors. On a GPU each is a kernel launch of a few µs (the caching allocator makes temporaries free), and none
+  waits for the device. Its per-group sums are FP32 norms, less exact than the loop's ``sum()`` (an update's
+  relative error ~1e-5 against ~3e-8 on real gradients; one training step's weights agree within 1e-4 of the
+  step), and GS-Agr draws its noise for the whole vector at once (element i gets the i-th number, in memory
+  order) instead of tensor by tensor. CUDA runs differ from CPU runs anyway; each is repeatable for its seed.
 """
 
 from __future__ import annotations
