@@ -371,6 +371,8 @@ class Trainer:
         # structure, and a graph compiled for one backward pass (VoxelMorph's) frees buffers that the two backward
         # passes of gradient surgery need ("donated buffers ... requires retain_graph=False").
         torch.compiler.reset()
+        if self.device.type == "cpu":
+            bypass_compile_caches_if_kernels_chosen()
         return cast(torch.nn.Module, torch.compile(model, mode=self.settings.compile_mode))
 
     def step(self, model, params, optimiser, objective, moving, fixed, generator):
@@ -472,6 +474,25 @@ class PairBatches:
         if self.on_device:
             return self._moving[index], self._fixed[index]
         return self._stack([self.pairs[i] for i in index.tolist()])
+
+
+# Environment variables that choose a CPU's kernels but are not part of the key of torch's compiled-graph caches.
+KERNEL_CHOICE_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def bypass_compile_caches_if_kernels_chosen() -> None:
+    """Where one of :data:`KERNEL_CHOICE_VARIABLES` is set, compile anew instead of loading a compiled graph from
+    torch's on-disk caches (FX graph and AOT autograd caches; /tmp/torchinductor_$USER). Why: a GSMorph graph
+    compiled and cached without them, loaded under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, crashed the
+    process (segmentation fault, torch 2.13); compiled anew it ran."""
+    import os
+
+    if any(os.environ.get(name) for name in KERNEL_CHOICE_VARIABLES):
+        import torch._functorch.config
+        import torch._inductor.config
+
+        torch._inductor.config.fx_graph_cache = False
+        torch._functorch.config.enable_autograd_cache = False
 
 
 def flush_subnormals() -> None:
