@@ -119,7 +119,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             # method's own defaults).
             return resolve_method_options(given, profile, options, dims=dims) if profile else dict(options)
 
-        def make(dims: int = dims_to_check[0]) -> Any:
+        def make(dims: int) -> Any:
             return METHODS.create(given, **options_for(dims))
 
         first_options = options_for(dims_to_check[0])
@@ -128,7 +128,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
     else:
         method = given
         name = getattr(method, "name", type(method).__name__)
-        make = (lambda dims=2: type(given)()) if _constructible(type(given)) else None  # type: ignore[assignment]  # noqa: E731
+        make = (lambda dims: type(given)()) if _constructible(type(given)) else None  # type: ignore[assignment]  # noqa: E731
 
     report = CheckReport(name)
     if isinstance(given, str):
