@@ -96,6 +96,45 @@ def seed_spread(per_case: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "method", "n_seeds", *[f"{m}_seed_std" for m in metrics]])
 
 
+UNIT_COLUMN = "unit"
+
+
+def _subjects(per_case: pd.DataFrame) -> pd.Series:
+    """Each row's subject, missing (NaN) where none is given."""
+    subject = per_case["subject"] if "subject" in per_case else pd.Series(np.nan, index=per_case.index)
+    return subject.astype(object).where(subject.notna() & (subject.astype(str) != ""))
+
+
+def units(per_case: pd.DataFrame) -> pd.Series:
+    """Each row's unit of analysis: its subject (the independent unit: a subject's slices or frames are not
+    independent of one another), or its own case id where the dataset gives the case no subject."""
+    return _subjects(per_case).fillna(per_case["case_id"]).astype(str).rename(UNIT_COLUMN)
+
+
+def unit_name(per_case: pd.DataFrame) -> str:
+    """What the units of these rows are: ``subject``, ``case`` (no subjects given) or ``subject or case``."""
+    given = _subjects(per_case).notna()
+    return "subject" if given.all() else "case" if not given.any() else "subject or case"
+
+
+def unit_values(per_case: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Long frame (dataset, method, unit, metric, value, n_cases): per method and unit the mean of each metric over
+    the unit's cases where it is defined (rows seed-averaged first, so a unit's value is also the mean over
+    seeds), and how many cases that mean is over. Units where a method never has the metric are left out."""
+    rows = seed_averaged(per_case)
+    rows = rows.assign(**{UNIT_COLUMN: units(rows)})
+    frames = []
+    for metric in metrics:
+        if metric not in rows:
+            continue
+        values = pd.to_numeric(rows[metric], errors="coerce")
+        grouped = values.groupby([rows["dataset"], rows["method"], rows[UNIT_COLUMN]], sort=False)
+        frame = pd.DataFrame({"value": grouped.mean(), "n_cases": grouped.count()}).reset_index()
+        frames.append(frame[frame["n_cases"] > 0].assign(metric=metric))
+    columns = ["dataset", "method", UNIT_COLUMN, "metric", "value", "n_cases"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def summary_frame(per_case: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof=1) per method over successful cases (seed-averaged per pair when the run has several
     training seeds; ``n_seeds`` and ``dice_seed_std`` then say how many and how far the seeds' means spread);

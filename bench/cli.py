@@ -67,6 +67,9 @@ RUN_DESCRIPTION = textwrap.fill(
 )
 
 
+REPORT_RESAMPLES = 1000  # what --help says of ReportOptions.resamples' default (tests hold them equal; report is not imported for --help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regbench",
@@ -169,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-paper", action="store_true", help="also write compare_paper.csv/.md: this run next to the paper's Table 1")
     p.add_argument("--paper-dataset", choices=list(DEFAULT_STUDY.published_datasets), help="compare with this dataset of the paper (default: the run's own)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
+    p.add_argument(
+        "--by",
+        metavar="NAME",
+        help="also write Table 1, the tests and the ranks per value of a group attribute the cases carry (per_case.csv's "
+        "by_NAME column, e.g. ACDC's group, M&M's vendor or centre): table1_by_NAME.*, stats_by_NAME.csv, ranks_by_NAME.csv",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        help=f"bootstrap resamples of the units (subjects) for ranks.csv and the bold cells' stability (default {REPORT_RESAMPLES})",
+    )
     p.add_argument(
         "--layout",
         choices=["auto", "plain", "fit", "wide"],
@@ -384,6 +398,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--digits must be 0 or more, got {args.digits}")
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.resamples is not None and args.resamples < 1:
+        raise ConfigError(f"--resamples must be 1 or more, got {args.resamples}")
     options = ReportOptions(
         per_structure=args.per_structure,
         ndv=args.ndv,
@@ -396,6 +412,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         paper_dataset=args.paper_dataset,
         figures=not args.no_figures,
         layout=args.layout,
+        by=args.by,
+        **({"resamples": args.resamples} if args.resamples is not None else {}),
     )
     report = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, options)
     print_report(report)

@@ -29,7 +29,7 @@ from .learn2reg import evaluate_kit
 from .metrics import UNDECLARED_LABELS, evaluate
 from .pool import CaseFailure, Task, run_isolated
 from .registry import DATASETS, METHODS, MethodMeta, is_trainable
-from .rundir import BASE_METRICS, checkpoint, final_model
+from .rundir import BASE_METRICS, checkpoint, final_model, group_column
 
 log = logging.getLogger("regbench")
 
@@ -231,8 +231,18 @@ def failed_case_row(name: str, dataset: str, pair: Pair, reason: str) -> dict[st
 
 
 def case_key(method: str, dataset: str, pair: Pair) -> dict[str, Any]:
-    """The key columns of a case's row (rundir.KEY_COLUMNS but the seed, which the runner adds)."""
-    return {"method": method, "dataset": dataset, "case_id": pair.case_id, "subject": pair.subject}
+    """The key columns of a case's row (rundir.KEY_COLUMNS but the seed, which the runner adds) and its group
+    attributes (rundir.group_column)."""
+    return {"method": method, "dataset": dataset, "case_id": pair.case_id, "subject": pair.subject, **{group_column(k): v for k, v in pair.groups.items()}}
+
+
+def case_groups(pairs: Sequence[Pair]) -> dict[str, list[str]]:
+    """The group attributes the pairs carry: name → its values in sorted order."""
+    seen: dict[str, set[str]] = {}
+    for pair in pairs:
+        for name, value in pair.groups.items():
+            seen.setdefault(name, set()).add(str(value))
+    return {name: sorted(values) for name, values in seen.items()}
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -328,3 +328,64 @@ def seed_means(per_case: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
         ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     return _save(fig, stem)
+
+
+def rank_frequencies(ranks: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
+    """How stable each rank is (challengeR's blob plot): per metric a panel, methods on the x axis in the order of
+    their rank on the data, ranks on the y axis (1 at the top), a disc per (method, rank) whose area is the share
+    of bootstrap resamples of the units in which the method took that rank; a cross marks the observed rank. One
+    row of panels per dataset."""
+    shown = ranks[ranks["share"] > 0]
+    if shown.empty:
+        return []
+    plt, _ = _pyplot()
+    datasets = list(dict.fromkeys(shown["dataset"]))
+    metrics = list(dict.fromkeys(shown["metric"]))
+    n_methods = int(ranks.groupby(["dataset", "metric"])["method"].nunique().max())
+    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(max(3.2, 0.42 * n_methods + 1.2) * len(metrics), 0.35 * n_methods + 2.2), squeeze=False)
+    for row, dataset in enumerate(datasets):
+        for column, metric in enumerate(metrics):
+            ax = axes[row, column]
+            data = ranks[(ranks["dataset"] == dataset) & (ranks["metric"] == metric)]
+            if data.empty:
+                ax.set_axis_off()
+                continue
+            observed = data.drop_duplicates("method")
+            rank_of = dict(zip(observed["method"], observed["observed_rank"]))
+            order = {m: i for i, m in enumerate(sorted(rank_of, key=lambda m: (rank_of[m], method_sort_key(m))))}
+            hits = data[data["share"] > 0]
+            ax.scatter(hits["method"].map(order), hits["rank"], s=600 * hits["share"], color="#4c72b0", alpha=0.75, linewidths=0)
+            ax.scatter(observed["method"].map(order), observed["observed_rank"], marker="x", s=18, color="black", linewidths=0.8)
+            ax.set_xticks(range(len(order)), [names.method(m) for m in order], rotation=60, ha="right")
+            ax.set_yticks(range(1, len(order) + 1))
+            ax.set_ylim(len(order) + 0.6, 0.4)
+            ax.set_xlim(-0.6, len(order) - 0.4)
+            n_units, unit = int(data["n_units"].iloc[0]), str(data["unit"].iloc[0])
+            title = names.metric(metric).short_label + (f" ({names.dataset(dataset)})" if len(datasets) > 1 else "")
+            ax.set_title(f"{title}: {int(data['n_resamples'].iloc[0])} resamples of {n_units} {unit}s", fontsize=8)
+            ax.set_ylabel("rank" if column == 0 else "")
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def critical_difference(results: Sequence, stem: Path, names: Names) -> list[Path]:
+    """Critical-difference diagrams (Demšar 2006; scikit-posthocs draws them): per tested (dataset, metric), the
+    methods' mean ranks over units (1 = best, on the left) and bars joining the methods Nemenyi's test does not
+    separate (p ≥ 0.05). [] when no Friedman test could run."""
+    import scikit_posthocs as sp
+
+    tested = [r for r in results if len(r.nemenyi)]
+    if not tested:
+        return []
+    plt, _ = _pyplot()
+    heights = [1.2 + 0.14 * len(r.mean_ranks) for r in tested]  # the diagram stacks half the labels on each side
+    fig, axes = plt.subplots(len(tested), 1, figsize=(7.0, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, result in zip(axes[:, 0], tested):
+        display = {m: names.method(m) for m in result.mean_ranks.index}
+        sp.critical_difference_diagram(result.mean_ranks.rename(index=display), result.nemenyi.rename(index=display, columns=display), ax=ax)
+        row = result.row
+        where = f" ({names.dataset(str(row['dataset']))})" if len({r.row["dataset"] for r in tested}) > 1 else ""
+        title = f"{names.metric(str(row['metric'])).short_label}{where}: mean rank over {row['n_units']} {row['unit']}s, Friedman p = {row['p_value']:.2g}"
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, stem)

@@ -45,6 +45,9 @@ class Pair:
     # masksTr). None: not given. NDA/NDV with ndv_mask fixed|moving is taken over them (regbench.metrics).
     fixed_mask: np.ndarray | None = None
     moving_mask: np.ndarray | None = None
+    # Attributes the results can be grouped by (name → value, e.g. {"group": "DCM"} for a patient's pathology, a
+    # scanner's vendor): recorded in per_case.csv as by_<name>, tabulated per value by `regbench report --by NAME`.
+    groups: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -42,6 +42,11 @@ class MetricSpec:
     description: str = ""
     label: str = ""  # plain-text header with the table unit (Markdown tables, figure axes)
 
+    @property
+    def short_label(self) -> str:
+        """The plain-text header without its unit ("Dice (%)" -> "Dice"): where a value follows in other units."""
+        return self.label.split(" (")[0] or self.name
+
 
 LabelMap = Mapping[str, int]  # a dataset's labels: display name → value in its label maps
 LABELLED_METRICS = ("dice", "hd95")  # the metrics that have a column per label (dice_<key>, hd95_<key>)

@@ -9,13 +9,13 @@ running the report again gives byte-identical files.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .aggregate import failed_methods, merge_runs, partial_methods, per_case_frame, seed_averaged, seed_spread, summary_frame
+from .aggregate import failed_methods, merge_runs, partial_methods, per_case_frame, seed_averaged, seed_spread, summary_frame, unit_name, units
 from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
@@ -24,18 +24,24 @@ from .front import tradeoff_frame, tradeoff_latex, tradeoff_markdown
 from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown
 from .metrics import with_structures
 from .naming import Names
+from .ranks import RANK_RESAMPLES, Friedman, best_shares, friedman_frame, friedman_tests, rank_bootstrap
 from .registry import METHODS, method_sort_key
 from .rundir import (
     REQUIRED_COLUMNS,
     Manifest,
     RunDir,
+    group_column,
+    group_names,
     migrate_per_case,
     prepare_run_dir,
     read_manifest_for_report,
 )
+from .stats import min_units, paired_tests, significance_marks, untestable
 from .study import DEFAULT_STUDY, Study
 from .tables import (
     TABLE1_METRICS,
+    Sureness,
+    competing,
     merged_verdicts,
     resolve_layout,
     table1_caption,
@@ -63,6 +69,9 @@ class ReportOptions:
     paper_dataset: str | None = None  # compare this run with the paper's acdc or mnm numbers
     figures: bool = True
     layout: str = "auto"  # Table 1's LaTeX: plain | fit | wide | auto (see LAYOUTS)
+    by: str | None = None  # also Table 1, tests and ranks per value of this group attribute (per_case.csv's by_NAME)
+    resamples: int = RANK_RESAMPLES  # bootstrap resamples of the units for ranks.csv and the bold cells' stability
+    seed: int = 0  # of the bootstraps (effect-size intervals, ranks): the same seed writes the same files
     study: Study = DEFAULT_STUDY  # row order, reference, baselines and published numbers
 
     def resolved_references(self) -> tuple[str, ...]:
@@ -105,8 +114,6 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     metric column, a method whose cases all failed, a figure that cannot be drawn) is listed in
     ``Report.problems`` and the rest is still written.
     """
-    from .stats import paired_tests, significance_marks
-
     options = options or ReportOptions()
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
@@ -117,6 +124,8 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     per_case = merge_runs(run_dirs, frames, manifests, report.problems)
     if options.references is not None:  # named by the user: a typo is an error, as for every other name
         _check_references(options.references, per_case)
+    if options.by is not None:
+        _check_group(options.by, per_case, manifests)
     prepare_output_dir(report.out_dir)
     study = options.study
     names = Names.from_manifests(manifests, study)
@@ -125,7 +134,6 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
         report.problems.append(
             f"{method} on {dataset}: all {int(((per_case['method'] == method) & (per_case['dataset'] == dataset)).sum())} cases failed ({reason})"
         )
-    datasets = list(dict.fromkeys(per_case["dataset"]))
     columns = TABLE1_METRICS + (["ndv"] if options.ndv else [])  # NDV beside NJD where asked
     metrics = [m for m in (with_structures(columns, list(per_case.columns)) if options.per_structure else columns) if m in per_case]
     if options.ndv and "ndv" not in per_case:
@@ -136,21 +144,17 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     metrics += ["epe_mm"] if with_epe else []
     with_tre = "tre_mm" in per_case and bool(pd.to_numeric(per_case["tre_mm"], errors="coerce").notna().any())  # landmarks
     metrics += ["tre_mm"] if with_tre else []
-    summaries = {d: summary_frame(per_case_frame(per_case[per_case["dataset"] == d].to_dict("records"))) for d in datasets}
     verdicts = dataset_verdicts(run_dirs, frames)
     unconverged = {m for per_dataset in verdicts.values() for m, v in per_dataset.items() if not v.converged}
 
     out = report.out_dir
     averaged = seed_averaged(per_case)  # one row per pair: tests and figures weigh pairs, not seeds
-    spread = seed_spread(per_case, metrics)
     partial = partial_methods(per_case)
     for (dataset, method), (n, total) in partial.items():
         report.problems.append(
             f"{method} on {dataset} scored {n} of the table's {total} pairs: its row is marked § and left out of bold and "
             "of the paired tests (run it again with the same settings to score the rest)"
         )
-    compared = averaged[[(d, m) not in partial for d, m in zip(averaged["dataset"], averaged["method"])]]
-    stats = paired_tests(compared, references, metrics, options.alpha)
     run_dims = {manifest.dims for manifest in manifests}
     for reference in references:
         if reference in set(per_case["method"]):
@@ -163,34 +167,20 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             )
         else:
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
-    report.written.append(_write(out / "stats.csv", stats.to_csv(index=False)))
-    marks = significance_marks(stats, references[0]) if references else {}
-
-    cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines, partial)
     suspects = {m: what for manifest in manifests for m, what in manifest.input_suspects().items() if m in set(per_case["method"])}
-    caption = options.caption or table1_caption(
-        per_case,
-        manifests,
-        names,
-        verdicts,
-        spread,
-        with_epe=with_epe,
-        with_tre=with_tre,
-        reference=names.method(references[0]) if marks else None,
-        alpha=options.alpha,
-        partial=partial,
-        with_ndv="ndv" in metrics,
-        suspects=suspects,
-    )
+    table1 = Table1Inputs(manifests, names, verdicts, unconverged, suspects, metrics, with_epe, with_tre)
+    main = _table1(per_case, table1, options)
+    report.written += [
+        _write(out / "stats.csv", main.stats.to_csv(index=False)),
+        _write(out / "ranks.csv", main.ranks.to_csv(index=False)),
+        _write(out / "friedman.csv", friedman_frame(main.friedman).to_csv(index=False)),
+        *main.write(out, "table1", options.caption, options.label),
+    ]
     _note_unconverged(report, verdicts, unconverged, manifests, names)
     for method, what in suspects.items():
         report.problems.append(f"{method}: its fields score clearly better read as {what} (its row is marked ¶; the run's warning says by how much)")
-    layout = resolve_layout(options.layout, len(datasets), options.per_structure)
-    report.written += [
-        _write(out / "table1.tex", table1_latex(cells, datasets, metrics, caption, options.label, layout, unconverged, names, suspects)),
-        _write(out / "table1.md", table1_markdown(cells, datasets, metrics, unconverged, names, suspects)),
-        _write(out / "table1.csv", cells.to_csv(index=False)),
-    ]
+    if options.by is not None:
+        _write_by_group(report, per_case, table1, options)
     table2 = table2_frame(per_case, merged_verdicts(verdicts, names), study.baselines)
     report.written += [
         _write(
@@ -212,10 +202,136 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
         _write_kit_tables(report, averaged, names, options)
     if options.compare_paper:
-        _write_paper_comparison(report, cells, datasets, options, names)
+        _write_paper_comparison(report, main.cells, main.datasets, options, names)
     if options.figures:
-        _draw_figures(report, run_dirs, per_case, averaged, sweeps, seeded=bool((spread["n_seeds"] > 1).any()), names=names)
+        _draw_figures(report, run_dirs, per_case, averaged, sweeps, seeded=bool((main.spread["n_seeds"] > 1).any()), names=names)
+        _draw_rank_figures(report, main.ranks, main.friedman, names)
     return report
+
+
+@dataclass(frozen=True)
+class Table1Inputs:
+    """What every Table 1 of a report shares (the whole one and each by group): the runs' records and the columns."""
+
+    manifests: Sequence[Manifest]
+    names: Names
+    verdicts: dict[str, dict[str, Verdict]]
+    unconverged: set[str]
+    suspects: dict[str, str]
+    metrics: list[str]
+    with_epe: bool
+    with_tre: bool
+
+
+@dataclass
+class Table1:
+    """One Table 1 and the statistics behind its marks and its caption."""
+
+    inputs: Table1Inputs
+    per_case: pd.DataFrame
+    datasets: list[str]
+    cells: pd.DataFrame
+    spread: pd.DataFrame
+    stats: pd.DataFrame
+    ranks: pd.DataFrame
+    friedman: list[Friedman]
+    caption: str
+    layout: str
+
+    def write(self, out: Path, stem: str, caption: str | None, label: str) -> list[Path]:
+        """STEM.tex, STEM.md and STEM.csv in ``out``."""
+        i = self.inputs
+        return [
+            _write(
+                out / f"{stem}.tex",
+                table1_latex(self.cells, self.datasets, i.metrics, caption or self.caption, label, self.layout, i.unconverged, i.names, i.suspects),
+            ),
+            _write(out / f"{stem}.md", table1_markdown(self.cells, self.datasets, i.metrics, i.unconverged, i.names, i.suspects)),
+            _write(out / f"{stem}.csv", self.cells.to_csv(index=False)),
+        ]
+
+
+def _table1(per_case: pd.DataFrame, inputs: Table1Inputs, options: ReportOptions) -> Table1:
+    """Table 1 of ``per_case`` (one column group per value of its ``dataset`` column): the paired tests over units
+    against the references, the rank bootstrap and Friedman tests, the cells, bold and marks, the caption."""
+    study, metrics = options.study, inputs.metrics
+    datasets = list(dict.fromkeys(per_case["dataset"]))
+    references = options.resolved_references()
+    summaries = {d: summary_frame(per_case_frame(per_case[per_case["dataset"] == d].to_dict("records"))) for d in datasets}
+    averaged = seed_averaged(per_case)  # one row per pair: tests weigh pairs, not seeds
+    spread = seed_spread(per_case, metrics)
+    partial = partial_methods(per_case)
+    compared = averaged[[(d, m) not in partial for d, m in zip(averaged["dataset"], averaged["method"])]]
+    stats = paired_tests(compared, references, metrics, options.alpha, options.seed)
+    marks = significance_marks(stats, references[0]) if references else {}
+
+    def competitors(dataset: str, metric: str, methods: Sequence[str]) -> list[str]:
+        return competing(methods, metric, study.baselines, [m for d, m in partial if d == dataset])
+
+    ranks = rank_bootstrap(compared, metrics, competitors, options.digits, options.resamples, options.seed)
+    friedman = friedman_tests(compared, metrics, competitors, options.alpha)
+    cells = table1_cells(summaries, metrics, options.digits, marks, spread, study.baselines, partial)
+    sureness = Sureness(
+        units={d: (unit_name(rows), int(units(rows).nunique())) for d, rows in compared.groupby("dataset", sort=False)},
+        fewest=min_units(options.alpha),
+        untestable=list(untestable(stats, references[0])) if references else [],
+        best_shares=best_shares(ranks),
+        bold=[(r.dataset, r.method, r.metric) for r in cells[cells["best"]].itertuples()] if len(cells) else [],
+        n_resamples=options.resamples,
+    )
+    names = inputs.names
+    caption = table1_caption(
+        per_case,
+        inputs.manifests,
+        names,
+        inputs.verdicts,
+        spread,
+        with_epe=inputs.with_epe,
+        with_tre=inputs.with_tre,
+        reference=names.method(references[0]) if references and references[0] in set(compared["method"]) else None,
+        alpha=options.alpha,
+        partial=partial,
+        with_ndv="ndv" in metrics,
+        suspects=inputs.suspects,
+        sureness=sureness,
+    )
+    layout = resolve_layout(options.layout, len(datasets), options.per_structure)
+    return Table1(inputs, per_case, datasets, cells, spread, stats, ranks, friedman, caption, layout)
+
+
+GROUP_SEPARATOR = " | "  # a group's column key in the grouped Table 1: DATASET | VALUE
+
+
+def _write_by_group(report: Report, per_case: pd.DataFrame, inputs: Table1Inputs, options: ReportOptions) -> None:
+    """table1_by_NAME.{tex,md,csv}, stats_by_NAME.csv and ranks_by_NAME.csv: Table 1 with one column group per
+    (dataset, value of the group attribute NAME); tests, ranks and units within each group."""
+    assert options.by is not None
+    column = group_column(options.by)
+    values = per_case[column].astype(object).where(per_case[column].notna())
+    missing = int(values.isna().sum())
+    if missing:
+        report.problems.append(f"--by {options.by}: {missing} case rows have no {options.by}: left out of the tables by {options.by}")
+    rows = per_case[values.notna()]
+    keys = rows["dataset"].astype(str) + GROUP_SEPARATOR + values[values.notna()].astype(str)
+    grouped = rows.assign(dataset=keys).sort_values("dataset", kind="stable")
+    names = inputs.names
+    display = {k: f"{names.dataset(k.split(GROUP_SEPARATOR)[0])}: {k.split(GROUP_SEPARATOR)[1]}" for k in dict.fromkeys(keys)}
+    by_names = replace(names, datasets={**names.datasets, **display})
+    table = _table1(grouped, replace(inputs, names=by_names), options)
+
+    def ungrouped(frame: pd.DataFrame) -> pd.DataFrame:
+        """The dataset column back to the dataset's name, the group's value in a column of its own after it."""
+        split = frame["dataset"].astype(str).str.split(GROUP_SEPARATOR, n=1, regex=False)
+        out = frame.assign(dataset=split.str[0])
+        out.insert(1, str(options.by), split.str[1])
+        return out
+
+    out, stem = report.out_dir, f"by_{options.by}"
+    report.written += [
+        *table.write(out, f"table1_{stem}", None, f"{options.label}-{stem}"),
+        _write(out / f"stats_{stem}.csv", ungrouped(table.stats).to_csv(index=False)),
+        _write(out / f"ranks_{stem}.csv", ungrouped(table.ranks).to_csv(index=False)),
+    ]
 
 
 def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame, names: Names) -> None:
@@ -270,6 +386,22 @@ def _check_references(references: Sequence[str], per_case: pd.DataFrame) -> None
             close = difflib.get_close_matches(reference, methods, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"--against {reference!r} is not a method of this report{hint}; its methods: {', '.join(methods)}")
+
+
+def _check_group(name: str, per_case: pd.DataFrame, manifests: Sequence[Manifest]) -> None:
+    """``--by NAME`` names a group attribute the cases carry, else one ConfigError saying which they carry."""
+    import difflib
+
+    if group_column(name) in per_case and per_case[group_column(name)].notna().any():
+        return
+    carried = sorted(set(group_names(list(per_case.columns))) | {g for m in manifests for g in m.groups})
+    if not carried:
+        raise ConfigError(
+            f"--by {name!r}: these runs' cases carry no group attribute (a dataset declares them, e.g. ACDC's 'group' from "
+            "Info.cfg, M&M's 'vendor' and 'centre'; runs made before regbench recorded them: run again to record them)"
+        )
+    close = difflib.get_close_matches(name, carried, n=1)
+    raise ConfigError(f"--by {name!r} is not a group attribute of these runs{f' (did you mean {close[0]!r}?)' if close else ''}; theirs: {', '.join(carried)}")
 
 
 def _read_runs(run_dirs: Sequence[Path], problems: list[str]) -> tuple[list[Path], list[pd.DataFrame], list[Manifest]]:
@@ -338,6 +470,21 @@ def _draw_figures(
                 report.written += paths
             else:
                 report.problems.append(f"figure {name}: nothing to draw in this run")
+        except Exception as exc:  # one figure failing must not lose the others
+            report.problems.append(f"figure {name} could not be drawn: {type(exc).__name__}: {exc}")
+
+
+def _draw_rank_figures(report: Report, ranks: pd.DataFrame, friedman: Sequence[Friedman], names: Names) -> None:
+    """figures/ranks (rank frequencies over bootstrap resamples) and figures/critical_difference (Friedman's mean
+    ranks with Nemenyi's cliques) where the runs have them; one failing is a problem line."""
+    from . import figures
+
+    for name, draw in [
+        ("ranks", lambda stem: figures.rank_frequencies(ranks, stem, names)),
+        ("critical_difference", lambda stem: figures.critical_difference(friedman, stem, names)),
+    ]:
+        try:
+            report.written += draw(report.out_dir / "figures" / name)
         except Exception as exc:  # one figure failing must not lose the others
             report.problems.append(f"figure {name} could not be drawn: {type(exc).__name__}: {exc}")
 

@@ -64,6 +64,19 @@ HISTORY_FILE = "history.csv"
 # per_case.csv: the case's key, every metric (regbench.metrics' order, a Dice and an HD95 column per label of the
 # run), then the rest.
 KEY_COLUMNS = ["method", "dataset", "case_id", "subject", "seed"]
+GROUP_PREFIX = "by_"  # per_case.csv's column of a case's group attribute NAME (Pair.groups) is by_NAME
+
+
+def group_column(name: str) -> str:
+    """The per-case column of the group attribute ``name``."""
+    return GROUP_PREFIX + name
+
+
+def group_names(columns: Sequence[str]) -> list[str]:
+    """The group attributes a per-case table has (its by_NAME columns), in column order."""
+    return [c[len(GROUP_PREFIX) :] for c in columns if c.startswith(GROUP_PREFIX)]
+
+
 METRIC_COLUMNS = list(METRICS)  # those of a run on the labels of datasets that declare none
 TRAILING_COLUMNS = ["params", "n_skipped", "skipped", "status", "reason"]
 PER_CASE_COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + TRAILING_COLUMNS
@@ -288,10 +301,20 @@ class Manifest:
         manifest.update_run(config, environment, dataset_display_name)
         return manifest
 
-    def set_dataset(self, labels: Mapping[str, int], dims: int) -> None:
-        """The labels the run's cases are scored on (display name → value) and its images' dimensions, as its
-        dataset declares them."""
-        self.data.setdefault("dataset_info", {}).update(labels=dict(labels), dims=int(dims))
+    def set_dataset(self, labels: Mapping[str, int], dims: int, groups: Mapping[str, Sequence[str]] | None = None) -> None:
+        """The labels the run's cases are scored on (display name → value), its images' dimensions and the group
+        attributes its test cases carry (name → the values seen; absent when none), as its dataset declares them."""
+        info = self.data.setdefault("dataset_info", {})
+        info.update(labels=dict(labels), dims=int(dims))
+        if groups:
+            info["groups"] = {name: list(values) for name, values in groups.items()}
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """The group attributes the run's test cases carry (name → values); {} when its dataset declares none."""
+        info = self.data.get("dataset_info")
+        groups = info.get("groups") if isinstance(info, dict) else None
+        return {str(k): [str(v) for v in values] for k, values in groups.items()} if isinstance(groups, dict) else {}
 
     @property
     def dims(self) -> int:

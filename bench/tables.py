@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,8 +88,14 @@ def _order(methods: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(methods), key=method_sort_key)
 
 
+def competing(methods: Sequence[str], metric: str, baselines: Collection[str], left_out: Collection[str] = ()) -> list[str]:
+    """The methods that compete for a column's best: not the baselines on a deformation metric (they do not
+    deform), never a row over fewer pairs than its table (``left_out``)."""
+    return [m for m in methods if not (m in baselines and metric in DEFORMATION_METRICS) and m not in left_out]
+
+
 def _best(summary: pd.DataFrame, metric: str, baselines: Collection[str], left_out: Collection[str] = ()) -> float | None:
-    rows = summary[~(summary["method"].isin(list(baselines)) & (metric in DEFORMATION_METRICS)) & ~summary["method"].isin(list(left_out))]
+    rows = summary[summary["method"].isin(competing(list(summary["method"]), metric, baselines, left_out))]
     values = pd.to_numeric(rows[f"{metric}_mean"], errors="coerce").dropna()
     if not len(values):
         return None
@@ -363,6 +370,56 @@ def ndv_caption(manifests: Sequence[Manifest]) -> str:
     return f" NDV: \\% of the area (2-D) or volume (3-D) the deformation's simplices turn inside out (Liu et al. 2024), {where}."
 
 
+@dataclass(frozen=True)
+class Sureness:
+    """What Table 1's caption says of how sure its bold and its marks are: per dataset the unit of analysis and
+    how many units there are (``units``: dataset -> (unit, n)), the fewest units a test needs (``fewest``), the
+    datasets too small to test (``untestable``), and per bold cell the share of bootstrap resamples of the units in
+    which it stays best (``best_shares``: (dataset, method, metric) -> share; ``bold`` the bold cells)."""
+
+    units: Mapping[str, tuple[str, int]]
+    fewest: int
+    untestable: Collection[str] = ()
+    best_shares: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    bold: Sequence[tuple[str, str, str]] = ()
+    n_resamples: int = 0
+
+    def caption(self, names: Names, reference: str | None, alpha: float) -> str:
+        several = len(self.units) > 1
+
+        def counted(dataset: str) -> str:
+            unit, n = self.units[dataset]
+            return f"{n} {unit}{'s' if n != 1 else ''}{' of ' + names.dataset(dataset) if several else ''}"
+
+        text = ""
+        resampled = [cell for cell in self.bold if cell in self.best_shares and self.units.get(cell[0], ("", 0))[1] > 1]
+        shares = [
+            f"{names.dataset(d) + ' ' if several else ''}{names.metric(metric).short_label} {names.method(m)} {self.best_shares[(d, m, metric)]:.0%}"
+            for d, m, metric in resampled
+            if self.best_shares[(d, m, metric)] < 1
+        ]
+        over = f"{self.n_resamples} bootstrap resamples of the {', '.join(counted(d) for d in self.units)}"
+        if resampled and self.n_resamples and not shares:
+            text += latex_escape(f" Every bold cell stays best (ties included) in each of {over}.")
+        elif resampled and self.n_resamples:
+            others = "; the other bold cells in every resample" if len(shares) < len(resampled) else ""
+            text += latex_escape(f" Share of {over} in which a bold cell stays best (ties included): {'; '.join(shares)}{others}.")
+        if reference is None:
+            return text
+        tested = [d for d in self.units if d not in self.untestable]
+        if tested:
+            text += (
+                f" $^{{\\dagger}}$: differs from {latex_escape(reference)} (paired Wilcoxon signed-rank test over the "
+                f"{latex_escape(', '.join(counted(d) for d in tested))}, each the mean over its pairs, Holm-corrected, $p<{alpha}$)."
+            )
+        if self.untestable:
+            text += (
+                f" Not tested against {latex_escape(reference)}: too few units ({latex_escape(', '.join(counted(d) for d in self.untestable))}; "
+                f"a two-sided exact test needs {self.fewest} to reach $p<{alpha}$)."
+            )
+        return text
+
+
 def table1_caption(
     per_case: pd.DataFrame,
     manifests: Sequence[Manifest],
@@ -376,10 +433,12 @@ def table1_caption(
     with_ndv: bool = False,
     suspects: Mapping[str, str] | None = None,
     with_tre: bool = False,
+    sureness: Sureness | None = None,
 ) -> str:
     """Table 1's caption from what the runs recorded: the test pairs (and labelled pairs) per dataset, the labels,
-    the HD95 convention and Jacobian scheme, NDV's mask (``with_ndv``), EPE, the significance test against
-    ``reference`` (None: no marks), training seeds and verdicts."""
+    the HD95 convention and Jacobian scheme, NDV's mask (``with_ndv``), EPE, how sure the bold and the marks are
+    (``sureness``: the units, the test against ``reference`` (None: no marks), how often each bold cell stays best),
+    training seeds and verdicts."""
     datasets = list(dict.fromkeys(per_case["dataset"]))
     rows = {d: per_case[per_case["dataset"] == d] for d in datasets}
     cases = {d: int(r["case_id"].nunique()) for d, r in rows.items()}
@@ -413,11 +472,7 @@ def table1_caption(
             else ""
         )
         + " Bold: best per column."
-        + (
-            f" $^{{\\dagger}}$: differs from {latex_escape(reference)} (paired Wilcoxon signed-rank, Holm-corrected, $p<{alpha}$)."
-            if reference is not None
-            else ""
-        )
+        + (sureness.caption(names, reference, alpha) if sureness is not None else "")
         + partial_caption(partial or {}, names)
         + suspect_caption(suspects or {}, names)
         + seed_text

@@ -49,6 +49,7 @@ class ACDC(CineDataset):
 
     name = "acdc"
     env_var = "REGBENCH_ACDC_ROOT"
+    group_keys = ("group",)  # Info.cfg's Group: the pathology (NOR, MINF, DCM, HCM, RV)
 
     @cached_property
     def _folders(self) -> dict[str, Path]:

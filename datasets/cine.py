@@ -266,6 +266,8 @@ class CineDataset:
 
     name = "cine"
     env_var = ""
+    # Case metadata (CineCase.meta keys) the results can be grouped by: each pair's Pair.groups.
+    group_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -341,6 +343,8 @@ class CineDataset:
             raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         if self._pairs is None:
             self._pairs = self._load_or_prepare()
+            for pair in (p for prepared in self._pairs.values() for p in prepared):
+                pair.groups = {k: str(pair.meta[k]).strip() for k in self.group_keys if str(pair.meta.get(k, "")).strip().lower() not in ("", "nan", "none")}
         subjects = set(self.split()[split])
         return [p for s in self.subjects() if s in subjects for p in self._pairs.get(s, [])]
 

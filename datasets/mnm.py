@@ -34,6 +34,7 @@ class MnM(CineDataset):
 
     name = "mnm"
     env_var = "REGBENCH_MNM_ROOT"
+    group_keys = ("vendor", "centre", "pathology")  # from the metadata CSV (Pathology only in its 2021 version)
 
     @cached_property
     def metadata(self) -> tuple[Path, dict[str, dict[str, str]]]:

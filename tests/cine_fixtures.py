@@ -7,6 +7,7 @@ RV moves by 3 pixels, so with the labels mapped correctly Initial has dice_lv = 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +51,14 @@ def save_nifti(path: Path, data: np.ndarray) -> None:
     nib.save(img, str(path))
 
 
-def make_acdc(root: Path, n: int = 5, labels: dict[str, int] = ACDC_LABELS) -> Path:
+def make_acdc(root: Path, n: int = 5, labels: dict[str, int] = ACDC_LABELS, groups: Sequence[str] = ("NOR",)) -> Path:
+    """``n`` patients; patient i's Info.cfg Group is groups[(i - 1) % len(groups)]."""
     for i in range(1, n + 1):
         name = f"patient{i:03d}"
         folder = root / ("training" if i <= n - 1 else "testing") / name
         folder.mkdir(parents=True)
-        (folder / "Info.cfg").write_text("ED: 1\nES: 10\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n")
+        group = groups[(i - 1) % len(groups)]
+        (folder / "Info.cfg").write_text(f"ED: 1\nES: 10\nGroup: {group}\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n")
         for frame, shift in ((1, 0), (10, 3)):
             label = heart(shift, labels)
             save_nifti(folder / f"{name}_frame{frame:02d}_gt.nii.gz", label)

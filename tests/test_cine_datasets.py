@@ -56,6 +56,14 @@ def test_mnm_keeps_vendor_and_centre_and_skips_unlabelled(mnm_root, tmp_path):
     assert "X9Y9Z9" not in data.subjects() and len(data.subjects()) == 5
     pair = data.pairs("train")[0]
     assert pair.meta["vendor"] == "A" and pair.meta["vendor_name"] == "Siemens" and pair.meta["centre"] in ("1", "2")
+    assert pair.groups == {"vendor": "A", "centre": pair.meta["centre"], "pathology": "NOR"}  # what a report can group by
+
+
+def test_acdc_pairs_carry_their_patients_group_from_info_cfg_cached_or_not(tmp_path):
+    root = make_acdc(tmp_path / "ACDC", n=4, groups=("DCM", "HCM"))
+    for _ in range(2):  # prepared, then read back from the cache
+        pairs = {p.subject: p.groups for split in ("train", "val", "test") for p in dataset("acdc", root, tmp_path).pairs(split)}
+        assert pairs == {"patient001": {"group": "DCM"}, "patient002": {"group": "HCM"}, "patient003": {"group": "DCM"}, "patient004": {"group": "HCM"}}
 
 
 @pytest.mark.slow

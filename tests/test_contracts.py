@@ -15,7 +15,7 @@ from regbench import rundir
 from regbench.cli import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "smoke-run"
-TABLES = ["stats.csv", "table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.tex"]
+TABLES = ["stats.csv", "ranks.csv", "friedman.csv", "table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.tex"]
 
 
 def test_the_package_has_no_import_cycle():

@@ -101,7 +101,7 @@ def test_seeds_give_one_row_per_pair_and_seed_and_a_table_that_says_so(seeded_ru
     assert f"[±{seed_std:.2f}]" in md.split("| GSMorph")[1].splitlines()[0]
     assert (out / "report" / "figures" / "seeds.png").stat().st_size > 1000
     stats = pd.read_csv(out / "report" / "stats.csv")
-    assert (stats["n_pairs"] == 12).all()  # Wilcoxon on the seed-averaged pairs, not 24
+    assert (stats["n_cases"] == 12).all() and (stats["n_units"] == 2).all()  # seed-averaged pairs (not 24) of 2 subjects
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method_info"]["gsmorph"]["seeds"] == [0, 1]
 

@@ -116,7 +116,7 @@ def test_statistics_are_scipy_wilcoxon_with_holm(tmp_path):
     a = per_case[per_case["method"] == "gs-agr"].sort_values("subject")["dice"].to_numpy()
     b = per_case[per_case["method"] == "gsmorph"].sort_values("subject")["dice"].to_numpy()
     row = stats[stats["method"] == "gs-agr"].iloc[0]
-    assert row["p_value"] == pytest.approx(wilcoxon(a, b).pvalue) and row["n_pairs"] == 12
+    assert row["p_value"] == pytest.approx(wilcoxon(a, b).pvalue) and row["n_units"] == row["n_cases"] == 12 and row["unit"] == "subject"
     p = np.sort(stats["p_value"].to_numpy())
     holm = np.minimum(1, np.maximum.accumulate(p * np.arange(len(p), 0, -1)))
     assert np.allclose(np.sort(stats["p_holm"].to_numpy()), holm)
@@ -322,3 +322,62 @@ def test_report_ndv_puts_ndv_beside_njd_and_names_its_mask(tmp_path):
     rows = {line.split(" & ")[0]: line.split(" & ") for line in tex.splitlines() if line.startswith(("Initial", "VoxelMorph-m"))}
     assert rows["Initial"][5].startswith("--") and rows["VoxelMorph-m"][5].startswith("0.03")  # a baseline's NDV: a dash
     assert "over the moving image's mask (where the dataset gives one, else its foreground)" in tex and "Liu et al. 2024" in tex
+
+
+def test_the_caption_says_how_sure_bold_and_marks_are_over_subjects(tmp_path):
+    """12 subjects of one slice: the tests are over 12 units, the caption names them, and each bold cell carries the
+    share of bootstrap resamples of the subjects in which it stays best (ranks.csv holds every method's ranks)."""
+    run = fake_run(tmp_path / "run", "acdc", EFFECTS)
+    write_report([run], tmp_path / "out", ReportOptions(figures=False, references=("gsmorph",), resamples=300))
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert r"$^{\dagger}$: differs from GSMorph (paired Wilcoxon signed-rank test over the 12 subjects, each the mean over its pairs" in tex
+    ranks = pd.read_csv(tmp_path / "out" / "ranks.csv")
+    dice = ranks[(ranks["metric"] == "dice") & (ranks["rank"] == 1)].set_index("method")["share"]
+    assert set(ranks["n_resamples"]) == {300} and set(ranks["n_units"]) == {12} and 0.5 < dice["gsmorph"] <= 1.0
+    if dice["gsmorph"] < 1:
+        assert f"in which a bold cell stays best (ties included): Dice GSMorph {dice['gsmorph']:.0%}".replace("%", r"\%") in tex
+    else:  # the resamples' share is said for the cells that do not always stay best
+        assert "bootstrap resamples of the 12 subjects" in tex and "Dice GSMorph" not in tex
+    friedman = pd.read_csv(tmp_path / "out" / "friedman.csv").set_index("metric")
+    assert friedman.loc["dice", "n_units"] == 12 and friedman.loc["dice", "p_value"] < 1e-3
+
+
+def grouped_run(tmp_path: Path) -> Path:
+    """fake_run's 12 subjects, the even ones in group A, the odd ones in B."""
+    run = fake_run(tmp_path / "run", "acdc", EFFECTS)
+    df = pd.read_csv(run / "per_case.csv", dtype={"case_id": str, "subject": str})
+    df["by_group"] = df["subject"].str[-1].astype(int).map(lambda i: "A" if i % 2 == 0 else "B")
+    df.to_csv(run / "per_case.csv", index=False)
+    return run
+
+
+def test_report_by_group_tabulates_and_tests_within_each_group(tmp_path):
+    report = write_report([grouped_run(tmp_path)], tmp_path / "out", ReportOptions(figures=False, references=("gsmorph",), by="group", resamples=200))
+    out = tmp_path / "out"
+    assert {"table1_by_group.tex", "table1_by_group.md", "table1_by_group.csv", "stats_by_group.csv", "ranks_by_group.csv"} <= {p.name for p in report.written}
+    md = (out / "table1_by_group.md").read_text()
+    assert "ACDC: A Dice (%)" in md and "ACDC: B Dice (%)" in md
+    stats = pd.read_csv(out / "stats_by_group.csv")
+    assert list(stats.columns[:2]) == ["dataset", "group"] and set(stats["dataset"]) == {"acdc"} and set(stats["group"]) == {"A", "B"}
+    assert (stats["n_units"] == 6).all() and (stats["unit"] == "subject").all()
+    whole = pd.read_csv(out / "stats.csv")
+    assert (whole["n_units"] == 12).all()  # the whole table is still over every subject
+    assert "test over the 6 subjects of ACDC: A, 6 subjects of ACDC: B" in (out / "table1_by_group.tex").read_text()
+
+
+def test_report_by_a_group_the_runs_do_not_carry_is_one_error(tmp_path, capsys):
+    from regbench.cli import main
+
+    run = grouped_run(tmp_path)
+    assert main(["report", str(run), "--no-figures", "--by", "grup"]) == 2
+    assert capsys.readouterr().err.strip() == "regbench: error: --by 'grup' is not a group attribute of these runs (did you mean 'group'?); theirs: group"
+    plain = fake_run(tmp_path / "plain", "acdc", EFFECTS)
+    assert main(["report", str(plain), "--no-figures", "--by", "group"]) == 2
+    assert "these runs' cases carry no group attribute" in capsys.readouterr().err
+    assert not (plain / "report").exists()
+
+
+def test_cli_states_the_report_options_defaults():
+    from regbench.cli import REPORT_RESAMPLES
+
+    assert REPORT_RESAMPLES == ReportOptions().resamples
