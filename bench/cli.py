@@ -153,8 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write tables, statistics and figures of run directories (no registration is recomputed)",
         description="Regenerate RUN/report/ from per_case.csv and the run's saved curves and examples: "
         "table1.tex/.md/.csv (Table 1: Dice %, HD95 mm, MSE x1e-2, NJD % as mean±std, best in bold, "
-        "dagger = differs from the first --against method, paired Wilcoxon + Holm), table2.tex/.csv "
-        "(parameters, ms per pair, epochs and minutes of training), stats.csv and figures/*.png|pdf. Several run "
+        "dagger = differs from the first --against method, paired Wilcoxon + Holm over the subjects, each the mean over "
+        "its pairs and seeds; fewer than 6 subjects: too few to test, nothing marked), table2.tex/.csv "
+        "(parameters, ms per pair, epochs and minutes of training), stats.csv (with Hodges-Lehmann differences and "
+        "bootstrap intervals), ranks.csv (how often each method takes each rank over bootstrap resamples of the "
+        "subjects), friedman.csv and figures/*.png|pdf. Several run "
         "directories (e.g. ACDC and M&M) make one column group per dataset; runs of one dataset are merged "
         "when their settings agree (each case counted once) and refused otherwise. Double dagger: training "
         "did not converge (validation Dice still rising over the last quarter by > 0.5 points and > 2 standard errors). With several "

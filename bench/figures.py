@@ -331,39 +331,38 @@ def seed_means(per_case: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
 
 
 def rank_frequencies(ranks: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
-    """How stable each rank is (challengeR's blob plot): per metric a panel, methods on the x axis in the order of
-    their rank on the data, ranks on the y axis (1 at the top), a disc per (method, rank) whose area is the share
-    of bootstrap resamples of the units in which the method took that rank; a cross marks the observed rank. One
-    row of panels per dataset."""
+    """How stable each rank is (challengeR's blob plot): a panel per dataset and metric, methods on the x axis in
+    the order of their rank on the data, ranks on the y axis (1 at the top), a disc per (method, rank) whose area
+    is the share of bootstrap resamples of the units in which the method took that rank; a cross marks the
+    observed rank. Panels wrap in rows about 16 inches wide."""
     shown = ranks[ranks["share"] > 0]
     if shown.empty:
         return []
     plt, _ = _pyplot()
-    datasets = list(dict.fromkeys(shown["dataset"]))
-    metrics = list(dict.fromkeys(shown["metric"]))
+    panels = list(dict.fromkeys(zip(shown["dataset"], shown["metric"])))
+    several = len({d for d, _ in panels}) > 1
     n_methods = int(ranks.groupby(["dataset", "metric"])["method"].nunique().max())
-    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(max(3.2, 0.42 * n_methods + 1.2) * len(metrics), 0.35 * n_methods + 2.2), squeeze=False)
-    for row, dataset in enumerate(datasets):
-        for column, metric in enumerate(metrics):
-            ax = axes[row, column]
-            data = ranks[(ranks["dataset"] == dataset) & (ranks["metric"] == metric)]
-            if data.empty:
-                ax.set_axis_off()
-                continue
-            observed = data.drop_duplicates("method")
-            rank_of = dict(zip(observed["method"], observed["observed_rank"]))
-            order = {m: i for i, m in enumerate(sorted(rank_of, key=lambda m: (rank_of[m], method_sort_key(m))))}
-            hits = data[data["share"] > 0]
-            ax.scatter(hits["method"].map(order), hits["rank"], s=600 * hits["share"], color="#4c72b0", alpha=0.75, linewidths=0)
-            ax.scatter(observed["method"].map(order), observed["observed_rank"], marker="x", s=18, color="black", linewidths=0.8)
-            ax.set_xticks(range(len(order)), [names.method(m) for m in order], rotation=60, ha="right")
-            ax.set_yticks(range(1, len(order) + 1))
-            ax.set_ylim(len(order) + 0.6, 0.4)
-            ax.set_xlim(-0.6, len(order) - 0.4)
-            n_units, unit = int(data["n_units"].iloc[0]), str(data["unit"].iloc[0])
-            title = names.metric(metric).short_label + (f" ({names.dataset(dataset)})" if len(datasets) > 1 else "")
-            ax.set_title(f"{title}: {int(data['n_resamples'].iloc[0])} resamples of {n_units} {unit}s", fontsize=8)
-            ax.set_ylabel("rank" if column == 0 else "")
+    width = max(3.2, 0.42 * n_methods + 1.2)
+    columns = max(1, min(len(panels), int(16 // width)))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, (0.35 * n_methods + 2.4) * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_axis_off()
+    for ax, (dataset, metric) in zip(axes.flat, panels):
+        data = ranks[(ranks["dataset"] == dataset) & (ranks["metric"] == metric)]
+        observed = data.drop_duplicates("method")
+        rank_of = dict(zip(observed["method"], observed["observed_rank"]))
+        order = {m: i for i, m in enumerate(sorted(rank_of, key=lambda m: (rank_of[m], method_sort_key(m))))}
+        hits = data[data["share"] > 0]
+        ax.scatter(hits["method"].map(order), hits["rank"], s=600 * hits["share"], color="#4c72b0", alpha=0.75, linewidths=0)
+        ax.scatter(observed["method"].map(order), observed["observed_rank"], marker="x", s=18, color="black", linewidths=0.8)
+        ax.set_xticks(range(len(order)), [names.method(m) for m in order], rotation=60, ha="right")
+        ax.set_yticks(range(1, len(order) + 1))
+        ax.set_ylim(len(order) + 0.6, 0.4)
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        title = names.metric(metric).short_label + (f" ({names.dataset(dataset)})" if several else "")
+        ax.set_title(f"{title}: {int(data['n_resamples'].iloc[0])} resamples of {int(data['n_units'].iloc[0])} {data['unit'].iloc[0]}s", fontsize=8)
+        ax.set_ylabel("rank")
     fig.tight_layout()
     return _save(fig, stem)
 

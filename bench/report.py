@@ -36,7 +36,7 @@ from .rundir import (
     prepare_run_dir,
     read_manifest_for_report,
 )
-from .stats import min_units, paired_tests, significance_marks, untestable
+from .stats import min_units, out_of_reach, paired_tests, significance_marks, untestable
 from .study import DEFAULT_STUDY, Study
 from .tables import (
     TABLE1_METRICS,
@@ -275,6 +275,7 @@ def _table1(per_case: pd.DataFrame, inputs: Table1Inputs, options: ReportOptions
         units={d: (unit_name(rows), int(units(rows).nunique())) for d, rows in compared.groupby("dataset", sort=False)},
         fewest=min_units(options.alpha),
         untestable=list(untestable(stats, references[0])) if references else [],
+        out_of_reach=out_of_reach(stats, references[0], options.alpha) if references else {},
         best_shares=best_shares(ranks),
         bold=[(r.dataset, r.method, r.metric) for r in cells[cells["best"]].itertuples()] if len(cells) else [],
         n_resamples=options.resamples,
@@ -398,7 +399,7 @@ def _check_group(name: str, per_case: pd.DataFrame, manifests: Sequence[Manifest
     if not carried:
         raise ConfigError(
             f"--by {name!r}: these runs' cases carry no group attribute (a dataset declares them, e.g. ACDC's 'group' from "
-            "Info.cfg, M&M's 'vendor' and 'centre'; runs made before regbench recorded them: run again to record them)"
+            "Info.cfg, M&M's 'vendor' and 'centre'; cases stored before regbench recorded them have none: run into a new directory)"
         )
     close = difflib.get_close_matches(name, carried, n=1)
     raise ConfigError(f"--by {name!r} is not a group attribute of these runs{f' (did you mean {close[0]!r}?)' if close else ''}; theirs: {', '.join(carried)}")

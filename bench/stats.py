@@ -194,12 +194,29 @@ def significance_marks(stats: pd.DataFrame, reference: str, symbol: str = r"\dag
     return {(r.dataset, r.method, r.metric): symbol for r in hits.itertuples()}
 
 
+def out_of_reach(stats: pd.DataFrame, reference: str, alpha: float) -> dict[str, tuple[int, int, float]]:
+    """dataset → (units, comparisons per column, the smallest Holm-adjusted p they allow) where the tests against
+    ``reference`` ran but Holm's correction puts ``alpha`` out of reach: with n units the smallest p of an exact
+    test is 2 / 2^n, and Holm multiplies the smallest of m p-values by m (8 subjects, 15 methods: 0.117). No mark
+    is then possible whatever the methods do; the caption says so rather than let "no †" read as "no difference"."""
+    rows = stats[(stats["reference"] == reference) & stats["test"].fillna("").astype(bool)]
+    out = {}
+    for dataset, group in rows.groupby("dataset", sort=False):
+        family = int(group.groupby("metric").size().max())
+        units = int(group["n_units"].max())
+        floor = min(1.0, family * 2.0 / 2.0**units) if group["test"].str.startswith("exact").all() else 0.0
+        if floor > alpha:
+            out[str(dataset)] = (units, family, floor)
+    return out
+
+
 def untestable(stats: pd.DataFrame, reference: str) -> dict[str, int]:
-    """dataset → its number of units, for each dataset whose every comparison against ``reference`` had too few
-    units to test: the caption says so instead of leaving the absence of marks to be read as 'no difference'."""
+    """dataset → its number of units, for each dataset where no comparison against ``reference`` could be tested
+    and some had too few units (the others identical or unpaired): the caption says so instead of leaving the
+    absence of marks to be read as 'no difference'."""
     rows = stats[stats["reference"] == reference]
     out = {}
     for dataset, group in rows.groupby("dataset", sort=False):
-        if len(group) and (group["verdict"] == TOO_FEW).all():
+        if (group["verdict"] == TOO_FEW).any() and not group["verdict"].isin([DIFFERS, NO_EVIDENCE]).any():
             out[str(dataset)] = int(group["n_units"].max())
     return out

@@ -370,6 +370,11 @@ def ndv_caption(manifests: Sequence[Manifest]) -> str:
     return f" NDV: \\% of the area (2-D) or volume (3-D) the deformation's simplices turn inside out (Liu et al. 2024), {where}."
 
 
+def _share(share: float) -> str:
+    """A share of resamples as a percentage that never rounds a 'not always' up to 100%."""
+    return f"{share:.0%}" if share < 0.995 else f"{min(share, 0.999):.1%}"
+
+
 @dataclass(frozen=True)
 class Sureness:
     """What Table 1's caption says of how sure its bold and its marks are: per dataset the unit of analysis and
@@ -383,6 +388,7 @@ class Sureness:
     best_shares: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
     bold: Sequence[tuple[str, str, str]] = ()
     n_resamples: int = 0
+    out_of_reach: Mapping[str, tuple[int, int, float]] = field(default_factory=dict)  # regbench.stats.out_of_reach
 
     def caption(self, names: Names, reference: str | None, alpha: float) -> str:
         several = len(self.units) > 1
@@ -394,7 +400,7 @@ class Sureness:
         text = ""
         resampled = [cell for cell in self.bold if cell in self.best_shares and self.units.get(cell[0], ("", 0))[1] > 1]
         shares = [
-            f"{names.dataset(d) + ' ' if several else ''}{names.metric(metric).short_label} {names.method(m)} {self.best_shares[(d, m, metric)]:.0%}"
+            f"{names.dataset(d) + ' ' if several else ''}{names.metric(metric).short_label} {names.method(m)} {_share(self.best_shares[(d, m, metric)])}"
             for d, m, metric in resampled
             if self.best_shares[(d, m, metric)] < 1
         ]
@@ -412,6 +418,11 @@ class Sureness:
                 f" $^{{\\dagger}}$: differs from {latex_escape(reference)} (paired Wilcoxon signed-rank test over the "
                 f"{latex_escape(', '.join(counted(d) for d in tested))}, each the mean over its pairs, Holm-corrected, $p<{alpha}$)."
             )
+        for dataset, (n, family, floor) in self.out_of_reach.items():
+            text += latex_escape(
+                f" {names.dataset(dataset) + ': with' if several else 'With'} {n} {self.units[dataset][0]}s and {family} comparisons per column, "
+                f"no difference can reach p<{alpha} after Holm (the smallest possible adjusted p is {floor:.3g}): more {self.units[dataset][0]}s decide more."
+            ).replace("p<" + str(alpha), f"$p<{alpha}$")
         if self.untestable:
             text += (
                 f" Not tested against {latex_escape(reference)}: too few units ({latex_escape(', '.join(counted(d) for d in self.untestable))}; "

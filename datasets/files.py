@@ -9,7 +9,8 @@ The list (the ``root`` option) names each pair's files, relative to the list's f
 
 A CSV has the same columns, one pair per row (``case_id``, ``fixed``, ``moving``; optional ``fixed_label``,
 ``moving_label``, ``subject``, ``split``); its labels are the values its label files hold, named by value. ``split`` is train, val or test (default
-test). Images: NIfTI (nibabel's array in i/j/k order, spacing from the header's zooms), MHA/MHD/NRRD
+test). A key ``by_NAME`` (lower case, e.g. ``by_site: A``) is a group attribute of the pair: per_case.csv's column
+of the same name, and ``regbench report RUN --by NAME`` tabulates and tests each value's subjects apart. Images: NIfTI (nibabel's array in i/j/k order, spacing from the header's zooms), MHA/MHD/NRRD
 (SimpleITK's array in z/y/x order, its spacing reversed to match), ``.npz`` (array ``image`` or its one array,
 optional ``spacing``) or ``.npy`` (spacing 1); landmarks (``fixed_points``, ``moving_points``): CSV files of
 voxel indices in array order, one point per row, matching row by row (scored by TRE); masks (``fixed_mask``,
@@ -22,6 +23,7 @@ naming the list, the pair and the file; ``regbench data check --dataset files --
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from .splits import SPLITS
 
 KEYS = ("case_id", "fixed", "moving", "fixed_label", "moving_label", "fixed_points", "moving_points", "fixed_mask", "moving_mask", "subject", "split")
 CLIP_PERCENTILES = (0.5, 99.5)
+GROUP_KEY = re.compile(r"by_[a-z][a-z0-9_]*")  # by_site: A groups the pair's results (Pair.groups; report --by site)
 
 
 def read_image(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -185,9 +188,9 @@ class PairedFiles:
             where = f"pair list {self.root}, pair {index}"
             if not isinstance(row, dict):
                 raise DataError(f"{where}: a mapping of {', '.join(KEYS)} expected, got {row!r}")
-            unknown = sorted(set(row) - set(KEYS))
+            unknown = sorted(k for k in set(row) - set(KEYS) if not GROUP_KEY.fullmatch(str(k)))
             if unknown:
-                raise DataError(f"{where}: unknown key {', '.join(repr(k) for k in unknown)}; keys: {', '.join(KEYS)}")
+                raise DataError(f"{where}: unknown key {', '.join(repr(k) for k in unknown)}; keys: {', '.join(KEYS)}, and by_NAME for a group attribute")
             for key in ("case_id", "fixed", "moving"):
                 if not row.get(key):
                     raise DataError(f"{where}: no {key}")
@@ -244,6 +247,7 @@ class PairedFiles:
             row["case_id"],
             subject=row.get("subject"),
             labels=self.declared_labels(),
+            groups={key[len("by_") :]: value for key, value in row.items() if GROUP_KEY.fullmatch(key)},
             fixed_points=points[0],
             moving_points=points[1],
             fixed_mask=masks[0],

@@ -370,3 +370,29 @@ def test_volumes_are_cached_apart_from_slices_and_run_end_to_end(acdc_root, tmp_
     assert set(table["case_id"]) == {p.case_id for p in first} and (table["status"] == "ok").all()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset_info"]["dims"] == 3 and '"through_plane": "all slices, centred in depth"' in (run / "manifest.json").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_records_acdc_groups_and_report_by_group_tests_within_each(tmp_path, monkeypatch):
+    """8 test patients, 4 DCM and 4 HCM by their Info.cfg: per_case.csv and the manifest carry the group; the whole
+    table is tested over the 8 subjects (not the 24 slices), each group's over its 4 (too few: said, not tested)."""
+    from regbench.cli import main
+
+    root = make_acdc(tmp_path / "ACDC", n=10, groups=("DCM", "HCM"))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["patient009"], "val": ["patient010"], "test": [f"patient{i:03d}" for i in range(1, 9)]}))
+    run = tmp_path / "run"
+    monkeypatch.setenv("REGBENCH_CACHE", str(tmp_path / "cache"))
+    args = ["run", "--dataset", "acdc", "--root", str(root), "--dataset-option", f"split_file={split}", "--methods", "initial,demons"]
+    assert main([*args, "--profile", "smoke", "--max-pairs", "24", "--out", str(run), "--no-progress"]) == 0
+    table = pd.read_csv(run / "per_case.csv")
+    assert len(table) == 2 * 24 and (table.groupby("subject")["by_group"].nunique() == 1).all()
+    assert table.drop_duplicates("subject")["by_group"].value_counts().to_dict() == {"DCM": 4, "HCM": 4}
+    assert json.loads((run / "manifest.json").read_text())["dataset_info"]["groups"] == {"group": ["DCM", "HCM"]}
+    assert main(["report", str(run), "--no-figures", "--against", "initial", "--by", "group"]) == 0
+    whole = pd.read_csv(run / "report" / "stats.csv")
+    assert (whole["n_units"] == 8).all() and (whole["n_cases"] == 24).all() and (whole["verdict"] != "too few units to test").all()
+    by_group = pd.read_csv(run / "report" / "stats_by_group.csv")
+    assert set(by_group["group"]) == {"DCM", "HCM"} and (by_group["n_units"] == 4).all() and by_group["p_holm"].isna().sum() >= 6
+    assert (by_group.loc[by_group["metric"] != "njd", "verdict"] == "too few units to test").all()  # NJD: 0 for both, said identical
+    assert "Not tested against Initial: too few units (4 subjects of ACDC: DCM, 4 subjects of ACDC: HCM" in (run / "report" / "table1_by_group.tex").read_text()

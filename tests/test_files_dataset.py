@@ -71,6 +71,17 @@ def test_pairs_are_read_with_their_spacing_labels_and_split(nifti_list):
     assert pair.fixed_points.shape == (3, 3) and np.allclose(pair.moving_points - pair.fixed_points, [0, SHIFT, 0])
 
 
+def test_a_by_key_is_a_group_attribute_and_a_mistyped_one_is_refused(nifti_list):
+    data = yaml.safe_load(nifti_list.read_text())
+    data["pairs"] = [{**row, "by_site": site} for row, site in zip(data["pairs"], ("A", "B", "A"))]
+    nifti_list.write_text(yaml.safe_dump(data))
+    assert [p.groups for p in create_dataset("files", root=str(nifti_list)).pairs("test")] == [{"site": "A"}, {"site": "B"}, {"site": "A"}]
+    data["pairs"][0]["By-Site"] = "A"
+    nifti_list.write_text(yaml.safe_dump(data))
+    with pytest.raises(DataError, match="pair 1: unknown key 'By-Site'.*and by_NAME for a group attribute"):
+        create_dataset("files", root=str(nifti_list))
+
+
 def test_a_listed_pair_and_the_fields_of_its_known_shift_score_end_to_end(nifti_list, tmp_path):
     from regbench.cli import main
 

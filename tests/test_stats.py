@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import rankdata, wilcoxon
 
 from regbench.aggregate import unit_name, unit_values
-from regbench.stats import DIFFERS, IDENTICAL, NO_EVIDENCE, TOO_FEW, hl_interval, hodges_lehmann, min_units, paired_tests, signed_rank_test
+from regbench.stats import DIFFERS, IDENTICAL, NO_EVIDENCE, TOO_FEW, hl_interval, hodges_lehmann, min_units, out_of_reach, paired_tests, signed_rank_test
 
 
 def slices(subject_effects: list[float], per_subject: int, with_subjects: bool = True, seed_values: tuple[float, ...] = (0.0,)) -> pd.DataFrame:
@@ -99,3 +99,16 @@ def test_holm_runs_over_the_tested_rows_only():
     stats = paired_tests(pd.concat([per_case, same, few]), ["ref"], ["dice"]).set_index("method")
     assert stats.loc["new", "p_holm"] == stats.loc["new", "p_value"] and stats.loc["few", "verdict"] == TOO_FEW
     assert stats.loc["same", "verdict"] == IDENTICAL and stats.loc["new", "verdict"] in (DIFFERS, NO_EVIDENCE)
+
+
+def test_holm_out_of_reach_is_said_when_units_are_too_few_for_the_family():
+    """7 subjects: an exact test's smallest p is 2/128; four methods in a column make Holm's smallest 4 x 2/128 =
+    0.0625 > 0.05, so no mark is possible however clear the differences; three methods keep 0.047 within reach."""
+    base = slices([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07], 2)
+    ref, new = base[base["method"] == "ref"], base[base["method"] == "new"]
+    four = pd.concat([ref, *(new.assign(method=f"m{i}", dice=new["dice"] + i) for i in range(4))])
+    stats = paired_tests(four, ["ref"], ["dice"])
+    assert (stats["p_value"] == 2 / 2**7).all() and not stats["significant"].any()
+    assert out_of_reach(stats, "ref", 0.05) == {"d": (7, 4, pytest.approx(0.0625))}
+    three = paired_tests(four[four["method"] != "m3"], ["ref"], ["dice"])
+    assert three["significant"].all() and out_of_reach(three, "ref", 0.05) == {}
