@@ -41,8 +41,14 @@ def format_params(n: Any) -> str:
     return str(n)
 
 
+# Characters of display names and captions that pdflatex's default encoding cannot set ("IO-λ" failed to compile).
+LATEX_SYMBOLS = {"λ": r"$\lambda$", "σ": r"$\sigma$", "α": r"$\alpha$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$"}
+
+
 def latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b)
+    for a, b in LATEX_SYMBOLS.items():
         text = text.replace(a, b)
     return text
 

@@ -178,10 +178,21 @@ def test_latex_tables_compile(smoke_run, tmp_path):
         if os.environ.get("REGBENCH_REQUIRE_LATEX"):
             pytest.fail("REGBENCH_REQUIRE_LATEX is set but no pdflatex is on PATH")
         pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
+    grouped = tmp_path / "grouped"  # a caption with every sentence on how sure: shares, tests, groups; a λ in a name
+    run = grouped_run(tmp_path)
+    df = pd.read_csv(run / "per_case.csv", dtype={"case_id": str, "subject": str})
+    pd.concat([df, df[df["method"] == "gsmorph"].assign(method="io-lambda", dice=df["dice"] - 0.01)]).to_csv(run / "per_case.csv", index=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["method_info"]["io-lambda"] = {"display_name": "IO-λ"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    write_report([run], grouped, ReportOptions(figures=False, references=("gsmorph",), by="group", resamples=200))
+    assert r"IO-$\lambda$" in (grouped / "table1.tex").read_text()
+    tables = [smoke_run / "report" / "table1.tex", smoke_run / "report" / "table2.tex", grouped / "table1.tex", grouped / "table1_by_group.tex"]
     doc = tmp_path / "doc.tex"
     doc.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        f"\\input{{{smoke_run / 'report' / 'table1.tex'}}}\n\\input{{{smoke_run / 'report' / 'table2.tex'}}}\n\\end{{document}}\n"
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\begin{document}\n"
+        + "".join(f"\\input{{{table}}}\n" for table in tables)
+        + "\\end{document}\n"
     )
     done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:]
