@@ -210,13 +210,16 @@ def invert_displacement(flow: np.ndarray, iterations: int = INVERSION_ITERATIONS
 
 def alternatives(convention: FieldConvention, ndim: int) -> list[tuple[str, FieldConvention, float]]:
     """The plausible mistakes in a declared convention, one departure each: (what it would mean, the convention
-    it implies, the sign to apply). Other axis orders, the other units, the other kind, the other direction,
-    and the field negated."""
+    it implies, the sign to apply). The other layout (components first or last), other axis orders, the other
+    units, the other kind, the other direction, and the field negated."""
     import dataclasses
     import itertools
 
     declared = convention.components(ndim)
     out: list[tuple[str, FieldConvention, float]] = []
+    for layout in LAYOUTS:
+        if layout != convention.layout:
+            out.append((layout.replace("_", " "), dataclasses.replace(convention, layout=layout), 1.0))
     for order in itertools.permutations(range(ndim)):
         if list(order) != declared:
             text = "x-first (axes reversed)" if list(order) == list(reversed(range(ndim))) else f"axes in order {list(order)}"

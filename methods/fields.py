@@ -18,6 +18,7 @@ array: z/y/x order, components last). The array is taken as the library returns 
 from __future__ import annotations
 
 import glob
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -74,18 +75,53 @@ def load_field_file(path: Path, key: str | None = None) -> np.ndarray:
     raise InputError(f"field file {path}: unknown format (use .npz, .npy, .nii, .nii.gz, .mha, .mhd or .nrrd)")
 
 
+CONVENTION_FILE = "convention.json"  # what `regbench export` writes beside the fields it writes
+
+
+def declared_in_folder(folder: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The options ``given`` (None: not given), completed from the folder's ``convention.json`` where it has one
+    (``pattern``, ``key`` and the ``convention`` that export records): a folder written by ``regbench export`` is
+    read as it was written without the user retyping it. An option given with another value than the file's is a
+    ConfigError naming both: the file describes these very files, so one of the two is wrong."""
+    given = {k: v for k, v in given.items() if v is not None}
+    path = folder / CONVENTION_FILE
+    if not path.is_file():
+        return given
+    try:
+        record = json.loads(path.read_text())
+        stated = {"pattern": record["pattern"], "key": record.get("key"), **record["convention"]}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read as the convention of its fields ({type(exc).__name__}: {exc}): fix or remove it") from None
+    stated = {k: v for k, v in stated.items() if v is not None}
+    for name, value in given.items():
+        if name in stated and _as_option(value) != _as_option(stated[name]):
+            raise ConfigError(
+                f"fields option {name}: {value!r} contradicts {path}, which says {stated[name]!r} for these files: "
+                f"remove the option (the file's is read), or fix the file if it is wrong"
+            )
+    return {**stated, **given}
+
+
+def _as_option(value: Any) -> Any:
+    """A value as options compare it (YAML gives [2, 1, 0] where a record may hold a tuple)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 class Fields:
     """Reads and scores one folder of fields; see the module docstring."""
 
     parallel_safe = True
     time_measured = False  # reading a file says nothing of the tool's speed
 
-    def __init__(self, folder: str | Path | None = None, pattern: str = PATTERN, key: str | None = None, **convention: Any) -> None:
+    def __init__(self, folder: str | Path | None = None, pattern: str | None = None, key: str | None = None, **convention: Any) -> None:
         if folder is None:
             raise ConfigError("fields needs the option folder (method_options: {fields.TAG: {folder: PATH, ...}})")
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
             raise ConfigError(f"fields folder {self.folder} does not exist or is not a folder")
+        declared = declared_in_folder(self.folder, {"pattern": pattern, "key": key, **convention})
+        self.read_from_file = (self.folder / CONVENTION_FILE).is_file()
+        pattern, key, convention = declared.pop("pattern", None) or PATTERN, declared.pop("key", None), declared
         if "{case_id}" not in pattern and "{subject}" not in pattern:
             raise ConfigError(f"fields pattern {pattern!r} names no pair: use {{case_id}} (or {{subject}}), e.g. {PATTERN!r}")
         self.pattern = pattern
@@ -117,15 +153,19 @@ class Fields:
         arrays = [load_field_file(self.path_for(p), self.key) for p in usable]
         readings = [("as declared", self.convention, 1.0), *alternatives(self.convention, usable[0].fixed.ndim)]
         scores: dict[str, float] = {}
+        unreadable: dict[str, str] = {}  # reading -> why the files cannot be read so
         for label, convention, sign in readings:
             dice = []
             try:
                 for pair, array in zip(usable, arrays):
                     flow = sign * to_regbench(array, convention, pair.fixed.shape, pair.spacing, source=str(self.path_for(pair)))
                     dice.append(evaluate(pair, Registration(moved=warp(pair.moving, flow), flow=flow), quick=True)["dice"])
-            except ConfigError:
-                continue  # a reading the files cannot have (another grid): not a candidate
+            except ConfigError as exc:
+                unreadable[label] = str(exc)  # a reading the files cannot have (another grid): not a candidate
+                continue
             scores[label] = float(np.nanmean(dice))
+        if "as declared" not in scores:
+            raise ConfigError(self._unreadable_as_declared(unreadable["as declared"], scores, len(usable)))
         declared = scores["as declared"]
         best_label, best = max(((k, v) for k, v in scores.items() if k != "as declared"), key=lambda kv: kv[1], default=("", -1.0))
         result: dict[str, Any] = {"pairs": len(usable), "dice": scores, "margin": PROBE_MARGIN}
@@ -136,6 +176,16 @@ class Fields:
                 f"({', '.join(f'{k} {v}' for k, v in self.convention.record().items())}), on {len(usable)} pairs"
             )
         return result
+
+    def _unreadable_as_declared(self, why: str, scores: dict[str, float], n_pairs: int) -> str:
+        """The one line a run stops with when no file can be read under the declared convention: why, and the
+        reading that scores best where one can be read (each case would fail with the same error otherwise)."""
+        declared = ", ".join(f"{k} {v}" for k, v in self.convention.record().items())
+        text = f"fields in {self.folder} cannot be read as declared ({declared}): {why}"
+        if scores:
+            best, dice = max(scores.items(), key=lambda kv: kv[1])
+            return text + f"; read as {best} they score Dice {dice:.3f} on {n_pairs} pairs: declare that convention (docs/methods.md#fields-from-other-tools-fieldstag)"
+        return text + "; no single change of the convention reads them either: declare how they were written (layout, axis_order, units, ...)"
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
         raise ConfigError("fields reads one file per pair: it is scored through register_pair(pair) (regbench run), not register(fixed, moving)")
@@ -149,7 +199,10 @@ class Fields:
         """Bound into the run directory beside the options: the files' digest and the converter's version."""
         if self._digest is None:
             self._digest = files_digest(self.files())
-        return {"fields_digest": self._digest, "fields_converter": CONVERTER_VERSION}
+        bound = {"fields_digest": self._digest, "fields_converter": CONVERTER_VERSION}
+        if self.read_from_file:  # what the folder's convention.json declared binds the run as options given do
+            bound["fields_declared"] = self.options()
+        return bound
 
     def options(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "pattern": self.pattern, "key": self.key, **self.convention.record()}

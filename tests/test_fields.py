@@ -197,6 +197,47 @@ def test_a_run_warns_and_marks_the_row_of_mis_declared_fields(tmp_path, smoke_te
     assert "its fields score clearly better read under another convention (Fields (xy): x-first" in (tmp_path / "run" / "report" / "table1.tex").read_text()
 
 
+def test_fields_unreadable_as_declared_stop_with_why_and_the_reading_that_works(tmp_path, smoke_test_pairs):
+    """Channel-last files declared as nothing (channel first): one ConfigError with the converter's own reason and
+    the reading that scores (it was `KeyError: 'as declared'`, the reason swallowed)."""
+    from regbench.methods.fields import Fields
+
+    _fields(tmp_path, smoke_test_pairs, "last", [p.flow_gt for p in smoke_test_pairs], FieldConvention(layout="channel_last"))
+    with pytest.raises(
+        ConfigError, match=r"fields in .*last cannot be read as declared \(layout channel_first, .*\): .*; read as channel last they score Dice 0\.9"
+    ):
+        Fields(folder=tmp_path / "last").probe(smoke_test_pairs)
+
+
+def test_fields_on_another_grid_stop_with_the_grid_named(tmp_path):
+    """3-D fields written z/y/x for i/j/k images (a grid no single convention change reads) name both grids."""
+    from regbench.methods.fields import Fields
+
+    pairs = create_dataset("synthetic3d", n_subjects=4, image_size=24).pairs("test")[:1]
+    folder = tmp_path / "zyx"
+    folder.mkdir()
+    np.savez(folder / f"{pairs[0].case_id}.npz", np.zeros((*reversed(pairs[0].fixed.shape), 3), np.float32))
+    with pytest.raises(ConfigError, match=r"cannot be read as declared .*differs from the images'.*; no single change of the convention reads them"):
+        Fields(folder=folder, layout="channel_last").probe(pairs)
+
+
+def test_a_folders_convention_json_is_read_and_a_contradiction_named(tmp_path):
+    from regbench.methods.fields import CONVENTION_FILE, Fields
+
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    written = FieldConvention(layout="channel_last", axis_order="reversed")
+    (folder / CONVENTION_FILE).write_text(json.dumps({"pattern": "disp_{case_id}.npz", "key": "arr_0", "convention": written.record()}))
+    read = Fields(folder=folder)
+    assert (read.pattern, read.key, read.convention) == ("disp_{case_id}.npz", "arr_0", written)
+    assert Fields(folder=folder, layout="channel_last", axis_order="reversed").convention == written  # the same, said twice
+    assert read.binding()["fields_declared"]["layout"] == "channel_last"  # binds the run as given options do
+    with pytest.raises(
+        ConfigError, match=f"fields option layout: 'channel_first' contradicts {re.escape(str(folder / CONVENTION_FILE))}, which says 'channel_last'"
+    ):
+        Fields(folder=folder, layout="channel_first")
+
+
 # ------------------------------------------------------------------------------------------------ export
 def _export_round_trip(tmp_path, methods, dataset="synthetic"):
     from regbench.cli import main
@@ -209,9 +250,7 @@ def _export_round_trip(tmp_path, methods, dataset="synthetic"):
     assert declared["convention"]["layout"] == "channel_last" and declared["convention"]["units"] == "voxel"
     assert declared["files"] == len(pd.read_csv(tmp_path / "run" / "per_case.csv").query(f"method == '{methods[0]}'"))
     assert declared["pattern"] == "disp_{case_id}.npz" and declared["key"] == "arr_0"  # what Learn2Reg's kit reads
-    back = {
-        f"fields.{m}": {"folder": str(tmp_path / "l2r" / m), "pattern": declared["pattern"], "key": declared["key"], **declared["convention"]} for m in methods
-    }
+    back = {f"fields.{m}": {"folder": str(tmp_path / "l2r" / m)} for m in methods}  # the rest is read from convention.json
     config.write_text(yaml.safe_dump({"dataset": dataset, "profile": "smoke", "methods": list(back), "method_options": back}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "back")]) == 0
     original = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index(["method", "case_id"])
