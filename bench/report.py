@@ -246,7 +246,7 @@ class Table1:
                 out / f"{stem}.tex",
                 table1_latex(self.cells, self.datasets, i.metrics, caption or self.caption, label, self.layout, i.unconverged, i.names, i.suspects),
             ),
-            _write(out / f"{stem}.md", table1_markdown(self.cells, self.datasets, i.metrics, i.unconverged, i.names, i.suspects)),
+            _write(out / f"{stem}.md", table1_markdown(self.cells, self.datasets, i.metrics, i.unconverged, i.names, i.suspects, caption or self.caption)),
             _write(out / f"{stem}.csv", self.cells.to_csv(index=False)),
         ]
 

@@ -225,6 +225,32 @@ def table1_latex(
     return "\n".join(lines) + "\n"
 
 
+# A caption's LaTeX as plain text (Markdown tables carry the same caption as the .tex).
+CAPTION_TEXT = [
+    (r"$^{\dagger}$", DAGGER),
+    (r"$^{\ddagger}$", DDAGGER),
+    (r"$^{\P}$", SUSPECT_MARK),
+    (r"$^{\S}$", "§"),
+    (r"$\pm$", "±"),
+    (r"\%", "%"),
+    (r"\&", "&"),
+    (r"\_", "_"),
+    (r"\#", "#"),
+    (r"\{", "{"),
+    (r"\}", "}"),
+    (r"\textbackslash{}", "\\"),
+    *((math, symbol) for symbol, math in LATEX_SYMBOLS.items()),
+]
+
+
+def caption_text(caption: str) -> str:
+    """A LaTeX caption of these tables as plain text: marks and symbols as characters, math delimiters dropped."""
+    caption = caption.replace(r"\$", "\0")  # a dollar sign of the text, apart from math's delimiters
+    for latex, text in CAPTION_TEXT:
+        caption = caption.replace(latex, text)
+    return caption.replace("$", "").replace("\0", "$")
+
+
 def table1_markdown(
     cells: pd.DataFrame,
     datasets: Sequence[str],
@@ -232,6 +258,7 @@ def table1_markdown(
     unconverged: Collection[str] = (),
     names: Names | None = None,
     suspects: Collection[str] = (),
+    caption: str | None = None,
 ) -> str:
     names = names or Names()
     methods = _order(cells["method"])
@@ -252,7 +279,8 @@ def table1_markdown(
                 column = names.metric(metric).label if len(datasets) == 1 else f"{names.dataset(dataset)} {names.metric(metric).label}"
                 rec[column] = text
         records.append(rec)
-    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
+    table = pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
+    return table + (f"\n{caption_text(caption)}\n" if caption else "")
 
 
 def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = None, baselines: Collection[str] = DEFAULT_STUDY.baselines) -> pd.DataFrame:
@@ -329,22 +357,23 @@ def conventions_caption(manifests: Sequence[Manifest], names: Names | None = Non
     """The caption's sentence on how HD95 and NJD were computed, from what each run recorded (its fingerprint's
     ``hd95_convention`` and ``jacobian_scheme``): one sentence when the runs agree, one per dataset otherwise."""
     names = names or Names()
-    recorded: dict[tuple[str, str], list[str]] = {}
+    recorded: dict[tuple[str, str, str], list[str]] = {}
     for manifest in manifests:
         fingerprint = manifest.fingerprint
-        key = (str(fingerprint.get("hd95_convention", "not recorded")), str(fingerprint.get("jacobian_scheme", "not recorded")))
+        element = "voxel" if manifest.dims == 3 else "pixel"
+        key = (str(fingerprint.get("hd95_convention", "not recorded")), str(fingerprint.get("jacobian_scheme", "not recorded")), element)
         dataset = names.dataset(str(fingerprint.get("dataset", "?")))
         recorded.setdefault(key, [])
         if dataset not in recorded[key]:
             recorded[key].append(dataset)
 
-    def sentence(hd95: str, scheme: str) -> str:
+    def sentence(hd95: str, scheme: str, element: str) -> str:
         hd = HD95_CAPTIONS.get(hd95, f"HD95 convention {hd95}")
         jac = JACOBIAN_CAPTIONS.get(scheme, f"difference scheme {scheme}")
-        return f"{hd} in mm from the pixel spacing; NJD: \\% of pixels with negative Jacobian determinant ({jac})."
+        return f"{hd} in mm from the {element} spacing; NJD: \\% of {element}s with negative Jacobian determinant ({jac})."
 
     if len(recorded) <= 1:
-        return sentence(*next(iter(recorded), ("pooled", "central")))
+        return sentence(*next(iter(recorded), ("pooled", "central", "pixel")))
     return " ".join(latex_escape(", ".join(datasets)) + ": " + sentence(*key) for key, datasets in recorded.items())
 
 
