@@ -238,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--njd-budget", type=float, default=DEFAULT_NJD_BUDGET, help=f"folding budget of the tuning rule, NJD %% on validation (default {DEFAULT_NJD_BUDGET:g})"
     )
     p.add_argument("--out", type=Path, help="output folder (default RUN_B/report)")
-    sub.add_parser("methods", help="list registered methods")
+    sub.add_parser(
+        "methods",
+        help="list registered methods: name (NAME.TAG: named instances only), display name, dims, trained or not, what it is",
+    )
     sub.add_parser("datasets", help="list registered datasets")
 
     p = sub.add_parser(
@@ -303,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also time {DEFAULT_STUDY.step_reference}'s training step alone and beside a "
         "CPU-bound process, with OMP_WAIT_POLICY unset and PASSIVE (what regbench sets)",
     )
+    for command in [*(c for name, c in sub.choices.items() if name != "data"), *data_sub.choices.values()]:
+        # `regbench run --plugin f.py` as well as `regbench --plugin f.py run` (`data check --plugin f.py` too)
+        command.add_argument(
+            "--plugin", dest="plugin_after", action="append", default=[], metavar="MODULE", help="the same as regbench --plugin MODULE, given after the command"
+        )
     return parser
 
 
@@ -478,12 +486,20 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from .registry import METHODS
 
+    rows = []
     for name in METHODS.names():
+        meta = METHODS.meta(name)
+        shown = f"{name}.{'VALUE' if meta.family_value_from_tag else 'TAG'}" if meta.tagged else name  # named instances only
         try:
             missing = METHODS.missing_extra(name)
+            summary = METHODS.summary(name) if missing is None else f"unavailable: {missing}"
         except RegbenchError as exc:  # a plugin that does not import: say so, list the rest
-            missing = str(exc)
-        print(name if missing is None else f"{name}  (unavailable: {missing})")
+            summary = f"unavailable: {exc}"
+        kind = "/".join(f"{d}-D" for d in meta.dims) + (", trained" if meta.trainable else "")
+        rows.append((shown, METHODS.display_name(name), kind, summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)] if rows else [0, 0, 0]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
     return 0
 
 
@@ -609,11 +625,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "train"):
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if args.plugin:
+        plugins = [*args.plugin, *getattr(args, "plugin_after", [])]
+        if plugins:
             from .registry import PLUGINS_ENV, load_plugins
 
             # The environment carries them to worker processes, which import them before looking a name up.
-            given = [str(Path(p).expanduser().resolve()) if p.endswith(".py") else p for p in args.plugin]
+            given = [str(Path(p).expanduser().resolve()) if p.endswith(".py") else p for p in plugins]
             os.environ[PLUGINS_ENV] = ",".join(filter(None, [os.environ.get(PLUGINS_ENV, ""), *given]))
             load_plugins(given)
         return COMMANDS[args.command](args)

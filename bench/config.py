@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, RegbenchError
 from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES, NDV_MASKS
 from .pool import DEFAULT_CASE_TIMEOUT_S
 
@@ -336,6 +336,23 @@ def config_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
+def _key_hint(key: str, loaded: dict[str, Any]) -> str:
+    """Where an unknown top-level key of a config file belongs: a close config key, else an option of the file's
+    dataset (``root:`` is ``dataset_options: {root: ...}``), else nothing."""
+    if close := difflib.get_close_matches(key, config_keys(), n=1):
+        return f" (did you mean {close[0]!r}?)"
+    from .registry import DATASETS
+
+    dataset = str(loaded.get("dataset") or RunConfig.dataset)
+    try:
+        options = DATASETS.option_names(dataset) or set()
+    except RegbenchError:  # an unknown dataset is reported by the run, with its own did-you-mean
+        options = set()
+    if key in options:
+        return f" (an option of dataset {dataset!r}: put it under dataset_options: {{{key}: ...}})"
+    return ""
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """A RunConfig from an optional YAML file, then flag overrides (None means 'not given')."""
     values: dict[str, Any] = {}
@@ -353,9 +370,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
         unknown = [k for k in loaded if k not in config_keys()]
         if unknown:
-            hints = "; ".join(
-                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(str(k), config_keys(), n=1)) else "") for k in unknown
-            )
+            hints = "; ".join(f"{k!r}{_key_hint(str(k), loaded)}" for k in unknown)
             raise ConfigError(f"config file {path}: unknown key {hints}. Known keys: {', '.join(config_keys())}")
         values.update(loaded)
     for key, value in overrides.items():

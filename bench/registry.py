@@ -303,6 +303,11 @@ class Registry:
                 raise RegistryError(self._unknown_message(name))
         return self._factories[name]
 
+    def summary(self, name: str) -> str:
+        """What ``name`` is, in one line: the first paragraph of its factory's docstring (where its plugin says it)."""
+        doc = inspect.getdoc(self.get(name)) or ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
+
     def option_names(self, name: str) -> set[str] | None:
         """The keyword options ``name``'s factory takes, or None where it does not say."""
         return _accepted_options(self.get(name), self.meta(name))

@@ -73,9 +73,11 @@ class RunResult:
         return not (self.failed_methods or self.all_cases_failed or self.wrong_convention)
 
 
-def check_method_options(config: RunConfig) -> None:
+def check_method_options(config: RunConfig, names: Sequence[str] = ()) -> None:
     """Every key of ``method_options`` names a registered method (options for a registered method that is not
-    in this run are kept for other runs of the same config)."""
+    in this run are kept for other runs of the same config). A named instance (``fields.mine``) defined there but
+    not among the run's methods ``names`` is said in a warning: its options are its whole definition, so it was most
+    likely meant to run."""
     known = METHODS.names()
     for name in config.method_options:
         if name not in known and METHODS.tagged_base(str(name)) is None:
@@ -83,12 +85,14 @@ def check_method_options(config: RunConfig) -> None:
             raise ConfigError(
                 f"method_options names unknown method {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f". Known: {', '.join(known)}."
             )
+        if names and METHODS.tagged_base(str(name)) is not None and name not in names:
+            log.warning("method_options defines %s, which is not among this run's methods (%s): add it to methods to score it", name, ", ".join(names))
 
 
 def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[dict[str, Any], Any]]:
     """Build every method of the run before any work starts: a bad option (with did-you-mean) is one
     ConfigError naming the method, raised before anything is computed or recorded. name → (options, object)."""
-    check_method_options(config)
+    check_method_options(config, names)
     built = {}
     for name in names:
         options = method_options(name, config)

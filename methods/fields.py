@@ -26,7 +26,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..fields import CONVERTER_VERSION, FieldConvention, alternatives, files_digest, to_regbench
+from ..fields import CONVERTER_VERSION, DIRECTIONS, KINDS, LAYOUTS, RESOLUTIONS, UNITS, FieldConvention, alternatives, files_digest, to_regbench
 from ..interface import Pair, Registration
 from ..registry import MethodMeta, register_method
 from ..warp import warp
@@ -184,7 +184,10 @@ class Fields:
         text = f"fields in {self.folder} cannot be read as declared ({declared}): {why}"
         if scores:
             best, dice = max(scores.items(), key=lambda kv: kv[1])
-            return text + f"; read as {best} they score Dice {dice:.3f} on {n_pairs} pairs: declare that convention (docs/methods.md#fields-from-other-tools-fieldstag)"
+            return (
+                text
+                + f"; read as {best} they score Dice {dice:.3f} on {n_pairs} pairs: declare that convention (docs/methods.md#fields-from-other-tools-fieldstag)"
+            )
         return text + "; no single change of the convention reads them either: declare how they were written (layout, axis_order, units, ...)"
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
@@ -221,6 +224,13 @@ class Fields:
     ),
 )
 def make_fields(**options: Any) -> Fields:
-    """Fields another tool wrote: options folder, pattern ('{case_id}.npz'), key, and the convention (layout,
-    axis_order, units, align_corners, direction, resolution, half_values, kind; regbench.fields)."""
     return Fields(**options)
+
+
+# What `regbench methods` prints of it: the options and each convention value, from the converter's own lists.
+make_fields.__doc__ = (
+    "Fields another tool wrote, one file per pair: folder, pattern ('{case_id}.npz'), key, or the folder's "
+    f"convention.json; the convention: layout {'|'.join(LAYOUTS)}, axis_order array|reversed|[i, j, k], "
+    f"units {'|'.join(UNITS)}, align_corners true|false, direction {'|'.join(DIRECTIONS)}, "
+    f"resolution and half_values {'|'.join(RESOLUTIONS)}, kind {'|'.join(KINDS)} (first: the default)."
+)
