@@ -236,6 +236,20 @@ def case_key(method: str, dataset: str, pair: Pair) -> dict[str, Any]:
     return {"method": method, "dataset": dataset, "case_id": pair.case_id, "subject": pair.subject, **{group_column(k): v for k, v in pair.groups.items()}}
 
 
+def case_geometry(pairs: Sequence[Pair]) -> dict[str, Any]:
+    """What the run's test images are on: ``spacing_mm`` (the most common spacing, array-axis order), ``spacings``
+    (how many distinct spacings the pairs have) and ``through_plane_axis`` (the axis of thick slices, or None)."""
+    from collections import Counter
+
+    from .pyramid import through_plane_axis
+
+    counts = Counter(tuple(round(float(s), 6) for s in pair.spacing) for pair in pairs)
+    if not counts:
+        return {}
+    spacing = counts.most_common(1)[0][0]
+    return {"spacing_mm": list(spacing), "spacings": len(counts), "through_plane_axis": through_plane_axis(spacing)}
+
+
 def case_groups(pairs: Sequence[Pair]) -> dict[str, list[str]]:
     """The group attributes the pairs carry: name → its values in sorted order."""
     seen: dict[str, set[str]] = {}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .metrics import METRICS
 from .naming import Names
+from .pyramid import through_plane_axis
 from .registry import method_sort_key
 from .rundir import RunDir
 
@@ -190,23 +191,31 @@ class _View:
 
 
 def _views(shape: tuple[int, ...], spacing: Sequence[float]) -> list[_View]:
-    """2-D: the image. 3-D: the mid-slices across axis 0 and across axis 1 (for a short-axis stack: a
-    short-axis slice and a through-plane view), each with its pixels' true aspect."""
+    """2-D: the image. 3-D: two mid-slices with their pixels' true aspect: across the through-plane axis (an
+    in-plane view: short axis for a short-axis stack) and across the first other axis (a view along the stack),
+    whichever axis the thick slices lie along; across axes 0 and 1 where no axis is thick."""
     if len(shape) == 2:
         return [_View("", (slice(None), slice(None)), (0, 1), float(spacing[0]) / float(spacing[1]))]
+    thick = through_plane_axis(spacing)
+    across = (0, 1) if thick is None else (thick, min(k for k in range(3) if k != thick))
     views = []
-    for axis in (0, 1):
+    for axis in across:
         middle = shape[axis] // 2
         index = tuple(middle if k == axis else slice(None) for k in range(3))
         rows, cols = (k for k in range(3) if k != axis)
-        views.append(_View(f"axis {axis} = {middle}", index, (rows, cols), float(spacing[rows]) / float(spacing[cols])))
+        what = "" if thick is None else ("in-plane, " if axis == thick else "through-plane, ")
+        views.append(_View(f"{what}axis {axis} = {middle}", index, (rows, cols), float(spacing[rows]) / float(spacing[cols])))
     return views
+
+
+QUALITATIVE_MAX_HEIGHT = 16.0  # inches (2,400 px at the PNG's 150 dpi)
 
 
 def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] | None = None) -> list[Path]:
     """Per example pair, two rows: fixed then each method's moved image; moving then each method's
-    deformation as a warped grid (the layout of the paper's Fig. 3). A 3-D pair has two such row pairs: its
-    mid-slices across axis 0 and across axis 1, the grids drawn from the flow's in-plane components."""
+    deformation as a warped grid (the layout of the paper's Fig. 3). A 3-D pair has two such row pairs (its
+    in-plane and through-plane mid-slices, :func:`_views`), the grids drawn from the flow's in-plane components.
+    The first pairs that fit :data:`QUALITATIVE_MAX_HEIGHT` are drawn."""
     plt, _ = _pyplot()
     folder = RunDir(run_dir)
     pair_files = folder.example_pairs()
@@ -216,9 +225,13 @@ def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] 
         return []
     pairs = [np.load(pair_file) for pair_file in pair_files]
     views = [_views(pair["fixed"].shape, pair["spacing"] if "spacing" in pair else (1.0,) * pair["fixed"].ndim) for pair in pairs]
+    # Each row as tall as its view in mm (a through-plane view of a thin stack is a low strip); as many pairs as
+    # fit QUALITATIVE_MAX_HEIGHT inches (at least one), the first ones: the figure does not grow without bound.
+    pair_heights = [[h for view in pair_views for h in [view.height_ratio(pair["fixed"])] * 2] for pair, pair_views in zip(pairs, views)]
+    kept = max(1, sum(1 for total in np.cumsum([1.75 * sum(h) + 0.2 * len(h) for h in pair_heights]) if total <= QUALITATIVE_MAX_HEIGHT))
+    pair_files, pairs, views, pair_heights = pair_files[:kept], pairs[:kept], views[:kept], pair_heights[:kept]
     rows, cols = 2 * sum(len(v) for v in views), len(methods) + 1
-    # Each row as tall as its view in mm (a through-plane view of a thin stack is a low strip).
-    heights = [h for pair, pair_views in zip(pairs, views) for view in pair_views for h in [view.height_ratio(pair["fixed"])] * 2]
+    heights = [h for pair_rows in pair_heights for h in pair_rows]
     fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.75 * sum(heights) + 0.2 * rows), squeeze=False, gridspec_kw={"height_ratios": heights})
     row = 0
     for pair_file, pair, pair_views in zip(pair_files, pairs, views):

@@ -32,6 +32,15 @@ def is_isotropic(spacing: Sequence[float] | None) -> bool:
     return spacing is None or max(spacing) <= min(spacing) * (1 + 1e-6)
 
 
+def through_plane_axis(spacing: Sequence[float] | None) -> int | None:
+    """The axis of a volume's thick slices (its spacing over 1.5 times every other axis's: a stack of slices), None
+    for an image that is not a volume or has no such axis."""
+    if spacing is None or len(spacing) != 3:
+        return None
+    thick = max(range(3), key=lambda k: float(spacing[k]))
+    return thick if all(float(spacing[thick]) > 1.5 * float(s) for k, s in enumerate(spacing) if k != thick) else None
+
+
 def shrink_factors(factor: int, spacing: Sequence[float] | None, ndim: int) -> tuple[int, ...]:
     """Per-axis shrink factors (array-axis order) for a pyramid level of ``factor``."""
     relative = relative_spacing(spacing, ndim)

@@ -301,13 +301,26 @@ class Manifest:
         manifest.update_run(config, environment, dataset_display_name)
         return manifest
 
-    def set_dataset(self, labels: Mapping[str, int], dims: int, groups: Mapping[str, Sequence[str]] | None = None) -> None:
-        """The labels the run's cases are scored on (display name → value), its images' dimensions and the group
-        attributes its test cases carry (name → the values seen; absent when none), as its dataset declares them."""
+    def set_dataset(
+        self, labels: Mapping[str, int], dims: int, groups: Mapping[str, Sequence[str]] | None = None, geometry: Mapping[str, Any] | None = None
+    ) -> None:
+        """The labels the run's cases are scored on (display name → value), its images' dimensions, the group
+        attributes its test cases carry (name → the values seen; absent when none) and their geometry
+        (``spacing_mm``, ``spacings``, ``through_plane_axis``: regbench.execution.case_geometry), as its dataset
+        declares them."""
         info = self.data.setdefault("dataset_info", {})
         info.update(labels=dict(labels), dims=int(dims))
         if groups:
             info["groups"] = {name: list(values) for name, values in groups.items()}
+        if geometry:
+            info["geometry"] = dict(geometry)
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """The test images' spacing and through-plane axis as the run recorded them; {} for runs made before."""
+        info = self.data.get("dataset_info")
+        geometry = info.get("geometry") if isinstance(info, dict) else None
+        return dict(geometry) if isinstance(geometry, dict) else {}
 
     @property
     def groups(self) -> dict[str, list[str]]:

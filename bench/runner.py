@@ -27,6 +27,7 @@ from .execution import (
     MethodSpec,
     TrainingTask,
     build_dataset,
+    case_geometry,
     case_groups,
     create_method,
     dataset_pairs,
@@ -334,7 +335,7 @@ def _run_units(
     dims = run_dims(pairs, config.dataset)
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
-    manifest.set_dataset(labels, dims, case_groups(test_pairs))
+    manifest.set_dataset(labels, dims, case_groups(test_pairs), case_geometry(test_pairs))
     for name, (options, method) in built.items():
         manifest.check_method(config.out_dir, name, bound_options(options, method))
     if cluster is not None:

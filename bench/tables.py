@@ -377,6 +377,30 @@ def conventions_caption(manifests: Sequence[Manifest], names: Names | None = Non
     return " ".join(latex_escape(", ".join(datasets)) + ": " + sentence(*key) for key, datasets in recorded.items())
 
 
+def geometry_caption(manifests: Sequence[Manifest], names: Names | None = None) -> str:
+    """The caption's sentence on the images' spacing (array-axis order) and through-plane axis, from what each run
+    recorded (``dataset_info.geometry``; nothing for runs made before)."""
+    names = names or Names()
+    said = []
+    for manifest in manifests:
+        geometry = manifest.geometry
+        if not geometry.get("spacing_mm"):
+            continue
+        spacing = " $\\times$ ".join(f"{float(s):g}" for s in geometry["spacing_mm"])
+        element = "Voxel" if len(geometry["spacing_mm"]) == 3 else "Pixel"
+        axes = ", ".join(str(k) for k in range(len(geometry["spacing_mm"])))
+        text = f"{element} spacing {spacing} mm along array axes {axes}"
+        axis = geometry.get("through_plane_axis")
+        text += f" (axis {axis} through-plane)" if axis is not None else ""
+        if int(geometry.get("spacings", 1)) > 1:
+            text += f"; the most common of the pairs' {int(geometry['spacings'])} spacings"
+        dataset = names.dataset(str(manifest.fingerprint.get("dataset", "?")))
+        sentence = (f"{latex_escape(dataset)}: " if len(manifests) > 1 else "") + text + "."
+        if sentence not in said:
+            said.append(sentence)
+    return "".join(" " + s for s in said)
+
+
 def training_caption(verdicts: dict[str, dict[str, Verdict]], names: Names | None = None) -> str:
     """What the caption says about training: epochs, and which methods did not converge by the rule."""
     merged = merged_verdicts(verdicts, names)
@@ -504,7 +528,7 @@ def table1_caption(
     labels_text = " and ".join([", ".join(label_names[:-1]), label_names[-1]] if len(label_names) > 1 else label_names) or "no labels"
     return (
         f"Registration results (mean$\\pm$std over the test pairs: {latex_escape(n_pairs)}). Dice and HD95{latex_escape(labelled_text)} averaged over "
-        f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}{ndv_caption(manifests) if with_ndv else ''}"
+        f"{latex_escape(labels_text)}; {conventions_caption(manifests, names)}{geometry_caption(manifests, names)}{ndv_caption(manifests) if with_ndv else ''}"
         + (
             f" EPE: mean end-point error of the flow against the ground-truth flow over the fixed image's labels ({latex_escape(', '.join(label_names))}), "
             "in mm (synthetic data only)."

@@ -370,6 +370,8 @@ def test_volumes_are_cached_apart_from_slices_and_run_end_to_end(acdc_root, tmp_
     assert set(table["case_id"]) == {p.case_id for p in first} and (table["status"] == "ok").all()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset_info"]["dims"] == 3 and '"through_plane": "all slices, centred in depth"' in (run / "manifest.json").read_text()
+    assert manifest["dataset_info"]["geometry"]["through_plane_axis"] == 0  # the stack's slices are thick
+    assert "(axis 0 through-plane)" in (run / "report" / "table1.tex").read_text()
 
 
 @pytest.mark.slow
@@ -388,7 +390,9 @@ def test_a_run_records_acdc_groups_and_report_by_group_tests_within_each(tmp_pat
     table = pd.read_csv(run / "per_case.csv")
     assert len(table) == 2 * 24 and (table.groupby("subject")["by_group"].nunique() == 1).all()
     assert table.drop_duplicates("subject")["by_group"].value_counts().to_dict() == {"DCM": 4, "HCM": 4}
-    assert json.loads((run / "manifest.json").read_text())["dataset_info"]["groups"] == {"group": ["DCM", "HCM"]}
+    info = json.loads((run / "manifest.json").read_text())["dataset_info"]
+    assert info["groups"] == {"group": ["DCM", "HCM"]} and info["geometry"]["through_plane_axis"] is None
+    assert info["geometry"]["spacings"] == 1 and info["geometry"]["spacing_mm"] == [1.5, pytest.approx(1.4)]
     assert main(["report", str(run), "--no-figures", "--against", "initial", "--by", "group"]) == 0
     whole = pd.read_csv(run / "report" / "stats.csv")
     assert (whole["n_units"] == 8).all() and (whole["n_cases"] == 24).all() and (whole["verdict"] != "too few units to test").all()

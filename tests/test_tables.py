@@ -25,3 +25,14 @@ def test_the_conventions_sentence_counts_voxels_in_3d_and_pixels_in_2d():
 
     assert "\\% of voxels with negative Jacobian determinant" in conventions_caption([manifest(3)]) and "voxel spacing" in conventions_caption([manifest(3)])
     assert "\\% of pixels with negative Jacobian determinant" in conventions_caption([manifest(2)])
+
+
+def test_the_caption_states_the_spacing_and_the_through_plane_axis_the_run_recorded():
+    from regbench.rundir import Manifest
+    from regbench.tables import geometry_caption
+
+    stack = Manifest({"fingerprint": {"dataset": "d"}, "dataset_info": {"geometry": {"spacing_mm": [10.0, 1.5, 1.5], "spacings": 1, "through_plane_axis": 0}}})
+    assert geometry_caption([stack]) == r" Voxel spacing 10 $\times$ 1.5 $\times$ 1.5 mm along array axes 0, 1, 2 (axis 0 through-plane)."
+    mixed = Manifest({"fingerprint": {"dataset": "d"}, "dataset_info": {"geometry": {"spacing_mm": [1.5, 1.5], "spacings": 3, "through_plane_axis": None}}})
+    assert caption_text(geometry_caption([mixed])) == " Pixel spacing 1.5 × 1.5 mm along array axes 0, 1; the most common of the pairs' 3 spacings."
+    assert geometry_caption([Manifest({"fingerprint": {}})]) == ""  # a run made before recorded none
