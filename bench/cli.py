@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import COMPILE_MODES, DEFAULT_NJD_BUDGET, PRECISIONS, PROFILES, load_config, parse_dataset_options, parse_seeds
@@ -373,10 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.exists():
         import pandas as pd
 
-        df = pd.read_csv(summary, dtype={"epochs": "Int64", "converged": "boolean"})
-        cols = ["method", "n_cases", "n_failed", "dice_mean", "hd95_mean", "mse_mean", "njd_mean", "time_s_mean", "epochs", "converged"]
-        with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
-            print(df[cols].to_string(index=False))
+        print(summary_text(pd.read_csv(summary, dtype={"epochs": "Int64", "converged": "boolean"})))
     if result.report is not None:
         print_report(result.report)
     for name, count in result.some_cases_failed.items():
@@ -429,6 +427,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, options)
     print_report(report)
     return 0
+
+
+def summary_text(summary: Any) -> str:
+    """The run's summary.csv as the terminal shows it: Table 1's metrics in Table 1's units (Dice %, HD95 mm,
+    MSE ×10⁻², NJD %; two decimals), time in ms per pair, the training verdict."""
+    import pandas as pd
+
+    from .metrics import spec_of
+
+    table = summary[["method", "n_cases", "n_failed"]].copy()
+    for metric in ("dice", "hd95", "mse", "njd"):
+        if f"{metric}_mean" in summary:
+            spec = spec_of(metric)
+            table[spec.label] = (pd.to_numeric(summary[f"{metric}_mean"], errors="coerce") * spec.table_scale).map("{:.2f}".format)
+    table["ms/pair"] = (pd.to_numeric(summary["time_s_mean"], errors="coerce") * 1000).map("{:.1f}".format)
+    for column in ("epochs", "converged"):
+        table[column] = summary[column] if column in summary else pd.NA
+    return table.to_string(index=False)
 
 
 def print_report(report) -> None:

@@ -179,7 +179,8 @@ def test_cli_names_the_pip_command_for_a_missing_extra(tmp_path):
         "regbench: error: method 'elastix-bspline' needs itk-elastix, which is not installed: pip install \"regbench[elastix]\""
     ]
     methods = subprocess.run([sys.executable, "-c", script, "methods"], capture_output=True, text=True)
-    assert "elastix-bspline  (unavailable: method 'elastix-bspline' needs itk-elastix" in methods.stdout
+    row = next(line for line in methods.stdout.splitlines() if line.startswith("elastix-bspline "))
+    assert "elastix B-spline" in row and "unavailable: method 'elastix-bspline' needs itk-elastix, which is not installed" in row
 
 
 # ------------------------------------------------------------------------------------------- smoke run

@@ -63,3 +63,18 @@ def test_a_named_instance_defined_but_not_run_is_warned(tmp_path, caplog):
     config.write_text(f"methods: [initial]\nmethod_options:\n  fields.mine: {{folder: {tmp_path}}}\n")
     build_methods(load_config(config, profile="smoke"), ["initial"])  # what `regbench run --config` does before any work
     assert "method_options defines fields.mine, which is not among this run's methods (initial): add it to methods to score it" in caplog.text
+
+
+def test_the_terminal_summary_is_in_table_1s_units():
+    """It printed Dice as a fraction and time in seconds while Table 1 prints % and Table 2 ms."""
+    import pandas as pd
+
+    from regbench.cli import summary_text
+
+    summary = pd.DataFrame(
+        {"method": ["a"], "n_cases": [2], "n_failed": [0], "dice_mean": [0.9557], "hd95_mean": [1.8575], "mse_mean": [0.0019], "njd_mean": [0.7513]}
+        | {"time_s_mean": [0.0099], "epochs": pd.array([10], dtype="Int64"), "converged": pd.array([False], dtype="boolean")}
+    )
+    header, row = summary_text(summary).splitlines()
+    assert header.split() == ["method", "n_cases", "n_failed", "Dice", "(%)", "HD95", "(mm)", "MSE", "(×10⁻²)", "NJD", "(%)", "ms/pair", "epochs", "converged"]
+    assert row.split() == ["a", "2", "0", "95.57", "1.86", "0.19", "0.75", "9.9", "10", "False"]
