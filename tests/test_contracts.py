@@ -121,8 +121,12 @@ def test_a_format_2_run_directory_resumes_as_format_3_without_recomputing_a_case
     assert table[1].startswith("initial,synthetic,synth006-0,synth006,,")
     shutil.rmtree(run / rundir.REPORT_DIR)
     assert main(["report", str(run), "--no-figures", "--against", "voxelmorph-s"]) == 0
-    for name in ("stats.csv", "table1.csv", "table1.tex"):
+    for name in ("stats.csv", "table1.csv"):
         assert (run / rundir.REPORT_DIR / name).read_bytes() == (GOLDEN / rundir.REPORT_DIR / name).read_bytes(), name
+    # The resumed run records its images' geometry, which format 2 did not: the caption gains that one sentence.
+    geometry = r" Pixel spacing 3 $\times$ 3 mm along array axes 0, 1."
+    tex = (run / rundir.REPORT_DIR / "table1.tex").read_text()
+    assert geometry in tex and tex.replace(geometry, "") == (GOLDEN / rundir.REPORT_DIR / "table1.tex").read_text()
     assert sorted(p.name for p in (run / "examples" / "initial").iterdir()) == ["synth006-0.npz", "synth006-1.npz"]
 
 
