@@ -392,11 +392,12 @@ def critical_difference(results: Sequence, stem: Path, names: Names) -> list[Pat
     plt, _ = _pyplot()
     heights = [1.2 + 0.14 * len(r.mean_ranks) for r in tested]  # the diagram stacks half the labels on each side
     fig, axes = plt.subplots(len(tested), 1, figsize=(7.0, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights})
+    several = len({r.row["dataset"] for r in tested}) > 1
     for ax, result in zip(axes[:, 0], tested):
         display = {m: names.method(m) for m in result.mean_ranks.index}
         sp.critical_difference_diagram(result.mean_ranks.rename(index=display), result.nemenyi.rename(index=display, columns=display), ax=ax)
         row = result.row
-        where = f" ({names.dataset(str(row['dataset']))})" if len({r.row["dataset"] for r in tested}) > 1 else ""
+        where = f" ({names.dataset(str(row['dataset']))})" if several else ""
         title = f"{names.metric(str(row['metric'])).short_label}{where}: mean rank over {row['n_units']} {row['unit']}s, Friedman p = {row['p_value']:.2g}"
         ax.set_title(title, fontsize=8)
     fig.tight_layout()

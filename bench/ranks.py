@@ -49,6 +49,7 @@ def rank_bootstrap(
     rows = []
     for dataset, data in ok.groupby("dataset", sort=False):
         unit_ids = list(dict.fromkeys(data[UNIT_COLUMN]))
+        unit = unit_name(data)
         rng = np.random.default_rng(seed)
         weights = rng.multinomial(len(unit_ids), np.full(len(unit_ids), 1.0 / len(unit_ids)), size=n_resamples)  # units drawn
         weights = np.vstack([np.ones(len(unit_ids), dtype=weights.dtype), weights])  # row 0: the data as they are
@@ -73,7 +74,7 @@ def rank_bootstrap(
                         {
                             "dataset": dataset,
                             "metric": metric,
-                            "unit": unit_name(data),
+                            "unit": unit,
                             "n_units": len(unit_ids),
                             "n_resamples": n_resamples,
                             "method": method,

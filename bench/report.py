@@ -148,9 +148,11 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     unconverged = {m for per_dataset in verdicts.values() for m, v in per_dataset.items() if not v.converged}
 
     out = report.out_dir
-    averaged = seed_averaged(per_case)  # one row per pair: tests and figures weigh pairs, not seeds
-    partial = partial_methods(per_case)
-    for (dataset, method), (n, total) in partial.items():
+    suspects = {m: what for manifest in manifests for m, what in manifest.input_suspects().items() if m in set(per_case["method"])}
+    table1 = Table1Inputs(manifests, names, verdicts, unconverged, suspects, metrics, with_epe, with_tre)
+    main = _table1(per_case, table1, options)
+    averaged = main.averaged  # one row per pair: tests and figures weigh pairs, not seeds
+    for (dataset, method), (n, total) in main.partial.items():
         report.problems.append(
             f"{method} on {dataset} scored {n} of the table's {total} pairs: its row is marked § and left out of bold and "
             "of the paired tests (run it again with the same settings to score the rest)"
@@ -167,9 +169,6 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
             )
         else:
             report.problems.append(f"reference method {reference!r} is not in the run: no statistics against it")
-    suspects = {m: what for manifest in manifests for m, what in manifest.input_suspects().items() if m in set(per_case["method"])}
-    table1 = Table1Inputs(manifests, names, verdicts, unconverged, suspects, metrics, with_epe, with_tre)
-    main = _table1(per_case, table1, options)
     report.written += [
         _write(out / "stats.csv", main.stats.to_csv(index=False)),
         _write(out / "ranks.csv", main.ranks.to_csv(index=False)),
@@ -228,7 +227,8 @@ class Table1:
     """One Table 1 and the statistics behind its marks and its caption."""
 
     inputs: Table1Inputs
-    per_case: pd.DataFrame
+    averaged: pd.DataFrame  # the per-case rows, one per pair (seed-averaged)
+    partial: dict[tuple[str, str], tuple[int, int]]  # regbench.aggregate.partial_methods of the rows
     datasets: list[str]
     cells: pd.DataFrame
     spread: pd.DataFrame
@@ -297,7 +297,7 @@ def _table1(per_case: pd.DataFrame, inputs: Table1Inputs, options: ReportOptions
         sureness=sureness,
     )
     layout = resolve_layout(options.layout, len(datasets), options.per_structure)
-    return Table1(inputs, per_case, datasets, cells, spread, stats, ranks, friedman, caption, layout)
+    return Table1(inputs, averaged, partial, datasets, cells, spread, stats, ranks, friedman, caption, layout)
 
 
 GROUP_SEPARATOR = " | "  # a group's column key in the grouped Table 1: DATASET | VALUE
