@@ -484,6 +484,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(
             f"{method}: {count} fields" + (f"; {len(missing)} scored cases have no stored flow (run with example_pairs >= the test pairs)" if missing else "")
         )
+        if result.outside.get(method, 0.0) > 0:
+            print(
+                f"  {100 * result.outside[method]:.1f} % of voxels sample outside the grid, where resamplers pad differently: "
+                "MSE scored from these flows may differ from the run's there (docs/methods.md, Export)"
+            )
     print(f"written to {result.out_dir}")
     return 0 if not result.missing else 1
 

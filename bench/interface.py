@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .errors import InputError
+from .warp import samples_inside
 from .warp import warp as _warp
 from .warp import warp_label as _warp_label
 
@@ -248,10 +249,7 @@ def moved_flow_disagreement(moving: np.ndarray, registration: Registration, flow
     on a stack of a few thick slices moved through-plane is a whole slice's worth of disagreement."""
     flow = np.asarray(registration.flow if flow is None else flow, np.float32)
     squared = (_warp(moving, flow) - np.asarray(registration.moved, np.float32)) ** 2
-    inside = np.ones(squared.shape, dtype=bool)
-    for axis, size in enumerate(squared.shape):
-        position = np.expand_dims(np.arange(size), tuple(k for k in range(squared.ndim) if k != axis)) + flow[axis]
-        inside &= (position >= 0) & (position <= size - 1)
+    inside = samples_inside(flow)
     return float(np.mean(squared[inside])) if inside.any() else float(np.mean(squared))
 
 

@@ -61,6 +61,18 @@ def warp(image: np.ndarray, flow: np.ndarray, mode: str = "bilinear") -> np.ndar
     return out.astype(image.dtype) if mode == "nearest" else out.astype(np.float32)
 
 
+def samples_inside(flow: np.ndarray) -> np.ndarray:
+    """Where ``p + u(p)`` lies inside the grid (0 ≤ position ≤ n - 1 along every axis): there every linear
+    resampler agrees with :func:`warp`; outside, libraries pad differently (ITK replicates the edge half a voxel
+    out and gives 0 beyond, grid_sample blends toward zero over one voxel)."""
+    flow = np.asarray(flow)
+    inside = np.ones(flow.shape[1:], dtype=bool)
+    for axis, size in enumerate(flow.shape[1:]):
+        position = np.expand_dims(np.arange(size), tuple(k for k in range(flow.ndim - 1) if k != axis)) + flow[axis]
+        inside &= (position >= 0) & (position <= size - 1)
+    return inside
+
+
 def warp_label(label: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Warp an integer label map with nearest-neighbour sampling (labels stay in the label set)."""
     return warp(label, flow, mode="nearest")
