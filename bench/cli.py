@@ -202,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="read and prepare every case; print a summary and every problem found",
         description="Validate a dataset download (e.g. ACDC or M&M at --root): subjects, slices kept, "
-        "spacing range, label values and every problem found, all at once. Exit status 1 if any.",
+        "spacing range, label values and every problem found, all at once; then, where the files read, the checks a "
+        "run makes of every pair it loads (label values against the declared labels, intensity range, shapes, "
+        "spacing), so that what passes here is what a run accepts. Notes say what the reader left unread. "
+        "Exit status 1 if any problem.",
     )
     p.add_argument("--dataset", required=True, help="dataset name (acdc, mnm, ...)")
     p.add_argument("--root", help="dataset folder (default: the dataset's environment variable)")
@@ -465,6 +468,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not isinstance(dataset, ChecksItself):
         raise ConfigError(f"dataset {args.dataset!r} is not read from disk: nothing to check")
     summary = dataset.check()
+    if summary.ok and isinstance(dataset, Dataset):  # then the checks a run makes of every pair it loads, the same code
+        from .execution import dataset_labels
+        from .runner import load_pairs
+
+        load_pairs(dataset, ("train", "val", "test"), dataset_labels(args.dataset, dataset), problems=summary.problems)
     print(summary)
     if args.refresh and not caches:
         print(f"  cache: none (dataset {args.dataset!r} reads its files on every run)")

@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import RunConfig, get_profile
 from .errors import ConfigError
-from .interface import Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
+from .interface import HasNotes, Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
 from .learn2reg import CONVENTION as CONVENTION_L2R
 from .learn2reg import evaluate_kit
 from .metrics import UNDECLARED_LABELS, evaluate
@@ -82,7 +82,10 @@ def build_dataset(config: RunConfig, refresh: bool = False) -> Any:
         options["refresh"] = True
     elif refresh:
         log.info("dataset %r keeps no cache: --refresh has nothing to refresh", config.dataset)
-    return DATASETS.create(config.dataset, **options)
+    dataset = DATASETS.create(config.dataset, **options)
+    for note in dataset.notes() if isinstance(dataset, HasNotes) else ():
+        log.warning("dataset %r: %s", config.dataset, note)
+    return dataset
 
 
 @dataclass(frozen=True)
@@ -261,13 +264,18 @@ def case_groups(pairs: Sequence[Pair]) -> dict[str, list[str]]:
 
 # ------------------------------------------------------------------------------------------- training
 def run_labels(config: RunConfig, dataset: Any = None) -> dict[str, int]:
-    """The labels a run's cases are scored on: what the dataset object declares (``declared_labels()``, for a
-    dataset whose labels come with its files), else its registration's (``DatasetMeta.labels``), else
-    regbench.metrics.UNDECLARED_LABELS."""
+    """The labels a run's cases are scored on: :func:`dataset_labels` of its dataset."""
+    return dataset_labels(config.dataset, dataset)
+
+
+def dataset_labels(name: str, dataset: Any = None) -> dict[str, int]:
+    """The labels the cases of dataset ``name`` are scored on: what the dataset object declares
+    (``declared_labels()``, for a dataset whose labels come with its files), else its registration's
+    (``DatasetMeta.labels``), else regbench.metrics.UNDECLARED_LABELS."""
     declare = getattr(dataset, "declared_labels", None)
     if callable(declare) and (found := declare()) is not None:
         return dict(found)
-    declared = DATASETS.meta(config.dataset).labels
+    declared = DATASETS.meta(name).labels
     return dict(UNDECLARED_LABELS if declared is None else declared)
 
 

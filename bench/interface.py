@@ -179,6 +179,14 @@ class ChecksItself(Protocol):
 
 
 @runtime_checkable
+class HasNotes(Protocol):
+    """Says what its reader left unread (files of a layout it does not read, pairs without points), one sentence
+    each: ``regbench data check`` prints them and a run warns with them."""
+
+    def notes(self) -> list[str]: ...
+
+
+@runtime_checkable
 class DeclaresStructures(Protocol):
     """The form of label declaration that predates ``DatasetMeta.labels``: the values its label maps may hold."""
 
@@ -342,7 +350,8 @@ def validate_pair(pair: Pair, structures: Mapping[str, int] | None = None) -> No
         if extra:
             raise InputError(
                 f"{where}: {name} label has value(s) {extra} outside the dataset's labels {sorted(allowed)} "
-                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in declared.items())})"
+                f"(0 = background, {', '.join(f'{v} = {k}' for k, v in declared.items())}): declare every structure's value in the "
+                "dataset's labels, or set the value to 0 (background)"
             )
     spacing = np.asarray(pair.spacing, dtype=float)
     if spacing.shape != (len(shape),) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):

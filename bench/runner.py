@@ -147,29 +147,44 @@ def method_options(name: str, config: RunConfig) -> dict[str, Any]:
     )
 
 
-def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None) -> dict[str, list[Pair]]:
+def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None, problems: list[str] | None = None) -> dict[str, list[Pair]]:
     """The dataset's pairs of ``splits`` with its declared ``labels`` (:func:`regbench.execution.dataset_pairs`),
     each checked once where it enters (:func:`validate_pair`: range, label values, shapes, spacing); a bad pair
-    is one error naming the dataset, split, case and value, and so is a case id that two pairs share."""
+    is one error naming the dataset, split, case and value, and so is a case id that two pairs share.
+    ``problems``: every such error is appended to it instead (``regbench data check`` runs the run's checks so),
+    and only the pairs that pass are returned."""
     structures = dataset.structures if isinstance(dataset, DeclaresStructures) else None  # predates DatasetMeta.labels
     name = getattr(dataset, "name", type(dataset).__name__)
     out = {}
     seen: dict[str, str] = {}  # case id → its split
     dims: int | None = None  # the first pair's: a dataset's images share one dimension
+
+    def refused(message: str) -> bool:
+        if problems is None:
+            raise DataError(message)
+        problems.append(message)
+        return True
+
     for split in splits:
-        pairs = dataset_pairs(dataset, split, labels)
-        for pair in pairs:
+        kept = []
+        for pair in dataset_pairs(dataset, split, labels):
             try:
                 validate_pair(pair, structures)
             except InputError as exc:
-                raise DataError(f"dataset {name!r} {split} split, {exc}") from None
+                refused(f"dataset {name!r} {split} split, {exc}")
+                continue
             dims = pair.fixed.ndim if dims is None else dims
-            if pair.fixed.ndim != dims:
-                raise DataError(f"dataset {name!r} {split} split, case {pair.case_id!r}: {pair.fixed.ndim}-D images where its other pairs are {dims}-D")
-            if pair.case_id in seen:
-                raise DataError(f"dataset {name!r}: case id {pair.case_id!r} names two pairs ({seen[pair.case_id]} and {split} split); case ids must be unique")
+            if pair.fixed.ndim != dims and refused(
+                f"dataset {name!r} {split} split, case {pair.case_id!r}: {pair.fixed.ndim}-D images where its other pairs are {dims}-D"
+            ):
+                continue
+            if pair.case_id in seen and refused(
+                f"dataset {name!r}: case id {pair.case_id!r} names two pairs ({seen[pair.case_id]} and {split} split); case ids must be unique"
+            ):
+                continue
             seen[pair.case_id] = split
-        out[split] = pairs
+            kept.append(pair)
+        out[split] = kept
     return out
 
 

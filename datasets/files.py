@@ -128,6 +128,7 @@ class FilesCheck:
     split: dict[str, int] = field(default_factory=dict)
     dims: set[int] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the reader left unread: said, not a problem
 
     def __str__(self) -> str:
         lines = [
@@ -137,6 +138,7 @@ class FilesCheck:
             f"  dims: {', '.join(f'{d}-D' for d in sorted(self.dims)) or '-'}",
             f"  problems: {len(self.problems)}" + "".join(f"\n    - {p}" for p in self.problems),
         ]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     @property
@@ -277,9 +279,13 @@ class PairedFiles:
     def check_title(self) -> str:
         return f"files listed in {self.root}"
 
+    def notes(self) -> list[str]:
+        """What the reader left unread, one sentence each (a list names every file it reads: nothing)."""
+        return []
+
     def check(self) -> FilesCheck:
         """Read every pair; every problem at once."""
-        summary = FilesCheck(self.root, self.check_title(), pairs=len(self.rows))
+        summary = FilesCheck(self.root, self.check_title(), pairs=len(self.rows), notes=self.notes())
         for row in self.rows:
             summary.split[row["split"]] = summary.split.get(row["split"], 0) + 1
             try:

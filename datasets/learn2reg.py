@@ -44,6 +44,12 @@ SCORED_KEYS = {"val": ("registration_val", "validation_paired", "validation"), "
 POINT_KINDS = {"auto": ("landmarks", "keypoints"), "landmarks": ("landmarks",), "keypoints": ("keypoints",), "none": ()}
 NAME = re.compile(r"_(\d{4})_(\d{4})\.nii(\.gz)?$")
 VAL_FRACTION = 10  # one training pair in ten validates
+POINT_KEY = re.compile(r"(keypoints|landmarks)(\d\d)?")
+POINT_FOLDER = re.compile(r"(keypoints|landmarks)(\d\d)?T[rs]")
+
+
+def _point_keys(entries: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    return {key for entry in entries.values() for key in entry if POINT_KEY.fullmatch(key)}
 
 
 def image_key(path: str) -> tuple[str, str]:
@@ -107,7 +113,34 @@ class Learn2RegTask(PairedFiles):
         n_val = max(1, len(training) // VAL_FRACTION) if len(training) >= 2 else 0
         splits = ["train"] * (len(training) - n_val) + ["val"] * n_val
         rows = [self._row(f, m, "test", entries) for f, m in scored] + [self._row(f, m, s, entries) for (f, m), s in zip(training, splits)]
+        self._notes = self._unread(rows, entries)
         return rows, self._labels(task.get("labels"))
+
+    def _unread(self, rows: list[dict[str, str]], entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """What the task holds that this reader leaves unread, one sentence each: training-entry keys it does not
+        know, and scored pairs without points where the task has point files (they get no TRE)."""
+        notes = []
+        unknown = sorted({key for entry in entries.values() for key in entry} - {"image", "label", "mask"} - {k for k in _point_keys(entries)})
+        if unknown:
+            notes.append(
+                f"{self.root}: training entries carry {', '.join(map(repr, unknown))}, which regbench does not read (it reads image, label, mask, keypoints[AB], landmarks)"
+            )
+        folders = sorted(p.name for p in self.root.parent.iterdir() if p.is_dir() and POINT_FOLDER.fullmatch(p.name))
+        if self.points == "none" or not (folders or _point_keys(entries)):
+            return notes
+        scored = [row for row in rows if row["split"] == "test"]
+        bare = [row for row in scored if "fixed_points" not in row]
+        if bare:
+            example = bare[0]
+            looked = [f"{self.point_kind(kind, example['fixed'], example['moving'])}Tr" for kind in POINT_KINDS[self.points]]
+            notes.append(
+                f"{len(bare)} of {len(scored)} scored pairs have no points by the kit's rule (e.g. {example['case_id']}: looked in "
+                f"{' and '.join(looked)} for both images; the task has {', '.join(folders) or 'point entries'}): they get no TRE"
+            )
+        return notes
+
+    def notes(self) -> list[str]:
+        return list(self._notes)
 
     @staticmethod
     def _norm(path: str) -> str:
@@ -126,12 +159,27 @@ class Learn2RegTask(PairedFiles):
         return [(a, b) for group in by_modality.values() for a, b in zip(group, group[1:])]
 
     def _found(self, image: str, entry: Mapping[str, Any], kind: str, folder: str, suffix: str) -> str | None:
-        """The file of ``kind`` for ``image``: the training entry's, else beside it by the kit's folder rule."""
+        """The file of ``kind`` for ``image``: the training entry's, else beside it by the kit's folder rule. A
+        point file is a ``.csv`` whatever the entry says (ThoraxCBCT's entries name ``.nii.gz``; the kit reads
+        the ``.csv``)."""
         if entry.get(kind):
-            return self._norm(entry[kind])
+            named = self._norm(entry[kind])
+            return re.sub(r"\.nii(\.gz)?$", suffix, named) if suffix else named
         guess = image.replace("images", folder, 1)
         guess = re.sub(r"\.nii(\.gz)?$", suffix, guess) if suffix else guess
         return guess if (self.root.parent / guess).is_file() else None
+
+    @staticmethod
+    def point_kind(kind: str, fixed: str, moving: str) -> str:
+        """The kit's name for a pair's points of ``kind``: keypoints of two time points A ≠ B found by matching
+        the images are ``keypointsAB`` (``keypoints01Tr/``, the training entries' ``keypoints01``; A < B as
+        numbers), except fixed 0000 with moving 0001, which like equal time points reads ``keypoints``
+        (evaluation.py's rule). Landmarks are one set per image: ``landmarks``."""
+        (_, a), (_, b) = image_key(fixed), image_key(moving)
+        if kind != "keypoints" or a == b or (a, b) == ("0000", "0001"):
+            return kind
+        low, high = sorted((int(a), int(b)))
+        return f"{kind}{low}{high}"
 
     def _row(self, fixed: str, moving: str, split: str, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         row = {"case_id": pair_id(fixed, moving), "fixed": fixed, "moving": moving, "subject": image_key(fixed)[0], "split": split}
@@ -143,7 +191,8 @@ class Learn2RegTask(PairedFiles):
             if mask:
                 row[key] = str(mask)
         for kind in POINT_KINDS[self.points]:
-            points = [self._found(image, entries.get(image, {}), kind, kind, ".csv") for image in (fixed, moving)]
+            named = self.point_kind(kind, fixed, moving)
+            points = [self._found(image, entries.get(image, {}), named, named, ".csv") for image in (fixed, moving)]
             if all(points):
                 row.update(fixed_points=str(points[0]), moving_points=str(points[1]))
                 break

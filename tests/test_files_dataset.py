@@ -172,6 +172,22 @@ def test_each_bad_input_is_one_error_naming_the_file_and_data_check_lists_them_a
         create_dataset("files", root=str(tmp_path / "missing.yaml"))
 
 
+def test_data_check_refuses_what_run_refuses_a_label_value_the_list_does_not_declare(nifti_list, tmp_path, capsys):
+    """Every file reads, but the list declares shell and core only: data check said "problems: 0" and run stopped."""
+    from regbench.cli import main
+
+    data = yaml.safe_load(nifti_list.read_text())
+    nifti_list.write_text(yaml.safe_dump({**data, "labels": {"shell": 1}}))  # core (2) no longer declared
+    assert main(["data", "check", "--dataset", "files", "--root", str(nifti_list)]) == 1
+    checked = capsys.readouterr().out
+    assert checked.count("outside the dataset's labels [0, 1]") == 3 and "case 'c0': fixed label has value(s) [2]" in checked
+    assert main(["run", "--dataset", "files", "--root", str(nifti_list), "--methods", "initial", "--out", str(tmp_path / "run")]) == 2
+    refused = capsys.readouterr().err.strip().splitlines()[-1]
+    assert refused.removeprefix("regbench: error: ") in checked  # the same sentence, from the same check
+    nifti_list.write_text(yaml.safe_dump(data))
+    assert main(["data", "check", "--dataset", "files", "--root", str(nifti_list)]) == 0
+
+
 def test_masks_are_read_and_ndv_is_measured_over_them(nifti_list, tmp_path):
     """A fold outside the fixed mask counts over every voxel and not over the mask; a bad mask names its file."""
     from regbench.interface import Registration

@@ -42,6 +42,34 @@ def test_masks_by_the_kits_folder_rule_are_the_pairs_regions(task):
     assert np.array_equal(pairs[0].fixed_mask, label > 0) and pairs[0].moving_mask is None and pairs[1].fixed_mask is None
 
 
+def test_keypoints_of_two_time_points_are_read_by_the_kits_keypoints01_rule_and_unread_ones_said(task, capsys):
+    """ThoraxCBCT's layout: the scored pairs register time point 1 (fixed) to 0, their keypoints live in
+    keypoints01Tr/ and the training entries name them ``keypoints01`` with a .nii.gz suffix (the kit reads .csv).
+    Before, those pairs lost their points without a word."""
+    from regbench.cli import main
+
+    data = json.loads((task / "T_dataset.json").read_text())
+    data["registration_val"] = [{"fixed": p["moving"], "moving": p["fixed"]} for p in data["registration_val"]]
+    for entry in data["training"]:
+        entry["keypoints01"] = entry.pop("keypoints").replace("keypointsTr", "keypoints01Tr").replace(".csv", ".nii.gz")
+    (task / "T_dataset.json").write_text(json.dumps(data))
+    (task / "keypointsTr").rename(task / "keypoints01Tr")
+    dataset = create_dataset("learn2reg", root=str(task))
+    pair = dataset.pairs("test")[0]
+    assert pair.case_id == "0005_0001_0005_0000" and np.allclose(pair.moving_points - pair.fixed_points, [0, -SHIFT, 0])
+    assert dataset.notes() == []
+    for entry in data["training"]:
+        entry["keypoints02"] = entry.pop("keypoints01").replace("01Tr", "02Tr")
+        entry["segmentation"] = entry["label"]
+    (task / "T_dataset.json").write_text(json.dumps(data))
+    (task / "keypoints01Tr").rename(task / "keypoints02Tr")  # points of the wrong time points: none for these pairs
+    assert create_dataset("learn2reg", root=str(task)).pairs("test")[0].fixed_points is None
+    assert main(["data", "check", "--dataset", "learn2reg", "--root", str(task)]) == 0  # said, not a problem
+    out = capsys.readouterr().out
+    assert "note: 2 of 2 scored pairs have no points by the kit's rule (e.g. 0005_0001_0005_0000: looked in landmarksTr and keypoints01Tr" in out
+    assert "the task has keypoints02Tr): they get no TRE" in out and "training entries carry 'segmentation', which regbench does not read" in out
+
+
 def test_unpaired_tasks_pair_consecutive_cases_and_undeclared_labels_are_the_values_found(task):
     data = json.loads((task / "T_dataset.json").read_text())
     data.update(pairings="unpaired", labels={})
