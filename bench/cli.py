@@ -58,8 +58,10 @@ PROFILES_EPILOG = "profiles:\n" + "\n".join(
 
 RUN_DESCRIPTION = textwrap.fill(
     "Run methods on a dataset's test split. Finished cases are stored as they finish; "
-    "the same command again resumes and retries failed cases. Other settings into the same --out are "
-    "refused, and so is a second run while one holds the directory (RUN/lock.json). A case whose worker dies or "
+    "the same command again resumes and retries failed cases (the first failures' reasons are printed). Other "
+    "settings into the same --out are refused where a method has scored cases under its old ones (a method "
+    "without training that scored none takes the new ones), and so is a fields case whose file changed since it "
+    "was scored; a second run while one holds the directory (RUN/lock.json) is refused. A case whose worker dies or "
     "that exceeds case_timeout_s (default 900 s) is stored as failed and retried by the next run. Trained "
     "methods whose training did not converge are flagged (warning, Table 1 ‡). Exit status: 0; 1 if a method "
     "could not run, none of its cases succeeded or most of its flows disagree with its moved images; 2 for bad input; "
@@ -381,9 +383,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.report is not None:
         print_report(result.report)
     for name, count in result.some_cases_failed.items():
-        print(f"regbench: warning: {name}: {count} case(s) failed (reasons in per_case.csv); they are retried by the next run", file=sys.stderr)
-    for name, why in result.all_cases_failed.items():
-        print(f"regbench: error: method {name}: every case failed, e.g. {why}", file=sys.stderr)
+        print(
+            f"regbench: warning: {name}: {count} of {count + result.scored.get(name, 0)} case(s) failed{_first_failures(result, name, count)}. "
+            "Fix the cause and run the same command again: failed cases are computed again, scored ones kept",
+            file=sys.stderr,
+        )
+    for name in result.all_cases_failed:
+        print(
+            f"regbench: error: method {name}: every case failed{_first_failures(result, name, None)}. Fix the cause and run the "
+            "same command again (nothing was scored, so a method without training may take other options too)",
+            file=sys.stderr,
+        )
     for name, why in result.failed_methods.items():
         print(f"regbench: error: method {name} did not run: {why}", file=sys.stderr)
     for name, (n, total, why) in result.wrong_convention.items():
@@ -393,6 +403,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if result.ok else 1
+
+
+def _first_failures(result: Any, name: str, count: int | None) -> str:
+    """': CASE: reason; ...' for a method's first failed cases, and where the rest are."""
+    shown = result.first_failures.get(name, [])
+    if not shown:
+        return ""
+    text = "; ".join(f"{case}: {reason}" for case, reason in shown)
+    from .rundir import RunDir
+
+    more = count is None or count > len(shown)
+    return f" ({text}{'; the rest in ' + str(RunDir(result.run_dir).per_case) if more else ''})"
 
 
 def cmd_train(args: argparse.Namespace) -> int:

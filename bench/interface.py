@@ -179,6 +179,16 @@ class ChecksItself(Protocol):
 
 
 @runtime_checkable
+class BindsInputs(Protocol):
+    """A method that scores inputs computed elsewhere (the fields method: one file per pair) says what each case
+    reads: case id → a digest of that input (None: there is none). The run directory keeps them; a case scored
+    from an input that has changed since is refused by name, while a failed or unscored case may get a new one
+    (:meth:`regbench.rundir.Manifest.check_inputs`)."""
+
+    def input_digests(self, pairs: Sequence[Pair]) -> dict[str, str | None]: ...
+
+
+@runtime_checkable
 class HasNotes(Protocol):
     """Says what its reader left unread (files of a layout it does not read, pairs without points), one sentence
     each: ``regbench data check`` prints them and a run warns with them."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -403,14 +403,41 @@ class Manifest:
         return (self.data.get("methods_params") or {}).get(method)
 
     # ---- recording
-    def check_method(self, run_dir: Path, method: str, options: Mapping[str, Any]) -> None:
-        """Refuse options for ``method`` that differ from those its stored results were computed with."""
+    def check_method(self, run_dir: Path, method: str, options: Mapping[str, Any], nothing_scored: bool = False) -> str | None:
+        """Refuse options for ``method`` that differ from those its stored results were computed with.
+        ``nothing_scored``: the method has no successful case stored (and no model to keep): its old options are
+        forgotten, so that fixing what made every case fail (a wrong fields ``pattern``) is the same command again;
+        returns what changed, for the caller to say. Otherwise None."""
         options = json_safe(dict(options))
         old = self.methods.get(method)
         if old is not None and old != options:
             diffs = [k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k)]
             detail = "; ".join(f"{k}: {old.get(k)!r} there, {options.get(k)!r} now" for k in diffs)
-            raise ConfigError(f"run directory {run_dir} holds '{method}' run with other options ({detail}); use another --out")
+            if nothing_scored:
+                del self.methods[method]
+                return detail
+            raise ConfigError(
+                f"run directory {run_dir} holds '{method}' run with other options ({detail}) and scored cases under them; "
+                "use another --out, or the options it was run with"
+            )
+        return None
+
+    def check_inputs(self, run_dir: Path, method: str, digests: Mapping[str, str | None], scored: Collection[str]) -> None:
+        """Refuse a run where an input that a stored successful case of ``method`` was scored from has changed
+        (:class:`regbench.interface.BindsInputs`); failed and unscored cases may have new inputs (they are computed
+        again). One error naming the cases."""
+        old = (self.data.get("inputs") or {}).get(method) or {}
+        changed = sorted(case for case in scored if case in old and old[case] != digests.get(case))
+        if changed:
+            named = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise ConfigError(
+                f"run directory {run_dir}: '{method}' scored {len(changed)} case(s) from inputs that have changed since ({named}); "
+                "their stored rows would no longer say what the files hold. Put those files back, or score the new files "
+                "into another --out (failed and unscored cases may get new files: they are computed again)"
+            )
+
+    def record_inputs(self, method: str, digests: Mapping[str, str | None]) -> None:
+        self.data.setdefault("inputs", {})[method] = dict(digests)
 
     def bind_method(self, run_dir: Path, method: str, options: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> None:
         """Record a method's settings (and ``info``: resolved options, provider, display name); refuse to mix

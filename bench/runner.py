@@ -38,7 +38,7 @@ from .execution import (
     train_or_load,
 )
 from .fileio import atomic_write_npz, atomic_write_text
-from .interface import CONSISTENCY_MESSAGE, DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
+from .interface import CONSISTENCY_MESSAGE, BindsInputs, DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
 from .lock import RunDirectoryLock
 from .options import dataset_dims, resolve_method_options, resolved_options
 from .pool import SideBySide
@@ -52,6 +52,10 @@ from .store import RunStore
 log = logging.getLogger("regbench")
 
 
+#: How many failed cases (and their reasons) a run's terminal output names per method.
+FAILURES_SHOWN = 3
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -60,6 +64,9 @@ class RunResult:
     failed_methods: dict[str, str] = field(default_factory=dict)  # method -> why it could not run at all
     all_cases_failed: dict[str, str] = field(default_factory=dict)  # method -> first reason, no case succeeded
     some_cases_failed: dict[str, int] = field(default_factory=dict)  # method -> failed cases (others succeeded)
+    # method -> its first failed cases' (case id, reason), where some or all failed: printed, the rest in per_case.csv
+    first_failures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    scored: dict[str, int] = field(default_factory=dict)  # method -> test cases stored as successful
     # method -> (cases whose moved image disagrees with their flow, cases, first such reason), where most do
     wrong_convention: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)  # method -> failed cases computed again in this call
@@ -186,6 +193,25 @@ def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | 
             kept.append(pair)
         out[split] = kept
     return out
+
+
+def check_methods_against_store(
+    config: RunConfig, manifest: Manifest, store: RunStore, built: Mapping[str, tuple[dict[str, Any], Any]], test_pairs: Sequence[Pair]
+) -> dict[str, dict[str, str | None]]:
+    """Before anything runs: each method's options against those its stored cases were computed with, and the
+    inputs of a method that reads them (:class:`BindsInputs`) against those its scored cases read. A method with
+    no successful case stored and no model (e.g. every fields case failed on a wrong pattern) takes its new
+    options, said in a line; its failed cases are computed again. Returns each input-reading method's digests."""
+    inputs = {}
+    for name, (options, method) in built.items():
+        scored = {case for (m, case, _), row in store.rows.items() if m == name and row.get("status") == "ok"}
+        changed = manifest.check_method(config.out_dir, name, bound_options(options, method), nothing_scored=not scored and not is_trainable(method))
+        if changed:
+            log.warning("%s: no case was scored under its stored options (%s): it runs with the new ones", name, changed)
+        if isinstance(method, BindsInputs):
+            inputs[name] = method.input_digests(test_pairs)
+            manifest.check_inputs(config.out_dir, name, inputs[name], scored)
+    return inputs
 
 
 def run_dims(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> int:
@@ -351,11 +377,10 @@ def _run_units(
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
     manifest.set_dataset(labels, dims, case_groups(test_pairs), case_geometry(test_pairs))
-    for name, (options, method) in built.items():
-        manifest.check_method(config.out_dir, name, bound_options(options, method))
+    store = RunStore(config.out_dir)
+    inputs = check_methods_against_store(config, manifest, store, built, test_pairs)
     if cluster is not None:
         manifest.set_cluster(cluster.record)
-    store = RunStore(config.out_dir)
     write_split(run_dir, dataset)
     if (limit := config.resolved_max_test_pairs()) is not None:
         test_pairs = test_pairs[:limit]
@@ -379,6 +404,8 @@ def _run_units(
     for name in methods:
         options, method = built[name]
         manifest.bind_method(config.out_dir, name, bound_options(options, method), method_info(name, options, method))
+        if name in inputs:
+            manifest.record_inputs(name, inputs[name])
     # Without a cluster, two or more CPU trainings (or trainings on one GPU) run side by side in processes of
     # their own (regbench.pool.SideBySide), once the methods without a training have used the cores.
     with_work = [(n, s) for n, s, first in units if _has_work(context, n, s, first)]
@@ -414,6 +441,9 @@ def _run_units(
             continue
         rows = [r for (m, case, _), r in store.rows.items() if m == name and case in test_keys]
         failures = [r for r in rows if r.get("status") != "ok"]
+        result.scored[name] = len(rows) - len(failures)
+        if failures:
+            result.first_failures[name] = [(str(r["case_id"]), str(r.get("reason") or "no reason recorded")) for r in failures[:FAILURES_SHOWN]]
         disagreeing = [r for r in failures if str(r.get("reason", "")).startswith(f"InputError: {CONSISTENCY_MESSAGE}")]
         if 2 * len(disagreeing) > len(rows):  # a method's convention, not a case's accident
             result.wrong_convention[name] = (len(disagreeing), len(rows), str(disagreeing[0]["reason"]))

@@ -5,8 +5,9 @@ Each named instance is a row: ``fields.<tag>`` (as timm's ``name.tag`` variants)
 runner calls ``register_pair(pair)``: the file named by ``pattern`` (``{case_id}``, ``{subject}``) is read,
 converted once into regbench's convention by :func:`regbench.fields.to_regbench`, and the moving image is warped
 by regbench's warper, so that the field is scored exactly like a method's flow. A missing or unreadable file
-fails that case, naming the file. The files' digest is bound into the run directory (a changed file is never
-silently reused), and registration time is not measured (``time_measured = False``: Table 2 shows n/a).
+fails that case, naming the file. Each case's file digest is kept in the run directory: a scored case whose file
+changed is refused by name (never silently reused), a failed case's file may be added or replaced and is scored
+by the same command again; registration time is not measured (``time_measured = False``: Table 2 shows n/a).
 Before scoring, :meth:`Fields.probe` reads the files under the plausible wrong conventions too and names one
 that scores clearly better (the run warns; Table 1 marks the row).
 
@@ -17,7 +18,6 @@ array: z/y/x order, components last). The array is taken as the library returns 
 
 from __future__ import annotations
 
-import glob
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,7 +128,6 @@ class Fields:
         self.key = key
         self.convention = FieldConvention(**convention)
         self.name = "fields"
-        self._digest: str | None = None
 
     def path_for(self, pair: Pair) -> Path:
         return self.folder / self.pattern.format(case_id=pair.case_id, subject=pair.subject)
@@ -193,16 +192,15 @@ class Fields:
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> Registration:
         raise ConfigError("fields reads one file per pair: it is scored through register_pair(pair) (regbench run), not register(fixed, moving)")
 
-    def files(self) -> list[Path]:
-        """The folder's files the pattern can name, sorted."""
-        wildcard = glob.escape(self.pattern).replace("{case_id}", "*").replace("{subject}", "*")
-        return sorted(p for p in self.folder.glob(wildcard) if p.is_file())
+    def input_digests(self, pairs: Sequence[Pair]) -> dict[str, str | None]:
+        """Each pair's file, by its sha256 (None: no file): the run directory keeps them, so that a case scored
+        from a file is refused once that file changes, while a failed case's file may be added or replaced."""
+        return {pair.case_id: files_digest([path]) if (path := self.path_for(pair)).is_file() else None for pair in pairs}
 
     def binding(self) -> dict[str, Any]:
-        """Bound into the run directory beside the options: the files' digest and the converter's version."""
-        if self._digest is None:
-            self._digest = files_digest(self.files())
-        bound = {"fields_digest": self._digest, "fields_converter": CONVERTER_VERSION}
+        """Bound into the run directory beside the options: the converter's version (and the convention a
+        folder's convention.json declared). The files themselves are bound case by case (input_digests)."""
+        bound: dict[str, Any] = {"fields_converter": CONVERTER_VERSION}
         if self.read_from_file:  # what the folder's convention.json declared binds the run as options given do
             bound["fields_declared"] = self.options()
         return bound

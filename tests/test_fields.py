@@ -127,24 +127,51 @@ def test_zero_fields_score_as_initial_and_true_fields_as_the_true_motion(tmp_pat
     assert "Time not measured (n/a) for Fields (truth), Fields (zero)" in table2
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     bound = manifest["methods"]["fields.truth"]
-    assert len(bound["fields_digest"]) == 64 and bound["fields_converter"] == 1 and bound["units"] == "mm"
+    assert bound["fields_converter"] == 1 and bound["units"] == "mm"
+    assert len(manifest["inputs"]["fields.truth"]) == len(pairs) and all(len(d) == 64 for d in manifest["inputs"]["fields.truth"].values())
 
 
-def test_a_missing_field_fails_its_case_by_name_and_a_changed_file_is_refused(tmp_path, capsys):
+def test_a_missing_field_fails_by_name_is_scored_once_supplied_and_a_changed_scored_file_is_refused(tmp_path, capsys):
+    """The advice is the rule: "fix the cause and run the same command again" works once the file is there (it
+    was refused on the folder's digest); only a case scored from a file that changed since is refused, by name."""
     from regbench.cli import main
 
     pairs = create_dataset("synthetic", n_subjects=8, image_size=64).pairs("test")
     folder = _fields(tmp_path, pairs[1:], "fields.mine", [np.zeros((2, *p.fixed.shape), np.float32) for p in pairs[1:]])
     config = _write_config(tmp_path, "synthetic", {"fields.mine": {}}, methods=["fields.mine"])
-    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    run = ["run", "--config", str(config), "--out", str(tmp_path / "run")]
+    assert main(run) == 0
     table = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index("case_id")
     assert table.loc[pairs[0].case_id, "status"] == "failed"
-    assert f"no field for case '{pairs[0].case_id}': {folder / (pairs[0].case_id + '.npz')} does not exist" in table.loc[pairs[0].case_id, "reason"]
+    missing = f"no field for case '{pairs[0].case_id}': {folder / (pairs[0].case_id + '.npz')} does not exist"
+    assert missing in table.loc[pairs[0].case_id, "reason"]
     assert (table.drop(index=pairs[0].case_id)["status"] == "ok").all()
-    np.savez(folder / f"{pairs[1].case_id}.npz", np.ones((2, *pairs[1].fixed.shape), np.float32))  # the tool ran again
-    capsys.readouterr()
-    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
-    assert "holds 'fields.mine' run with other options (fields_digest:" in capsys.readouterr().err
+    warned = capsys.readouterr().err
+    assert f"fields.mine: 1 of 12 case(s) failed ({pairs[0].case_id}: InputError: {missing}). Fix the cause and run the same command again" in warned
+    np.savez(folder / f"{pairs[0].case_id}.npz", np.zeros((2, *pairs[0].fixed.shape), np.float32))  # the file supplied
+    assert main(run) == 0
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv").set_index("case_id")
+    assert (table["status"] == "ok").all() and len(table) == 12  # the smoke profile scores 12 pairs
+    assert "1 failed before and retried" in capsys.readouterr().out
+    np.savez(folder / f"{pairs[1].case_id}.npz", np.ones((2, *pairs[1].fixed.shape), np.float32))  # a scored case's file changed
+    assert main(run) == 2
+    assert f"'fields.mine' scored 1 case(s) from inputs that have changed since ({pairs[1].case_id}); " in capsys.readouterr().err
+
+
+def test_a_wrong_pattern_that_failed_every_case_is_fixed_by_the_corrected_command(tmp_path, capsys):
+    """Every case failed under pattern x_{case_id}.npz: nothing was scored, so the corrected options are taken
+    (it was "holds 'fields.X' run with other options; use another --out")."""
+    from regbench.cli import main
+
+    pairs = create_dataset("synthetic", n_subjects=8, image_size=64).pairs("test")
+    _fields(tmp_path, pairs, "fields.mine", [np.zeros((2, *p.fixed.shape), np.float32) for p in pairs])
+    wrong = _write_config(tmp_path, "synthetic", {"fields.mine": {"pattern": "x_{case_id}.npz"}}, methods=["fields.mine"])
+    assert main(["run", "--config", str(wrong), "--out", str(tmp_path / "run")]) == 1
+    assert "method fields.mine: every case failed (" in capsys.readouterr().err
+    right = _write_config(tmp_path, "synthetic", {"fields.mine": {}}, methods=["fields.mine"])
+    assert main(["run", "--config", str(right), "--out", str(tmp_path / "run")]) == 0
+    assert (pd.read_csv(tmp_path / "run" / "per_case.csv")["status"] == "ok").all()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["methods"]["fields.mine"].get("pattern") is None
 
 
 def test_fields_has_named_instances_only():
