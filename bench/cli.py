@@ -125,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler-file", dest="scheduler_file", help="with --backend dask: a running scheduler's JSON file")
     p.add_argument("--max-pairs", type=int, dest="max_test_pairs", help="evaluate only the first N test pairs")
     p.add_argument(
+        "--keep-flows",
+        nargs="?",
+        const=True,
+        metavar="METHODS",
+        dest="keep_flows",
+        help="keep every scored case's flow (RUN/flows/METHOD/CASE_ID.npz, float32, the first seed's) for `regbench export`: "
+        "every method, or the comma-separated METHODS (names or patterns). On a run that has scored cases, the same "
+        "command with this flag computes only the missing flows (trained methods from their saved model)",
+    )
+    p.add_argument(
         "--conventions",
         help="also score these metric conventions, in columns (l2r_...) and a table of their own: learn2reg (the Learn2Reg kit's "
         "DSC, HD95 in voxels, SDlogJ of log(J+3), spline TRE; LUMIR's NDV) (default: the dataset's: learn2reg on Learn2Reg tasks)",
@@ -218,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
         help="write a run's flows for another kit (learn2reg or regbench convention), with a convention.json",
-        description="Write every scored case's flow of RUN (from its example files: run with example_pairs at least "
-        "the number of test pairs to keep them all) into OUT/METHOD/ with convention.json stating the convention, "
+        description="Write every scored case's flow of RUN (the flows a run with --keep-flows keeps, else its example "
+        "files; the same run command with --keep-flows completes a run made without it) into OUT/METHOD/ with convention.json stating the convention, "
         "file pattern and array key. learn2reg: disp_CASE_ID.npz (array 'arr_0', as Learn2Reg's kit reads; on a Learn2Reg "
         "task the long disp_CCCC_MMMM_CCCC_MMMM names), channel last, voxels, component k along array axis k, pull, full "
         "resolution; regbench: CASE_ID.npz (array 'disp'), channel first. Read back as fields.TAG with that convention, an export reproduces the rows.",
@@ -333,6 +343,7 @@ def _config_from_args(args: argparse.Namespace):
         methods=getattr(args, "methods", None),
         jobs=getattr(args, "jobs", None),
         max_test_pairs=getattr(args, "max_test_pairs", None),
+        keep_flows=getattr(args, "keep_flows", None),
         conventions=getattr(args, "conventions", None),
         sweep=getattr(args, "sweep", None),
         dataset_options=dataset_options,
@@ -368,10 +379,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for why in grouped_reasons(result.unavailable):
         print(f"regbench: note: left out of {','.join(config.methods)}: {why}", file=sys.stderr)
     for name in sorted(set(result.evaluated) | set(result.skipped)):
-        retried = result.retried.get(name, 0)
+        retried, refilled = result.retried.get(name, 0), result.refilled.get(name, 0)
         print(
             f"  {name}: {result.evaluated.get(name, 0)} pairs computed, {result.skipped.get(name, 0)} already stored"
             + (f" ({retried} failed before and retried)" if retried else "")
+            + (f"; {refilled} stored pairs registered again to keep their flows" if refilled else "")
         )
     from .rundir import RunDir
 
@@ -512,7 +524,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     for method, count in result.written.items():
         missing = result.missing.get(method, [])
         print(
-            f"{method}: {count} fields" + (f"; {len(missing)} scored cases have no stored flow (run with example_pairs >= the test pairs)" if missing else "")
+            f"{method}: {count} fields"
+            + (
+                f"; {len(missing)} scored cases have no kept flow: run the same `regbench run` command into {args.run} with "
+                f"--keep-flows (or --keep-flows {method}); it computes only the missing flows, a trained method from its saved model"
+                if missing
+                else ""
+            )
         )
         if result.outside.get(method, 0.0) > 0:
             print(

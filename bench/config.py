@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,10 @@ class RunConfig:
     max_test_pairs: int | None = None
     sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
     example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
+    # Every scored case's flow kept (flows/METHOD/CASE_ID.npz, float32 compressed; a method's first seed), for
+    # `regbench export`: true (every method), false, or a list of method names or patterns. Not bound: raised on a
+    # run that has scored cases, the same command computes the missing flows (a trained method from its model).
+    keep_flows: bool | list[str] = False
     # Training seeds: each trainable method is trained (and evaluated) once per seed; None: once, with the
     # method's own seed (the deep methods': 3407, the paper's). Classical methods run once either way.
     seeds: list[int] | None = None
@@ -220,6 +225,10 @@ class RunConfig:
                 raise ConfigError(f"seeds must be a non-empty list of non-negative integers (e.g. --seeds 0,1,2), got {self.seeds!r}")
             if len(set(self.seeds)) != len(self.seeds):
                 raise ConfigError(f"seeds has duplicates: {self.seeds!r}")
+        if isinstance(self.keep_flows, str):
+            self.keep_flows = [m.strip() for m in self.keep_flows.split(",") if m.strip()]
+        if not isinstance(self.keep_flows, bool) and not (isinstance(self.keep_flows, list) and all(isinstance(m, str) for m in self.keep_flows)):
+            raise ConfigError(f"keep_flows must be true, false or a list of method names or patterns (--keep-flows [METHODS]), got {self.keep_flows!r}")
         if isinstance(self.example_pairs, bool) or not isinstance(self.example_pairs, int) or self.example_pairs < 0:
             raise ConfigError(f"example_pairs must be a non-negative integer, got {self.example_pairs!r}")
         if self.hd95_convention not in HD95_CONVENTIONS:
@@ -300,6 +309,12 @@ class RunConfig:
         from .registry import DATASETS
 
         return tuple(DATASETS.meta(self.dataset).conventions) if self.dataset in DATASETS.names() else ()
+
+    def keeps_flows(self, method: str) -> bool:
+        """Whether ``keep_flows`` asks for every scored case's flow of ``method`` (a name or fnmatch pattern)."""
+        if isinstance(self.keep_flows, bool):
+            return self.keep_flows
+        return any(fnmatch.fnmatchcase(method, pattern) for pattern in self.keep_flows)
 
     def resolved_max_test_pairs(self) -> int | None:
         return self.max_test_pairs if self.max_test_pairs is not None else get_profile(self.profile).max_test_pairs

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,9 @@ class Cluster:
     record: dict[str, Any]
     gpu_resource: str = GPU
 
-    def submit_cases(self, fn: Any, method: Any, pairs: list[Any], args: tuple[Any, ...], examples: set[Any], gpu: bool) -> Iterator[tuple[Any, Any]]:
+    def submit_cases(
+        self, fn: Any, method: Any, pairs: list[Any], args: tuple[Any, ...], examples: set[Any], gpu: bool, flows: Collection[Any] = frozenset()
+    ) -> Iterator[tuple[Any, Any]]:
         """``fn(method, pair, *args)`` for every pair, one task each, yielding ``(pair, row)`` as they finish.
 
         At most one task per worker thread is submitted at a time: when a worker dies, the scheduler blames
@@ -198,7 +200,9 @@ class Cluster:
                     pair = waiting.pop()
                     key = f"regbench-case-{getattr(method, 'name', 'method')}-{pair.case_id}-{tag}"
                     # pure=False: a rerun of the command submits again
-                    future = self.client.submit(fn, method, pair, *args, keep_example=pair.key in examples, resources=resources, pure=False, key=key)
+                    future = self.client.submit(
+                        fn, method, pair, *args, keep_example=pair.key in examples, keep_flow=pair.key in flows, resources=resources, pure=False, key=key
+                    )
                     pair_of[future] = pair
                 done = [f for f in pair_of if f.done()]  # a local check: the client learns of results as they come
                 if not done:

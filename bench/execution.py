@@ -14,7 +14,7 @@ import time
 import traceback
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -188,12 +188,14 @@ def evaluate_case(
     ndv_mask: str = "none",
     conventions: Sequence[str] = (),
     keep_example: bool = False,
+    keep_flow: bool = False,
 ) -> dict[str, Any]:
     """Register one pair and score it; any exception becomes a failed row with its reason.
 
     ``method``: a method object, or a :class:`MethodSpec` (built once per process). With ``keep_example`` the
-    row carries the moved image and flow under ``"_example"`` (for the qualitative figure); the runner saves
-    them and never stores them in the table."""
+    row carries the moved image and flow under ``"_example"`` (for the qualitative figure), with ``keep_flow``
+    the flow under ``"_flow"`` (``keep_flows``: for export); the runner saves them and never stores them in the
+    table."""
     limit_threads(threads)
     if isinstance(method, MethodSpec):
         method = built_method(method)
@@ -218,6 +220,8 @@ def evaluate_case(
         row.update(time_s=elapsed if getattr(method, "time_measured", True) else float("nan"), status="ok", reason="")
         if keep_example:
             row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
+        if keep_flow:
+            row["_flow"] = {"flow": registration.flow.astype(np.float32)}
     except Exception as exc:  # a failing case is recorded, the run goes on
         row.update(_failure(f"{type(exc).__name__}: {exc}".strip()))
         log.debug("case %s/%s failed:\n%s", method.name, pair.case_id, traceback.format_exc())
@@ -438,8 +442,11 @@ def _cuda_device(method: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------------- many cases
-def iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[str], cluster: Any = None, spec: Any = None) -> Iterator[dict[str, Any]]:
-    """Score ``pairs`` with ``method``, yielding rows as they finish (in any order).
+def iterate_cases(
+    method: Any, pairs: Sequence[Pair], config: RunConfig, examples: set[str], cluster: Any = None, spec: Any = None, flows: Collection[str] = frozenset()
+) -> Iterator[dict[str, Any]]:
+    """Score ``pairs`` with ``method``, yielding rows as they finish (in any order); the pairs whose key is in
+    ``examples`` keep their moved image and flow, those in ``flows`` their flow (:func:`evaluate_case`).
 
     joblib processes on this machine (``config.jobs``), or, with ``cluster``, tasks on the dask cluster:
     one task per pair, one per worker thread at a time (rows stream back one by one; see
@@ -459,7 +466,7 @@ def iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, example
         mark_for_warm_up(method)
     if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
         gpu = cluster.gpu_workers and is_trainable(method)
-        cases = cluster.submit_cases(evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu)
+        cases = cluster.submit_cases(evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu, flows=set(flows))
         for pair, row in cases:
             yield _row_of_failure(method.name, config.dataset, pair, row) if isinstance(row, CaseFailure) else row
         return
@@ -469,10 +476,10 @@ def iterate_cases(method: Any, pairs: Sequence[Pair], config: RunConfig, example
     args = args_for(threads)
     if jobs == 1 and not (parallel and isolates_cases(method)):
         for pair in pairs:
-            yield evaluate_case(method, pair, *args, keep_example=pair.key in examples)
+            yield evaluate_case(method, pair, *args, keep_example=pair.key in examples, keep_flow=pair.key in flows)
         return
     by_key = {pair.key: pair for pair in pairs}
-    tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples}) for pair in pairs]
+    tasks = [Task(pair.key, (task_method, pair, *args), {"keep_example": pair.key in examples, "keep_flow": pair.key in flows}) for pair in pairs]
     for key, row in run_isolated(evaluate_case, tasks, jobs, config.case_timeout_for(method.name)):
         yield _row_of_failure(method.name, config.dataset, by_key[cast(str, key)], row) if isinstance(row, CaseFailure) else row
 

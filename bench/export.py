@@ -1,8 +1,9 @@
 """``regbench export``: a run's flows written as files another kit reads, with their convention stated beside them.
 
-The flows come from the run directory's example files (``examples/METHOD/CASE_ID.npz``): a run keeps every test
-pair's flow when its ``example_pairs`` is at least the number of test pairs (the first seed's, for methods trained
-at several). Formats:
+The flows come from the run directory's kept flows (``flows/METHOD/CASE_ID.npz``: a run with ``keep_flows`` /
+``--keep-flows`` keeps every scored case's), else its example files (``examples/METHOD/CASE_ID.npz``, the first
+``example_pairs`` test pairs); the first seed's, for methods trained at several. A case with neither is named, and
+the same ``regbench run`` command with ``--keep-flows`` computes only the missing flows. Formats:
 
 - ``learn2reg``: channel last ``(*shape, ndim)``, voxels, component k along array axis k, pull, full resolution
   (Learn2Reg's submission convention), float32 or float16; one ``disp_CASE_ID.npz`` per pair holding ``arr_0``
@@ -83,8 +84,8 @@ def export_fields(run_dir: Path, fmt: str, out_dir: Path | None = None, dtype: s
         folder.mkdir(parents=True, exist_ok=True)
         written, outside = 0, []
         for case_id in scored[method]:
-            source = layout.example(method, case_id)
-            if not source.is_file():
+            source = next((path for path in (layout.flow(method, case_id), layout.example(method, case_id)) if path.is_file()), None)
+            if source is None:
                 result.missing.setdefault(method, []).append(case_id)
                 continue
             with np.load(source) as example:
@@ -107,7 +108,7 @@ def export_fields(run_dir: Path, fmt: str, out_dir: Path | None = None, dtype: s
             "dataset": manifest.dataset,
             "files": written,
             "samples_outside_grid": round(result.outside[method], 6),
-            "seed": "the first seed's flows (examples are kept for a method's first seed)",
+            "seed": "the first seed's flows (kept flows and examples are a method's first seed's)",
         }
         atomic_write_text(folder / "convention.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     return result

@@ -15,6 +15,7 @@ Layout (format :data:`FORMAT_VERSION`)::
     models/METHOD/[seed-S/]  final.pt, checkpoint.pt (while training), history.csv, the method's own files
     curves/METHOD[_seed-S]_sweep.csv  parameter sweeps on the test split, one file per training seed
     examples/pairs/CASE_ID.npz, examples/METHOD/CASE_ID.npz   the qualitative figure's arrays
+    flows/METHOD/CASE_ID.npz   every scored case's flow (``flow``), where the run keeps them (``keep_flows``)
     report/              what ``regbench report`` writes
 
 Versions: 1 had no ``format_version`` key (regbench 0.1.0 before the key existed); 2 adds it and the
@@ -54,6 +55,7 @@ MODELS_DIR = "models"
 CURVES_DIR = "curves"
 EXAMPLES_DIR = "examples"
 EXAMPLE_PAIRS_DIR = "pairs"
+FLOWS_DIR = "flows"
 SWEEP_SUFFIX = "_sweep.csv"
 SEED_DIR_PREFIX = "seed-"
 # In a model directory (the ``workdir`` a trainable method's fit() gets): written by regbench's trainer and runner.
@@ -204,6 +206,10 @@ class RunDir:
     def example(self, method: str, case_id: str) -> Path:
         """A method's moved image and flow of an example pair."""
         return self.root / EXAMPLES_DIR / method / self.example_name(case_id)
+
+    def flow(self, method: str, case_id: str) -> Path:
+        """A method's flow of a test case, kept where the run keeps every flow (``keep_flows``)."""
+        return self.root / FLOWS_DIR / method / self.example_name(case_id)
 
     def example_pairs(self) -> list[Path]:
         return sorted((self.root / EXAMPLES_DIR / EXAMPLE_PAIRS_DIR).glob("*.npz"))

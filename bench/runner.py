@@ -70,6 +70,7 @@ class RunResult:
     # method -> (cases whose moved image disagrees with their flow, cases, first such reason), where most do
     wrong_convention: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)  # method -> failed cases computed again in this call
+    refilled: dict[str, int] = field(default_factory=dict)  # method -> scored cases registered again for their kept flow
     not_converged: dict[str, str] = field(default_factory=dict)  # trained method -> why its training did not converge
     unavailable: dict[str, str] = field(default_factory=dict)  # method a pattern matched, left out: why (extra missing, dims)
     report: Any = None  # the regbench.report.Report written at the end
@@ -497,9 +498,13 @@ def _sweeps(context: RunContext, name: str, seed: int | None, first: bool) -> bo
 
 
 def _has_work(context: RunContext, name: str, seed: int | None, first: bool) -> bool:
-    """Whether a unit has cases to score or a sweep to write (a unit without either is not even trained)."""
+    """Whether a unit has cases to score, kept arrays to complete or a sweep to write (a unit without any is not
+    even trained)."""
     done = context.store.done(name, seed)
-    return any(p.key not in done for p in context.test_pairs) or _sweeps(context, name, seed, first)
+    examples, flows = kept_arrays(context, name, first)
+    return any(p.key not in done or missing_arrays(context.run_dir, name, p, examples, flows) for p in context.test_pairs) or _sweeps(
+        context, name, seed, first
+    )
 
 
 def _wait_watching(futures: list[concurrent.futures.Future], watch: Callable[[], None], every_s: float = 5.0) -> None:
@@ -550,6 +555,45 @@ def probe_inputs(manifest: Manifest, name: str, probe: Callable[[Sequence[Pair]]
         log.warning("%s: %s", name, finding["message"])
 
 
+def kept_arrays(context: RunContext, name: str, first: bool) -> tuple[set[str], set[str]]:
+    """The case keys whose arrays a method keeps at this seed: the example pairs' moved image and flow, and where
+    ``keep_flows`` names the method, every other test case's flow (both for the method's first seed only)."""
+    if not first:
+        return set(), set()
+    flows = {p.key for p in context.test_pairs if p.key not in context.examples} if context.config.keeps_flows(name) else set()
+    return set(context.examples), flows  # an example holds its flow: kept once
+
+
+def missing_arrays(run_dir: RunDir, name: str, pair: Pair, examples: set[str], flows: set[str]) -> bool:
+    """Whether a scored case lacks an array the run keeps (``example_pairs`` or ``keep_flows`` raised since)."""
+    return (pair.key in examples and not run_dir.example(name, pair.case_id).is_file()) or (
+        pair.key in flows and not run_dir.flow(name, pair.case_id).is_file()
+    )
+
+
+#: How far a case registered again for its arrays may score from its stored row before they are not kept.
+REFILL_TOLERANCE = 1e-5
+
+
+def _same_scores(stored: Mapping[str, Any], row: Mapping[str, Any], name: str) -> bool:
+    """A scored case registered again only to keep its flow: the arrays are kept only where they give the stored
+    row's Dice and MSE (a method that is not deterministic, or a model changed since, would otherwise export flows
+    that do not reproduce the table). Said in a warning where they do not."""
+    for metric in ("dice", "mse"):
+        a, b = float(stored.get(metric, np.nan)), float(row.get(metric, np.nan))
+        if not (np.isnan(a) and np.isnan(b)) and not abs(a - b) <= REFILL_TOLERANCE:
+            log.warning(
+                "%s: case %s registered again to keep its flow scores %s %.6g, stored %.6g: its flow is not kept (the method is not deterministic here)",
+                name,
+                row["case_id"],
+                metric,
+                b,
+                a,
+            )
+            return False
+    return True
+
+
 def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, training: Any) -> None:
     """Train (or load, or wait for the cluster's training task ``training``) and evaluate one method at one seed."""
     from tqdm.auto import tqdm
@@ -563,9 +607,11 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
         pending = [p for p in test_pairs if p.key not in done]
         result.skipped[unit] = len(test_pairs) - len(pending)
         result.retried[unit] = sum(p.key in failed for p in pending)
+        examples, flows = kept_arrays(context, name, first)
+        refill = [p for p in test_pairs if p.key in done and missing_arrays(run_dir, name, p, examples, flows)]
         sweep_path = run_dir.sweep(name, seed)
         sweeps = _sweeps(context, name, seed, first)
-        if not pending and not sweeps:
+        if not pending and not sweeps and not refill:
             return
         if seed is not None:  # the same options, trained from this seed
             method = create_method(name, {**options, "seed": seed}, config)
@@ -595,17 +641,24 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
         # of unpickling it with every case: HyperMorph's 0.5 GB model cost ~1.3 s per case that way.
         spec_options = {**options, "seed": seed} if seed is not None else options
         spec = MethodSpec.of(name, spec_options, final if is_trainable(method) else None)
-    bar = tqdm(total=len(pending), desc=f"{unit:>14}", unit="pair", disable=not context.progress, leave=True)
+    bar = tqdm(total=len(pending) + len(refill), desc=f"{unit:>14}", unit="pair", disable=not context.progress, leave=True)
     count = 0
-    for row in iterate_cases(method, pending, config, context.examples if first else set(), cluster=context.cluster, spec=spec):
-        example = row.pop("_example", None)
-        if example is not None:  # saved before the row: a stored case always has its example
-            atomic_write_npz(run_dir.example(name, row["case_id"]), example)
+    stored = {str(row["case_id"]): row for (m, _, e), row in store.rows.items() if m == name and e == seed}
+    for row in iterate_cases(method, pending + refill, config, examples, cluster=context.cluster, spec=spec, flows=flows):
+        arrays = {path: row.pop(key) for key, path in (("_example", run_dir.example), ("_flow", run_dir.flow)) if key in row}
+        bar.update(1)
+        if str(row["case_id"]) in done:  # scored before: only its kept arrays were missing
+            if row.get("status") == "ok" and _same_scores(stored[str(row["case_id"])], row, name):
+                for path, array in arrays.items():
+                    atomic_write_npz(path(name, row["case_id"]), array)
+                result.refilled[unit] = result.refilled.get(unit, 0) + 1
+            continue
+        for path, array in arrays.items():  # saved before the row: a stored case always has its arrays
+            atomic_write_npz(path(name, row["case_id"]), array)
         row["seed"] = seed
         row["params"] = manifest.params(name)
         store.append(row)
         count += 1
-        bar.update(1)
     bar.close()
     result.evaluated[unit] = count
     if sweeps:

@@ -271,7 +271,7 @@ def _export_round_trip(tmp_path, methods, dataset="synthetic"):
     from regbench.cli import main
 
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"dataset": dataset, "profile": "smoke", "methods": methods, "example_pairs": 100}))
+    config.write_text(yaml.safe_dump({"dataset": dataset, "profile": "smoke", "methods": methods, "keep_flows": True}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     assert main(["export", str(tmp_path / "run"), "--format", "learn2reg", "--out", str(tmp_path / "l2r")]) == 0
     declared = json.loads((tmp_path / "l2r" / methods[0] / "convention.json").read_text())
@@ -317,11 +317,35 @@ def test_an_exported_deep_method_scored_back_reproduces_every_metric(tmp_path):
         np.testing.assert_allclose(after[metric], before[metric], atol=1e-6, err_msg=metric)  # its moved image is regbench's warp
 
 
+def test_keep_flows_raised_on_a_scored_run_computes_only_the_missing_flows_from_the_saved_model(tmp_path, capsys, with_plugins):
+    """Export was partial (2 of 12) and its advice, example_pairs, computed nothing on the same run. Now the same
+    command with --keep-flows registers only the scored cases lacking a flow, a trained method from its model
+    (not trained again), leaves every row as it was, and export is complete."""
+    from regbench.cli import main
+
+    run = ["run", "--profile", "smoke", "--methods", "initial,trained-identity", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(run) == 0
+    rows = (tmp_path / "run" / "cases.jsonl").read_text()
+    (tmp_path / "run" / "models" / "trained-identity" / "fitted_in.txt").unlink()  # fit() writes it
+    assert main(["export", str(tmp_path / "run"), "--format", "learn2reg", "--out", str(tmp_path / "x")]) == 1
+    assert "10 scored cases have no kept flow: run the same `regbench run` command into" in capsys.readouterr().out
+    assert main([*run, "--keep-flows", "trained-*"]) == 0
+    out = capsys.readouterr().out
+    assert "trained-identity: 0 pairs computed, 12 already stored; 10 stored pairs registered again to keep their flows" in out
+    assert "initial: 0 pairs computed, 12 already stored\n" in out  # not asked for
+    assert not (tmp_path / "run" / "models" / "trained-identity" / "fitted_in.txt").exists()  # loaded, not trained again
+    assert (tmp_path / "run" / "cases.jsonl").read_text() == rows  # nothing scored again
+    assert len(list((tmp_path / "run" / "flows" / "trained-identity").glob("*.npz"))) == 10  # + 2 in its examples
+    assert main(["export", str(tmp_path / "run"), "--format", "learn2reg", "--out", str(tmp_path / "x"), "--methods", "trained-identity"]) == 0
+    assert "trained-identity: 12 fields" in capsys.readouterr().out
+    assert main([*run, "--keep-flows", "trained-*"]) == 0 and "registered again" not in capsys.readouterr().out  # complete now
+
+
 def test_export_says_which_cases_have_no_stored_flow(tmp_path, capsys):
     from regbench.cli import main
 
     assert main(["run", "--profile", "smoke", "--methods", "initial", "--out", str(tmp_path / "run")]) == 0  # 2 example pairs
     assert main(["export", str(tmp_path / "run"), "--format", "regbench", "--dtype", "float16"]) == 1
-    assert "initial: 2 fields; 10 scored cases have no stored flow (run with example_pairs >= the test pairs)" in capsys.readouterr().out
+    assert "initial: 2 fields; 10 scored cases have no kept flow: run the same `regbench run` command into" in capsys.readouterr().out
     stored = np.load(next((tmp_path / "run" / "export" / "regbench" / "initial").glob("*.npz")))["disp"]
     assert stored.dtype == np.float16 and stored.shape == (2, 64, 64)  # channel first
