@@ -19,6 +19,10 @@ from .warp import samples_inside
 from .warp import warp as _warp
 from .warp import warp_label as _warp_label
 
+#: ``Pair.meta`` key: the names a file pattern may use for this pair beside ``case_id`` and ``subject`` (name →
+#: value, e.g. a task's fixed and moving case), declared by its dataset; the fields method formats them.
+FILE_NAME_KEYS = "file_name_keys"
+
 
 @dataclass
 class Pair:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..interface import FILE_NAME_KEYS, Pair
 from ..registry import DatasetMeta, register_dataset
 from .files import PairedFiles
 
@@ -112,6 +113,7 @@ class Learn2RegTask(PairedFiles):
         training = self._training_pairs(sorted(set(entries) - used), str(task.get("pairings", "")).lower() == "paired")
         n_val = max(1, len(training) // VAL_FRACTION) if len(training) >= 2 else 0
         splits = ["train"] * (len(training) - n_val) + ["val"] * n_val
+        self._missing_masks: dict[str, list[str]] = {}  # mask file named by the JSON but absent -> the pairs it was for
         rows = [self._row(f, m, "test", entries) for f, m in scored] + [self._row(f, m, s, entries) for (f, m), s in zip(training, splits)]
         self._notes = self._unread(rows, entries)
         return rows, self._labels(task.get("labels"))
@@ -120,6 +122,12 @@ class Learn2RegTask(PairedFiles):
         """What the task holds that this reader leaves unread, one sentence each: training-entry keys it does not
         know, and scored pairs without points where the task has point files (they get no TRE)."""
         notes = []
+        if self._missing_masks:
+            first, cases = next(iter(self._missing_masks.items()))
+            notes.append(
+                f"{len(self._missing_masks)} mask file(s) the task names do not exist (e.g. {first}, for {cases[0]}): those images have "
+                "no mask, as the kit evaluates them (unmasked, with a warning)"
+            )
         unknown = sorted({key for entry in entries.values() for key in entry} - {"image", "label", "mask"} - {k for k in _point_keys(entries)})
         if unknown:
             notes.append(
@@ -188,7 +196,9 @@ class Learn2RegTask(PairedFiles):
             row.update(fixed_label=str(labels[0]), moving_label=str(labels[1]))
         for image, key in ((fixed, "fixed_mask"), (moving, "moving_mask")):
             mask = self._found(image, entries.get(image, {}), "mask", "masks", "")
-            if mask:
+            if mask and not (self.root.parent / mask).is_file():  # named by the JSON, not there: the kit warns and goes on unmasked
+                self._missing_masks.setdefault(mask, []).append(row["case_id"])
+            elif mask:
                 row[key] = str(mask)
         for kind in POINT_KINDS[self.points]:
             named = self.point_kind(kind, fixed, moving)
@@ -212,6 +222,14 @@ class Learn2RegTask(PairedFiles):
             if number > 0 and str(name).lower() != "background":
                 labels[str(name) if str(name) not in labels else f"{name}_{number}"] = number
         return labels or None
+
+    def _pair(self, row: dict[str, str]) -> Pair:
+        """The files dataset's pair, with the names a field file pattern may use (:data:`FILE_NAME_KEYS`): the kit's
+        short names ``disp_{fixed_case}_{moving_case}`` beside the long ``disp_{case_id}``."""
+        pair = super()._pair(row)
+        (fixed_case, fixed_time), (moving_case, moving_time) = image_key(row["fixed"]), image_key(row["moving"])
+        pair.meta[FILE_NAME_KEYS] = {"fixed_case": fixed_case, "fixed_time": fixed_time, "moving_case": moving_case, "moving_time": moving_time}
+        return pair
 
     def options(self) -> dict[str, Any]:
         return {"root": str(self.root), "scored": self.scored, "points": self.points}

@@ -19,6 +19,7 @@ array: z/y/x order, components last). The array is taken as the library returns 
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..fields import CONVERTER_VERSION, DIRECTIONS, KINDS, LAYOUTS, RESOLUTIONS, UNITS, FieldConvention, alternatives, files_digest, to_regbench
-from ..interface import Pair, Registration
+from ..interface import FILE_NAME_KEYS, Pair, Registration
 from ..registry import MethodMeta, register_method
 from ..warp import warp
 
@@ -113,7 +114,7 @@ class Fields:
     parallel_safe = True
     time_measured = False  # reading a file says nothing of the tool's speed
 
-    def __init__(self, folder: str | Path | None = None, pattern: str | None = None, key: str | None = None, **convention: Any) -> None:
+    def __init__(self, folder: str | Path | None = None, pattern: str | list[str] | None = None, key: str | None = None, **convention: Any) -> None:
         if folder is None:
             raise ConfigError("fields needs the option folder (method_options: {fields.TAG: {folder: PATH, ...}})")
         self.folder = Path(folder).expanduser()
@@ -122,20 +123,40 @@ class Fields:
         declared = declared_in_folder(self.folder, {"pattern": pattern, "key": key, **convention})
         self.read_from_file = (self.folder / CONVENTION_FILE).is_file()
         pattern, key, convention = declared.pop("pattern", None) or PATTERN, declared.pop("key", None), declared
-        if "{case_id}" not in pattern and "{subject}" not in pattern:
-            raise ConfigError(f"fields pattern {pattern!r} names no pair: use {{case_id}} (or {{subject}}), e.g. {PATTERN!r}")
-        self.pattern = pattern
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        if not patterns or not all(isinstance(p, str) for p in patterns):
+            raise ConfigError(f"fields pattern must be a file name pattern or a list of them, got {pattern!r}")
+        for one in patterns:
+            if not any(field for _, field, _, _ in string.Formatter().parse(one)):
+                raise ConfigError(f"fields pattern {one!r} names no pair: use {{case_id}} (or {{subject}}, or a name the dataset gives), e.g. {PATTERN!r}")
+        self.pattern: str | list[str] = pattern
+        self.patterns = patterns
         self.key = key
         self.convention = FieldConvention(**convention)
         self.name = "fields"
 
+    def paths_for(self, pair: Pair) -> list[Path]:
+        """The files ``pattern`` names for ``pair``, one per pattern (a list of patterns: alternatives, in order)."""
+        names = {"case_id": pair.case_id, "subject": pair.subject, **pair.meta.get(FILE_NAME_KEYS, {})}
+        paths = []
+        for pattern in self.patterns:
+            try:
+                paths.append(self.folder / pattern.format(**names))
+            except (KeyError, IndexError) as exc:
+                raise ConfigError(f"fields pattern {pattern!r} names {exc}, which case {pair.case_id!r} does not give (it gives {', '.join(names)})") from None
+        return paths
+
     def path_for(self, pair: Pair) -> Path:
-        return self.folder / self.pattern.format(case_id=pair.case_id, subject=pair.subject)
+        """The pair's file: the first of :meth:`paths_for` that exists, else the first (named in the error)."""
+        paths = self.paths_for(pair)
+        return next((path for path in paths if path.is_file()), paths[0])
 
     def register_pair(self, pair: Pair) -> Registration:
         path = self.path_for(pair)
         if not path.is_file():
-            raise InputError(f"no field for case {pair.case_id!r}: {path} does not exist")
+            tried = self.paths_for(pair)
+            where = f"{tried[0]} does not exist" if len(tried) == 1 else f"none of {', '.join(map(str, tried))} exists"
+            raise InputError(f"no field for case {pair.case_id!r}: {where}")
         flow = to_regbench(load_field_file(path, self.key), self.convention, pair.fixed.shape, pair.spacing, source=f"field file {path}")
         return Registration(moved=warp(pair.moving, flow), flow=flow)
 

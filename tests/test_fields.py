@@ -12,7 +12,8 @@ import pytest
 import yaml
 from scipy import ndimage
 
-from regbench import ConfigError, create_dataset
+from regbench import ConfigError, Pair, create_dataset
+from regbench.errors import InputError
 from regbench.fields import FieldConvention, from_regbench, to_regbench
 from regbench.warp import samples_inside, warp
 
@@ -247,6 +248,24 @@ def test_fields_on_another_grid_stop_with_the_grid_named(tmp_path):
     np.savez(folder / f"{pairs[0].case_id}.npz", np.zeros((*reversed(pairs[0].fixed.shape), 3), np.float32))
     with pytest.raises(ConfigError, match=r"cannot be read as declared .*differs from the images'.*; no single change of the convention reads them"):
         Fields(folder=folder, layout="channel_last").probe(pairs)
+
+
+def test_a_pattern_list_is_tried_in_order_and_a_name_the_pair_lacks_is_named(tmp_path, smoke_test_pairs):
+    from regbench.methods.fields import Fields
+
+    pair = smoke_test_pairs[0]
+    np.savez(tmp_path / f"b_{pair.case_id}.npz", np.zeros((2, *pair.fixed.shape), np.float32))
+    fields = Fields(folder=tmp_path, pattern=["a_{case_id}.npz", "b_{case_id}.npz"])
+    assert fields.path_for(pair) == tmp_path / f"b_{pair.case_id}.npz"
+    assert np.array_equal(fields.register_pair(pair).flow, np.zeros((2, *pair.fixed.shape)))
+    with pytest.raises(InputError, match=f"none of {re.escape(str(tmp_path / 'a_x.npz'))}, .*b_x.npz exists"):
+        fields.register_pair(Pair(**{**pair.__dict__, "case_id": "x"}))
+    with pytest.raises(
+        ConfigError, match=r"fields pattern 'disp_\{fixed_case\}.npz' names 'fixed_case', which case .* does not give \(it gives case_id, subject\)"
+    ):
+        Fields(folder=tmp_path, pattern="disp_{fixed_case}.npz").path_for(pair)
+    with pytest.raises(ConfigError, match="names no pair"):
+        Fields(folder=tmp_path, pattern="fixed.npz")
 
 
 def test_a_folders_convention_json_is_read_and_a_contradiction_named(tmp_path):

@@ -42,6 +42,24 @@ def test_masks_by_the_kits_folder_rule_are_the_pairs_regions(task):
     assert np.array_equal(pairs[0].fixed_mask, label > 0) and pairs[0].moving_mask is None and pairs[1].fixed_mask is None
 
 
+def test_a_mask_the_json_names_but_that_is_missing_leaves_its_image_unmasked_with_a_note(task):
+    """The kit warns and evaluates unmasked; the whole task stopped here (`image file ... does not exist`)."""
+    from learn2reg_fixture import _nifti
+
+    data = json.loads((task / "T_dataset.json").read_text())
+    for entry in data["training"]:
+        entry["mask"] = entry["image"].replace("imagesTr", "masksTr")
+    (task / "T_dataset.json").write_text(json.dumps(data))
+    (task / "masksTr").mkdir()
+    label = create_dataset("learn2reg", root=str(task), points="none").pairs("test")[0].fixed_label
+    _nifti(task / "masksTr" / "T_0005_0000.nii.gz", (label > 0).astype(np.uint8))  # one of the 4 scored images' masks
+    dataset = create_dataset("learn2reg", root=str(task))
+    first, second = dataset.pairs("test")
+    assert np.array_equal(first.fixed_mask, label > 0) and first.moving_mask is None and second.fixed_mask is None
+    (note,) = dataset.notes()
+    assert note.startswith("11 mask file(s) the task names do not exist (e.g. imagesTr/T_0005_0001.nii.gz".replace("imagesTr", "masksTr"))
+
+
 def test_keypoints_of_two_time_points_are_read_by_the_kits_keypoints01_rule_and_unread_ones_said(task, capsys):
     """ThoraxCBCT's layout: the scored pairs register time point 1 (fixed) to 0, their keypoints live in
     keypoints01Tr/ and the training entries name them ``keypoints01`` with a .nii.gz suffix (the kit reads .csv).
@@ -106,18 +124,22 @@ def test_a_bad_task_is_one_error_naming_the_file_and_data_check_reports_it(task,
 
 
 @pytest.mark.slow
-def test_submitted_fields_under_their_long_names_score_as_the_known_transform(task, tmp_path):
+def test_submitted_fields_under_their_long_or_short_names_score_as_the_known_transform(task, tmp_path):
+    """Long names (disp_CCCC_MMMM_CCCC_MMMM) and the kit's short ones (disp_FFFF_MMMM: fixed and moving case, which
+    its own test and zero fields use) read by one list of patterns, tried in order."""
     from regbench.cli import main
 
     cases = ["0005_0000_0005_0001", "0006_0000_0006_0001"]
     zero = write_fields(tmp_path / "zero", {c: np.zeros((*SHAPE, 3)) for c in cases})
     shift = write_fields(tmp_path / "shift", {c: shift_field() for c in cases})
+    (shift / "disp_0005_0000_0005_0001.nii.gz").rename(shift / "disp_0005_0005.nii.gz")  # the kit's short name
     kit = {"pattern": "disp_{case_id}.nii.gz", "layout": "channel_last"}
+    both = {**kit, "pattern": ["disp_{fixed_case}_{moving_case}.nii.gz", "disp_{case_id}.nii.gz"]}
     config = {
         "dataset": "learn2reg",
         "dataset_options": {"root": str(task)},
         "methods": ["initial", "fields.zero", "fields.shift"],
-        "method_options": {"fields.zero": {"folder": str(zero), **kit}, "fields.shift": {"folder": str(shift), **kit}},
+        "method_options": {"fields.zero": {"folder": str(zero), **kit}, "fields.shift": {"folder": str(shift), **both}},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     assert main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")]) == 0
