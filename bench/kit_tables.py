@@ -16,8 +16,9 @@ Both read a report's per-case rows (one row per method and pair, seeds averaged)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,14 +166,24 @@ def _cell(value: object, digits: int) -> str:
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
-def aggregates_markdown(frame: pd.DataFrame, names: Names, digits: int = 3) -> str:
+def sdlogj_rule(dataset_options: Sequence[Mapping[str, Any]]) -> str:
+    """The caption's sentence on where SDlogJ was taken, from the runs' dataset options (a Learn2Reg task binds
+    ``masked_evaluation`` and what decided it); empty where no run says."""
+    rules = {(bool(o["masked_evaluation"]), str(o.get("masked_from", ""))) for o in dataset_options if "masked_evaluation" in o}
+    if not rules:
+        return ""
+    said = [f"{'inside the fixed image mask' if masked else 'over the whole field'} ({source})" for masked, source in sorted(rules)]
+    return "SDlogJ taken " + " and ".join(said) + "."
+
+
+def aggregates_markdown(frame: pd.DataFrame, names: Names, digits: int = 3, rule: str = "") -> str:
     headers, keys = _aggregate_columns(frame)
     lines = ["| Dataset | Method | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
     for _, row in frame.iterrows():
         lines.append(
             f"| {names.dataset(str(row['dataset']))} | {names.method(str(row['method']))} | " + " | ".join(_cell(row.get(k), digits) for k in keys) + " |"
         )
-    return "\n".join(lines) + f"\n\n{CAPTION}\n"
+    return "\n".join(lines) + f"\n\n{_with(CAPTION, rule)}\n"
 
 
 def _aggregate_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -186,17 +197,21 @@ def _aggregate_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     return headers, keys
 
 
-def aggregates_latex(frame: pd.DataFrame, names: Names, label: str, digits: int = 3) -> str:
+def _with(caption: str, rule: str) -> str:
+    return f"{caption} {rule}" if rule else caption
+
+
+def aggregates_latex(frame: pd.DataFrame, names: Names, label: str, digits: int = 3, rule: str = "") -> str:
     headers, keys = _aggregate_columns(frame)
     body = [
         " & ".join([latex_escape(names.dataset(str(r["dataset"]))), latex_escape(names.method(str(r["method"])))] + [_cell(r.get(k), digits) for k in keys])
         + r" \\"
         for _, r in frame.iterrows()
     ]
-    return _latex(["Dataset", "Method", *(latex_escape(h) for h in headers)], body, latex_escape(CAPTION), label)
+    return _latex(["Dataset", "Method", *(latex_escape(h) for h in headers)], body, latex_escape(_with(CAPTION, rule)), label)
 
 
-def rank_markdown(frame: pd.DataFrame, names: Names, notes: Sequence[str], digits: int = 3) -> str:
+def rank_markdown(frame: pd.DataFrame, names: Names, notes: Sequence[str], digits: int = 3, rule: str = "") -> str:
     metrics = [c.removesuffix("_rank") for c in frame.columns if c.endswith("_rank")]
     lines = ["| Dataset | Place | Method | " + " | ".join(f"{m} (rank)" for m in metrics) + " | Score |", "|" + "---|" * (len(metrics) + 4)]
     for _, row in frame.iterrows():
@@ -204,10 +219,10 @@ def rank_markdown(frame: pd.DataFrame, names: Names, notes: Sequence[str], digit
         lines.append(
             f"| {names.dataset(str(row['dataset']))} | {row['place']} | {names.method(str(row['method']))} | " + " | ".join(cells) + f" | {row['score']:.3f} |"
         )
-    return "\n".join(lines) + f"\n\n{rank_caption(notes)}\n"
+    return "\n".join(lines) + f"\n\n{rank_caption(notes, rule)}\n"
 
 
-def rank_latex(frame: pd.DataFrame, names: Names, notes: Sequence[str], label: str, digits: int = 3) -> str:
+def rank_latex(frame: pd.DataFrame, names: Names, notes: Sequence[str], label: str, digits: int = 3, rule: str = "") -> str:
     metrics = [c.removesuffix("_rank") for c in frame.columns if c.endswith("_rank")]
     body = [
         " & ".join(
@@ -218,14 +233,14 @@ def rank_latex(frame: pd.DataFrame, names: Names, notes: Sequence[str], label: s
         + r" \\"
         for _, r in frame.iterrows()
     ]
-    return _latex(["Dataset", "Place", "Method", *(f"{m} (rank)" for m in metrics), "Score"], body, latex_escape(rank_caption(notes)), label)
+    return _latex(["Dataset", "Place", "Method", *(f"{m} (rank)" for m in metrics), "Score"], body, latex_escape(rank_caption(notes, rule)), label)
 
 
-def rank_caption(notes: Sequence[str]) -> str:
+def rank_caption(notes: Sequence[str], rule: str = "") -> str:
     text = (
         "Learn2Reg kit ranking: per metric, pairwise Wilcoxon rank-sum tests (p under 0.05) over case x label values; rank "
         "score 0.1 (beaten by the most methods) to 1, ties averaged; Score: their geometric mean, higher is better. "
-        "Missing values: DSC 0, HD95 10 voxels, SDlogJ 1.5, TRE the pair's largest. " + CAPTION
+        "Missing values: DSC 0, HD95 10 voxels, SDlogJ 1.5, TRE the pair's largest. " + _with(CAPTION, rule)
     )
     return text + "".join(f" {note}." for note in notes)
 

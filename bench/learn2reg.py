@@ -15,7 +15,8 @@ from the kit's behaviour (MDL-UzL/L2R ``evaluation/``; docs/metrics.md), not fro
   Per label: ``l2r_hd95_<label>``.
 - ``l2r_sdlogj``: J = I + ∇u by central differences ([-0.5, 0, 0.5], zero outside the field), cropped by 2
   voxels on every side, then std(log(clip(det J + 3, 1e-9, 1e9))): the "+3" is the kit's. For det J near 1 it is
-  about a quarter of std(log det J).
+  about a quarter of std(log det J). Where the task's evaluation is masked (a pair's ``meta[KIT_MASKED]``), the
+  std is over the fixed mask's voxels.
 - ``l2r_folds``: the kit's folding count, voxels with det J + 3 ≤ 0 after the clip: always 0.
 - ``l2r_tre_mm``: u interpolated at the fixed points by cubic splines (``map_coordinates`` order 3, 0 outside),
   ‖fixed + u − moving‖ per point times the spacing, mean over points.
@@ -40,6 +41,9 @@ PREFIX = "l2r_"
 JACOBIAN_CROP = 2  # voxels cropped on every side before SDlogJ (the kit's)
 NDV_CROP = 1  # LUMIR's
 LOG_OFFSET = 3.0  # the kit's "+3" inside the log
+#: ``Pair.meta`` key a dataset sets where the kit evaluates SDlogJ inside the fixed image's mask (a task's
+#: ``masked_evaluation``); the pair's ``fixed_mask`` is then the region (none: the whole field, as the kit's).
+KIT_MASKED = "learn2reg_masked_evaluation"
 
 #: The kit's columns (those with a value per label are also ``<name>_<label>``), how the report reads them.
 KIT_METRICS: dict[str, MetricSpec] = {
@@ -129,10 +133,17 @@ def kit_jacobian_determinant(flow: np.ndarray) -> np.ndarray:
     return det[(slice(JACOBIAN_CROP, -JACOBIAN_CROP),) * n]
 
 
-def kit_sdlogj(flow: np.ndarray) -> tuple[float, int]:
-    """(SDlogJ with the kit's +3, the kit's folding count) of a voxel flow."""
+def kit_sdlogj(flow: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, int]:
+    """(SDlogJ with the kit's +3, the kit's folding count) of a voxel flow; with ``mask`` (the fixed image's, the
+    field's shape), the std is taken over the mask's voxels inside the crop, as the kit's masked evaluation
+    (``np.ma`` with ``1 - mask``: voxels where the mask is 1; regbench's masks are its non-zero voxels). An empty
+    masked region gives NaN."""
     shifted = np.clip(kit_jacobian_determinant(flow) + LOG_OFFSET, 1e-9, 1e9)
-    return float(np.log(shifted).std()), int((shifted <= 0).sum())
+    logs = np.log(shifted)
+    if mask is not None:
+        inside = np.asarray(mask, bool)[(slice(JACOBIAN_CROP, -JACOBIAN_CROP),) * logs.ndim]
+        logs = logs[inside]
+    return (float(logs.std()) if logs.size else float("nan")), int((shifted <= 0).sum())
 
 
 def kit_warp_label(label: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -182,7 +193,7 @@ def evaluate_kit(pair: Pair, flow: np.ndarray) -> dict[str, float]:
         row = kit_overlap(pair.fixed_label, pair.moving_label, flow, labels)
     else:
         row = {f"{metric}{suffix}": float("nan") for metric in PER_LABEL for suffix in ["", *(f"_{label_key(n)}" for n in labels)]}
-    row["l2r_sdlogj"], folds = kit_sdlogj(flow)
+    row["l2r_sdlogj"], folds = kit_sdlogj(flow, pair.fixed_mask if pair.meta.get(KIT_MASKED) else None)
     row["l2r_folds"] = float(folds)
     has_points = pair.fixed_points is not None and pair.moving_points is not None
     row["l2r_tre_mm"] = kit_tre_mm(flow, pair.fixed_points, pair.moving_points, pair.spacing) if has_points else float("nan")

@@ -21,7 +21,7 @@ from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
 from .front import tradeoff_frame, tradeoff_latex, tradeoff_markdown
-from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown
+from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown, sdlogj_rule
 from .metrics import with_structures
 from .naming import Names
 from .ranks import RANK_RESAMPLES, Friedman, best_shares, friedman_frame, friedman_tests, rank_bootstrap
@@ -199,7 +199,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     sweeps = load_sweeps(run_dirs)  # read once: the trade-off table and its figure
     _write_tradeoff(report, per_case, sweeps, names)
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
-        _write_kit_tables(report, averaged, names, options)
+        _write_kit_tables(report, averaged, names, options, sdlogj_rule([m.fingerprint.get("dataset_options") or {} for m in manifests]))
     if options.compare_paper:
         _write_paper_comparison(report, main.cells, main.datasets, options, names)
     if options.figures:
@@ -349,7 +349,7 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
         ]
 
 
-def _write_kit_tables(report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions) -> None:
+def _write_kit_tables(report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions, rule: str = "") -> None:
     """learn2reg.{csv,md,tex} (the kit's aggregates) and learn2reg_rank.{csv,md,tex} (its rank table)."""
     out = report.out_dir
     aggregates = kit_aggregates(averaged)
@@ -357,14 +357,14 @@ def _write_kit_tables(report: Report, averaged: pd.DataFrame, names: Names, opti
     report.problems += notes
     report.written += [
         _write(out / "learn2reg.csv", aggregates.to_csv(index=False)),
-        _write(out / "learn2reg.md", aggregates_markdown(aggregates, names)),
-        _write(out / "learn2reg.tex", aggregates_latex(aggregates, names, options.label + "-learn2reg")),
+        _write(out / "learn2reg.md", aggregates_markdown(aggregates, names, rule=rule)),
+        _write(out / "learn2reg.tex", aggregates_latex(aggregates, names, options.label + "-learn2reg", rule=rule)),
     ]
     if len(ranks):
         report.written += [
             _write(out / "learn2reg_rank.csv", ranks.to_csv(index=False)),
-            _write(out / "learn2reg_rank.md", rank_markdown(ranks, names, notes)),
-            _write(out / "learn2reg_rank.tex", rank_latex(ranks, names, notes, options.label + "-learn2reg-rank")),
+            _write(out / "learn2reg_rank.md", rank_markdown(ranks, names, notes, rule=rule)),
+            _write(out / "learn2reg_rank.tex", rank_latex(ranks, names, notes, options.label + "-learn2reg-rank", rule=rule)),
         ]
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..interface import FILE_NAME_KEYS, Pair
+from ..learn2reg import KIT_MASKED
 from ..registry import DatasetMeta, register_dataset
 from .files import PairedFiles
 
@@ -45,6 +46,7 @@ SCORED_KEYS = {"val": ("registration_val", "validation_paired", "validation"), "
 POINT_KINDS = {"auto": ("landmarks", "keypoints"), "landmarks": ("landmarks",), "keypoints": ("keypoints",), "none": ()}
 NAME = re.compile(r"_(\d{4})_(\d{4})\.nii(\.gz)?$")
 VAL_FRACTION = 10  # one training pair in ten validates
+EVALUATION_SPLIT = {"val": "VAL", "test": "TEST"}  # the kit's evaluation config names
 POINT_KEY = re.compile(r"(keypoints|landmarks)(\d\d)?")
 POINT_FOLDER = re.compile(r"(keypoints|landmarks)(\d\d)?T[rs]")
 
@@ -79,18 +81,54 @@ def task_json(root: Path) -> Path:
     return found[0]
 
 
+def find_evaluation_config(folder: Path, scored: str, given: str | Path | None) -> Path | None:
+    """The kit's evaluation config of the scored pairs (``{TASK}_VAL_evaluation_config.json`` for ``val``, ``_TEST_``
+    for ``test``): ``given``, else the one such file in the task folder, else None."""
+    if given is not None:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise DataError(f"learn2reg option evaluation_config: {path} does not exist (the kit's TASK_{EVALUATION_SPLIT[scored]}_evaluation_config.json)")
+        return path
+    found = sorted(folder.glob(f"*_{EVALUATION_SPLIT[scored]}_evaluation_config.json"))
+    if len(found) > 1:
+        raise DataError(f"Learn2Reg task folder {folder} holds {len(found)} evaluation configs ({', '.join(p.name for p in found)}); give evaluation_config")
+    return found[0] if found else None
+
+
+def masked_rule(config: Path | None, masked: bool | None) -> tuple[bool, str]:
+    """Whether the kit's SDlogJ is taken inside the fixed image's mask, and what says so: the ``masked`` option,
+    else the evaluation config's ``masked_evaluation`` (absent: false, as the kit reads it), else unmasked (the
+    released dataset JSON does not say; OASIS has masks and is evaluated unmasked)."""
+    if masked is not None:
+        return masked, "the masked option"
+    if config is None:
+        return False, "no evaluation config (the kit's default)"
+    try:
+        value = json.loads(config.read_text()).get("masked_evaluation", False)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(f"Learn2Reg evaluation config {config} cannot be read ({type(exc).__name__}: {exc})") from None
+    return bool(value), f"{config.name}'s masked_evaluation"
+
+
 class Learn2RegTask(PairedFiles):
     """The pairs of a Learn2Reg task folder (see the module docstring)."""
 
-    def __init__(self, root: str | Path | None = None, scored: str = "val", points: str = "auto") -> None:
+    def __init__(
+        self, root: str | Path | None = None, scored: str = "val", points: str = "auto", masked: bool | None = None, evaluation_config: str | Path | None = None
+    ) -> None:
         if root is None:
             raise DataError("dataset 'learn2reg' needs --root TASK_FOLDER (the folder holding TASK_dataset.json)")
         if scored not in SCORED_KEYS:
             raise DataError(f"learn2reg option scored={scored!r}: use one of {', '.join(SCORED_KEYS)}")
         if points not in POINT_KINDS:
             raise DataError(f"learn2reg option points={points!r}: use one of {', '.join(POINT_KINDS)}")
+        if masked is not None and not isinstance(masked, bool):
+            raise DataError(f"learn2reg option masked={masked!r}: use true or false (leave it out to follow the task's evaluation config)")
         self.scored, self.points = scored, points
-        super().__init__(task_json(Path(root).expanduser()))
+        path = task_json(Path(root).expanduser())
+        self.evaluation_config = find_evaluation_config(path.parent, scored, evaluation_config)
+        self.masked, self.masked_from = masked_rule(self.evaluation_config, masked)
+        super().__init__(path)
 
     def _read_list(self) -> tuple[list[dict[str, str]], dict[str, int] | None]:
         try:
@@ -127,6 +165,12 @@ class Learn2RegTask(PairedFiles):
             notes.append(
                 f"{len(self._missing_masks)} mask file(s) the task names do not exist (e.g. {first}, for {cases[0]}): those images have "
                 "no mask, as the kit evaluates them (unmasked, with a warning)"
+            )
+        unmasked = [row["case_id"] for row in rows if row["split"] == "test" and "fixed_mask" not in row]
+        if self.masked and unmasked:
+            notes.append(
+                f"the kit's SDlogJ is masked ({self.masked_from}), but {len(unmasked)} scored pair(s) have no fixed mask (e.g. {unmasked[0]}): "
+                "theirs is taken over the whole field, as the kit's"
             )
         unknown = sorted({key for entry in entries.values() for key in entry} - {"image", "label", "mask"} - {k for k in _point_keys(entries)})
         if unknown:
@@ -229,15 +273,28 @@ class Learn2RegTask(PairedFiles):
         pair = super()._pair(row)
         (fixed_case, fixed_time), (moving_case, moving_time) = image_key(row["fixed"]), image_key(row["moving"])
         pair.meta[FILE_NAME_KEYS] = {"fixed_case": fixed_case, "fixed_time": fixed_time, "moving_case": moving_case, "moving_time": moving_time}
+        if self.masked and row["split"] == "test":
+            pair.meta[KIT_MASKED] = True  # the kit's SDlogJ over the fixed mask, where the pair has one
         return pair
 
     def options(self) -> dict[str, Any]:
-        return {"root": str(self.root), "scored": self.scored, "points": self.points}
+        """Bound into the run: the task, what is scored, and the kit's SDlogJ rule with what decided it."""
+        return {
+            "root": str(self.root),
+            "scored": self.scored,
+            "points": self.points,
+            "masked_evaluation": self.masked,
+            "masked_from": self.masked_from,
+            "evaluation_config": None if self.evaluation_config is None else str(self.evaluation_config),
+        }
 
     def check_title(self) -> str:
         return f"Learn2Reg task {self.task_name} ({self.root}; scored: {self.scored})"
 
 
 register_dataset(
-    "learn2reg", DatasetMeta(display_name="Learn2Reg", dims=(3,), option_names=frozenset({"root", "scored", "points"}), conventions=("learn2reg",))
+    "learn2reg",
+    DatasetMeta(
+        display_name="Learn2Reg", dims=(3,), option_names=frozenset({"root", "scored", "points", "masked", "evaluation_config"}), conventions=("learn2reg",)
+    ),
 )(Learn2RegTask)

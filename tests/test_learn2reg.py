@@ -179,6 +179,62 @@ def test_the_kits_sdlogj_is_the_log_of_det_plus_3_and_its_fold_count_stays_0_whe
     assert sdlogj(folded) > 3 * kit_folded  # the strict log J meets det <= 0 (clipped to 1e-9); the +3 hides it
 
 
+def _kit_masked_std(flow, mask):
+    """The kit's masked SDlogJ as evaluation.py writes it: np.ma over log(clip(det J + 3)) with mask 1 - mask[2:-2]."""
+    from regbench.learn2reg import kit_jacobian_determinant
+
+    log_jac_det = np.log(np.clip(kit_jacobian_determinant(flow) + 3, 1e-9, 1e9))
+    return float(np.ma.MaskedArray(log_jac_det, 1 - mask.astype(float)[2:-2, 2:-2, 2:-2]).std())
+
+
+def test_masked_evaluation_follows_the_tasks_evaluation_config_or_the_option_and_the_caption_says_which(task, tmp_path):
+    """LungCT, NLST and AbdomenMRCT set masked_evaluation: the kit's SDlogJ is then over the fixed mask. The
+    released dataset JSON does not say; the evaluation config (in the task folder) or the masked option does."""
+    from learn2reg_fixture import _nifti
+    from regbench.cli import main
+
+    field = _smooth_field(2.0, shape=SHAPE, seed=4)
+    field[:, :, 12:] *= 6  # rougher beyond the masks (axis 1 from 13 on): the mask matters
+    cases = ["0005_0000_0005_0001", "0006_0000_0006_0001"]
+    folder = write_fields(tmp_path / "tool", {c: np.moveaxis(field, 0, -1) for c in cases})
+    (task / "masksTr").mkdir()
+    masks = {}
+    for case in ("0005", "0006"):
+        mask = np.zeros(SHAPE, np.uint8)
+        mask[3:10, 4:13, 2:9] = 1
+        masks[case] = mask
+        _nifti(task / "masksTr" / f"T_{case}_0000.nii.gz", mask)
+    (task / "T_VAL_evaluation_config.json").write_text(json.dumps({"task_name": "T", "masked_evaluation": True}))
+    config = {"dataset": "learn2reg", "dataset_options": {"root": str(task)}, "methods": ["fields.tool"]}
+    config["method_options"] = {"fields.tool": {"folder": str(folder), "pattern": "disp_{case_id}.nii.gz", "layout": "channel_last"}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "masked")]) == 0
+    config["dataset_options"]["masked"] = False  # the option wins over the config
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "whole")]) == 0
+    masked = pd.read_csv(tmp_path / "masked" / "per_case.csv").set_index("case_id")["l2r_sdlogj"]
+    whole = pd.read_csv(tmp_path / "whole" / "per_case.csv").set_index("case_id")["l2r_sdlogj"]
+    for case in cases:
+        assert masked[case] == pytest.approx(_kit_masked_std(field, masks[case[:4]]), rel=1e-6)  # the files hold float32
+        assert whole[case] == pytest.approx(float(np.log(np.clip(kit_jacobian(field) + 3, 1e-9, 1e9)).std()), rel=1e-6)
+        assert abs(masked[case] - whole[case]) > 0.05 * whole[case]  # the mask matters on this field
+    options = json.loads((tmp_path / "masked" / "manifest.json").read_text())["fingerprint"]["dataset_options"]
+    assert options["masked_evaluation"] is True and options["masked_from"] == "T_VAL_evaluation_config.json's masked_evaluation"
+    assert (
+        "SDlogJ taken inside the fixed image mask (T_VAL_evaluation_config.json's masked_evaluation)."
+        in (tmp_path / "masked" / "report" / "learn2reg.md").read_text()
+    )
+    assert "SDlogJ taken over the whole field (the masked option)." in (tmp_path / "whole" / "report" / "learn2reg_rank.md").read_text()
+    with pytest.raises(DataError, match="learn2reg option masked='yes': use true or false"):
+        create_dataset("learn2reg", root=str(task), masked="yes")
+
+
+def kit_jacobian(field):
+    from regbench.learn2reg import kit_jacobian_determinant
+
+    return kit_jacobian_determinant(field)
+
+
 def test_the_kits_hd95_is_in_voxels_its_dice_a_nan_mean_and_its_tre_a_spline():
     from regbench.learn2reg import kit_overlap, kit_tre_mm
     from regbench.metrics import hd95, target_registration_error
