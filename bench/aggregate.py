@@ -56,6 +56,28 @@ def per_case_frame(rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | N
     return df
 
 
+def split_point_values(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """A case row's list values are per-point measures (a value per landmark, e.g. ``l2r_tre_mm`` per point): the
+    rows without them (for per_case.csv) and a long frame of them (per_point.csv: the key columns, ``point``, one
+    column per measure), empty where no row has one."""
+    plain, points = [], []
+    for row in rows:
+        lists = {k: v for k, v in row.items() if isinstance(v, (list, tuple))}
+        plain.append({k: v for k, v in row.items() if k not in lists})
+        if lists:
+            key = {k: row.get(k) for k in KEY_COLUMNS}
+            length = max(len(v) for v in lists.values())
+            points += [{**key, "point": i, **{k: (v[i] if i < len(v) else np.nan) for k, v in lists.items()}} for i in range(length)]
+    return plain, pd.DataFrame(points)
+
+
+def point_values(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One row per (dataset, method, case, point) of ``column`` in a per_point frame: the mean over seeds."""
+    if frame.empty or column not in frame:
+        return pd.DataFrame(columns=["dataset", "method", "case_id", "point", column])
+    return frame.groupby(["dataset", "method", "case_id", "point"], sort=False)[column].mean().reset_index()
+
+
 def _natural_case_order(column: pd.Series) -> pd.Series:
     """Case ids compared by their runs of digits as numbers (``synth006-2`` before ``synth006-10``)."""
     if column.name != "case_id":

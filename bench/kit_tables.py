@@ -6,12 +6,15 @@ Both read a report's per-case rows (one row per method and pair, seeds averaged)
   of the per-case values for DSC and HD95, the 0.7 quantile for SDlogJ and TRE, as the kit since August 2024),
   LUMIR's NDV and the kit's fold count.
 - **Rank** (``learn2reg_rank.{csv,md,tex}``): for each ranked metric, every pair of methods is compared by a
-  Wilcoxon rank-sum test over their values (case × label for DSC and HD95, case for SDlogJ and TRE); a method
-  scores 0.1 (beaten significantly, p < 0.05, by the most methods) to 1 (by the fewest), ties averaged; the task
-  score is the geometric mean over the ranked metrics, higher is better. Ranked: DSC, DSC30 (the values at the
-  30 % of case × label positions where the Initial row's DSC is lowest; left out without an Initial row), HD95,
-  SDlogJ, TRE (those the run has). Missing values take the kit's penalties: DSC 0, HD95 10 voxels (an infinite
-  HD95 too), SDlogJ 1.5; a missing TRE takes the largest TRE any method has on that pair.
+  Wilcoxon rank-sum test over their values (case × label for DSC and HD95, case × point for TRE from the runs'
+  ``per_point.csv``, case for SDlogJ); a method scores 0.1 (beaten significantly, p < 0.05, by the most methods)
+  to 1 (by the fewest), ties averaged; the task score is the geometric mean over the ranked metrics, higher is
+  better. Ranked: DSC, DSC30 (the ``round(0.3 n)`` case × label positions where the Initial row's DSC is lowest,
+  as the kit's ``rubustify``), HD95, SDlogJ, TRE and TRE30 (per case, the ``round(0.3 n)`` points where the
+  Initial row's TRE is largest); DSC30 and TRE30 are left out without an Initial row. Missing values take the
+  kit's penalties: DSC 0, HD95 10 voxels (an infinite HD95 too), SDlogJ the task's (5 on LungCT and NLST, else
+  1.5), which the Initial row takes too, as the kit's notebooks give it; a missing TRE takes the largest TRE any
+  method has at that point (the kit's LungCT notebook sets it to 0, a reward; regbench keeps the penalty).
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .learn2reg import KIT_METRICS
+from .learn2reg import KIT_METRICS, POINT_TRE
 from .naming import Names
 from .tables import latex_escape
 
 INITIAL = "initial"
 ALPHA = 0.05
 PENALTIES = {"l2r_dice": 0.0, "l2r_hd95": 10.0, "l2r_sdlogj": 1.5}
+SDLOGJ_PENALTIES = {"LungCT": 5.0, "NLST": 5.0, "OASIS": 1.5, "AbdomenMRCT": 1.5}  # the kit's ranking notebooks'
+ROBUST_SHARE = 0.3  # DSC30 and TRE30: the 30 % hardest positions
 QUANTILE_30 = {"l2r_dice": 0.3, "l2r_hd95": 0.3, "l2r_sdlogj": 0.7, "l2r_tre_mm": 0.7}
 AGGREGATED = ("l2r_dice", "l2r_hd95", "l2r_sdlogj", "l2r_tre_mm", "l2r_ndv", "l2r_folds")
 CAPTION = (
@@ -91,8 +96,35 @@ def _aligned(per_case: pd.DataFrame, methods: Sequence[str], columns: Sequence[s
     return {m: np.where(np.isnan(v), penalty if penalty is not None else worst, v) for m, v in table.items()}
 
 
-def ranked_metrics(per_case: pd.DataFrame) -> tuple[list[RankedMetric], list[str]]:
-    """The metrics ranked on ``per_case`` (one dataset; failed cases count as missing) and notes on what was not."""
+def sdlogj_penalty(task: str | None) -> float:
+    """The SDlogJ the kit's ranking gives a missing value and the Initial row, per task (its notebooks: 5 on LungCT
+    and NLST, 1.5 on OASIS and AbdomenMRCT); other tasks: 1.5."""
+    return SDLOGJ_PENALTIES.get(str(task), PENALTIES["l2r_sdlogj"])
+
+
+def _hardest(initial: np.ndarray, share: float) -> np.ndarray:
+    """Positions of the ``round(share · n)`` values of ``initial`` the kit counts as hardest (lowest first), as its
+    ``rubustify`` takes them."""
+    return np.argsort(initial, kind="stable")[: round(len(initial) * share)]
+
+
+def _aligned_points(points: pd.DataFrame, methods: Sequence[str], column: str) -> tuple[dict[str, np.ndarray], pd.MultiIndex]:
+    """Each method's per-point values over the union of (case, point) positions, a missing one the largest any
+    method has there (as a missing case TRE)."""
+    positions = pd.MultiIndex.from_frame(points[["case_id", "point"]].drop_duplicates().sort_values(["case_id", "point"]))
+    by_method = points.set_index(["method", "case_id", "point"])[column]
+    table = {
+        m: pd.to_numeric(by_method.reindex(pd.MultiIndex.from_tuples([(m, c, p) for c, p in positions])), errors="coerce").to_numpy(np.float64) for m in methods
+    }
+    stacked = np.vstack(list(table.values()))
+    worst = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
+    return {m: np.where(np.isnan(v), worst, v) for m, v in table.items()}, positions
+
+
+def ranked_metrics(per_case: pd.DataFrame, points: pd.DataFrame | None = None, task: str | None = None) -> tuple[list[RankedMetric], list[str]]:
+    """The metrics ranked on ``per_case`` (one dataset; failed cases count as missing) and notes on what was not.
+    ``points``: the dataset's per-point TRE (seed means; ``per_point.csv``), ranked over every point as the kit
+    does; ``task``: the Learn2Reg task, whose SDlogJ penalty the Initial row and missing values take."""
     rows = per_case.copy()
     for column in rows.columns:
         if column.startswith("l2r_"):
@@ -105,7 +137,7 @@ def ranked_metrics(per_case: pd.DataFrame) -> tuple[list[RankedMetric], list[str
         dsc = _aligned(rows, methods, labels, PENALTIES["l2r_dice"])
         ranked.append(RankedMetric("DSC", "l2r_dice", True, dsc))
         if INITIAL in dsc:
-            worst = np.argsort(dsc[INITIAL], kind="stable")[: int(len(dsc[INITIAL]) * 0.3)]
+            worst = _hardest(dsc[INITIAL], ROBUST_SHARE)
             if len(worst):
                 ranked.append(RankedMetric("DSC30", "l2r_dice", True, {m: v[worst] for m, v in dsc.items()}))
         else:
@@ -113,9 +145,25 @@ def ranked_metrics(per_case: pd.DataFrame) -> tuple[list[RankedMetric], list[str
         hd_labels = [c.replace("l2r_dice_", "l2r_hd95_", 1) for c in labels]
         ranked.append(RankedMetric("HD95", "l2r_hd95", False, _aligned(rows, methods, hd_labels, PENALTIES["l2r_hd95"])))
     if _present(rows, "l2r_sdlogj"):
-        ranked.append(RankedMetric("SDlogJ", "l2r_sdlogj", False, _aligned(rows, methods, ["l2r_sdlogj"], PENALTIES["l2r_sdlogj"])))
-    if _present(rows, "l2r_tre_mm"):
+        penalty = sdlogj_penalty(task)
+        sdlogj = _aligned(rows, methods, ["l2r_sdlogj"], penalty)
+        if INITIAL in sdlogj:  # a zero field is perfectly smooth: the kit gives Initial the penalty, so it cannot win SDlogJ
+            sdlogj[INITIAL] = np.full_like(sdlogj[INITIAL], penalty)
+        ranked.append(RankedMetric("SDlogJ", "l2r_sdlogj", False, sdlogj))
+    tre_points = points[points["method"].isin(methods)] if points is not None and POINT_TRE in points else None
+    if tre_points is not None and pd.to_numeric(tre_points[POINT_TRE], errors="coerce").notna().any():
+        values, positions = _aligned_points(tre_points, methods, POINT_TRE)
+        ranked.append(RankedMetric("TRE", "l2r_tre_mm", False, values))
+        if INITIAL in values:
+            cases = positions.get_level_values("case_id").to_numpy()
+            hardest = np.concatenate([np.flatnonzero(cases == c)[_hardest(-values[INITIAL][cases == c], ROBUST_SHARE)] for c in dict.fromkeys(cases)])
+            if len(hardest):
+                ranked.append(RankedMetric("TRE30", "l2r_tre_mm", False, {m: v[np.sort(hardest)] for m, v in values.items()}))
+        else:
+            notes.append("TRE30 is not ranked: it takes each pair's points where the Initial row's TRE is largest, and the run has no Initial row")
+    elif _present(rows, "l2r_tre_mm"):
         ranked.append(RankedMetric("TRE", "l2r_tre_mm", False, _aligned(rows, methods, ["l2r_tre_mm"], None)))
+        notes.append("TRE is ranked over pair means: these runs kept no per-point TRE (per_point.csv), which the kit ranks over")
     return ranked, notes
 
 
@@ -139,12 +187,16 @@ def rank_scores(values: dict[str, np.ndarray], higher_is_better: bool, alpha: fl
     return {m: float(0.1 + 0.9 * (r - 1) / (len(methods) - 1)) for m, r in zip(methods, order)}
 
 
-def kit_rank(per_case: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFrame, list[str]]:
+def kit_rank(
+    per_case: pd.DataFrame, alpha: float = ALPHA, points: pd.DataFrame | None = None, tasks: Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """The rank table of each dataset: per method and ranked metric its mean and rank score, the geometric mean
-    of the scores (``score``) and the place (1 = best); and notes on what was not ranked."""
+    of the scores (``score``) and the place (1 = best); and notes on what was not ranked. ``points``: per-point
+    values (``per_point.csv``, seeds averaged); ``tasks``: dataset → its Learn2Reg task (its SDlogJ penalty)."""
     frames, notes = [], []
     for dataset, rows in per_case.groupby("dataset", sort=False):
-        metrics, dataset_notes = ranked_metrics(rows)
+        mine = points[points["dataset"] == dataset] if points is not None and len(points) else None
+        metrics, dataset_notes = ranked_metrics(rows, mine, (tasks or {}).get(str(dataset)))
         notes += dataset_notes
         if not metrics:
             continue
@@ -238,9 +290,13 @@ def rank_latex(frame: pd.DataFrame, names: Names, notes: Sequence[str], label: s
 
 def rank_caption(notes: Sequence[str], rule: str = "") -> str:
     text = (
-        "Learn2Reg kit ranking: per metric, pairwise Wilcoxon rank-sum tests (p under 0.05) over case x label values; rank "
-        "score 0.1 (beaten by the most methods) to 1, ties averaged; Score: their geometric mean, higher is better. "
-        "Missing values: DSC 0, HD95 10 voxels, SDlogJ 1.5, TRE the pair's largest. " + _with(CAPTION, rule)
+        "Learn2Reg kit ranking: per metric, pairwise Wilcoxon rank-sum tests (p under 0.05) over case x label values "
+        "(DSC, HD95), case x point values (TRE) or cases (SDlogJ); DSC30 and TRE30 over the round(30 %) positions "
+        "hardest for the Initial row (lowest DSC over all case x label positions, largest TRE among each case's "
+        "points); rank score 0.1 (beaten by the most methods) to 1, ties averaged; Score: their geometric mean, "
+        "higher is better. Missing values: DSC 0, HD95 10 voxels, SDlogJ the task's penalty (5 on LungCT and NLST, "
+        "else 1.5), which the Initial row also takes (a zero field cannot win SDlogJ), TRE the largest any method has "
+        "at that point (the kit's LungCT ranking sets it to 0, which would reward a missing value). " + _with(CAPTION, rule)
     )
     return text + "".join(f" {note}." for note in notes)
 

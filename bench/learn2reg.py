@@ -55,6 +55,8 @@ KIT_METRICS: dict[str, MetricSpec] = {
     "l2r_ndv": MetricSpec("l2r_ndv", "%", False, 1.0, r"NDV (\%)", "non-diffeomorphic volume over the moving foreground (LUMIR)", "NDV (%)"),
 }
 PER_LABEL = ("l2r_dice", "l2r_hd95")
+#: A case row's per-point TRE (a list: per_point.csv's column of this name), what the kit's rank table ranks.
+POINT_TRE = "l2r_tre_mm_point"
 
 # The surface element of each configuration of a 2×2×2 block (bit b set: the voxel at BLOCK_OFFSETS[3][b] is inside
 # the mask), unit spacing: the area of the marching-cubes surface through the edge midpoints, a configuration and its
@@ -154,14 +156,19 @@ def kit_warp_label(label: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return map_coordinates(np.asarray(label), np.asarray(grid) + np.asarray(flow, np.float64), order=0, mode="constant", cval=0)
 
 
-def kit_tre_mm(flow: np.ndarray, fixed_points: Any, moving_points: Any, spacing: tuple[float, ...]) -> float:
-    """Mean ‖fixed + u(fixed) − moving‖ in mm, u by cubic splines at the fixed points (the kit's)."""
+def kit_tre_points(flow: np.ndarray, fixed_points: Any, moving_points: Any, spacing: tuple[float, ...]) -> np.ndarray:
+    """‖fixed + u(fixed) − moving‖ in mm per point, u by cubic splines at the fixed points (the kit's)."""
     from scipy.ndimage import map_coordinates
 
     fixed = np.asarray(fixed_points, np.float64)
     moving = np.asarray(moving_points, np.float64)
     displacement = np.stack([map_coordinates(np.asarray(c, np.float64), fixed.T, order=3) for c in flow], axis=1)
-    return float(np.linalg.norm((fixed + displacement - moving) * np.asarray(spacing, np.float64), axis=1).mean())
+    return np.linalg.norm((fixed + displacement - moving) * np.asarray(spacing, np.float64), axis=1)
+
+
+def kit_tre_mm(flow: np.ndarray, fixed_points: Any, moving_points: Any, spacing: tuple[float, ...]) -> float:
+    """Mean of :func:`kit_tre_points`: the case's TRE in mm (the kit's)."""
+    return float(kit_tre_points(flow, fixed_points, moving_points, spacing).mean())
 
 
 def lumir_ndv(flow: np.ndarray, moving: np.ndarray) -> float:
@@ -186,16 +193,20 @@ def kit_overlap(fixed_label: np.ndarray, moving_label: np.ndarray, flow: np.ndar
     return row
 
 
-def evaluate_kit(pair: Pair, flow: np.ndarray) -> dict[str, float]:
-    """Every ``l2r_`` column of one registration (see the module docstring)."""
+def evaluate_kit(pair: Pair, flow: np.ndarray) -> dict[str, Any]:
+    """Every ``l2r_`` column of one registration (see the module docstring), and :data:`POINT_TRE`'s list."""
     labels = pair_labels(pair)
+    row: dict[str, Any]
     if pair.fixed_label is not None and pair.moving_label is not None:
-        row = kit_overlap(pair.fixed_label, pair.moving_label, flow, labels)
+        row = dict(kit_overlap(pair.fixed_label, pair.moving_label, flow, labels))
     else:
         row = {f"{metric}{suffix}": float("nan") for metric in PER_LABEL for suffix in ["", *(f"_{label_key(n)}" for n in labels)]}
     row["l2r_sdlogj"], folds = kit_sdlogj(flow, pair.fixed_mask if pair.meta.get(KIT_MASKED) else None)
     row["l2r_folds"] = float(folds)
     has_points = pair.fixed_points is not None and pair.moving_points is not None
-    row["l2r_tre_mm"] = kit_tre_mm(flow, pair.fixed_points, pair.moving_points, pair.spacing) if has_points else float("nan")
+    points = kit_tre_points(flow, pair.fixed_points, pair.moving_points, pair.spacing) if has_points else None
+    row["l2r_tre_mm"] = float(points.mean()) if points is not None else float("nan")
+    if points is not None:  # per point too (per_point.csv): the kit ranks TRE over every point, and TRE30 over the hardest
+        row[POINT_TRE] = [float(v) for v in points]
     row["l2r_ndv"] = lumir_ndv(flow, pair.moving)
     return row

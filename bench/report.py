@@ -15,13 +15,26 @@ from typing import Any
 
 import pandas as pd
 
-from .aggregate import failed_methods, merge_runs, partial_methods, per_case_frame, seed_averaged, seed_spread, summary_frame, unit_name, units
+from .aggregate import (
+    failed_methods,
+    merge_runs,
+    partial_methods,
+    per_case_frame,
+    point_values,
+    seed_averaged,
+    seed_spread,
+    split_point_values,
+    summary_frame,
+    unit_name,
+    units,
+)
 from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
 from .front import tradeoff_frame, tradeoff_latex, tradeoff_markdown
 from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown, sdlogj_rule
+from .learn2reg import POINT_TRE
 from .metrics import with_structures
 from .naming import Names
 from .ranks import RANK_RESAMPLES, Friedman, best_shares, friedman_frame, friedman_tests, rank_bootstrap
@@ -199,7 +212,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     sweeps = load_sweeps(run_dirs)  # read once: the trade-off table and its figure
     _write_tradeoff(report, per_case, sweeps, names)
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
-        _write_kit_tables(report, averaged, names, options, sdlogj_rule([m.fingerprint.get("dataset_options") or {} for m in manifests]))
+        _write_kit_tables(report, averaged, names, options, manifests, run_dirs)
     if options.compare_paper:
         _write_paper_comparison(report, main.cells, main.datasets, options, names)
     if options.figures:
@@ -349,11 +362,19 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
         ]
 
 
-def _write_kit_tables(report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions, rule: str = "") -> None:
-    """learn2reg.{csv,md,tex} (the kit's aggregates) and learn2reg_rank.{csv,md,tex} (its rank table)."""
+def _write_kit_tables(
+    report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions, manifests: Sequence[Manifest], run_dirs: Sequence[Path]
+) -> None:
+    """learn2reg.{csv,md,tex} (the kit's aggregates) and learn2reg_rank.{csv,md,tex} (its rank table: per-point TRE
+    from the runs' per_point.csv, each dataset's task penalties from its dataset options)."""
     out = report.out_dir
+    dataset_options = [m.fingerprint.get("dataset_options") or {} for m in manifests]
+    rule = sdlogj_rule(dataset_options)
+    tasks = {str(m.dataset): str(o["task"]) for m, o in zip(manifests, dataset_options) if o.get("task")}
+    frames = [pd.read_csv(path, dtype={"case_id": str}) for d in run_dirs if (path := RunDir(d).per_point).is_file()]
+    points = point_values(pd.concat(frames, ignore_index=True), POINT_TRE) if frames else None
     aggregates = kit_aggregates(averaged)
-    ranks, notes = kit_rank(averaged, options.alpha)
+    ranks, notes = kit_rank(averaged, options.alpha, points, tasks)
     report.problems += notes
     report.written += [
         _write(out / "learn2reg.csv", aggregates.to_csv(index=False)),
@@ -517,9 +538,13 @@ def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]], labels: Mapp
     per label of ``labels`` (the run's). summary.csv carries each trained method's verdict: converged, epochs,
     train_minutes, convergence_gain (empty for other methods)."""
     folder = RunDir(run_dir)
+    rows, points = split_point_values(rows)
     per_case = per_case_frame(rows, labels)
     paths = {"per_case": folder.per_case, "summary": folder.summary}
     atomic_write_text(paths["per_case"], per_case.to_csv(index=False))
+    if len(points):
+        paths["per_point"] = folder.per_point
+        atomic_write_text(paths["per_point"], points.to_csv(index=False))
     summary = summary_frame(per_case)
     verdicts = run_verdicts(run_dir)
     for column in ("converged", "epochs", "train_minutes", "convergence_gain"):

@@ -9,6 +9,7 @@ Layout (format :data:`FORMAT_VERSION`)::
     cases.jsonl          the store: one JSON line per finished case (regbench.store)
     manifest.json        settings, method options and info, environment, format_version
     per_case.csv         one row per case, columns PER_CASE_COLUMNS (+ provenance: host, worker, gpu)
+    per_point.csv        optional: one row per case and point of a per-point measure (a case row's list value)
     summary.csv          per method: mean/std/n per metric, counts, the training verdict
     split.json           subjects of the train/val/test splits
     lock.json            the writer's lock (regbench.lock)
@@ -47,6 +48,7 @@ FORMAT_VERSION = 3
 CASES_FILE = "cases.jsonl"
 MANIFEST_FILE = "manifest.json"
 PER_CASE_FILE = "per_case.csv"
+PER_POINT_FILE = "per_point.csv"
 SUMMARY_FILE = "summary.csv"
 SPLIT_FILE = "split.json"
 LOCK_FILE = "lock.json"
@@ -145,6 +147,10 @@ class RunDir:
     @property
     def per_case(self) -> Path:
         return self.root / PER_CASE_FILE
+
+    @property
+    def per_point(self) -> Path:
+        return self.root / PER_POINT_FILE
 
     @property
     def summary(self) -> Path:

@@ -21,6 +21,8 @@ from .rundir import RunDir, migrate_case_row
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):  # a per-point measure (per_point.csv)
+        return [_jsonable(v) for v in value]
     if isinstance(value, float) and math.isnan(value):
         return None
     if hasattr(value, "item"):

@@ -102,7 +102,7 @@ def masked_rule(config: Path | None, masked: bool | None) -> tuple[bool, str]:
     if masked is not None:
         return masked, "the masked option"
     if config is None:
-        return False, "no evaluation config (the kit's default)"
+        return False, "no evaluation config: the kit's default"
     try:
         value = json.loads(config.read_text()).get("masked_evaluation", False)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
@@ -281,6 +281,7 @@ class Learn2RegTask(PairedFiles):
         """Bound into the run: the task, what is scored, and the kit's SDlogJ rule with what decided it."""
         return {
             "root": str(self.root),
+            "task": self.task_name,
             "scored": self.scored,
             "points": self.points,
             "masked_evaluation": self.masked,

@@ -288,9 +288,58 @@ def test_a_learn2reg_run_scores_the_kits_columns_beside_the_strict_ones_and_rank
     ranks = pd.read_csv(report / "learn2reg_rank.csv").set_index("method")
     assert ranks.loc["fields.shift", "place"] == 1 and ranks.loc["fields.shift", "DSC_rank"] == 1.0
     assert ranks.loc["fields.half", "DSC_mean"] > ranks.loc["initial", "DSC_mean"]
-    assert ranks.loc["fields.zero", "score"] == ranks.loc["initial", "score"]  # a zero field is the Initial row
+    # The Initial row takes the SDlogJ penalty (1.5 on a task the kit's notebooks do not name), a submitted zero field its own 0
+    assert ranks.loc["initial", "SDlogJ_mean"] == 1.5 and ranks.loc["fields.zero", "SDlogJ_mean"] == 0.0
     assert "Learn2Reg kit ranking" in (report / "learn2reg_rank.md").read_text() and r"\begin{tabular}" in (report / "learn2reg_rank.tex").read_text()
     assert "Learn2Reg kit convention" in (report / "learn2reg.md").read_text()
+
+
+def test_the_kits_rank_rules_per_point_tre_tre30_initials_sdlogj_penalty_and_round_on_hand_made_values():
+    """Two pairs of 12 points: over the 24 points a beats b (rank-sum p < 0.05), over the 2 pair means no test can
+    (p = 0.12) — the kit ranks TRE per point. TRE30 takes round(0.3 · 12) = 4 points per pair (int would give 3),
+    those where Initial's TRE is largest; DSC30 round(0.3 · 12) = 4 of 2 pairs × 6 labels. On LungCT the Initial
+    row's SDlogJ is the penalty 5, so its 0 cannot win."""
+    from regbench.kit_tables import kit_rank, ranked_metrics
+
+    rng = np.random.default_rng(0)
+    cases, labels = ["p1", "p2"], [f"l{i}" for i in range(6)]
+    initial_tre = {c: np.arange(12.0) + 5 + i for i, c in enumerate(cases)}  # the last 4 points of each pair hardest
+    tre = {"initial": initial_tre, "a": {c: 1.0 + 0.05 * rng.random(12) for c in cases}, "b": {c: 1.3 + 0.05 * rng.random(12) for c in cases}}
+    points = pd.DataFrame(
+        [{"dataset": "d", "method": m, "case_id": c, "point": i, "l2r_tre_mm_point": v[c][i]} for m, v in tre.items() for c in cases for i in range(12)]
+    )
+    rows = []
+    for m in tre:
+        for c in cases:
+            dice = {f"l2r_dice_{label}": (0.5 if m == "initial" else 0.8) + 0.01 * k for k, label in enumerate(labels)}
+            hd95 = {f"l2r_hd95_{label}": 2.0 for label in labels}
+            sdlogj = 0.0 if m == "initial" else 0.1
+            rows.append(
+                {
+                    "dataset": "d",
+                    "method": m,
+                    "case_id": c,
+                    "status": "ok",
+                    "l2r_dice": 0.8,
+                    **dice,
+                    "l2r_hd95": 2.0,
+                    **hd95,
+                    "l2r_sdlogj": sdlogj,
+                    "l2r_tre_mm": tre[m][c].mean(),
+                }
+            )
+    per_case = pd.DataFrame(rows)
+    metrics = {m.name: m for m in ranked_metrics(per_case, points, "LungCT")[0]}
+    assert list(metrics) == ["DSC", "DSC30", "HD95", "SDlogJ", "TRE", "TRE30"]
+    assert len(metrics["DSC30"].values["a"]) == 4 and len(metrics["TRE"].values["a"]) == 24
+    assert np.array_equal(metrics["TRE30"].values["initial"], np.concatenate([initial_tre["p1"][8:], initial_tre["p2"][8:]]))
+    assert np.array_equal(metrics["SDlogJ"].values["initial"], [5.0, 5.0])  # LungCT's penalty, not its 0
+    ranks = kit_rank(per_case, points=points, tasks={"d": "LungCT"})[0].set_index("method")
+    assert ranks["TRE_rank"].to_dict() == pytest.approx({"a": 1.0, "b": 0.55, "initial": 0.1})  # per point: a beats b
+    assert ranks["SDlogJ_rank"].to_dict() == pytest.approx({"a": 0.55, "b": 0.55, "initial": 0.55})  # 2 pairs: no test, a 3-way tie
+    per_case_only, notes = kit_rank(per_case)
+    assert per_case_only.set_index("method")["TRE_rank"].to_dict() == pytest.approx({"a": 0.55, "b": 0.55, "initial": 0.55})  # means: no test
+    assert "TRE is ranked over pair means" in " ".join(notes)
 
 
 def test_rank_scores_follow_the_kits_rule_on_hand_made_values():
@@ -367,4 +416,4 @@ def test_an_unlabelled_task_is_scored_by_tre_and_folding_alone(task, tmp_path):
     table = pd.read_csv(tmp_path / "run" / "per_case.csv")
     assert table["dice"].isna().all() and np.allclose(table["tre_mm"], SHIFT * SPACING[1]) and np.allclose(table["l2r_tre_mm"], SHIFT * SPACING[1])
     ranks = pd.read_csv(tmp_path / "run" / "report" / "learn2reg_rank.csv")
-    assert [c for c in ranks if c.endswith("_rank")] == ["SDlogJ_rank", "TRE_rank"]  # no label: no DSC or HD95 to rank
+    assert [c for c in ranks if c.endswith("_rank")] == ["SDlogJ_rank", "TRE_rank", "TRE30_rank"]  # no label: no DSC or HD95 to rank
