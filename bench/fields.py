@@ -97,9 +97,12 @@ class FieldConvention:
         return order
 
 
-def to_regbench(field_array: np.ndarray, convention: FieldConvention, shape: Sequence[int], spacing: Sequence[float], source: str = "the field") -> np.ndarray:
+def to_regbench(
+    field_array: np.ndarray, convention: FieldConvention, shape: Sequence[int], spacing: Sequence[float], source: str = "the field", invert: bool = True
+) -> np.ndarray:
     """``field_array`` written in ``convention`` as regbench's flow for images of ``shape`` and ``spacing`` (mm):
-    ``(ndim, *shape)`` float32, voxels, component k along axis k, pull. ``source`` names the file in errors."""
+    ``(ndim, *shape)`` float32, voxels, component k along axis k, pull. ``source`` names the file in errors.
+    ``invert=False`` leaves a push field uninverted (the convention probe inverts it on a coarser grid)."""
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
     array = np.asarray(field_array, dtype=np.float64)
@@ -122,7 +125,7 @@ def to_regbench(field_array: np.ndarray, convention: FieldConvention, shape: Seq
     for stored, axis in enumerate(convention.components(ndim)):
         ordered[axis] = array[stored]
     flow = _in_voxels(ordered, convention, shape, spacing)
-    if convention.direction == "push":
+    if convention.direction == "push" and invert:
         flow = invert_displacement(flow)
     return flow.astype(np.float32)
 

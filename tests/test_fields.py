@@ -201,14 +201,21 @@ MISTAKES = {
 }
 
 
+@pytest.mark.parametrize("screened", [False, True], ids=["whole", "screened"])
 @pytest.mark.parametrize("mistake", list(MISTAKES))
-def test_the_probe_names_a_mis_declared_convention(tmp_path, smoke_test_pairs, mistake):
+def test_the_probe_names_a_mis_declared_convention(tmp_path, smoke_test_pairs, mistake, screened, monkeypatch):
+    """Screened: images above PROBE_VOXELS (here 32², so the 64² pairs) are screened on a copy subsampled by 2,
+    and full resolution decides among the declared reading and the screen's best: the same findings."""
+    from regbench.methods import fields as fields_module
     from regbench.methods.fields import Fields
 
+    if screened:
+        monkeypatch.setattr(fields_module, "PROBE_VOXELS", 32 * 32)
     written, named = MISTAKES[mistake]
     _fields(tmp_path, smoke_test_pairs, "f", [p.flow_gt for p in smoke_test_pairs], FieldConvention(**written))
     finding = Fields(folder=tmp_path / "f").probe(smoke_test_pairs)
     assert finding is not None and finding["suspect"] == named, finding
+    assert finding["step"] == (2 if screened else 1) and ("screen_dice" in finding) == screened
     assert finding["dice"][named] >= finding["dice"]["as declared"] + 0.05
     assert f"these fields look {named}: Dice" in finding["message"]
     declared_right = Fields(folder=tmp_path / "f", **written).probe(smoke_test_pairs)
