@@ -295,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         "heart's stacks of --depth slices of --size × --size px (10 mm slices); deep methods built with the profile's volume settings",
     )
     p.add_argument("--depth", type=int, default=10, help="slices per volume with --dims 3 (default 10)")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="time the fields convention probe instead of methods: the pairs' true flows written as files, scored and "
+        "probed; prints the probe's share of the scoring time (e.g. --probe --dims 3 --size 128 --depth 128 --pairs 3)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="processes for the parallel timing (default 2)")
     p.add_argument(
         "--profile",
@@ -615,6 +621,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
     )
     from .registry import METHODS
 
+    if args.probe:
+        import tempfile
+
+        from .perf import format_probe_timing, time_probe
+
+        with tempfile.TemporaryDirectory(prefix="regbench-probe-") as folder:
+            print(format_probe_timing(time_probe(benchmark_pairs(args.size, args.pairs, dims=args.dims, depth=args.depth), folder)))
+        return 0
     # With --dims 3, a pattern leaves out the methods that do not register volumes (a name among them is an error).
     names = METHODS.resolve(args.methods, skipped={}, dims=(args.dims,), dataset=f"perf --dims {args.dims}")
     options = {n: resolve_method_options(n, args.profile, device=args.device, dims=args.dims) for n in names}  # as `run --profile` builds them

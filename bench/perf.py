@@ -1,5 +1,7 @@
 """``regbench perf``: timings that belong in a benchmark, not in unit tests.
 
+- ``--probe``: the fields method's convention probe against scoring the folder it probes (the pairs' true flows
+  written as files, declared right), as a share of the scoring time.
 - Registration time per pair (the registration alone: no file I/O, no metrics), in one process; ``--dims 3``
   times the methods that register volumes on short-axis stacks of the 3-D synthetic heart.
 - Throughput of the runner's case loop (registration + metrics) with ``--jobs 1`` and ``--jobs N``, after
@@ -46,6 +48,50 @@ class CaseTiming:
     @property
     def speedup(self) -> float:
         return self.wall_jobs1 / self.wall_jobsn
+
+
+@dataclass
+class ProbeTiming:
+    shape: tuple[int, ...]
+    pairs: int
+    scoring_s: float  # reading, converting and scoring every pair with every metric
+    probe_s: float  # the convention probe over the same pairs
+    step: int  # the probe's subsampling step
+    suspect: str | None
+
+    @property
+    def share(self) -> float:
+        return self.probe_s / self.scoring_s
+
+
+def time_probe(pairs: Sequence[Any], folder: Any, written: str = "channel_last") -> ProbeTiming:
+    """The fields method's convention probe against scoring the folder it probes: each pair's true flow written in
+    ``folder`` (Learn2Reg's layout by default, declared right), then scored as a run scores it and probed."""
+    from pathlib import Path
+
+    from .fields import FieldConvention, from_regbench
+    from .metrics import evaluate
+
+    folder = Path(folder)
+    convention = FieldConvention(layout=written)
+    for pair in pairs:
+        np.savez(folder / f"{pair.case_id}.npz", from_regbench(pair.flow_gt, convention, pair.spacing))
+    method = METHODS.create("fields.perf", folder=str(folder), layout=written)
+    start = time.perf_counter()
+    for pair in pairs:
+        evaluate(pair, register_pair(method, pair))
+    scoring = time.perf_counter() - start
+    start = time.perf_counter()
+    finding = method.probe(list(pairs)) or {}
+    probe = time.perf_counter() - start
+    return ProbeTiming(tuple(pairs[0].fixed.shape), len(pairs), scoring, probe, int(finding.get("step", 1)), finding.get("suspect"))
+
+
+def format_probe_timing(timing: ProbeTiming) -> str:
+    return (
+        f"fields probe on {timing.pairs} pairs of {' x '.join(map(str, timing.shape))} (step {timing.step}): {timing.probe_s:.1f} s, "
+        f"scoring them {timing.scoring_s:.1f} s: {100 * timing.share:.0f} % of scoring; suspect: {timing.suspect or 'none'}"
+    )
 
 
 def benchmark_pairs(size: int, n_pairs: int, seed: int = 0, dims: int = 2, depth: int = 10) -> list[Any]:

@@ -56,7 +56,7 @@ PROBE_MARGIN = 0.05
 # (a push field is inverted there): on 128³ volumes, step 3, the probe's twelve readings cost a fraction of scoring
 # the folder instead of several times it. Smaller images are probed whole.
 PROBE_VOXELS = 48**3
-PROBE_CONFIRMED = 2  # alternatives the subsampled screen passes on to full resolution
+PROBE_CONFIRMED = 3  # alternatives the subsampled screen passes on to full resolution
 PROBE_INVERSION_ITERATIONS = 10  # a push reading's fixed-point inversion in the probe (the run's: 50)
 
 
@@ -91,10 +91,10 @@ def _subsampled_reading(
 
 
 def _inverted(flow: np.ndarray, step: int) -> np.ndarray:
-    """A push field's inverse for the probe: exact where ``step`` is 1, else inverted on the grid subsampled by
-    ``step`` and upsampled (linear), in full-resolution voxels."""
+    """A push field's inverse for the probe (PROBE_INVERSION_ITERATIONS fixed-point steps): on the grid itself where
+    ``step`` is 1, else on the grid subsampled by ``step`` and upsampled (linear), in full-resolution voxels."""
     if step == 1:
-        return invert_displacement(flow)
+        return invert_displacement(flow, PROBE_INVERSION_ITERATIONS)
     from scipy.ndimage import zoom
 
     cut = (slice(None, None, step),) * (flow.ndim - 1)

@@ -375,3 +375,12 @@ def test_export_says_which_cases_have_no_stored_flow(tmp_path, capsys):
     assert "initial: 2 fields; 10 scored cases have no kept flow: run the same `regbench run` command into" in capsys.readouterr().out
     stored = np.load(next((tmp_path / "run" / "export" / "regbench" / "initial").glob("*.npz")))["disp"]
     assert stored.dtype == np.float16 and stored.shape == (2, 64, 64)  # channel first
+
+
+def test_perf_probe_times_the_probe_against_scoring_the_folder_it_probes(capsys):
+    """The numbers go to `regbench perf`, not into a timed test: this checks what it prints, on tiny slices."""
+    from regbench.cli import main
+
+    assert main(["perf", "--probe", "--size", "32", "--pairs", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"fields probe on 2 pairs of 32 x 32 \(step 1\): [\d.]+ s, scoring them [\d.]+ s: \d+ % of scoring; suspect: none", line), line
