@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip parameter sweeps on the test split (HyperMorph's λ curve, curves/METHOD_sweep.csv)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the run's plan and exit: the data's facts (dims, spacing, labels, split sizes), each method with its "
+        "options resolved for the data's dimension, what is stored and what a run would compute (with an estimate "
+        "from the run directory's own timings); nothing is built, computed or written",
+    )
 
     p = sub.add_parser(
         "train",
@@ -377,9 +384,12 @@ def grouped_reasons(unavailable: Mapping[str, str]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run
+    from .runner import dry_run, run
 
     config = _config_from_args(args)
+    if args.dry_run:
+        print(dry_run(config).text())
+        return 0
     result = run(config, progress=not args.no_progress, retrain=args.retrain, refresh=args.refresh)
     print(f"run directory: {result.run_dir}")
     for why in grouped_reasons(result.unavailable):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import difflib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,15 +21,13 @@ import numpy as np
 
 from .config import RunConfig
 from .convergence import run_verdicts
-from .errors import ConfigError, DataError, InputError, RegbenchError
+from .errors import ConfigError, RegbenchError
 from .execution import (
     MethodSpec,
     TrainingTask,
-    build_dataset,
     case_geometry,
     case_groups,
     create_method,
-    dataset_pairs,
     driver_threads,
     iterate_cases,
     run_labels,
@@ -38,12 +35,13 @@ from .execution import (
     train_or_load,
 )
 from .fileio import atomic_write_npz, atomic_write_text
-from .interface import CONSISTENCY_MESSAGE, BindsInputs, DeclaresSplit, DeclaresStructures, HasOptions, Pair, ReportsProgress, num_parameters, validate_pair
+from .interface import CONSISTENCY_MESSAGE, BindsInputs, DeclaresSplit, HasOptions, Pair, ReportsProgress, num_parameters
 from .lock import RunDirectoryLock
-from .options import dataset_dims, resolve_method_options, resolved_options
+from .options import resolved_options
+from .plan import LoadedRun, RunPlan, load_pairs, plan_run, precheck, run_dims
 from .pool import SideBySide
 from .provenance import environment
-from .registry import DATASETS, METHODS, is_trainable, method_sort_key
+from .registry import DATASETS, METHODS, is_trainable
 from .report import ReportOptions, write_report, write_run_tables
 from .rundir import Manifest, RunDir, bind_run_dir, fingerprint, prepare_run_dir
 from .rundir import history as history_path
@@ -82,29 +80,14 @@ class RunResult:
         return not (self.failed_methods or self.all_cases_failed or self.wrong_convention)
 
 
-def check_method_options(config: RunConfig, names: Sequence[str] = ()) -> None:
-    """Every key of ``method_options`` names a registered method (options for a registered method that is not
-    in this run are kept for other runs of the same config). A named instance (``fields.mine``) defined there but
-    not among the run's methods ``names`` is said in a warning: its options are its whole definition, so it was most
-    likely meant to run."""
-    known = METHODS.names()
-    for name in config.method_options:
-        if name not in known and METHODS.tagged_base(str(name)) is None:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            raise ConfigError(
-                f"method_options names unknown method {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f". Known: {', '.join(known)}."
-            )
-        if names and METHODS.tagged_base(str(name)) is not None and name not in names:
-            log.warning("method_options defines %s, which is not among this run's methods (%s): add it to methods to score it", name, ", ".join(names))
-
-
-def build_methods(config: RunConfig, names: Sequence[str]) -> dict[str, tuple[dict[str, Any], Any]]:
-    """Build every method of the run before any work starts: a bad option (with did-you-mean) is one
-    ConfigError naming the method, raised before anything is computed or recorded. name → (options, object)."""
-    check_method_options(config, names)
+def build_methods(config: RunConfig, plan: RunPlan) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Build every method of the plan with its options (resolved for the data's dims) before any work starts: a bad
+    option (with did-you-mean) is one ConfigError naming the method, raised before anything is computed or
+    recorded. name → (options, object)."""
+    names = [m.name for m in plan.methods]
     built = {}
     for name in names:
-        options = method_options(name, config)
+        options = dict(plan.method(name).options)
         method = create_method(name, options, config)
         if config.seeds and is_trainable(method) and "seed" not in (METHODS.option_names(name) or {"seed"}):
             raise ConfigError(f"method {name!r} takes no 'seed' option, so --seeds cannot train it once per seed")
@@ -147,55 +130,6 @@ def check_device(device: str) -> None:
         resolve_device(str(device))
 
 
-def method_options(name: str, config: RunConfig) -> dict[str, Any]:
-    """A method's options in this run: :func:`regbench.options.resolve_method_options` with the run's profile,
-    seed, device and ``method_options``."""
-    return resolve_method_options(
-        name, config.profile, config.method_options.get(name), seed=config.seed, device=config.device, dims=dataset_dims(config.dataset)
-    )
-
-
-def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None, problems: list[str] | None = None) -> dict[str, list[Pair]]:
-    """The dataset's pairs of ``splits`` with its declared ``labels`` (:func:`regbench.execution.dataset_pairs`),
-    each checked once where it enters (:func:`validate_pair`: range, label values, shapes, spacing); a bad pair
-    is one error naming the dataset, split, case and value, and so is a case id that two pairs share.
-    ``problems``: every such error is appended to it instead (``regbench data check`` runs the run's checks so),
-    and only the pairs that pass are returned."""
-    structures = dataset.structures if isinstance(dataset, DeclaresStructures) else None  # predates DatasetMeta.labels
-    name = getattr(dataset, "name", type(dataset).__name__)
-    out = {}
-    seen: dict[str, str] = {}  # case id → its split
-    dims: int | None = None  # the first pair's: a dataset's images share one dimension
-
-    def refused(message: str) -> bool:
-        if problems is None:
-            raise DataError(message)
-        problems.append(message)
-        return True
-
-    for split in splits:
-        kept = []
-        for pair in dataset_pairs(dataset, split, labels):
-            try:
-                validate_pair(pair, structures)
-            except InputError as exc:
-                refused(f"dataset {name!r} {split} split, {exc}")
-                continue
-            dims = pair.fixed.ndim if dims is None else dims
-            if pair.fixed.ndim != dims and refused(
-                f"dataset {name!r} {split} split, case {pair.case_id!r}: {pair.fixed.ndim}-D images where its other pairs are {dims}-D"
-            ):
-                continue
-            if pair.case_id in seen and refused(
-                f"dataset {name!r}: case id {pair.case_id!r} names two pairs ({seen[pair.case_id]} and {split} split); case ids must be unique"
-            ):
-                continue
-            seen[pair.case_id] = split
-            kept.append(pair)
-        out[split] = kept
-    return out
-
-
 def check_methods_against_store(
     config: RunConfig, manifest: Manifest, store: RunStore, built: Mapping[str, tuple[dict[str, Any], Any]], test_pairs: Sequence[Pair]
 ) -> dict[str, dict[str, str | None]]:
@@ -213,29 +147,6 @@ def check_methods_against_store(
             inputs[name] = method.input_digests(test_pairs)
             manifest.check_inputs(config.out_dir, name, inputs[name], scored)
     return inputs
-
-
-def run_dims(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> int:
-    """The dimension of a run's images, once its loaded splits are checked (before anything is written): every
-    split has a pair (test to score; train and val to train a method), and the pairs' dimension (one for all:
-    :func:`load_pairs` checked) is one its dataset declares (``DatasetMeta.dims``: what chose the methods).
-    Either failing is one error naming the sizes or the dims."""
-    empty = [split for split, split_pairs in pairs.items() if not split_pairs]
-    if empty:
-        sizes = ", ".join(f"{split} {len(split_pairs)}" for split, split_pairs in pairs.items())
-        raise DataError(
-            f"dataset {dataset!r} has no pairs in its {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} ({sizes} pairs): "
-            "a run needs a test pair, and a train and a val pair to train a method. Give it more subjects (a "
-            "75/5/20 split by subject needs at least 3), or a split_file that puts one in each"
-        )
-    dims = next(p.fixed.ndim for split in pairs.values() for p in split)
-    declared = DATASETS.meta(dataset).dims
-    if dims not in declared:
-        raise DataError(
-            f"dataset {dataset!r} declares dims {tuple(declared)} (DatasetMeta.dims) but its pairs are {dims}-D: "
-            "declare the dims its images have, so that methods are chosen for them"
-        )
-    return dims
 
 
 def dataset_options(dataset: Any) -> dict[str, Any]:
@@ -280,18 +191,19 @@ def train(config: RunConfig, name: str, progress: bool = True, retrain: bool = F
     """Train one method on the dataset's train split into its model directory (resuming); no evaluation."""
     config.methods = [name]
     check_device(config.device)
-    options, method = build_methods(config, [name])[name]
-    if not is_trainable(method):
+    precheck(config)
+    if not METHODS.meta(name).trainable:
         raise ConfigError(f"method {name!r} is not trainable (it has no fit/save/load)")
     prepare_run_dir(config.out_dir)
     run_dir = RunDir(config.out_dir)
     with RunDirectoryLock(config.out_dir):
-        dataset = build_dataset(config, refresh)
-        labels = run_labels(config, dataset)
-        pairs = load_pairs(dataset, ("train", "val"), labels)  # a bad dataset is refused before the run directory is bound
-        dims = run_dims(pairs, config.dataset)
+        loaded = plan_run(config, refresh)  # a bad dataset is refused before the run directory is bound
+        options, method = build_methods(config, loaded.plan)[name]
+        if not is_trainable(method):
+            raise ConfigError(f"method {name!r} is not trainable (it has no fit/save/load)")
+        dataset, labels = loaded.dataset, dict(loaded.plan.dataset.labels)
         manifest = bind(config, dataset)
-        manifest.set_dataset(labels, dims)
+        manifest.set_dataset(labels, loaded.plan.dataset.dims)
         manifest.bind_method(config.out_dir, name, bound_options(options, method), method_info(name, options, method))
         for seed in training_seeds(config, method):
             if seed is not None:
@@ -320,24 +232,41 @@ def write_sweep(path: Path, method: Any, pairs: Sequence[Pair], dataset: str, se
 def run(config: RunConfig, progress: bool = True, retrain: bool = False, report: bool = True, refresh: bool = False) -> RunResult:
     """Run (or resume) a benchmark; returns what was computed. Tables and the report are rewritten at the end.
     ``refresh``: the dataset's pairs are prepared from its files again, ignoring its cache."""
-    unavailable: dict[str, str] = {}
-    dims = DATASETS.meta(config.dataset).dims  # a method that cannot register them is left out or refused here
-    methods = METHODS.resolve(config.methods or [], skipped=unavailable, dims=dims, dataset=f"dataset {config.dataset!r}")
-    if not methods:
-        raise ConfigError(f"no method matches {config.methods!r}" + (f" among those installed ({'; '.join(unavailable.values())})" if unavailable else ""))
-    methods.sort(key=method_sort_key)
-    # Everything a user can get wrong is checked before any work: device, run directory, every method's options.
+    # Everything a user can get wrong is checked before any work: device, run directory, the data, every
+    # method's options (resolved for the data's real dimension: regbench.plan).
     check_device(config.device)
+    precheck(config)
     if config.backend == "joblib" or config.cluster == "local":
         config.jobs = capped_jobs(config.jobs)
     prepare_run_dir(config.out_dir)
     with RunDirectoryLock(config.out_dir):  # before anything is written; the settings are bound under it
-        built = build_methods(config, methods)
+        loaded = plan_run(config, refresh)
+        built = build_methods(config, loaded.plan)
         from .distributed import open_cluster
 
         # On dask, the workers' versions are checked here, before any work.
         with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
-            return _run_units(config, methods, built, unavailable, cluster, progress, retrain, report, refresh)
+            return _run_units(config, loaded, built, cluster, progress, retrain, report)
+
+
+def dry_run(config: RunConfig) -> RunPlan:
+    """The plan ``run`` would execute, with what the run directory already holds (read, never written): the
+    data is loaded, no method is built, nothing is computed or recorded."""
+    check_device(config.device)
+    folder = RunDir(config.out_dir)
+    stored: dict[str, set[str]] = {}
+    timings: dict[str, float] = {}
+    if folder.cases.is_file():
+        store = RunStore(config.out_dir)
+        for (method, case, _), row in store.rows.items():
+            if row.get("status") == "ok":
+                stored.setdefault(method, set()).add(case)
+        for method in stored:
+            times = [float(r["time_s"]) for (m, _, _), r in store.rows.items() if m == method and r.get("time_s") is not None]
+            times = [t for t in times if np.isfinite(t)]
+            if times:
+                timings[method] = float(np.median(times))
+    return plan_run(config, stored=stored, timings=timings, test_only=True).plan
 
 
 @dataclass
@@ -358,23 +287,15 @@ class RunContext:
     retrain: bool
 
 
-def _run_units(
-    config: RunConfig,
-    methods: list[str],
-    built: dict[str, Any],
-    unavailable: dict[str, str],
-    cluster: Any,
-    progress: bool,
-    retrain: bool,
-    report: bool,
-    refresh: bool = False,
-) -> RunResult:
+def _run_units(config: RunConfig, loaded: LoadedRun, built: dict[str, Any], cluster: Any, progress: bool, retrain: bool, report: bool) -> RunResult:
     run_dir = RunDir(config.out_dir)
-    dataset = build_dataset(config, refresh)
-    splits = ("train", "val", "test") if any(is_trainable(m) for _, m in built.values()) else ("test",)
-    labels = run_labels(config, dataset)
-    pairs = load_pairs(dataset, splits, labels)  # a bad dataset is refused before binding
-    dims = run_dims(pairs, config.dataset)
+    plan, dataset, pairs = loaded.plan, loaded.dataset, loaded.pairs
+    methods = [m.name for m in plan.methods]
+    unavailable = dict(plan.left_out)
+    if "train" not in pairs and any(is_trainable(m) for _, m in built.values()):  # a factory that declared no training
+        pairs.update(load_pairs(dataset, ("train", "val"), plan.dataset.labels))
+        run_dims(pairs, config.dataset)
+    labels, dims = dict(plan.dataset.labels), plan.dataset.dims
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
     manifest.set_dataset(labels, dims, case_groups(test_pairs), case_geometry(test_pairs))

@@ -7,8 +7,8 @@ import pytest
 
 from regbench.cli import main
 from regbench.config import load_config
+from regbench.plan import precheck
 from regbench.registry import METHODS, PLUGINS_ENV
-from regbench.runner import build_methods
 
 PLUGIN = '''
 import numpy as np
@@ -61,7 +61,7 @@ def test_a_dataset_option_at_the_top_of_a_config_says_where_it_belongs(tmp_path,
 def test_a_named_instance_defined_but_not_run_is_warned(tmp_path, caplog):
     config = tmp_path / "c.yaml"
     config.write_text(f"methods: [initial]\nmethod_options:\n  fields.mine: {{folder: {tmp_path}}}\n")
-    build_methods(load_config(config, profile="smoke"), ["initial"])  # what `regbench run --config` does before any work
+    precheck(load_config(config, profile="smoke"))  # what `regbench run --config` does before any work
     assert "method_options defines fields.mine, which is not among this run's methods (initial): add it to methods to score it" in caplog.text
 
 

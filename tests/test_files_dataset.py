@@ -3,6 +3,9 @@ and declared labels, scored end to end beside a folder of fields; every bad inpu
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -217,3 +220,43 @@ def test_masks_are_read_and_ndv_is_measured_over_them(nifti_list, tmp_path):
     _write_nifti(tmp_path / "c0_mask.nii.gz", np.zeros((10, 16, 14), np.uint8), (2.0, 1.0, 1.5))
     with pytest.raises(DataError, match=r"mask .*c0_mask.nii.gz is empty"):
         create_dataset("files", root=str(nifti_list)).pairs("test")
+
+
+@pytest.mark.slow
+def test_volumes_in_a_dataset_that_declares_2d_or_3d_get_the_3d_options_in_plan_and_manifest(tmp_path, capsys):
+    """`files` declares dims (2, 3): options were resolved for the declared 2-D before the pairs were loaded, so
+    SyN ran with its 2-D metric (CC) and the deep methods with the 2-D training budget while the manifest said 3-D.
+    The plan resolves them for the volumes it loaded: SyN's Mattes, the smoke profile's volume budget. (Slow, ~17 s:
+    the manifest is a real run's, SyN and 10 epochs of VoxelMorph on three small volumes.)"""
+    from regbench.cli import main
+
+    rows = []
+    for i, split in enumerate(("train", "val", "test")):  # 32 px in-plane: the network's coarsest level keeps 2 x 2
+        fixed, label = _volume((10, 32, 32), seed=i)
+        for name, array in (("f", fixed), ("m", np.roll(fixed, SHIFT, axis=1))):
+            _write_nifti(tmp_path / f"v{i}_{name}.nii.gz", array, (2.0, 1.0, 1.5))
+        rows.append({"case_id": f"v{i}", "fixed": f"v{i}_f.nii.gz", "moving": f"v{i}_m.nii.gz", "split": split})
+    (tmp_path / "volumes.yaml").write_text(yaml.safe_dump({"pairs": rows}))
+    args = [
+        "run",
+        "--dataset",
+        "files",
+        "--root",
+        str(tmp_path / "volumes.yaml"),
+        "--profile",
+        "smoke",
+        "--methods",
+        "syn,voxelmorph-m",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main([*args, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "dataset: files (Files), 3-D, spacing 2 x 1 x 1.5 mm;" in plan
+    assert re.search(r"syn \(SyN\): 0 stored, 1 to compute\n    options: metric='mattes'", plan), plan
+    assert re.search(r"voxelmorph-m \(VoxelMorph-m, trained\): 0 stored, 1 to compute\n    options: batch_size=2, .*epochs=10", plan), plan
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+    assert main([*args, "--no-progress"]) == 0
+    info = json.loads((tmp_path / "run" / "manifest.json").read_text())["method_info"]
+    assert info["syn"]["resolved_options"]["metric"] == "mattes"
+    assert (info["voxelmorph-m"]["resolved_options"]["epochs"], info["voxelmorph-m"]["resolved_options"]["batch_size"]) == (10, 2)

@@ -67,13 +67,13 @@ def test_paper_names_the_papers_ten_methods_and_is_the_reproduce_profiles_defaul
 
 def test_the_reproduce_profile_trains_gs_agr_twice_as_long_and_a_user_option_still_wins():
     from regbench.config import RunConfig
-    from regbench.runner import method_options
+    from regbench.plan import method_options
 
-    epochs = {name: method_options(name, RunConfig(profile="reproduce"))["epochs"] for name in ("gs-agr", "gs-pcgrad", "gsmorph", "voxelmorph-m")}
+    epochs = {name: method_options(name, RunConfig(profile="reproduce"), 2)["epochs"] for name in ("gs-agr", "gs-pcgrad", "gsmorph", "voxelmorph-m")}
     assert epochs == {"gs-agr": 240, "gs-pcgrad": 120, "gsmorph": 120, "voxelmorph-m": 120}
-    assert method_options("gs-agr", RunConfig(profile="quick"))["epochs"] == 10
+    assert method_options("gs-agr", RunConfig(profile="quick"), 2)["epochs"] == 10
     given = RunConfig(profile="reproduce", method_options={"gs-agr": {"epochs": 30}})
-    assert method_options("gs-agr", given)["epochs"] == 30
+    assert method_options("gs-agr", given, 2)["epochs"] == 30
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -386,3 +387,18 @@ def test_perf_states_the_gpu_settings_each_precision_runs_under_and_restores_the
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     assert dense_matmul_gflops(256, repeats=2, precision="bf16") > 0
     assert "(bf16, 2048²" in matmul_label("cpu", "bf16") and "(FP32, 2048²" in matmul_label("cpu", "fp32")
+
+
+def test_dry_run_prints_what_a_resume_would_compute_and_writes_nothing(tmp_path, capsys):
+    from regbench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--methods", "initial", "--out", str(out), "--no-progress"]) == 0
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(["run", "--profile", "smoke", "--methods", "initial,demons", "--out", str(out), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "dataset: synthetic (Synthetic), 2-D, spacing 3 x 3 mm" in plan and "pairs: test 14 (scored: 12, from 2 subjects)" in plan
+    assert re.search(r"initial \(Initial\): 12 stored, 0 to compute, about 0 s\n", plan), plan  # estimated from the run's own times
+    assert "demons (Demons): 0 stored, 12 to compute\n" in plan
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before  # nothing written
