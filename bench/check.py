@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .interface import Registration, check_moved_agrees_with_flow, validate_registration
+from .interface import PairAwareMethod, Registration, check_moved_agrees_with_flow, validate_registration
 from .options import resolve_method_options, resolved_options
 from .pyramid import is_isotropic
-from .registry import METHODS, is_trainable
+from .registry import METHODS, is_trainable, meta_of
 from .warp import warp
 
 # An identical pair should move nothing: mean |u| below this many pixels.
@@ -102,7 +102,7 @@ def declared_dims(method_or_name: Any) -> tuple[int, ...]:
     attribute; 2-D when it says nothing)."""
     if isinstance(method_or_name, str):
         return tuple(METHODS.meta(method_or_name).dims)
-    return tuple(getattr(method_or_name, "dims", (2,)))
+    return tuple(meta_of(method_or_name).dims)
 
 
 def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_failure: bool = False, **options: Any) -> CheckReport:
@@ -251,7 +251,7 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
             raise AssertionError("images of different shapes were accepted without an error")
 
         def pair_aware() -> str:
-            if not callable(getattr(method, "register_pair", None)):
+            if not isinstance(method, PairAwareMethod):
                 return "no register_pair: the runner calls register(fixed, moving)"
             reg = method.register_pair(evaluate_pair)
             try:

@@ -23,12 +23,12 @@ import numpy as np
 
 from .config import RunConfig, get_profile
 from .errors import ConfigError
-from .interface import HasNotes, Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
+from .interface import DeclaresLabels, HasNotes, Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
 from .learn2reg import CONVENTION as CONVENTION_L2R
 from .learn2reg import evaluate_kit
 from .metrics import UNDECLARED_LABELS, evaluate
 from .pool import CaseFailure, Task, run_isolated
-from .registry import DATASETS, METHODS, MethodMeta, is_trainable
+from .registry import DATASETS, METHODS, is_trainable, meta_of
 from .rundir import BASE_METRICS, checkpoint, final_model, group_column
 
 log = logging.getLogger("regbench")
@@ -217,7 +217,7 @@ def evaluate_case(
         if CONVENTION_L2R in conventions:  # the kit's numbers, in their own l2r_ columns
             row.update(evaluate_kit(pair, registration.flow))
         # A method that reads results computed elsewhere (time_measured False) has no time to report.
-        row.update(time_s=elapsed if getattr(method, "time_measured", True) else float("nan"), status="ok", reason="")
+        row.update(time_s=elapsed if meta_of(method).time_measured else float("nan"), status="ok", reason="")
         if keep_example:
             row["_example"] = {"moved": registration.moved.astype(np.float32), "flow": registration.flow.astype(np.float32)}
         if keep_flow:
@@ -276,8 +276,7 @@ def dataset_labels(name: str, dataset: Any = None) -> dict[str, int]:
     """The labels the cases of dataset ``name`` are scored on: what the dataset object declares
     (``declared_labels()``, for a dataset whose labels come with its files), else its registration's
     (``DatasetMeta.labels``), else regbench.metrics.UNDECLARED_LABELS."""
-    declare = getattr(dataset, "declared_labels", None)
-    if callable(declare) and (found := declare()) is not None:
+    if isinstance(dataset, DeclaresLabels) and (found := dataset.declared_labels()) is not None:
         return dict(found)
     declared = DATASETS.meta(name).labels
     return dict(UNDECLARED_LABELS if declared is None else declared)
@@ -437,8 +436,8 @@ def is_cuda(device: Any) -> bool:
 
 def _cuda_device(method: Any) -> Any:
     """The CUDA device a method's model is on, else None."""
-    device = getattr(method, "device", None)
-    return device if is_cuda(device) else None
+    device = method.device if isinstance(method, RunsOnDevice) else None
+    return device if device is not None and is_cuda(device) else None
 
 
 # -------------------------------------------------------------------------------------- many cases
@@ -490,17 +489,11 @@ def _row_of_failure(name: str, dataset: str, pair: Pair, failure: CaseFailure) -
     return failed_case_row(name, dataset, pair, failure.reason)
 
 
-def _meta(method: Any) -> MethodMeta:
-    """The registered metadata of ``method`` (an object built by the registry), or the defaults."""
-    name = getattr(method, "name", None)
-    return METHODS.meta(name) if name in METHODS.names() else MethodMeta()
-
-
 def parallel_safe(method: Any) -> bool:
     """Whether ``method``'s cases may run in several processes: declared (``MethodMeta.parallel_safe``), and not
-    refused by the object itself (a model on a CUDA device sets ``parallel_safe = False``: it is evaluated in the
-    main process)."""
-    return bool(_meta(method).parallel_safe and getattr(method, "parallel_safe", True))
+    on a CUDA device (:class:`RunsOnDevice`: a model there is evaluated in the main process)."""
+    on_gpu = isinstance(method, RunsOnDevice) and is_cuda(method.device)
+    return bool(meta_of(method).parallel_safe and not on_gpu)
 
 
 def isolates_cases(method: Any) -> bool:
@@ -508,9 +501,7 @@ def isolates_cases(method: Any) -> bool:
     in native code, ``os._exit``) or a hang fails the case, not the run: methods that declare
     ``isolate_cases=True`` (regbench's wrappers of native libraries) and every method from outside regbench
     unless it declares ``isolate_cases=False``."""
-    declared = _meta(method).isolate_cases
-    if declared is None:
-        declared = getattr(method, "isolate_cases", None)  # an object's own say, for plugins without metadata
+    declared = meta_of(method).isolate_cases  # a plugin without metadata: its class's isolate_cases attribute
     if declared is not None:
         return bool(declared)
     return type(method).__module__.split(".")[0] != "regbench"

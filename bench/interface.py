@@ -183,6 +183,30 @@ class ChecksItself(Protocol):
 
 
 @runtime_checkable
+class BindsRun(Protocol):
+    """Binds the run directory beyond its options (``binding()``: e.g. the converter version of a fields folder):
+    a later run whose binding differs is refused, as one with other options is."""
+
+    def binding(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ProbesInputs(Protocol):
+    """Checks the inputs it reads before its cases are scored (``probe(pairs)``: the fields method's convention
+    probe): a finding with ``message`` is warned and recorded in the manifest; None where nothing could be probed."""
+
+    def probe(self, pairs: Sequence[Pair]) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class DeclaresLabels(Protocol):
+    """A dataset whose labels come with its files (``declared_labels()``: name → value; None: not declared),
+    read instead of its registration's ``DatasetMeta.labels``."""
+
+    def declared_labels(self) -> Mapping[str, int] | None: ...
+
+
+@runtime_checkable
 class BindsInputs(Protocol):
     """A method that scores inputs computed elsewhere (the fields method: one file per pair) says what each case
     reads: case id → a digest of that input (None: there is none). The run directory keeps them; a case scored
@@ -210,8 +234,7 @@ class DeclaresStructures(Protocol):
 def register_pair(method: Any, pair: Pair) -> Registration:
     """How the runner, perf's case loop and check-method register one pair: the method's ``register_pair(pair)``
     when it defines one, else ``register(pair.fixed, pair.moving)``."""
-    hook = getattr(method, "register_pair", None)
-    return hook(pair) if callable(hook) else method.register(pair.fixed, pair.moving)
+    return method.register_pair(pair) if isinstance(method, PairAwareMethod) else method.register(pair.fixed, pair.moving)
 
 
 #: What makes a method trainable (:class:`TrainableMethod`); ``MethodMeta.trainable`` declares it.

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from .errors import ConfigError, MissingExtraError, RegbenchError, RegistryError
 from .interface import TRAINING_HOOKS, Dataset, has_training_hooks
@@ -41,6 +41,7 @@ class MethodMeta:
     # Its own settings per profile (training budget): called (profile), or (profile, dims=D) where it takes dims.
     profile_options: Callable[..., dict[str, Any]] | None = None
     parallel_safe: bool = True  # its cases may run in several worker processes at once
+    time_measured: bool = True  # False: its registration time says nothing of the tool (read from files): n/a in Table 2
     isolate_cases: bool | None = None  # run each case in a worker even with --jobs 1 (None: plugins yes, built-ins no)
     dims: tuple[int, ...] = (2,)  # image dimensions it registers
     # Training seconds per epoch relative to VoxelMorph's: trainings that run side by side start longest first
@@ -73,7 +74,18 @@ class DatasetMeta:
     conventions: tuple[str, ...] = ()
 
 
-_ATTRIBUTE_FIELDS = ("display_name", "requires", "install_hint", "option_names", "default_options", "profile_options", "parallel_safe", "isolate_cases", "dims")
+_ATTRIBUTE_FIELDS = (
+    "display_name",
+    "requires",
+    "install_hint",
+    "option_names",
+    "default_options",
+    "profile_options",
+    "parallel_safe",
+    "time_measured",
+    "isolate_cases",
+    "dims",
+)
 
 
 def _dims_text(dims: Collection[int]) -> str:
@@ -528,6 +540,15 @@ def load_env_plugins() -> None:
     import os
 
     load_plugins(os.environ.get(PLUGINS_ENV, "").split(","))
+
+
+def meta_of(method: Any) -> MethodMeta:
+    """The metadata of a method object: its registered name's, else what its class's attributes declare (an
+    object built outside the registry, e.g. handed to ``check_method``)."""
+    name = getattr(method, "name", None)
+    if isinstance(name, str) and (name in METHODS._factories or METHODS.tagged_base(name) is not None):  # fields.TAG too
+        return cast(MethodMeta, METHODS.meta(name))
+    return cast(MethodMeta, _meta_from_attributes(type(method), MethodMeta))
 
 
 def is_trainable(method: Any) -> bool:

@@ -35,7 +35,7 @@ from .execution import (
     train_or_load,
 )
 from .fileio import atomic_write_npz, atomic_write_text
-from .interface import CONSISTENCY_MESSAGE, BindsInputs, DeclaresSplit, HasOptions, Pair, ReportsProgress, num_parameters
+from .interface import CONSISTENCY_MESSAGE, BindsInputs, BindsRun, DeclaresSplit, HasOptions, Pair, ProbesInputs, ReportsProgress, num_parameters
 from .lock import RunDirectoryLock
 from .options import resolved_options
 from .plan import LoadedRun, RunPlan, load_pairs, plan_run, precheck, run_dims
@@ -99,8 +99,7 @@ def bound_options(options: Mapping[str, Any], method: Any) -> dict[str, Any]:
     """What the run directory binds for a method: its options, plus what the method itself declares through
     ``binding()`` (the fields method: the digest of the files it scores), so that results computed from other
     inputs are refused rather than reused."""
-    binding = getattr(method, "binding", None)
-    return {**options, **(binding() if callable(binding) else {})}
+    return {**options, **(method.binding() if isinstance(method, BindsRun) else {})}
 
 
 def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, Any]:
@@ -546,8 +545,8 @@ def _run_unit(context: RunContext, name: str, seed: int | None, first: bool, tra
             if seed is not None:
                 manifest.add_seed(name, seed)
         manifest.set_params(name, num_parameters(method))
-        if first and callable(probe := getattr(method, "probe", None)):
-            probe_inputs(manifest, name, probe, test_pairs)
+        if first and isinstance(method, ProbesInputs):
+            probe_inputs(manifest, name, method.probe, test_pairs)
         manifest.write(config.out_dir)
     except RegbenchError:
         raise  # configuration errors stop the run with their own message

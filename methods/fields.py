@@ -7,7 +7,7 @@ converted once into regbench's convention by :func:`regbench.fields.to_regbench`
 by regbench's warper, so that the field is scored exactly like a method's flow. A missing or unreadable file
 fails that case, naming the file. Each case's file digest is kept in the run directory: a scored case whose file
 changed is refused by name (never silently reused), a failed case's file may be added or replaced and is scored
-by the same command again; registration time is not measured (``time_measured = False``: Table 2 shows n/a).
+by the same command again; registration time is not measured (``MethodMeta.time_measured`` False: Table 2 shows n/a).
 Before scoring, :meth:`Fields.probe` reads the files under the plausible wrong conventions too and names one
 that scores clearly better (the run warns; Table 1 marks the row).
 
@@ -179,9 +179,6 @@ def _as_option(value: Any) -> Any:
 class Fields:
     """Reads and scores one folder of fields; see the module docstring."""
 
-    parallel_safe = True
-    time_measured = False  # reading a file says nothing of the tool's speed
-
     def __init__(self, folder: str | Path | None = None, pattern: str | list[str] | None = None, key: str | None = None, **convention: Any) -> None:
         if folder is None:
             raise ConfigError("fields needs the option folder (method_options: {fields.TAG: {folder: PATH, ...}})")
@@ -334,6 +331,7 @@ class Fields:
             {"folder", "pattern", "key", "layout", "axis_order", "units", "align_corners", "direction", "resolution", "half_values", "kind"}
         ),
         isolate_cases=False,
+        time_measured=False,  # reading a file says nothing of the tool's speed
     ),
 )
 def make_fields(**options: Any) -> Fields:
