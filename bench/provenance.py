@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -14,18 +15,26 @@ from typing import Any
 PACKAGES = ("regbench", "numpy", "scipy", "pandas", "torch", "SimpleITK", "antspyx", "medpy", "nibabel", "joblib", "seaborn")
 
 
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str | None], ...]:
+    out: list[tuple[str, str | None]] = []
     for name in PACKAGES:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+            out.append((name, None))
+    return tuple(out)
 
 
+def package_versions() -> dict[str, str | None]:
+    """The versions of regbench and the packages its numbers depend on (read once per process)."""
+    return dict(_package_versions())
+
+
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the regbench source tree, when it is a git checkout (editable installs)."""
+    """The commit of the regbench source tree, when it is a git checkout (editable installs); read once per
+    process (the code a process runs is what it imported)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -45,6 +54,7 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+@functools.cache
 def cpu_model() -> str | None:
     """The CPU's model name (Linux /proc/cpuinfo, else platform.processor())."""
     try:

@@ -12,6 +12,7 @@ import builtins
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -86,6 +87,14 @@ _ATTRIBUTE_FIELDS = (
     "isolate_cases",
     "dims",
 )
+
+
+@functools.cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    """Top-level module → distributions, scanned once per process (every installed distribution's files)."""
+    from importlib import metadata
+
+    return metadata.packages_distributions()
 
 
 def _dims_text(dims: Collection[int]) -> str:
@@ -392,7 +401,7 @@ class Registry:
         from importlib import metadata
 
         try:
-            dists = metadata.packages_distributions().get(top, [])
+            dists = _packages_distributions().get(top, [])
         except Exception:  # pragma: no cover - broken metadata of some other package
             dists = []
         if not dists and top == "regbench":

@@ -245,7 +245,7 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
 
         # On dask, the workers' versions are checked here, before any work.
         with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
-            return _run_units(config, loaded, built, cluster, progress, retrain, report)
+            return execute(config, loaded, built, cluster, progress, retrain, report)
 
 
 def dry_run(config: RunConfig) -> RunPlan:
@@ -286,7 +286,12 @@ class RunContext:
     retrain: bool
 
 
-def _run_units(config: RunConfig, loaded: LoadedRun, built: dict[str, Any], cluster: Any, progress: bool, retrain: bool, report: bool) -> RunResult:
+def execute(
+    config: RunConfig, loaded: LoadedRun, built: dict[str, Any], cluster: Any = None, progress: bool = False, retrain: bool = False, report: bool = False
+) -> RunResult:
+    """Execute a plan (:func:`regbench.plan.plan_run`, or one built by hand: the seam tests use) into
+    ``config.out_dir``, which the caller has prepared and holds: bind the run directory, train or load, score the
+    pending cases, write the tables (and the report with ``report``). ``built``: name → (options, method)."""
     run_dir = RunDir(config.out_dir)
     plan, dataset, pairs = loaded.plan, loaded.dataset, loaded.pairs
     methods = [m.name for m in plan.methods]

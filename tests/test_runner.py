@@ -402,3 +402,42 @@ def test_dry_run_prints_what_a_resume_would_compute_and_writes_nothing(tmp_path,
     assert re.search(r"initial \(Initial\): 12 stored, 0 to compute, about 0 s\n", plan), plan  # estimated from the run's own times
     assert "demons (Demons): 0 stored, 12 to compute\n" in plan
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before  # nothing written
+
+
+def test_a_hand_built_plan_is_executed_as_planned_and_resumed(tmp_path):
+    """The runner's seam: a plan built by hand (two 16 x 16 pairs, one method) executes without a dataset
+    registry, a profile or a CLI; only the planned cases are scored, and executing it again computes nothing."""
+    from types import MappingProxyType
+
+    import numpy as np
+
+    from regbench import Pair, create_method
+    from regbench.config import RunConfig
+    from regbench.plan import DatasetFacts, LoadedRun, MethodPlan, RunPlan, ScoringSettings
+    from regbench.rundir import prepare_run_dir
+    from regbench.runner import execute
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((16, 16), np.uint8)
+    label[4:10, 5:12] = 1
+    pairs = [
+        Pair(rng.random((16, 16), dtype=np.float32), rng.random((16, 16), dtype=np.float32), label, label, (1.0, 1.0), f"c{i}", labels={"A": 1})
+        for i in range(3)
+    ]
+
+    class Held:  # the dataset a plan was made from: its pairs, already loaded
+        def pairs(self, split):
+            return pairs if split == "test" else []
+
+    config = RunConfig(dataset="synthetic", profile="smoke", methods=["initial"], out=str(tmp_path / "run"), example_pairs=1)
+    facts = DatasetFacts("synthetic", "Synthetic", MappingProxyType({}), 2, MappingProxyType({"A": 1}), MappingProxyType({}), MappingProxyType({"test": 3}), 3)
+    entry = MethodPlan("initial", "Initial", False, MappingProxyType({}), (None,), to_compute=2)
+    plan = RunPlan(tmp_path / "run", "smoke", facts, (entry,), MappingProxyType({}), ScoringSettings.of(config), 2, 1, False)
+    loaded = LoadedRun(plan, Held(), {"test": pairs[:2]})  # the plan scores two of the three pairs
+    prepare_run_dir(config.out_dir)
+    result = execute(config, loaded, {"initial": ({}, create_method("initial"))})
+    assert result.evaluated == {"initial": 2} and result.ok
+    table = pd.read_csv(tmp_path / "run" / "per_case.csv")
+    assert list(table["case_id"]) == ["c0", "c1"] and (table["dice"] == 1.0).all()
+    again = execute(config, loaded, {"initial": ({}, create_method("initial"))})
+    assert again.evaluated.get("initial", 0) == 0 and again.skipped == {"initial": 2}
