@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .check import CHECKS
 from .config import COMPILE_MODES, DEFAULT_NJD_BUDGET, PRECISIONS, PROFILES, load_config, parse_dataset_options, parse_seeds
 from .errors import ConfigError, RegbenchError
 from .study import DEFAULT_STUDY
@@ -275,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", help="a registered method's name (see `regbench methods`)")
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="build it with this profile's options, as regbench run does (default smoke)")
+    p.add_argument(
+        "--check",
+        action="append",
+        metavar="NAME",
+        help=f"run only this check (repeatable): {', '.join(CHECKS)}",
+    )
     p = sub.add_parser(
         "perf",
         help="print timings: seconds per pair, --jobs speed-up, training-step cost",
@@ -602,7 +609,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_check_method(args: argparse.Namespace) -> int:
     from .check import check_method
 
-    report = check_method(args.name, profile=args.profile)
+    report = check_method(args.name, profile=args.profile, only=args.check)
     print(report)
     return 0 if report.ok else 1
 

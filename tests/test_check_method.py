@@ -54,3 +54,16 @@ def test_check_method_reports_each_failure_in_one_line():
     assert "rejects images of different shapes" not in failed
     assert all("\n" not in m for m in failed.values())
     assert not report.ok
+
+
+def test_one_check_runs_by_name_and_a_mistyped_one_is_named(capsys):
+    """`regbench check-method M --check NAME`: the chosen checks alone (those reading a registration get one,
+    unreported); an unknown name is one error with a did-you-mean."""
+    from regbench.check import CHECKS, check_method
+    from regbench.cli import main
+
+    report = check_method("initial", only=["consistent", "identity"])
+    assert [r.name for r in report.results] == [CHECKS["identity"], CHECKS["consistent"], f"{CHECKS['identity']} (3-D)", f"{CHECKS['consistent']} (3-D)"]
+    assert report.ok
+    assert main(["check-method", "initial", "--check", "lables"]) == 2
+    assert "no check named 'lables' (did you mean 'labels'?)" in capsys.readouterr().err
