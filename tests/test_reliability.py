@@ -131,7 +131,7 @@ def test_a_method_that_kills_its_worker_fails_those_cases_only_and_the_rerun_ret
     assert set(failed["reason"]) == {reason}
     assert (per_case[per_case["method"] == "initial"]["status"] == "ok").all()
     assert (out / "report" / "table1.tex").exists()
-    assert f"crashing: {len(failed)} case(s) failed" in done.stderr
+    assert f"crashing: {len(failed)} of 12 case(s) failed (" in done.stderr
     # The same pairs are picked by content in every process: exactly the picked pairs failed.
     from regbench_testplugin import picked
 
