@@ -237,10 +237,7 @@ def precheck(config: RunConfig) -> list[str]:
     names = chosen_methods(config, declared, {})
     check_method_options(config, names)
     for name in names:
-        accepted = METHODS.option_names(name)
-        given = set(config.method_options.get(name) or {})
-        if accepted is not None and given - accepted:
-            METHODS.create(name, **dict.fromkeys(given - accepted))  # the registry's own error, with its did-you-mean
+        METHODS.check_option_names(name, config.method_options.get(name) or {})
     return names
 
 

@@ -333,12 +333,8 @@ class Registry:
         """The keyword options ``name``'s factory takes, or None where it does not say."""
         return _accepted_options(self.get(name), self.meta(name))
 
-    def create(self, name: str, **options: Any) -> Any:
-        """Build ``name`` with keyword options; an unknown option or a value the factory rejects is a
-        ConfigError naming the method and the option."""
-        factory = self.get(name)
-        if (missing := self.missing_extra(name)) is not None:
-            raise MissingExtraError(missing)
+    def check_option_names(self, name: str, options: Collection[str]) -> None:
+        """An option ``name`` does not take is one ConfigError naming it, with a did-you-mean (nothing built)."""
         accepted = self.option_names(name)
         if accepted is not None:
             unknown = sorted(set(options) - accepted)
@@ -346,6 +342,14 @@ class Registry:
                 close = {u: difflib.get_close_matches(u, sorted(accepted), n=1) for u in unknown}
                 hints = "; ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for u, c in close.items())
                 raise ConfigError(f"{self.kind} {name!r} has no option {hints}. Options: {', '.join(sorted(accepted)) or 'none'}.")
+
+    def create(self, name: str, **options: Any) -> Any:
+        """Build ``name`` with keyword options; an unknown option or a value the factory rejects is a
+        ConfigError naming the method and the option."""
+        factory = self.get(name)
+        if (missing := self.missing_extra(name)) is not None:
+            raise MissingExtraError(missing)
+        self.check_option_names(name, options)
         tagged = self.tagged_base(name) is not None
         tag = name.partition(".")[2] if tagged else None
         extra = {"tag": tag} if tag is not None and _takes_tag(factory) else {}

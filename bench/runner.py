@@ -25,7 +25,6 @@ from .errors import ConfigError, RegbenchError
 from .execution import (
     MethodSpec,
     TrainingTask,
-    case_geometry,
     case_groups,
     create_method,
     driver_threads,
@@ -256,15 +255,13 @@ def dry_run(config: RunConfig) -> RunPlan:
     stored: dict[str, set[str]] = {}
     timings: dict[str, float] = {}
     if folder.cases.is_file():
-        store = RunStore(config.out_dir)
-        for (method, case, _), row in store.rows.items():
+        times: dict[str, list[float]] = {}
+        for (method, case, _), row in RunStore(config.out_dir).rows.items():
             if row.get("status") == "ok":
                 stored.setdefault(method, set()).add(case)
-        for method in stored:
-            times = [float(r["time_s"]) for (m, _, _), r in store.rows.items() if m == method and r.get("time_s") is not None]
-            times = [t for t in times if np.isfinite(t)]
-            if times:
-                timings[method] = float(np.median(times))
+                if row.get("time_s") is not None and np.isfinite(float(row["time_s"])):
+                    times.setdefault(method, []).append(float(row["time_s"]))
+        timings = {method: float(np.median(values)) for method, values in times.items()}
     return plan_run(config, stored=stored, timings=timings, test_only=True).plan
 
 
@@ -302,14 +299,13 @@ def execute(
     labels, dims = dict(plan.dataset.labels), plan.dataset.dims
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
-    manifest.set_dataset(labels, dims, case_groups(test_pairs), case_geometry(test_pairs))
+    manifest.set_dataset(labels, dims, case_groups(test_pairs), plan.dataset.geometry)
     store = RunStore(config.out_dir)
     inputs = check_methods_against_store(config, manifest, store, built, test_pairs)
     if cluster is not None:
         manifest.set_cluster(cluster.record)
     write_split(run_dir, dataset)
-    if (limit := config.resolved_max_test_pairs()) is not None:
-        test_pairs = test_pairs[:limit]
+    test_pairs = test_pairs[: plan.test_pairs]  # the plan applied max_test_pairs
     manifest.set_test_pairs(len(test_pairs))
     example_pairs = test_pairs[: config.example_pairs]
     for pair in example_pairs:
