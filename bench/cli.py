@@ -529,7 +529,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         from .execution import dataset_labels
         from .runner import load_pairs
 
-        load_pairs(dataset, ("train", "val", "test"), dataset_labels(args.dataset, dataset), problems=summary.problems)
+        load_pairs(dataset, ("train", "val", "test"), dataset_labels(args.dataset, dataset), problems=summary.problems, name=args.dataset)
     print(summary)
     if args.refresh and not caches:
         print(f"  cache: none (dataset {args.dataset!r} reads its files on every run)")

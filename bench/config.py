@@ -8,7 +8,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -149,6 +149,8 @@ def get_profile(name: str) -> Profile:
 class RunConfig:
     """Everything ``regbench run`` needs. YAML files use the same keys; unknown keys are errors."""
 
+    # The config file it was read from (errors about its method_options name it); set by load_config, not a key.
+    source: ClassVar[str | None] = None
     dataset: str = "synthetic"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     methods: list[str] | None = None  # None: the profile's (reproduce: "paper", the paper's ten; others: "*")

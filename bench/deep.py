@@ -28,7 +28,18 @@ from .interface import Pair, Registration, validate_images
 from .metrics import evaluate
 from .nn import DIMS, SpatialTransformer, UNet, count_parameters
 from .registry import MethodMeta
-from .trainer import EpochRecord, GradientCombiner, Objective, Trainer, TrainSettings, precision_mode, resolve_device
+from .trainer import (
+    CombinerWeightedObjective,
+    CombinerWithOptions,
+    EpochRecord,
+    GradientCombiner,
+    Objective,
+    Trainer,
+    TrainSettings,
+    WeightedCombiner,
+    precision_mode,
+    resolve_device,
+)
 
 
 class RegistrationNet(nn.Module):
@@ -112,11 +123,9 @@ class DeepRegistration:
     # -- method interface ------------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
         """The settings this object trains and runs with (recorded in the manifest), device resolved."""
-        weight = getattr(self.combiner, "weight", None)
-        # The combiner's weight is λ unless an objective already weights its terms (HyperMorph's); an objective
-        # that leaves the weighting to the combiner says so with ``weighted_by_combiner``.
-        weighted = self.objective is None or getattr(self.objective, "weighted_by_combiner", False)
-        combiner_options = getattr(self.combiner, "options", None)  # a combiner's own (gs-agr's noise_scale)
+        # The combiner's weight is λ unless an objective already weights its terms (HyperMorph's).
+        weighted = self.objective is None or (isinstance(self.objective, CombinerWeightedObjective) and self.objective.weighted_by_combiner)
+        weight = self.combiner.weight if isinstance(self.combiner, WeightedCombiner) and weighted else None
         settings = asdict(self.settings)
         for name, default in (("precision", "fp32"), ("compile_mode", "none")):
             if settings[name] == default:  # recorded only when not the default, so that earlier run directories still bind
@@ -124,8 +133,8 @@ class DeepRegistration:
         return {
             **settings,
             "device": str(self.device),
-            **({"lam": weight} if weight is not None and weighted else {}),
-            **(combiner_options() if callable(combiner_options) else {}),
+            **({"lam": weight} if weight is not None else {}),
+            **(self.combiner.options() if isinstance(self.combiner, CombinerWithOptions) else {}),
         }
 
     def num_parameters(self) -> int:

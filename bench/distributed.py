@@ -173,9 +173,18 @@ class Cluster:
     gpu_resource: str = GPU
 
     def submit_cases(
-        self, fn: Any, method: Any, pairs: list[Any], args: tuple[Any, ...], examples: set[Any], gpu: bool, flows: Collection[Any] = frozenset()
+        self,
+        fn: Any,
+        method: Any,
+        pairs: list[Any],
+        args: tuple[Any, ...],
+        examples: set[Any],
+        gpu: bool,
+        flows: Collection[Any] = frozenset(),
+        method_name: str = "method",
     ) -> Iterator[tuple[Any, Any]]:
-        """``fn(method, pair, *args)`` for every pair, one task each, yielding ``(pair, row)`` as they finish.
+        """``fn(method, pair, *args)`` for every pair, one task each, yielding ``(pair, row)`` as they finish
+        (``method_name`` names the tasks on dask's dashboard).
 
         At most one task per worker thread is submitted at a time: when a worker dies, the scheduler blames
         the tasks it held, so it must hold only the one it was running. Such a task is rerun on another
@@ -198,7 +207,7 @@ class Cluster:
             while waiting or pair_of:
                 while waiting and len(pair_of) < capacity:
                     pair = waiting.pop()
-                    key = f"regbench-case-{getattr(method, 'name', 'method')}-{pair.case_id}-{tag}"
+                    key = f"regbench-case-{method_name}-{pair.case_id}-{tag}"
                     # pure=False: a rerun of the command submits again
                     future = self.client.submit(
                         fn, method, pair, *args, keep_example=pair.key in examples, keep_flow=pair.key in flows, resources=resources, pure=False, key=key

@@ -65,11 +65,10 @@ def create_method(name: str, options: dict[str, Any], config: RunConfig | None =
     except ConfigError as exc:
         if f"{name!r}" in str(exc) or f" {name} " in str(exc):
             raise
-        source = getattr(config, "source", None)
         if config is None:
             origin = "its options"
-        elif source:
-            origin = f"method_options of config file {source} or profile {config.profile}"
+        elif config.source:
+            origin = f"method_options of config file {config.source} or profile {config.profile}"
         else:
             origin = f"profile {config.profile} or method_options"
         raise type(exc)(f"method {name!r} (options from {origin}): {exc}") from None
@@ -465,7 +464,9 @@ def iterate_cases(
         mark_for_warm_up(method)
     if cluster is not None:  # n_jobs means nothing to dask, and the jobs == 1 shortcut would bypass the cluster
         gpu = cluster.gpu_workers and is_trainable(method)
-        cases = cluster.submit_cases(evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu, flows=set(flows))
+        cases = cluster.submit_cases(
+            evaluate_case, task_method, list(pairs), args_for(None if gpu else 1), examples, gpu=gpu, flows=set(flows), method_name=method.name
+        )
         for pair, row in cases:
             yield _row_of_failure(method.name, config.dataset, pair, row) if isinstance(row, CaseFailure) else row
         return

@@ -314,11 +314,14 @@ def time_combiner_forms(name: str, profile: str = "quick", device: str = "auto",
     host issues the kernels: a loop of small kernels costs what its launches cost."""
     import torch
 
+    from .deep import DeepRegistration
+    from .trainer import CombinerForms
+
     method = build_timed_method(name, profile, device=device, dims=dims)
-    combiner: Any = getattr(method, "combiner", None)
-    forms = getattr(combiner, "FORMS", ())
-    if len(forms) < 2:
+    combiner = method.combiner if isinstance(method, DeepRegistration) else None
+    if not isinstance(combiner, CombinerForms) or len(combiner.FORMS) < 2:
         return None
+    forms = combiner.FORMS
     on = torch.device(method.device)
     draw = torch.Generator(device=on).manual_seed(0)
     shapes = [p.shape for p in method.model.parameters() if p.requires_grad]

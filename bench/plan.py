@@ -133,14 +133,17 @@ def _duration(seconds: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def load_pairs(dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None, problems: list[str] | None = None) -> dict[str, list[Pair]]:
+def load_pairs(
+    dataset: Any, splits: Sequence[str], labels: Mapping[str, int] | None = None, problems: list[str] | None = None, name: str | None = None
+) -> dict[str, list[Pair]]:
     """The dataset's pairs of ``splits`` with its declared ``labels`` (:func:`regbench.execution.dataset_pairs`),
     each checked once where it enters (:func:`validate_pair`: range, label values, shapes, spacing); a bad pair
     is one error naming the dataset, split, case and value, and so is a case id that two pairs share.
     ``problems``: every such error is appended to it instead (``regbench data check`` runs the run's checks so),
-    and only the pairs that pass are returned."""
+    and only the pairs that pass are returned. ``name``: the dataset's registered name, which errors give
+    (its class name without it)."""
     structures = dataset.structures if isinstance(dataset, DeclaresStructures) else None  # predates DatasetMeta.labels
-    name = getattr(dataset, "name", type(dataset).__name__)
+    name = name or type(dataset).__name__
     out = {}
     seen: dict[str, str] = {}  # case id → its split
     dims: int | None = None  # the first pair's: a dataset's images share one dimension
@@ -268,7 +271,7 @@ def plan_run(
     splits = SPLITS_TRAINED if any(METHODS.meta(n).trainable for n in names) and not test_only else ("test",)
     dataset = build_dataset(config, refresh)
     labels = run_labels(config, dataset)
-    pairs = load_pairs(dataset, splits, labels)  # a bad dataset is refused before anything is bound
+    pairs = load_pairs(dataset, splits, labels, name=config.dataset)  # a bad dataset is refused before anything is bound
     dims = run_dims(pairs, config.dataset)
     if len(declared) > 1:  # the dataset may hold either: the methods and their options follow what it holds
         names = chosen_methods(config, (dims,), left_out)

@@ -181,7 +181,7 @@ class Registry:
             meta = self.meta(base)
             tag = name.partition(".")[2]
             changes: dict[str, Any] = {"display_name": f"{meta.display_name or base} ({tag})"}
-            if getattr(meta, "family_value_from_tag", False) and meta.family is not None:
+            if isinstance(meta, MethodMeta) and meta.family_value_from_tag and meta.family is not None:
                 try:
                     changes["family"] = (meta.family[0], float(tag))
                 except ValueError:
@@ -255,7 +255,7 @@ class Registry:
         return out
 
     def _is_tagged(self, name: str) -> bool:
-        return self.meta_type is MethodMeta and bool(getattr(self.meta(name), "tagged", False))
+        return self.meta_type is MethodMeta and bool(self.meta(name).tagged)
 
     def missing_extra(self, name: str) -> str | None:
         """Why ``name`` cannot be built here (a distribution in its factory's ``requires`` is not installed),

@@ -294,7 +294,7 @@ def execute(
     methods = [m.name for m in plan.methods]
     unavailable = dict(plan.left_out)
     if "train" not in pairs and any(is_trainable(m) for _, m in built.values()):  # a factory that declared no training
-        pairs.update(load_pairs(dataset, ("train", "val"), plan.dataset.labels))
+        pairs.update(load_pairs(dataset, ("train", "val"), plan.dataset.labels, name=config.dataset))
         run_dims(pairs, config.dataset)
     labels, dims = dict(plan.dataset.labels), plan.dataset.dims
     test_pairs = pairs["test"]

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -95,18 +95,50 @@ SIMILARITY = {"mse": mse_loss, "ncc": ncc_loss}
 
 # ------------------------------------------------------------------------------------------- combiners
 class GradientCombiner(Protocol):
-    """Turns the two per-tensor gradient lists into the update; returns (update, share of conflicting groups)."""
+    """Turns the two per-tensor gradient lists into the update; returns (update, share of conflicting groups).
+    ``needs_separate_gradients = False`` declares that the update is ``g_sim + weight·g_reg``: the trainer then
+    backpropagates the weighted sum once instead of computing the two gradients."""
 
     needs_separate_gradients: bool
 
     def __call__(self, g_sim: Gradients, g_reg: Gradients) -> tuple[Gradients, torch.Tensor | None]: ...
 
 
+@runtime_checkable
+class WeightedCombiner(Protocol):
+    """A combiner with one weight on the smoothness gradient (λ), recorded as the method's ``lam``."""
+
+    weight: float
+
+
+@runtime_checkable
+class CombinerWithOptions(Protocol):
+    """A combiner with options of its own (gs-agr's ``noise_scale``), recorded with the method's options."""
+
+    def options(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class CombinerForms(Protocol):
+    """A combiner computed in several equivalent forms (``FORMS``, method names), one chosen per device by
+    ``form_for``; ``regbench perf`` times each."""
+
+    FORMS: tuple[str, ...]
+
+    def form_for(self, device: torch.device) -> str: ...
+
+
+@runtime_checkable
+class ScalesLearningRates(Protocol):
+    """A model whose parameters train at different learning rates: id(parameter) → factor on the settings' lr."""
+
+    def lr_scales(self) -> dict[int, float]: ...
+
+
 def model_lr_scales(model: torch.nn.Module) -> dict[int, float]:
     """id(parameter) → learning-rate factor, where the model declares some (``lr_scales()``; HyperMorph's
     hypernetwork); other parameters train at the settings' lr."""
-    declared = getattr(model, "lr_scales", None)
-    return declared() if callable(declared) else {}
+    return model.lr_scales() if isinstance(model, ScalesLearningRates) else {}
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -209,6 +241,15 @@ class Objective(Protocol):
     """Forms (similarity loss, smoothness loss) for a batch; returns them and the flow."""
 
     def __call__(self, model: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class CombinerWeightedObjective(Protocol):
+    """An objective whose two terms the combiner weights (``weighted_by_combiner = True``): the combiner's weight
+    is then the method's λ. An objective without it weights its own terms (HyperMorph's), and the combiner's
+    weight is not recorded as λ."""
+
+    weighted_by_combiner: bool
 
 
 @dataclass
@@ -384,7 +425,7 @@ class Trainer:
             with precision_mode(self.settings.precision, self.device):
                 sim, reg = objective(model, moving, fixed, generator)
             sim, reg = sim.float(), reg.float()  # bf16: the losses' sums are FP32 (no-op otherwise)
-            if getattr(self.combiner, "needs_separate_gradients", True):
+            if self.combiner.needs_separate_gradients:
                 g_sim = torch.autograd.grad(sim, params, retain_graph=True, allow_unused=True)
                 g_reg = torch.autograd.grad(reg, params, allow_unused=True)
                 # Parameters a loss does not reach get a zero gradient rather than None.
