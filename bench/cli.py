@@ -391,12 +391,14 @@ def grouped_reasons(unavailable: Mapping[str, str]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import dry_run, run
-
     config = _config_from_args(args)
     if args.dry_run:
+        from .plan import dry_run
+
         print(dry_run(config).text())
         return 0
+    from .runner import run
+
     result = run(config, progress=not args.no_progress, retrain=args.retrain, refresh=args.refresh)
     print(f"run directory: {result.run_dir}")
     for why in grouped_reasons(result.unavailable):
@@ -718,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("run", "train", "perf", "check-method"):
+    if args.command in ("run", "train", "perf", "check-method") and not getattr(args, "dry_run", False):
         from .trainer import flush_subnormals
 
         flush_subnormals()  # before torch's intra-op threads exist, so that they inherit it

@@ -59,6 +59,11 @@ class Profile:
         return {**self.method_options.get(method, {}), **(self.volume_method_options.get(method, {}) if dims == 3 else {})}
 
 
+def training_options(profile: str, dims: int = 2) -> dict[str, Any]:
+    """The profile's deep-training settings for ``dims``-D images: the deep methods' ``profile_options``."""
+    return get_profile(profile).training_for(dims)
+
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import get_profile
+from .config import training_options
 from .errors import ConfigError
 from .fileio import atomic_write_bytes
 from .interface import Pair, Registration, validate_images
@@ -114,11 +114,6 @@ class DeepRegistration:
         if self._fixed_dims:
             raise ConfigError(f"{self.name} was trained for {self.dims}-D images; {source} are {dims}-D")
         self.dims, self._model = dims, None
-
-    @classmethod
-    def profile_options(cls, profile: str, dims: int = 2) -> dict[str, Any]:
-        """The profile's deep-training settings for ``dims``-D images (regbench.config.Profile.training_for)."""
-        return get_profile(profile).training_for(dims)
 
     # -- method interface ------------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -229,6 +224,6 @@ def deep_meta(display_name: str, extra_options: set[str], **declared: Any) -> Me
         trainable=True,
         dims=DIMS,
         option_names=frozenset(deep_option_names(*extra_options)),
-        profile_options=DeepRegistration.profile_options,
+        profile_options=training_options,
         **declared,
     )

@@ -32,14 +32,13 @@ def resolve_method_options(
 ) -> dict[str, Any]:
     """The keyword options ``name`` is built with under ``profile`` for ``dims``-D images (see the module
     docstring for the order)."""
-    factory = METHODS.get(name)
     meta = METHODS.meta(name)
     options: dict[str, Any] = dict(meta.default_options or {})
     if callable(meta.profile_options):
         takes_dims = "dims" in _parameters(meta.profile_options)
         options.update(meta.profile_options(profile, dims=dims) if takes_dims else meta.profile_options(profile))
     options.update(get_profile(profile).options_for(name, dims))
-    params = _parameters(factory)
+    params = METHODS.parameters(name)
     if "seed" in params:
         options["seed"] = seed
     if "device" in params:

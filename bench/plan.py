@@ -20,12 +20,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
+from .catalogue import declarations_only
 from .config import RunConfig
 from .errors import ConfigError, DataError, InputError
 from .execution import build_dataset, case_geometry, dataset_pairs, run_labels
 from .interface import DeclaresSplit, DeclaresStructures, HasOptions, Pair, validate_pair
 from .options import resolve_method_options
 from .registry import DATASETS, METHODS, method_sort_key
+from .rundir import RunDir
+from .store import RunStore
 
 SPLITS_TRAINED = ("train", "val", "test")
 log = logging.getLogger("regbench")
@@ -321,3 +326,31 @@ def plan_run(
         keep_flows=config.keep_flows if isinstance(config.keep_flows, bool) else tuple(config.keep_flows),
     )
     return LoadedRun(plan, dataset, pairs)
+
+
+def check_device(device: str) -> None:
+    """A CUDA device asked for where there is none is refused before any work (not after the CPU methods)."""
+    if str(device).startswith("cuda"):
+        from .trainer import resolve_device
+
+        resolve_device(str(device))
+
+
+def dry_run(config: RunConfig) -> RunPlan:
+    """The plan ``run`` would execute, with what the run directory already holds (read, never written): the
+    data is loaded, no method is built, nothing is computed or recorded. The built-in methods are described by
+    their declarations (:mod:`regbench.catalogue`), so that their modules (torch's import) are not loaded."""
+    check_device(config.device)
+    folder = RunDir(config.out_dir)
+    stored: dict[str, set[str]] = {}
+    timings: dict[str, float] = {}
+    if folder.cases.is_file():
+        times: dict[str, list[float]] = {}
+        for (method, case, _), row in RunStore(config.out_dir).rows.items():
+            if row.get("status") == "ok":
+                stored.setdefault(method, set()).add(case)
+                if row.get("time_s") is not None and np.isfinite(float(row["time_s"])):
+                    times.setdefault(method, []).append(float(row["time_s"]))
+        timings = {method: float(np.median(values)) for method, values in times.items()}
+    with declarations_only():
+        return plan_run(config, stored=stored, timings=timings, test_only=True).plan

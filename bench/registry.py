@@ -136,6 +136,22 @@ class Registry:
         self._providers: dict[str, str] = {}  # name -> "distribution version" for entry-point plugins
         self._entry_points: dict[str, Any] | None = None
         self._declared: set[str] = set()  # names registered with metadata (not read from attributes)
+        # Built-ins' declarations read without importing their modules (regbench.catalogue, the dry run's)
+        self._declarations: Mapping[str, Any] | None = None
+
+    def use_declarations(self, declarations: Mapping[str, Any] | None) -> None:
+        """While set (:func:`regbench.catalogue.declarations_only`), a built-in not imported yet is described by
+        its entry there (``meta``, ``parameters``, ``accepted``) instead of by importing its module; None ends it."""
+        self._declarations = declarations
+
+    def _declaration(self, name: str) -> Any:
+        """The catalogue's entry for a built-in not imported yet, while declarations are in use; else None."""
+        if self._declarations is None:
+            return None
+        name = (self.tagged_base(name) or name) if "." in name else name  # a named instance declares its base's
+        if name in self._factories or name not in self._builtins:
+            return None
+        return self._declarations.get(name)
 
     # -- registration -----------------------------------------------------------------------------
     def register(self, name: str, meta: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -187,6 +203,8 @@ class Registry:
                 except ValueError:
                     raise ConfigError(f"{self.kind} {name!r}: its tag {tag!r} must be a number, the value it is run at (e.g. {base}.1e-3)") from None
             return dataclasses.replace(meta, **changes)
+        if (declared := self._declaration(name)) is not None:
+            return declared.meta
         factory = self.get(name)
         cached = self._meta.get(name)
         if cached is None or cached[0] is not factory:
@@ -331,7 +349,15 @@ class Registry:
 
     def option_names(self, name: str) -> set[str] | None:
         """The keyword options ``name``'s factory takes, or None where it does not say."""
-        return _accepted_options(self.get(name), self.meta(name))
+        if (declared := self._declaration(name)) is not None:
+            return None if declared.accepted is None else set(declared.accepted)
+        return accepted_options(self.get(name), self.meta(name))
+
+    def parameters(self, name: str) -> set[str]:
+        """The keyword parameters ``name``'s factory names in its signature (:func:`factory_parameters`)."""
+        if (declared := self._declaration(name)) is not None:
+            return set(declared.parameters)
+        return factory_parameters(self.get(name))
 
     def check_option_names(self, name: str, options: Collection[str]) -> None:
         """An option ``name`` does not take is one ConfigError naming it, with a did-you-mean (nothing built)."""
@@ -426,7 +452,16 @@ def _takes_tag(factory: Callable[..., Any]) -> bool:
         return False
 
 
-def _accepted_options(factory: Callable[..., Any], meta: Any) -> set[str] | None:
+def factory_parameters(factory: Callable[..., Any]) -> set[str]:
+    """The keyword parameters a factory's signature names (``seed``, ``device``: what a run passes where taken)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+
+
+def accepted_options(factory: Callable[..., Any], meta: Any) -> set[str] | None:
     """Keyword names a factory takes: its declared ``option_names`` where it declares them, else its signature;
     None where it takes **kwargs without declaring them (then it checks them itself)."""
     declared = meta.option_names

@@ -37,7 +37,7 @@ from .fileio import atomic_write_npz, atomic_write_text
 from .interface import CONSISTENCY_MESSAGE, BindsInputs, BindsRun, DeclaresSplit, HasOptions, Pair, ProbesInputs, ReportsProgress, num_parameters
 from .lock import RunDirectoryLock
 from .options import resolved_options
-from .plan import LoadedRun, RunPlan, load_pairs, plan_run, precheck, run_dims
+from .plan import LoadedRun, RunPlan, check_device, load_pairs, plan_run, precheck, run_dims
 from .pool import SideBySide
 from .provenance import environment
 from .registry import DATASETS, METHODS, is_trainable
@@ -118,14 +118,6 @@ def method_info(name: str, options: dict[str, Any], method: Any) -> dict[str, An
     if meta.loss_note is not None:
         info["loss_note"] = meta.loss_note
     return info
-
-
-def check_device(device: str) -> None:
-    """A CUDA device asked for where there is none is refused before any work (not after the CPU methods)."""
-    if str(device).startswith("cuda"):
-        from .trainer import resolve_device
-
-        resolve_device(str(device))
 
 
 def check_methods_against_store(
@@ -245,24 +237,6 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
         # On dask, the workers' versions are checked here, before any work.
         with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
             return execute(config, loaded, built, cluster, progress, retrain, report)
-
-
-def dry_run(config: RunConfig) -> RunPlan:
-    """The plan ``run`` would execute, with what the run directory already holds (read, never written): the
-    data is loaded, no method is built, nothing is computed or recorded."""
-    check_device(config.device)
-    folder = RunDir(config.out_dir)
-    stored: dict[str, set[str]] = {}
-    timings: dict[str, float] = {}
-    if folder.cases.is_file():
-        times: dict[str, list[float]] = {}
-        for (method, case, _), row in RunStore(config.out_dir).rows.items():
-            if row.get("status") == "ok":
-                stored.setdefault(method, set()).add(case)
-                if row.get("time_s") is not None and np.isfinite(float(row["time_s"])):
-                    times.setdefault(method, []).append(float(row["time_s"]))
-        timings = {method: float(np.median(values)) for method, values in times.items()}
-    return plan_run(config, stored=stored, timings=timings, test_only=True).plan
 
 
 @dataclass

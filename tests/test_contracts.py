@@ -59,6 +59,18 @@ RUN_DIRECTORY_LITERALS = {
 }
 
 
+def test_the_method_catalogue_matches_what_the_modules_declare():
+    """The dry run describes built-in methods by bench/catalogue.json; it must say what importing them says."""
+    from regbench import catalogue
+
+    assert json.loads(catalogue.FILE.read_text()) == json.loads(catalogue.text(catalogue.collect())), (
+        "bench/catalogue.json is stale: run `python -m regbench.catalogue` and commit it"
+    )
+    declared = catalogue.read()
+    assert set(declared) == set(catalogue.METHODS._builtins)
+    assert declared["voxelmorph-m"].meta.profile_options("smoke", dims=3) == catalogue.METHODS.meta("voxelmorph-m").profile_options("smoke", dims=3)
+
+
 def test_only_the_run_directory_module_spells_its_paths_and_manifest_keys():
     found = []
     for module, path in package_modules().items():

@@ -404,6 +404,29 @@ def test_dry_run_prints_what_a_resume_would_compute_and_writes_nothing(tmp_path,
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before  # nothing written
 
 
+def test_a_dry_run_plans_from_declarations_without_importing_a_method_module(tmp_path):
+    """In a fresh process (this one has torch loaded): the quick profile's plan, every method of ``*`` with its
+    options, is printed without importing torch or a method module (but one a declaration names), and says what
+    the modules would."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from regbench.cli import main; "
+        f"assert main(['run', '--profile', 'smoke', '--out', {str(tmp_path / 'run')!r}, '--dry-run']) == 0; "
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('regbench.methods.')); "
+        "assert loaded == ['regbench.methods.syn'], loaded"  # its declared profile_options lives there (numpy only)
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    from regbench.config import RunConfig
+    from regbench.plan import plan_run
+
+    imported = plan_run(RunConfig(profile="smoke", out=str(tmp_path / "run")), test_only=True).plan.text()
+    assert done.stdout.strip() == imported.strip()
+    assert "voxelmorph-m (VoxelMorph-m, trained)" in imported and not (tmp_path / "run").exists()
+
+
 def test_a_hand_built_plan_is_executed_as_planned_and_resumed(tmp_path):
     """The runner's seam: a plan built by hand (two 16 x 16 pairs, one method) executes without a dataset
     registry, a profile or a CLI; only the planned cases are scored, and executing it again computes nothing."""
