@@ -16,6 +16,7 @@ from . import __version__
 from .check import CHECKS
 from .config import COMPILE_MODES, DEFAULT_NJD_BUDGET, PRECISIONS, PROFILES, load_config, parse_dataset_options, parse_seeds
 from .errors import ConfigError, RegbenchError
+from .report_options import LAYOUTS, ReportOptions
 from .study import DEFAULT_STUDY
 
 log = logging.getLogger("regbench")
@@ -71,7 +72,7 @@ RUN_DESCRIPTION = textwrap.fill(
 )
 
 
-REPORT_RESAMPLES = 1000  # what --help says of ReportOptions.resamples' default (tests hold them equal; report is not imported for --help)
+REPORT = ReportOptions()  # the report's defaults, which --help states
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,12 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (the folders holding per_case.csv); several are merged")
     p.add_argument("--out", help="output folder (default: the first RUN_DIR/report)")
     p.add_argument("--against", help=f"comma-separated reference methods for the paired tests (default: the study's, {DEFAULT_STUDY.reference})")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)")
+    p.add_argument("--alpha", type=float, default=REPORT.alpha, help=f"significance level after Holm correction (default {REPORT.alpha:g})")
     p.add_argument("--per-structure", action="store_true", help="add Dice and HD95 of each label to Table 1")
     p.add_argument("--ndv", action="store_true", help="add NDV (non-diffeomorphic area/volume, %%) beside NJD in Table 1; the caption names its mask")
-    p.add_argument("--digits", type=int, default=2, help="digits after the decimal point, in table units (default 2, as the paper)")
+    p.add_argument("--digits", type=int, default=REPORT.digits, help=f"digits after the decimal point, in table units (default {REPORT.digits}, as the paper)")
     p.add_argument("--caption", help="Table 1 caption (default: describes the metrics and the marks)")
-    p.add_argument("--label", default="tab:regbench", help="LaTeX label of Table 1; Table 2 gets LABEL-speed")
+    p.add_argument("--label", default=REPORT.label, help=f"LaTeX label of Table 1; Table 2 gets LABEL-speed (default {REPORT.label})")
     p.add_argument("--compare-paper", action="store_true", help="also write compare_paper.csv/.md: this run next to the paper's Table 1")
     p.add_argument("--paper-dataset", choices=list(DEFAULT_STUDY.published_datasets), help="compare with this dataset of the paper (default: the run's own)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
@@ -205,15 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resamples",
         type=int,
-        help=f"bootstrap resamples of the units (subjects) for ranks.csv and the bold cells' stability (default {REPORT_RESAMPLES})",
+        default=REPORT.resamples,
+        help=f"bootstrap resamples of the units (subjects) for ranks.csv and the bold cells' stability (default {REPORT.resamples})",
     )
     p.add_argument(
         "--layout",
-        choices=["auto", "plain", "fit", "wide"],
-        default="auto",
+        choices=LAYOUTS,
+        default=REPORT.layout,
         help="Table 1's LaTeX: plain (table, booktabs), fit (scaled to \\linewidth, needs graphicx), wide "
         "(table* across both columns of a two-column class, scaled to \\textwidth, needs graphicx); "
-        "auto (default): fit for several datasets or --per-structure, else plain",
+        f"auto: fit for several datasets or --per-structure, else plain (default {REPORT.layout})",
     )
 
     p = sub.add_parser("data", help="dataset tools: `data check` validates a download")
@@ -463,7 +465,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportOptions, write_report
+    from .report import write_report
 
     if args.digits < 0:
         raise ConfigError(f"--digits must be 0 or more, got {args.digits}")
@@ -484,7 +486,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         figures=not args.no_figures,
         layout=args.layout,
         by=args.by,
-        **({"resamples": args.resamples} if args.resamples is not None else {}),
+        resamples=args.resamples,
     )
     report = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, options)
     print_report(report)

@@ -18,11 +18,11 @@ import pandas as pd
 
 from .aggregate import UNIT_COLUMN, unit_name, unit_values, units
 from .metrics import spec_of
+from .report_options import RANK_RESAMPLES
 from .stats import TOO_FEW, min_units
 
 RANK_COLUMNS = ["dataset", "metric", "unit", "n_units", "n_resamples", "method", "observed_rank", "rank", "share"]
 FRIEDMAN_COLUMNS = ["dataset", "metric", "unit", "n_units", "n_methods", "statistic", "p_value", "verdict"]
-RANK_RESAMPLES = 1000
 
 # (dataset, metric) -> the methods that compete for the column's best (Table 1's rule: baselines do not compete on
 # deformation metrics, rows over fewer pairs never do).

@@ -37,8 +37,9 @@ from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, 
 from .learn2reg import POINT_TRE
 from .metrics import with_structures
 from .naming import Names
-from .ranks import RANK_RESAMPLES, Friedman, best_shares, friedman_frame, friedman_tests, rank_bootstrap
+from .ranks import Friedman, best_shares, friedman_frame, friedman_tests, rank_bootstrap
 from .registry import METHODS, method_sort_key
+from .report_options import ReportOptions
 from .rundir import (
     REQUIRED_COLUMNS,
     Manifest,
@@ -50,7 +51,6 @@ from .rundir import (
     read_manifest_for_report,
 )
 from .stats import min_units, out_of_reach, paired_tests, significance_marks, untestable
-from .study import DEFAULT_STUDY, Study
 from .tables import (
     TABLE1_METRICS,
     Sureness,
@@ -65,31 +65,6 @@ from .tables import (
     table2_frame,
     table2_latex,
 )
-
-
-@dataclass
-class ReportOptions:
-    """What ``regbench report`` writes; the CLI flags map one to one."""
-
-    per_structure: bool = False  # add Dice and HD95 of each label to Table 1
-    ndv: bool = False  # add NDV (NDA in 2-D) beside NJD in Table 1; its caption says over which mask
-    digits: int = 2  # digits after the decimal point (in table units), as the paper's 2
-    caption: str | None = None
-    label: str = "tab:regbench"
-    references: tuple[str, ...] | None = None  # Wilcoxon against these (None: the study's reference); the first marks Table 1
-    alpha: float = 0.05
-    compare_paper: bool = False
-    paper_dataset: str | None = None  # compare this run with the paper's acdc or mnm numbers
-    figures: bool = True
-    layout: str = "auto"  # Table 1's LaTeX: plain | fit | wide | auto (see LAYOUTS)
-    by: str | None = None  # also Table 1, tests and ranks per value of this group attribute (per_case.csv's by_NAME)
-    resamples: int = RANK_RESAMPLES  # bootstrap resamples of the units for ranks.csv and the bold cells' stability
-    seed: int = 0  # of the bootstraps (effect-size intervals, ranks): the same seed writes the same files
-    study: Study = DEFAULT_STUDY  # row order, reference, baselines and published numbers
-
-    def resolved_references(self) -> tuple[str, ...]:
-        """The methods the paired tests are against: those given, else the study's reference."""
-        return tuple(self.references) if self.references is not None else (self.study.reference,)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .metrics import spec_of
 from .naming import Names
 from .registry import method_sort_key
+from .report_options import LAYOUTS
 from .rundir import Manifest, label_keys
 from .study import DEFAULT_STUDY
 
@@ -158,11 +159,6 @@ def table1_cells(
                         row["text"] += f" [±{row['seed_std']:.{digits}f}]"
                 rows.append(row)
     return pd.DataFrame(rows)
-
-
-# Table 1's LaTeX layouts. plain: a table of natural width (booktabs). fit: scaled down to \linewidth when wider
-# (graphicx), never up. wide: table* (both columns of a two-column class), scaled down to \textwidth.
-LAYOUTS = ("auto", "plain", "fit", "wide")
 
 
 def resolve_layout(layout: str, n_datasets: int, per_structure: bool) -> str:

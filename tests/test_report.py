@@ -388,7 +388,13 @@ def test_report_by_a_group_the_runs_do_not_carry_is_one_error(tmp_path, capsys):
     assert not (plain / "report").exists()
 
 
-def test_cli_states_the_report_options_defaults():
-    from regbench.cli import REPORT_RESAMPLES
+def test_the_report_command_without_flags_builds_the_default_report_options(monkeypatch, tmp_path):
+    """The CLI's flags take their defaults from ReportOptions: no flag given, the report gets ReportOptions()."""
+    from regbench import cli
 
-    assert REPORT_RESAMPLES == ReportOptions().resamples
+    seen = []
+    monkeypatch.setattr("regbench.report.write_report", lambda runs, out, options: seen.append(options))
+    monkeypatch.setattr(cli, "print_report", lambda report: None)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert seen == [ReportOptions()]
+    assert "(default 1000)" in cli.build_parser()._subparsers._group_actions[0].choices["report"].format_help()
