@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .interface import DeclaresLabels, HasNotes, Pair, RunsOnDevice, check_moved_agrees_with_flow, register_pair, validate_registration
 from .learn2reg import CONVENTION as CONVENTION_L2R
 from .learn2reg import evaluate_kit
-from .metrics import UNDECLARED_LABELS, evaluate
+from .metrics import UNDECLARED_LABELS, ScoringSettings, evaluate
 from .pool import CaseFailure, Task, run_isolated
 from .registry import DATASETS, METHODS, is_trainable, meta_of
 from .rundir import BASE_METRICS, checkpoint, final_model, group_column
@@ -176,33 +176,38 @@ def case_seed(seed: int, method: str, pair: Pair) -> int:
     return zlib.crc32(f"{seed}/{method}/{pair.case_id}".encode()) & 0x7FFFFFFF
 
 
-def evaluate_case(
-    method: Any,
-    pair: Pair,
-    dataset: str,
-    seed: int,
-    threads: int | None,
-    hd95_convention: str,
-    jacobian_scheme: str,
-    ndv_mask: str = "none",
-    conventions: Sequence[str] = (),
-    keep_example: bool = False,
-    keep_flow: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CaseSettings:
+    """What every case of one method's scoring shares: the dataset's name (rows carry it), the run's seed (each
+    case's own is drawn from it, the method and the pair), the threads a worker may use (None: leave them) and how
+    cases are scored."""
+
+    dataset: str
+    seed: int
+    threads: int | None
+    scoring: ScoringSettings
+
+    @classmethod
+    def of(cls, config: RunConfig, threads: int | None) -> CaseSettings:
+        return cls(config.dataset, config.seed, threads, ScoringSettings.of(config))
+
+
+def evaluate_case(method: Any, pair: Pair, settings: CaseSettings, keep_example: bool = False, keep_flow: bool = False) -> dict[str, Any]:
     """Register one pair and score it; any exception becomes a failed row with its reason.
 
     ``method``: a method object, or a :class:`MethodSpec` (built once per process). With ``keep_example`` the
     row carries the moved image and flow under ``"_example"`` (for the qualitative figure), with ``keep_flow``
     the flow under ``"_flow"`` (``keep_flows``: for export); the runner saves them and never stores them in the
     table."""
-    limit_threads(threads)
+    limit_threads(settings.threads)
     if isinstance(method, MethodSpec):
         method = built_method(method)
-    row = case_key(method.name, dataset, pair)
+    row = case_key(method.name, settings.dataset, pair)
+    scoring = settings.scoring
     row.update(where_am_i(method.device if isinstance(method, RunsOnDevice) else None))
     import torch
 
-    s = case_seed(seed, method.name, pair)
+    s = case_seed(settings.seed, method.name, pair)
     np.random.seed(s)
     torch.manual_seed(s)
     try:
@@ -212,8 +217,8 @@ def evaluate_case(
         elapsed = time.perf_counter() - start
         validate_registration(registration, pair.fixed.shape)  # a NaN flow fails the case, never scores
         check_moved_agrees_with_flow(pair.moving, registration)  # a flow in other units fails, never ranks
-        row.update(evaluate(pair, registration, hd95_convention, jacobian_scheme, ndv_mask=ndv_mask))
-        if CONVENTION_L2R in conventions:  # the kit's numbers, in their own l2r_ columns
+        row.update(evaluate(pair, registration, scoring.hd95_convention, scoring.jacobian_scheme, ndv_mask=scoring.ndv_mask))
+        if CONVENTION_L2R in scoring.conventions:  # the kit's numbers, in their own l2r_ columns
             row.update(evaluate_kit(pair, registration.flow))
         # A method that reads results computed elsewhere (time_measured False) has no time to report.
         row.update(time_s=elapsed if meta_of(method).time_measured else float("nan"), status="ok", reason="")
@@ -450,15 +455,7 @@ def iterate_cases(
     one task per pair, one per worker thread at a time (rows stream back one by one; see
     :meth:`~regbench.distributed.Cluster.submit_cases`), the method
     sent as ``spec`` (built and cached on each worker), deep methods on GPU workers where the cluster has them."""
-    args_for = lambda threads: (
-        config.dataset,
-        config.seed,
-        threads,
-        config.hd95_convention,
-        config.jacobian_scheme,
-        config.ndv_mask,
-        config.resolved_conventions(),
-    )  # noqa: E731
+    args_for = lambda threads: (CaseSettings.of(config, threads),)  # noqa: E731
     task_method = spec if spec is not None else method  # what workers receive; a spec is its own warm-up key
     if spec is None:
         mark_for_warm_up(method)

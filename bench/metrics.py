@@ -317,6 +317,21 @@ def ndv_mask_of(pair: Pair, rule: str) -> np.ndarray | None:
     return np.asarray(pair.fixed if rule == "fixed" else pair.moving) > 0
 
 
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How every case of a run is scored: the metrics' conventions, one object for the whole run (the plan's)."""
+
+    hd95_convention: str = "pooled"
+    jacobian_scheme: str = "central"
+    ndv_mask: str = "none"
+    conventions: tuple[str, ...] = ()  # extra scorings named by convention (learn2reg: the kit's l2r_ columns)
+
+    @classmethod
+    def of(cls, config: Any) -> ScoringSettings:
+        """A run config's (a :class:`regbench.config.RunConfig`)."""
+        return cls(config.hd95_convention, config.jacobian_scheme, config.ndv_mask, tuple(config.resolved_conventions()))
+
+
 def evaluate(
     pair: Pair,
     registration: Registration,

@@ -27,6 +27,7 @@ from .config import RunConfig
 from .errors import ConfigError, DataError, InputError
 from .execution import build_dataset, case_geometry, dataset_pairs, run_labels
 from .interface import DeclaresSplit, DeclaresStructures, HasOptions, Pair, validate_pair
+from .metrics import ScoringSettings
 from .options import resolve_method_options
 from .registry import DATASETS, METHODS, method_sort_key
 from .rundir import RunDir
@@ -34,20 +35,6 @@ from .store import RunStore
 
 SPLITS_TRAINED = ("train", "val", "test")
 log = logging.getLogger("regbench")
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    """How every case is scored (the run's metric conventions), one object for the whole run."""
-
-    hd95_convention: str
-    jacobian_scheme: str
-    ndv_mask: str
-    conventions: tuple[str, ...]
-
-    @classmethod
-    def of(cls, config: RunConfig) -> ScoringSettings:
-        return cls(config.hd95_convention, config.jacobian_scheme, config.ndv_mask, tuple(config.resolved_conventions()))
 
 
 @dataclass(frozen=True)

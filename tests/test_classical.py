@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from regbench import Pair, create_method
-from regbench.execution import evaluate_case
-from regbench.metrics import evaluate, jacobian_determinant
+from regbench.execution import CaseSettings, evaluate_case
+from regbench.metrics import ScoringSettings, evaluate, jacobian_determinant
 from regbench.warp import warp
 
 CLASSICAL = ["demons", "demons-fastsym", "syn"]
@@ -90,7 +90,7 @@ def test_bad_input_is_a_clear_failed_case(name, pairs):
         "constant": _bad(p, fixed=np.full_like(p.fixed, 0.5)),
     }
     for expected, pair in cases.items():
-        row = evaluate_case(method, pair, "synthetic", 0, None, "pooled", "central")
+        row = evaluate_case(method, pair, CaseSettings("synthetic", 0, None, ScoringSettings()))
         assert row["status"] == "failed"
         assert row["reason"].startswith("InputError") and expected in row["reason"], row["reason"]
 
