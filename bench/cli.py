@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the report at the end of the run draws its figures (default: yes, unless the config says "
+        "figures: false or $REGBENCH_FIGURES=0); without them it writes tables and statistics, and `regbench report "
+        "RUN` draws them later",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the run's plan and exit: the data's facts (dims, spacing, labels, split sizes), each method with its "
@@ -368,6 +376,7 @@ def _config_from_args(args: argparse.Namespace):
         keep_flows=getattr(args, "keep_flows", None),
         conventions=getattr(args, "conventions", None),
         sweep=getattr(args, "sweep", None),
+        figures=getattr(args, "figures", None),
         dataset_options=dataset_options,
         seeds=parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None,
         backend=getattr(args, "backend", None),

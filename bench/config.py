@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +16,8 @@ import yaml
 from .errors import ConfigError, RegbenchError
 from .metrics import HD95_CONVENTIONS, JACOBIAN_SCHEMES, NDV_MASKS
 from .pool import DEFAULT_CASE_TIMEOUT_S
+
+FIGURES_ENV = "REGBENCH_FIGURES"  # 0: runs write their report without figures, unless told otherwise
 
 #: Metric conventions a run can score beside the strict ones (RunConfig.conventions).
 CONVENTIONS = ("learn2reg",)
@@ -177,6 +180,10 @@ class RunConfig:
     max_test_pairs: int | None = None
     sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
     example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
+    # The report written at the end of a run draws its figures (PNG and PDF); false: its tables and statistics only
+    # (`regbench report RUN` draws them later). Where neither the config nor --no-figures says, $REGBENCH_FIGURES=0
+    # turns them off (the test suite's setting: figures are drawn where figures are tested). Not bound.
+    figures: bool = field(default_factory=lambda: os.environ.get(FIGURES_ENV, "1") != "0")
     # Every scored case's flow kept (flows/METHOD/CASE_ID.npz, float32 compressed; a method's first seed), for
     # `regbench export`: true (every method), false, or a list of method names or patterns. Not bound: raised on a
     # run that has scored cases, the same command computes the missing flows (a trained method from its model).
@@ -236,6 +243,8 @@ class RunConfig:
             self.keep_flows = [m.strip() for m in self.keep_flows.split(",") if m.strip()]
         if not isinstance(self.keep_flows, bool) and not (isinstance(self.keep_flows, list) and all(isinstance(m, str) for m in self.keep_flows)):
             raise ConfigError(f"keep_flows must be true, false or a list of method names or patterns (--keep-flows [METHODS]), got {self.keep_flows!r}")
+        if not isinstance(self.figures, bool):
+            raise ConfigError(f"figures must be true or false, got {self.figures!r}")
         if isinstance(self.example_pairs, bool) or not isinstance(self.example_pairs, int) or self.example_pairs < 0:
             raise ConfigError(f"example_pairs must be a non-negative integer, got {self.example_pairs!r}")
         if self.hd95_convention not in HD95_CONVENTIONS:

@@ -351,7 +351,7 @@ def execute(
     verdicts = run_verdicts(config.out_dir)
     result.not_converged = {m: verdicts[m].reason for m in methods if m in verdicts and not verdicts[m].converged}
     if report:
-        result.report = write_report([config.out_dir], options=ReportOptions())
+        result.report = write_report([config.out_dir], options=ReportOptions(figures=config.figures))
     return result
 
 

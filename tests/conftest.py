@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Runs in tests write their report without figures (seconds each): the tests of figures ask for them (figures=True,
+# --figures). A developer may set REGBENCH_FIGURES=1 to draw them everywhere.
+os.environ.setdefault("REGBENCH_FIGURES", "0")
+
 PLUGIN_MODULE = '''
 """A third-party plugin package, installed for the tests through a dist-info entry point."""
 import os

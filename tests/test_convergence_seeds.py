@@ -67,7 +67,7 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "regbench.cli", *args], capture_output=True, text=True, **kwargs)
 
 
-SEEDED = ["run", "--profile", "smoke", "--seeds", "0,1", "--methods", "initial,gsmorph", "--no-progress"]
+SEEDED = ["run", "--profile", "smoke", "--seeds", "0,1", "--methods", "initial,gsmorph", "--no-progress", "--figures"]
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_compare_paper_puts_the_published_numbers_next_to_ours(tmp_path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
-    config = load_config(None, methods=["initial", "demons", "voxelmorph-m", "gsmorph"], profile="smoke", out=str(out), max_test_pairs=6)
+    config = load_config(None, methods=["initial", "demons", "voxelmorph-m", "gsmorph"], profile="smoke", out=str(out), max_test_pairs=6, figures=True)
     run(config, progress=False)
     return out
 

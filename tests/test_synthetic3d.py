@@ -104,7 +104,7 @@ def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, c
     from regbench.cli import main
 
     run = tmp_path / "run"
-    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--out", str(run), "--no-progress"]) == 0
+    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--out", str(run), "--no-progress", "--figures"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert not [line for line in err if "left out" in line], err
     table = pd.read_csv(run / "per_case.csv")
