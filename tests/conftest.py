@@ -12,6 +12,9 @@ import pytest
 # Runs in tests write their report without figures (seconds each): the tests of figures ask for them (figures=True,
 # --figures). A developer may set REGBENCH_FIGURES=1 to draw them everywhere.
 os.environ.setdefault("REGBENCH_FIGURES", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one worker per core, one thread each (set before torch loads)
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ.setdefault(_threads, "1")
 
 PLUGIN_MODULE = '''
 """A third-party plugin package, installed for the tests through a dist-info entry point."""

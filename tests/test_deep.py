@@ -13,6 +13,18 @@ from regbench.methods.voxelmorph import WeightedSum
 from regbench.nn import UNet, count_parameters
 from regbench.trainer import PlainObjective, TrainSettings
 
+
+@pytest.fixture
+def two_threads():
+    """torch's CPU reductions with two threads, whatever the machine or pytest -n gives: their FP32 rounding (and
+    so these tests' tolerances, measured with two) depends on how the reduction is split. With one thread a
+    250,000-element FP32 norm accumulates in longer runs and errs ~3e-6·Σ|x| instead of < 1e-6."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 DEEP = ["voxelmorph-s", "voxelmorph-m", "voxelmorph-l", "gs-agr", "gs-pcgrad", "gsmorph"]
 
 
@@ -75,7 +87,7 @@ def unet_gradients(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
 
 @pytest.mark.parametrize("combiner", [LayerwiseProjection, GlobalProjection], ids=lambda c: c.__name__)
-def test_flat_form_equals_the_per_tensor_loop_on_network_sized_gradients(combiner):
+def test_flat_form_equals_the_per_tensor_loop_on_network_sized_gradients(combiner, two_threads):
     """Both FP32 forms against the loop in FP64: the same conflict decisions and updates within FP32 rounding (the
     projection coefficient's error is ~ε·Σ|g_sim·g_reg|/‖g_reg‖², a few 1e-6 here on updates of size ~1)."""
     for seed in range(3):
@@ -95,7 +107,7 @@ def test_flat_form_equals_the_per_tensor_loop_on_network_sized_gradients(combine
     assert combiner.form_for(torch.device("cuda", 0)) == "flat" and combiner.form_for(torch.device("cpu")) == "per_tensor"
 
 
-def test_flat_form_keeps_each_gradients_memory_layout():
+def test_flat_form_keeps_each_gradients_memory_layout(two_threads):
     """Channels-last similarity gradients (as a channels-last network's), smoothness gradients in mixed layouts
     and one non-dense tensor: the flat form pairs the same elements as the loop, and hands every dense gradient
     back with its strides (the trainer then copies nothing into its parameter's layout)."""
@@ -148,7 +160,7 @@ def test_training_with_the_flat_form_follows_the_loop(monkeypatch, pairs, name):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-3 * lr)
 
 
-def test_group_sums_are_signed_sums_within_a_plain_sums_error():
+def test_group_sums_are_signed_sums_within_a_plain_sums_error(two_threads):
     generator = torch.Generator().manual_seed(0)
     sizes = [1, 3, 1000, 7, 250_000, 2]
     x = torch.randn(sum(sizes), generator=generator) * torch.rand(sum(sizes), generator=generator).exp()
