@@ -5,8 +5,9 @@ methods import torch). ``regbench run --dry-run`` decides and prints a whole pla
 reads them from ``catalogue.json`` beside this module: for each built-in, its module, its metadata, the keyword
 parameters its factory takes and the option names it accepts. The file is derived, never edited: ``python -m
 regbench.catalogue`` writes it from the modules, and a test holds it equal to them (as the import graph).
-The registry reads it only inside :meth:`regbench.registry.Registry.from_declarations` (the dry run), so a stale
-file can misprint a dry run but never change what a run computes.
+The registry reads it only inside :func:`declarations_only` (the dry run's), so a stale file can misprint a dry
+run but never change what a run computes. A declared ``profile_options`` is named by ``module:function`` and
+imported when the file is read: it must live in a light module (``regbench.config``, ``regbench.methods.syn``).
 
 Plugins from entry points or ``--plugin`` are not in it: their modules are imported as before.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -82,26 +82,8 @@ def decode_meta(data: Mapping[str, Any]) -> MethodMeta:
     if "option_names" in values:
         values["option_names"] = frozenset(values["option_names"])
     if "profile_options" in values:
-        values["profile_options"] = _ProfileOptions(values["profile_options"])
+        values["profile_options"] = _resolve(values["profile_options"])
     return MethodMeta(**values)
-
-
-class _ProfileOptions:
-    """A declared ``profile_options`` function, imported when first called (its module is a light one)."""
-
-    def __init__(self, reference: str) -> None:
-        self.reference = reference
-
-    def __call__(self, profile: str, dims: int = 2) -> dict[str, Any]:
-        function = _resolve(self.reference)
-        takes_dims = "dims" in inspect.signature(function).parameters
-        return function(profile, dims=dims) if takes_dims else function(profile)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ProfileOptions) and other.reference == self.reference
-
-    def __hash__(self) -> int:
-        return hash(self.reference)
 
 
 def collect() -> dict[str, Any]:

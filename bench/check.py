@@ -373,8 +373,10 @@ def check_method(method_or_name: Any, profile: str | None = "smoke", raise_on_fa
         tag = "" if dims == 2 else f" ({dims}-D)"
         for key, check in yield_checks(ctx, first):
             if key in selected:
-                report.results.append(_run_check(check, ctx, CHECKS[key] + tag))
-                ctx.failed |= {key} if not report.results[-1].passed else set()
+                result = _run_check(check, ctx, CHECKS[key] + tag)
+                report.results.append(result)
+                if not result.passed:
+                    ctx.failed.add(key)
             elif key == "register" and selected & NEEDS_REGISTRATION:
                 try:  # what the chosen checks read, not reported
                     check(ctx)

@@ -473,7 +473,7 @@ def accepted_options(factory: Callable[..., Any], meta: Any) -> set[str] | None:
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+    return factory_parameters(factory)
 
 
 METHODS = Registry(
