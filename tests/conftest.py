@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import textwrap
@@ -320,6 +322,20 @@ def with_plugins(plugin_path: Path, monkeypatch: pytest.MonkeyPatch):
     sys.modules.pop("regbench_testplugin", None)
 
 
+@pytest.fixture
+def two_threads():
+    """torch with two CPU threads, whatever the machine or ``pytest -n`` gives (its workers run one each), for the
+    tests whose numbers depend on how a reduction is split: the FP32 rounding of the combiners' norms (with one
+    thread a 250,000-element FP32 norm accumulates in longer runs and errs ~3e-6·Σ|x| instead of < 1e-6), and a
+    short training's trajectory that a test has always checked with two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def small_dataset():
     from regbench import create_dataset
@@ -330,3 +346,18 @@ def small_dataset():
 @pytest.fixture(scope="session")
 def pairs(small_dataset):
     return [p for s in small_dataset.subjects()[:2] for p in small_dataset.subject_pairs(s)]
+
+
+@pytest.fixture(scope="session")
+def volume_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """``regbench run --dataset synthetic3d --profile smoke --methods '*' --figures``, once per session (~4 min on
+    2 cores: eight deep trainings on volumes): its folder and the lines it wrote to stderr. Tests of what a whole
+    run on volumes gives read it instead of training their own methods."""
+    from regbench.cli import main
+
+    run = tmp_path_factory.mktemp("volume-smoke") / "run"
+    err = io.StringIO()  # capsys is per test; a session's fixture reads stderr through a redirect
+    with contextlib.redirect_stderr(err):
+        code = main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--out", str(run), "--no-progress", "--figures"])
+    assert code == 0, err.getvalue()
+    return run, err.getvalue().splitlines()

@@ -116,7 +116,11 @@ def test_scaling_and_squaring_unfolds_a_velocity_that_folds_as_a_displacement():
 
 
 @pytest.mark.slow
-def test_voxelmorph_diff_records_its_options_and_trains_on_the_one_trainer(small_dataset, tmp_path):
+def test_voxelmorph_diff_records_its_options_and_trains_on_the_one_trainer(small_dataset, tmp_path, two_threads):
+    # Two threads: the trajectory this test has always checked, also in pytest -n's one-thread workers. This
+    # 2-epoch training at lr 5e-3 reaches 20-65 px displacements on 64-px images, and with one thread (NJD 3.2 %)
+    # or seed 1 (17-20 %) it folds: a known problem of VoxelMorph-diff's first steps, open and stated in
+    # docs/development.md, which this test's NJD bound does not settle.
     method = create_method("voxelmorph-diff", epochs=2, batch_size=8, val_every=1, lam=0.02)
     options = method.options()
     assert options["lam"] == 0.02 and options["integration_steps"] == 7 and options["epochs"] == 2

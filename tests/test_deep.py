@@ -13,18 +13,6 @@ from regbench.methods.voxelmorph import WeightedSum
 from regbench.nn import UNet, count_parameters
 from regbench.trainer import PlainObjective, TrainSettings
 
-
-@pytest.fixture
-def two_threads():
-    """torch's CPU reductions with two threads, whatever the machine or pytest -n gives: their FP32 rounding (and
-    so these tests' tolerances, measured with two) depends on how the reduction is split. With one thread a
-    250,000-element FP32 norm accumulates in longer runs and errs ~3e-6·Σ|x| instead of < 1e-6."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 DEEP = ["voxelmorph-s", "voxelmorph-m", "voxelmorph-l", "gs-agr", "gs-pcgrad", "gsmorph"]
 
 

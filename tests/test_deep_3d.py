@@ -143,15 +143,14 @@ def test_perf_times_a_3d_training_step_and_counts_its_peak_memory():
 
 
 @pytest.mark.slow
-def test_the_3d_smoke_run_trains_voxelmorph_diff_above_initial_without_folding(tmp_path):
+@pytest.mark.xdist_group("volume_smoke_run")  # one worker makes the session's run (pytest -n --dist loadgroup)
+def test_the_3d_smoke_run_trains_voxelmorph_diff_above_initial_without_folding(volume_smoke_run):
+    """The session's 3-D smoke run of every method (tests/conftest.py): VoxelMorph-diff as trained there."""
     import pandas as pd
 
-    from regbench.cli import main
-
-    out = tmp_path / "run"
-    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "initial,voxelmorph-diff", "--out", str(out)]) == 0
-    means = pd.read_csv(out / "per_case.csv").groupby("method")[["dice", "ndv"]].mean()
+    run, _ = volume_smoke_run
+    means = pd.read_csv(run / "per_case.csv").groupby("method")[["dice", "ndv"]].mean()
     assert means.loc["voxelmorph-diff", "dice"] > means.loc["initial", "dice"] + 0.05
     assert means.loc["voxelmorph-diff", "ndv"] < 0.01  # % of the volume: scaling and squaring keeps it invertible
-    manifest = (out / "manifest.json").read_text()
+    manifest = (run / "manifest.json").read_text()
     assert '"dims": 3' in manifest

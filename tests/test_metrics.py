@@ -190,6 +190,34 @@ def test_a_fold_the_central_count_misses_is_measured_by_ndv_in_3d():
     assert all(np.allclose(j[1:-1, 1:-1, 1:-1], 1.0) and (j >= 0).all() for j in simplex_jacobians(np.zeros((3, 4, 4, 4))))
 
 
+def test_the_ten_3d_simplices_are_the_signed_volumes_of_their_mapped_tetrahedra():
+    """Each of the ten Jacobians at an interior voxel p against the signed volume of its tetrahedron, computed
+    from the mapped vertices φ(v) = v + u(v) with np.linalg.det, over the identity's: the eight corner tetrahedra
+    (p, p ± e₀, p ± e₁, p ± e₂ in the order simplex_jacobians lists them) and the two central ones (p and p ± the
+    three in-plane diagonals (1,1,0), (1,0,1), (0,1,1): forward, then backward)."""
+    import itertools
+
+    flow = random_flow_3d(np.random.default_rng(5), amplitude=3.0)
+    jacobians = simplex_jacobians(flow)
+    assert len(jacobians) == 10
+
+    def phi(v):
+        return np.asarray(v, float) + flow[(slice(None), *v)]
+
+    def volume(p, offsets):
+        mapped = np.stack([phi(tuple(np.add(p, o))) - phi(p) for o in offsets])  # rows: the mapped edges
+        return np.linalg.det(mapped.T) / np.linalg.det(np.asarray(offsets, float).T)
+
+    units = np.eye(3, dtype=int)
+    diagonals = np.array([(1, 1, 0), (1, 0, 1), (0, 1, 1)])
+    tetrahedra = [[s * units[k] for k, s in enumerate(signs)] for signs in itertools.product((1, -1), repeat=3)]
+    tetrahedra += [list(diagonals), list(-diagonals)]
+    for p in [(3, 4, 5), (6, 7, 8), (8, 3, 11)]:
+        expected = [volume(p, offsets) for offsets in tetrahedra]
+        assert [float(j[p]) for j in jacobians] == pytest.approx(expected, abs=1e-9)
+    assert min(float(j[p]) for j in jacobians[8:]) != max(float(j[p]) for j in jacobians[8:])  # two, not one twice
+
+
 @pytest.mark.parametrize("dims, seed", [(2, 0), (2, 1), (3, 0), (3, 1)])
 def test_every_corner_simplex_positive_means_the_central_determinant_is_positive(dims, seed):
     """The central difference is the mean of the one-sided ones and the determinant is multilinear, so the

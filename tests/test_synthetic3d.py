@@ -92,7 +92,8 @@ def test_bad_options_are_one_error_naming_them(options, named):
 
 
 @pytest.mark.slow
-def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, capsys):
+@pytest.mark.xdist_group("volume_smoke_run")  # one worker makes the session's run (pytest -n --dist loadgroup)
+def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(volume_smoke_run):
     """``regbench run --dataset synthetic3d --profile smoke --methods '*'``: every built-in method registers
     volumes (no note leaves one out); the classical methods each at least 5 Dice points above Initial, every deep
     and test-time method above it, VoxelMorph-diff without folding; mid-slice figures drawn."""
@@ -101,11 +102,7 @@ def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, c
 
     import pandas as pd
 
-    from regbench.cli import main
-
-    run = tmp_path / "run"
-    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--out", str(run), "--no-progress", "--figures"]) == 0
-    err = capsys.readouterr().err.splitlines()
+    run, err = volume_smoke_run
     assert not [line for line in err if "left out" in line], err
     table = pd.read_csv(run / "per_case.csv")
     assert (table["status"] == "ok").all()
