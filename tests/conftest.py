@@ -352,7 +352,8 @@ def pairs(small_dataset):
 def volume_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """``regbench run --dataset synthetic3d --profile smoke --methods '*' --figures``, once per session (~4 min on
     2 cores: eight deep trainings on volumes): its folder and the lines it wrote to stderr. Tests of what a whole
-    run on volumes gives read it instead of training their own methods."""
+    run on volumes gives read it instead of training their own methods; they live in one file
+    (tests/test_synthetic3d.py), so that ``pytest -n N --dist loadfile`` makes it on one worker only."""
     from regbench.cli import main
 
     run = tmp_path_factory.mktemp("volume-smoke") / "run"

@@ -92,11 +92,10 @@ def test_bad_options_are_one_error_naming_them(options, named):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("volume_smoke_run")  # one worker makes the session's run (pytest -n --dist loadgroup)
 def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(volume_smoke_run):
     """``regbench run --dataset synthetic3d --profile smoke --methods '*'``: every built-in method registers
     volumes (no note leaves one out); the classical methods each at least 5 Dice points above Initial, every deep
-    and test-time method above it, VoxelMorph-diff without folding; mid-slice figures drawn."""
+    and test-time method above it, VoxelMorph-diff 5 points above it without folding; mid-slice figures drawn."""
     import json
     from importlib import metadata
 
@@ -121,7 +120,8 @@ def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(volume_smok
         assert means.loc[method, "dice"] >= means.loc["initial", "dice"] + 0.05, means
     for method in deep | instance:
         assert means.loc[method, "dice"] > means.loc["initial", "dice"], means
-    assert means.loc["voxelmorph-diff", "ndv"] == 0.0
+    assert means.loc["voxelmorph-diff", "ndv"] == 0.0  # scaling and squaring keeps it invertible
+    assert means.loc["voxelmorph-diff", "dice"] > means.loc["initial", "dice"] + 0.05
     assert json.loads((run / "manifest.json").read_text())["dataset_info"]["dims"] == 3
     assert (run / "report" / "figures" / "qualitative.png").exists() and (run / "report" / "table1.md").exists()
 
