@@ -87,7 +87,8 @@ def mutated_copy(name: str, into: Path) -> Path:
 
 def run(name: str, pytest_args: list[str]) -> list[str]:
     """The tests that fail with mutation ``name`` applied."""
-    with tempfile.TemporaryDirectory(prefix=f"regbench-mutation-{name}-") as tmp:
+    # Not "regbench" in the folder's name: a test asserts no top-level `methods` resolves to a path naming it.
+    with tempfile.TemporaryDirectory(prefix=f"mutation-{name}-") as tmp:
         pythonpath = mutated_copy(name, Path(tmp))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]), "MPLBACKEND": "Agg"}
         done = subprocess.run(
@@ -97,7 +98,7 @@ def run(name: str, pytest_args: list[str]) -> list[str]:
             capture_output=True,
             text=True,
         )
-    return [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    return [line.removeprefix("FAILED ").split(" - ")[0] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
 
 
 def main(argv: list[str] | None = None) -> int:
