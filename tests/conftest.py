@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import sys
 import textwrap
@@ -346,19 +344,3 @@ def small_dataset():
 @pytest.fixture(scope="session")
 def pairs(small_dataset):
     return [p for s in small_dataset.subjects()[:2] for p in small_dataset.subject_pairs(s)]
-
-
-@pytest.fixture(scope="session")
-def volume_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """``regbench run --dataset synthetic3d --profile smoke --methods '*' --figures``, once per session (~4 min on
-    2 cores: eight deep trainings on volumes): its folder and the lines it wrote to stderr. Tests of what a whole
-    run on volumes gives read it instead of training their own methods; they live in one file
-    (tests/test_synthetic3d.py), so that ``pytest -n N --dist loadfile`` makes it on one worker only."""
-    from regbench.cli import main
-
-    run = tmp_path_factory.mktemp("volume-smoke") / "run"
-    err = io.StringIO()  # capsys is per test; a session's fixture reads stderr through a redirect
-    with contextlib.redirect_stderr(err):
-        code = main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--out", str(run), "--no-progress", "--figures"])
-    assert code == 0, err.getvalue()
-    return run, err.getvalue().splitlines()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from import_graph import PACKAGE, ROOT  # the source folders and the package each is installed as
 
 #: name -> (file, a regular expression, its replacement, how many times it must match, what the mutation breaks).
 #: The count is checked, so that a refactoring that moves the text makes this script fail rather than test nothing.
@@ -68,7 +68,7 @@ def mutated_copy(name: str, into: Path) -> Path:
     """A copy of the source with mutation ``name`` applied; returns the folder to put on PYTHONPATH."""
     file, pattern, replacement, count, _ = MUTATIONS[name]
     tree = into / "tree"
-    for folder in ("bench", "methods", "datasets", "tests"):
+    for folder in (*PACKAGE, "tests"):
         shutil.copytree(ROOT / folder, tree / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (tree / "docs").mkdir()
     shutil.copy(ROOT / "docs" / "import-graph.dot", tree / "docs")  # read by tests/test_contracts.py
@@ -78,10 +78,8 @@ def mutated_copy(name: str, into: Path) -> Path:
     if found != count:
         raise SystemExit(f"mutation {name}: expected {count} match(es) in {file}, found {found}: update tests/mutations.py")
     path.write_text(mutated)
-    package = into / "pkg" / "regbench"
-    shutil.copytree(tree / "bench", package)
-    shutil.copytree(tree / "methods", package / "methods")
-    shutil.copytree(tree / "datasets", package / "datasets")
+    for folder, package in PACKAGE.items():  # regbench from bench/, regbench.methods from methods/, ...
+        shutil.copytree(tree / folder, into / "pkg" / package.replace(".", os.sep))
     return into / "pkg"
 
 
