@@ -326,10 +326,22 @@ def two_threads():
     tests whose numbers depend on how a reduction is split: the FP32 rounding of the combiners' norms (with one
     thread a 250,000-element FP32 norm accumulates in longer runs and errs ~3e-6·Σ|x| instead of < 1e-6), and a
     short training's trajectory that a test has always checked with two."""
+    yield from _torch_threads(2)
+
+
+@pytest.fixture
+def all_cpu_threads():
+    """torch with one thread per CPU this process may use, as a process gets where ``pytest -n`` does not cap it:
+    for a test that compares this process's training with one another process makes with every CPU it has (a SLURM
+    job on the one-node test cluster, whose task/none plugin binds nothing). CPU trainings depend on the count."""
+    yield from _torch_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _torch_threads(n: int):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(n)
     yield
     torch.set_num_threads(before)
 

@@ -71,7 +71,9 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "regbench.cli", *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_smoke_run_on_slurm_gives_the_default_backends_per_case_table(tmp_path):
+def test_a_smoke_run_on_slurm_gives_the_default_backends_per_case_table(tmp_path, all_cpu_threads):
+    """The default backend trains here with the threads a SLURM job of the one-node cluster gets (all the CPUs):
+    under ``pytest -n`` this process has one, and a CPU training's numbers depend on the count."""
     default = run(RunConfig(profile="smoke", methods=METHODS, jobs=2, out=str(tmp_path / "joblib")), progress=False, report=False)
     assert default.ok
     out = tmp_path / "slurm"
