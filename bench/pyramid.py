@@ -63,3 +63,17 @@ class SpacingAware:
     def register_pair(self, pair: Pair) -> Registration:
         """Register with the pair's spacing where it is anisotropic (the same as ``register`` where it is not)."""
         return self._register(pair.fixed, pair.moving, None if is_isotropic(pair.spacing) else pair.spacing)
+
+
+def pad_short_axes(least: int, *images: np.ndarray) -> tuple[list[np.ndarray], tuple[slice, ...]]:
+    """``images`` (of one shape) padded on both sides by repeating their border wherever an axis has fewer than
+    ``least`` voxels, for a library whose coarsest level or filter needs that many (a stack of ten slices), and
+    the slices that crop an array on the padded grid back to the images' own."""
+    import numpy as np
+
+    shape = images[0].shape
+    pad = [((need := max(0, least - n)) // 2, need - need // 2) for n in shape]
+    crop = tuple(slice(before, before + n) for (before, _), n in zip(pad, shape))
+    if not any(before or after for before, after in pad):
+        return list(images), crop
+    return [np.pad(image, pad, mode="edge") for image in images], crop

@@ -354,5 +354,13 @@ def small_dataset():
 
 
 @pytest.fixture(scope="session")
+def stack():
+    """A 3-D synthetic heart pair: 10 slices of 32 × 32 px, 10 × 6 × 6 mm voxels."""
+    from regbench import create_dataset
+
+    return create_dataset("synthetic3d", n_subjects=4, image_size=32, seed=5).pairs("train")[0]
+
+
+@pytest.fixture(scope="session")
 def pairs(small_dataset):
     return [p for s in small_dataset.subjects()[:2] for p in small_dataset.subject_pairs(s)]

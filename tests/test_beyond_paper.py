@@ -87,10 +87,11 @@ def test_fireants_flow_reproduces_fireants_own_moved_image(pairs):
     assert np.abs(reg.moved[INSIDE] - own[INSIDE]).max() < 1e-4
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["elastix-bspline", "fireants-syn"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("elastix-bspline", marks=pytest.mark.slow), pytest.param("fireants-syn", marks=pytest.mark.slow), "greedy", "dipy-syn"]
+)
 def test_optional_classical_methods_clearly_beat_initial(name, small_dataset):
-    _needs({"elastix-bspline": "itk-elastix", "fireants-syn": "fireants"}[name])
+    _needs({"elastix-bspline": "itk-elastix", "fireants-syn": "fireants", "greedy": "picsl-greedy", "dipy-syn": "dipy"}[name])
     test = small_dataset.pairs("test")[:4]
     initial, method = create_method("initial"), create_method(name)
     before = np.mean([evaluate(p, initial.register(p.fixed, p.moving))["dice"] for p in test])

@@ -12,7 +12,7 @@ from scipy import ndimage
 from regbench import Pair, create_method
 from regbench.check import check_method, known_displacement_pair
 from regbench.interface import Registration, moved_flow_disagreement, register_pair
-from regbench.pyramid import relative_spacing, shrink_factors
+from regbench.pyramid import pad_short_axes, relative_spacing, shrink_factors
 from regbench.registry import METHODS
 from regbench.warp import warp
 
@@ -28,14 +28,6 @@ def _needs(distribution: str) -> None:
         pytest.skip(f"{distribution} is not installed (see README: optional methods)")
 
 
-@pytest.fixture(scope="module")
-def stack():
-    """A 3-D synthetic heart pair: 10 slices of 32 × 32 px, 10 × 6 × 6 mm voxels."""
-    from regbench import create_dataset
-
-    return create_dataset("synthetic3d", n_subjects=4, image_size=32, seed=5).pairs("train")[0]
-
-
 def test_shrink_factors_spare_the_coarse_axis_until_the_fine_ones_catch_up():
     assert [shrink_factors(f, (10.0, 4.0, 4.0), 3) for f in (1, 2, 4, 8)] == [(1, 1, 1), (1, 2, 2), (2, 4, 4), (3, 8, 8)]
     assert [shrink_factors(f, (1.5, 1.5), 2) for f in (1, 2, 4)] == [(1, 1), (2, 2), (4, 4)]  # isotropic: alike
@@ -45,11 +37,23 @@ def test_shrink_factors_spare_the_coarse_axis_until_the_fine_ones_catch_up():
         relative_spacing((1.0, 0.0, 1.0), 3)
 
 
+EXTRA = {"elastix-bspline": "itk-elastix", "fireants-syn": "fireants", "greedy": "picsl-greedy", "dipy-syn": "dipy", "convexadam": "convexadam"}
+
+
 @pytest.mark.parametrize(
-    "name", ["demons", "demons-fastsym", "syn", pytest.param("elastix-bspline", marks=pytest.mark.slow), pytest.param("fireants-syn", marks=pytest.mark.slow)]
+    "name",
+    [
+        "demons",
+        "demons-fastsym",
+        "syn",
+        "greedy",
+        "dipy-syn",
+        pytest.param("elastix-bspline", marks=pytest.mark.slow),
+        pytest.param("fireants-syn", marks=pytest.mark.slow),
+    ],
 )
 def test_every_classical_method_declares_3d_and_its_volume_field_reproduces_its_own_moved_image(name, stack):
-    _needs({"elastix-bspline": "itk-elastix", "fireants-syn": "fireants"}.get(name, "SimpleITK"))
+    _needs(EXTRA.get(name, "SimpleITK"))
     assert 3 in METHODS.meta(name).dims
     options = {"final_interpolation_order": 1} if name == "elastix-bspline" else {}
     reg = register_pair(create_method(name, **options), stack)  # as the runner calls it
@@ -62,9 +66,10 @@ def test_every_classical_method_declares_3d_and_its_volume_field_reproduces_its_
     assert np.mean((reversed_order[INSIDE_3D] - reg.moved[INSIDE_3D]) ** 2) > 4 * np.mean((ours[INSIDE_3D] - reg.moved[INSIDE_3D]) ** 2)
 
 
-@pytest.mark.parametrize("name", ["demons", "syn", pytest.param("elastix-bspline", marks=pytest.mark.slow)])
+# Not greedy: its answer does not depend on the spacing (tests/test_greedy.py)
+@pytest.mark.parametrize("name", ["demons", "syn", "dipy-syn", "convexadam", pytest.param("elastix-bspline", marks=pytest.mark.slow)])
 def test_register_pair_is_register_on_isotropic_pairs_and_uses_an_anisotropic_spacing(name, stack):
-    _needs({"elastix-bspline": "itk-elastix"}.get(name, "SimpleITK"))
+    _needs(EXTRA.get(name, "SimpleITK"))
     method = create_method(name)
     plain = method.register(stack.fixed, stack.moving).flow
     isotropic = Pair(**{**stack.__dict__, "spacing": (2.0, 2.0, 2.0)})
@@ -115,6 +120,16 @@ def test_fireants_converts_3d_coordinates_and_registers_non_cubic_volumes():
     moving = ndimage.shift(volume, (1.5, 1.5, 1.5), order=1, mode="nearest").astype(np.float32)
     recovered = create_method("fireants-syn").register(volume, moving).flow[:, 4:-4, 8:-8, 8:-8].reshape(3, -1).mean(1)
     assert np.allclose(recovered, 1.5, atol=0.15)
+
+
+def test_short_axes_are_padded_by_their_border_and_cropped_back():
+    fixed, moving = np.arange(2 * 5, dtype=np.float32).reshape(2, 5), np.ones((2, 5), np.float32)
+    (padded_fixed, padded_moving), crop = pad_short_axes(4, fixed, moving)
+    assert padded_fixed.shape == padded_moving.shape == (4, 5)  # 5 columns already suffice
+    assert np.array_equal(padded_fixed[0], fixed[0]) and np.array_equal(padded_fixed[3], fixed[1])  # the border repeated
+    assert np.array_equal(padded_fixed[crop], fixed)
+    (same,), whole = pad_short_axes(2, fixed)
+    assert same is fixed and np.array_equal(same[whole], fixed)
 
 
 def test_known_displacement_in_3d_has_three_distinct_components(stack):

@@ -111,7 +111,8 @@ def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, c
     assert (table["status"] == "ok").all()
     means = table.groupby("method")[["dice", "ndv"]].mean()
     classical = {"demons", "demons-fastsym", "syn"}
-    for method, distribution in (("elastix-bspline", "itk-elastix"), ("fireants-syn", "fireants")):
+    optional = {"elastix-bspline": "itk-elastix", "fireants-syn": "fireants", "greedy": "picsl-greedy", "dipy-syn": "dipy", "convexadam": "convexadam"}
+    for method, distribution in optional.items():
         try:
             metadata.version(distribution)
             classical.add(method)
