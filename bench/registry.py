@@ -492,13 +492,15 @@ METHODS = Registry(
         "gs-agr": "regbench.methods.gradient_surgery",
         "gs-pcgrad": "regbench.methods.gradient_surgery",
         "gsmorph": "regbench.methods.gradient_surgery",
-        # Beyond the paper; elastix, FireANTs, Greedy, DIPY and ConvexAdam need an extra (see each module). Tables list built-ins that are
+        # Beyond the paper; elastix, FireANTs, Greedy, DIPY, ConvexAdam and the GradICON models need an extra (see each module). Tables list built-ins that are
         # not in the study after its methods, in this order.
         "elastix-bspline": "regbench.methods.elastix",
         "fireants-syn": "regbench.methods.fireants",
         "greedy": "regbench.methods.greedy",
         "dipy-syn": "regbench.methods.dipy_syn",
         "convexadam": "regbench.methods.convexadam",
+        "unigradicon": "regbench.methods.unigradicon",  # tagged: unigradicon.random, or a tag with weights: PATH
+        "multigradicon": "regbench.methods.unigradicon",
         "voxelmorph-diff": "regbench.methods.voxelmorph",
         "io-gsmorph": "regbench.methods.instance",  # test-time optimisation, GSMorph's projection (beyond the paper)
         "io-lambda": "regbench.methods.instance",  # its λ counterpart
