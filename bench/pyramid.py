@@ -28,6 +28,17 @@ def relative_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float,
     return tuple(float(s) / finest for s in spacing)
 
 
+def voxel_flow(field: np.ndarray, relative: Sequence[float], x_first: bool) -> np.ndarray:
+    """A library's (*shape, ndim) displacement in units of the finest axis -> regbench's (ndim, *shape) flow in each
+    axis's voxels, channel k along array axis k, float32. ``x_first``: its components are ITK's, x (the last array
+    axis) first; otherwise component k is along array axis k already. ``relative``: :func:`relative_spacing`."""
+    import numpy as np
+
+    field = np.asarray(field)
+    components = np.moveaxis(field[..., ::-1] if x_first else field, -1, 0)
+    return np.ascontiguousarray(components / np.reshape(relative, (-1,) + (1,) * (field.ndim - 1))).astype(np.float32)
+
+
 def is_isotropic(spacing: Sequence[float] | None) -> bool:
     return spacing is None or max(spacing) <= min(spacing) * (1 + 1e-6)
 

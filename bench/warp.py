@@ -76,3 +76,14 @@ def samples_inside(flow: np.ndarray) -> np.ndarray:
 def warp_label(label: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Warp an integer label map with nearest-neighbour sampling (labels stay in the label set)."""
     return warp(label, flow, mode="nearest")
+
+
+def resize_volume(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A volume, or a (C, *S) stack of volumes, resampled trilinearly with corners aligned onto ``shape`` (float32):
+    the same [-1, 1] normalised coordinates on either grid."""
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    batch = tensor[None, None] if tensor.ndim == 3 else tensor[None]
+    out = torch.nn.functional.interpolate(batch, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)[0]
+    return (out[0] if tensor.ndim == 3 else out).numpy()

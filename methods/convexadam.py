@@ -38,7 +38,7 @@ import numpy as np
 from ..interface import Registration, validate_images
 from ..pyramid import SpacingAware, pad_short_axes, relative_spacing
 from ..registry import MethodMeta, register_method
-from ..warp import warp
+from ..warp import resize_volume, warp
 
 DIMS = (3,)
 
@@ -51,16 +51,6 @@ def _import_convex_adam() -> Callable[..., np.ndarray]:
     finally:
         warnings.filters[:] = filters  # type: ignore[index]  # a list at run time; typeshed says Sequence
     return convex_adam_pt
-
-
-def _resize(volume: np.ndarray, shape: Sequence[int] | np.ndarray) -> np.ndarray:
-    """``volume`` (or a (C, *S) stack of them) resampled trilinearly, corners aligned, onto ``shape``."""
-    import torch
-
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
-    batch = tensor[None, None] if tensor.ndim == 3 else tensor[None]
-    out = torch.nn.functional.interpolate(batch, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)[0]
-    return (out[0] if tensor.ndim == 3 else out).numpy()
 
 
 @register_method(
@@ -147,8 +137,8 @@ class ConvexAdam(SpacingAware):
         if np.array_equal(grid, shape):
             flow = self.displacement(fixed, moving)
         else:
-            field = self.displacement(_resize(fixed, grid), _resize(moving, grid))
+            field = self.displacement(resize_volume(fixed, tuple(grid)), resize_volume(moving, tuple(grid)))
             # sampled back at the pair's voxels; one grid voxel is (shape - 1) / (grid - 1) of the pair's
-            flow = _resize(field, shape) * ((shape - 1) / (grid - 1)).reshape(3, 1, 1, 1).astype(np.float32)
+            flow = resize_volume(field, tuple(shape)) * ((shape - 1) / (grid - 1)).reshape(3, 1, 1, 1).astype(np.float32)
         flow = flow.astype(np.float32)
         return Registration(moved=warp(moving, flow), flow=flow)

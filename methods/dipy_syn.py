@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..pyramid import SpacingAware, pad_short_axes, relative_spacing
+from ..pyramid import SpacingAware, pad_short_axes, relative_spacing, voxel_flow
 from ..registry import MethodMeta, register_method
 
 DIMS = (2, 3)
@@ -118,6 +118,6 @@ class DipySyN(SpacingAware):
         (padded_fixed, padded_moving), crop = pad_short_axes(self.shortest_axis(), fixed, moving)
         mapping = self.mapping(padded_fixed, padded_moving, relative)
         field = np.asarray(mapping.get_forward_field())[crop]
-        flow = np.ascontiguousarray(np.moveaxis(field, -1, 0) / np.reshape(relative, (-1,) + (1,) * fixed.ndim), dtype=np.float32)
+        flow = voxel_flow(field, relative, x_first=False)
         moved = np.ascontiguousarray(mapping.transform(padded_moving.astype(np.float64), interpolation="linear")[crop], dtype=np.float32)
         return Registration(moved=moved, flow=flow)

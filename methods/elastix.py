@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..pyramid import SpacingAware, relative_spacing, shrink_factors
+from ..pyramid import SpacingAware, relative_spacing, shrink_factors, voxel_flow
 from ..registry import MethodMeta, register_method
 
 DIMS = (2, 3)
 
 
-def _itk_image(array: np.ndarray, relative: Sequence[float] | None = None) -> Any:
+def itk_image(array: np.ndarray, relative: Sequence[float] | None = None) -> Any:
     """An ITK image of ``array``; ``relative``: its spacing per array axis (default 1), which ITK takes x first."""
     import itk
 
@@ -115,7 +115,7 @@ class ElastixBSpline(SpacingAware):
         import itk
 
         relative = relative_spacing(spacing, fixed.ndim)
-        fixed_image, moving_image = _itk_image(fixed, relative), _itk_image(moving, relative)
+        fixed_image, moving_image = itk_image(fixed, relative), itk_image(moving, relative)
         with tempfile.TemporaryDirectory(prefix="regbench-elastix-") as tmp:
             elastix = itk.ElastixRegistrationMethod.New(fixed_image, moving_image)
             elastix.SetParameterObject(self.parameter_object(spacing))
@@ -126,8 +126,7 @@ class ElastixBSpline(SpacingAware):
             moved = np.asarray(itk.GetArrayFromImage(elastix.GetOutput()), dtype=np.float32)
             transform = elastix.GetTransformParameterObject()
             field = self._transformix(moving_image, transform, tmp, deformation=True)
-        # ITK's components x first, in units of the finest axis -> channel k along array axis k, in its voxels.
-        flow = (np.moveaxis(field[..., ::-1], -1, 0) / np.reshape(relative, (-1,) + (1,) * fixed.ndim)).astype(np.float32)
+        flow = voxel_flow(field, relative, x_first=True)  # ITK's components x first, in units of the finest axis
 
         def warp_label(label: np.ndarray) -> np.ndarray:
             """transformix with nearest-neighbour resampling, through the same transform."""
@@ -137,7 +136,7 @@ class ElastixBSpline(SpacingAware):
                 parameter_map["ResampleInterpolator"] = ["FinalNearestNeighborInterpolator"]
                 nearest.AddParameterMap(parameter_map)
             with tempfile.TemporaryDirectory(prefix="regbench-elastix-") as tmp:
-                warped = self._transformix(_itk_image(label, relative), nearest, tmp, deformation=False)
+                warped = self._transformix(itk_image(label, relative), nearest, tmp, deformation=False)
             return np.rint(warped).astype(label.dtype)
 
         return Registration(moved=moved, flow=flow, label_warper=warp_label)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..interface import Registration, validate_images
 from ..registry import MethodMeta, register_method
-from ..warp import warp
+from ..warp import resize_volume, warp
 
 
 def _import_fireants() -> tuple[Any, Any, Any]:
@@ -146,23 +146,13 @@ class FireANTsSyN:
 
         cube = fixed.ndim == 3 and len(set(fixed.shape)) > 1
         if cube:  # FireANTs 1.5.0 hardly moves on a 3-D grid that is not a cube (see the module's docstring)
-            registration, fixed_batch, moving_batch = self._registration(_to_cube(fixed), _to_cube(moving))
+            side = (max(fixed.shape),) * 3  # the same normalised coordinates: its answer on the cube is its answer here
+            registration, fixed_batch, moving_batch = self._registration(resize_volume(fixed, side), resize_volume(moving, side))
         else:
             registration, fixed_batch, moving_batch = self._registration(fixed, moving)
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            coordinates = registration.get_warped_coordinates(fixed_batch, moving_batch)[0].detach().cpu()
+            coordinates = registration.get_warped_coordinates(fixed_batch, moving_batch)[0].detach().cpu().numpy()
         if cube:  # normalised coordinates do not depend on the grid: sample them back at the volume's voxels
-            field = torch.nn.functional.interpolate(coordinates.permute(3, 0, 1, 2)[None], size=fixed.shape, mode="trilinear", align_corners=True)
-            coordinates = field[0].permute(1, 2, 3, 0)
-        flow = self.coordinates_to_flow(coordinates.numpy())
+            coordinates = np.moveaxis(resize_volume(np.moveaxis(coordinates, -1, 0), fixed.shape), 0, -1)
+        flow = self.coordinates_to_flow(coordinates)
         return Registration(moved=warp(moving, flow), flow=flow)
-
-
-def _to_cube(volume: np.ndarray) -> np.ndarray:
-    """``volume`` resampled (trilinear, corners aligned) onto a cube of its longest side: the same [-1, 1]
-    normalised coordinates, so FireANTs' answer on the cube is its answer on the volume."""
-    import torch
-
-    side = max(volume.shape)
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(tensor, size=(side,) * 3, mode="trilinear", align_corners=True)[0, 0].numpy()

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..pyramid import SpacingAware, pad_short_axes, relative_spacing
+from ..pyramid import SpacingAware, pad_short_axes, relative_spacing, voxel_flow
 from ..registry import MethodMeta, register_method
 
 DIMS = (2, 3)
@@ -52,13 +52,6 @@ def itk_image(array: np.ndarray, relative: Sequence[float]) -> Any:
     image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
     image.SetSpacing([float(s) for s in relative[::-1]])
     return image
-
-
-def flow_from_physical(field: np.ndarray, relative: Sequence[float]) -> np.ndarray:
-    """(*shape, ndim) physical displacement, x (the last array axis) first -> (ndim, *shape) voxel flow, channel k
-    along array axis k."""
-    ndim = field.ndim - 1
-    return (np.moveaxis(field[..., ::-1], -1, 0) / np.reshape(relative, (-1,) + (1,) * ndim)).astype(np.float32)
 
 
 # Wraps a C++ library: its cases run in a worker process, so a crash fails the case, not the run.
@@ -136,7 +129,7 @@ class Greedy(SpacingAware):
         log = io.StringIO()  # Greedy's own printing, kept out of the run's output
         images = {"fixed": itk_image(padded_fixed, relative), "moving": itk_image(padded_moving, relative)}
         greedy.execute(self.command(fixed.ndim), out=log, err=log, warp=None, **images)
-        flow = np.ascontiguousarray(flow_from_physical(sitk.GetArrayFromImage(greedy["warp"]), relative)[(slice(None),) + crop])
+        flow = np.ascontiguousarray(voxel_flow(sitk.GetArrayFromImage(greedy["warp"]), relative, x_first=True)[(slice(None),) + crop])
         greedy.execute(
             f"-rf fixed -ri LINEAR -rm moving moved -r warp -threads {self.threads} -V 0", out=log, err=log, moved=None, **images
         )  # its own reslicing

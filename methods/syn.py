@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..interface import Registration, validate_images
-from ..pyramid import SpacingAware, relative_spacing
+from ..pyramid import SpacingAware, relative_spacing, voxel_flow
 from ..registry import MethodMeta, register_method
 
 #: The similarity metrics ANTsPy's ``syn_metric`` takes.
@@ -133,8 +133,7 @@ class AntsSyN(SpacingAware):
             transforms = out["fwdtransforms"]
             field_path = transforms[0] if len(transforms) == 1 else ants.apply_transforms(f_img, m_img, transforms, compose=os.path.join(tmp, "comp_"))
             field = ants.image_read(field_path)  # read into memory before the directory goes
-        # (ndim, *shape), component k along array axis k, in units of the finest axis: to voxels of each axis.
-        flow = (np.moveaxis(field.numpy(), -1, 0) / np.reshape(relative, (-1,) + (1,) * fixed.ndim)).astype(np.float32)
+        flow = voxel_flow(field.numpy(), relative, x_first=False)  # component k along array axis k already
         moved = out["warpedmovout"].numpy().astype(np.float32)
 
         def warp_label(label: np.ndarray) -> np.ndarray:

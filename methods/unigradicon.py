@@ -56,8 +56,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..interface import Registration, validate_images
-from ..pyramid import SpacingAware, relative_spacing
+from ..pyramid import SpacingAware, relative_spacing, voxel_flow
 from ..registry import MethodMeta, register_method
+from .elastix import itk_image
 
 DIMS = (3,)
 MODELS = ("unigradicon", "multigradicon")
@@ -91,14 +92,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _itk_image(array: np.ndarray, relative: Sequence[float]) -> Any:
-    import itk
-
-    image = itk.image_from_array(np.ascontiguousarray(array, dtype=np.float32))
-    image.SetSpacing([float(s) for s in relative[::-1]])
-    return image
 
 
 class GradICONFoundation(SpacingAware):
@@ -223,7 +216,7 @@ class GradICONFoundation(SpacingAware):
 
         net = self.network()
         relative = relative_spacing(spacing, fixed.ndim)
-        fixed_image, moving_image = _itk_image(fixed, relative), _itk_image(moving, relative)
+        fixed_image, moving_image = itk_image(fixed, relative), itk_image(moving, relative)
         rules = {"ct_window": self.ct_window, "quantile_range": self.quantile_range}
         config.device = self.device  # the package reads its device from this module at each call
         try:
@@ -244,7 +237,7 @@ class GradICONFoundation(SpacingAware):
         to_field.SetUseReferenceImage(True)
         to_field.Update()
         field = itk.array_from_image(to_field.GetOutput())  # physical, x first
-        flow = np.ascontiguousarray(np.moveaxis(field[..., ::-1], -1, 0) / np.reshape(relative, (3, 1, 1, 1)), dtype=np.float32)
+        flow = voxel_flow(field, relative, x_first=True)
         interpolator = itk.LinearInterpolateImageFunction.New(moving_image)
         moved = itk.resample_image_filter(moving_image, transform=phi_ab, interpolator=interpolator, use_reference_image=True, reference_image=fixed_image)
         return Registration(moved=np.ascontiguousarray(itk.array_from_image(moved), dtype=np.float32), flow=flow)
