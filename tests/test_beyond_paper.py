@@ -46,6 +46,7 @@ def test_elastix_field_reproduces_elastix_own_moved_image(pairs):
     assert np.abs(warp(p.moving, reg.flow[::-1].copy())[INSIDE] - reg.moved[INSIDE]).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_elastix_is_repeatable_leaves_no_files_and_warps_labels_with_nearest_neighbour(pairs, tmp_path, monkeypatch):
     _needs("itk-elastix")
     tmp = tmp_path / "tmp"

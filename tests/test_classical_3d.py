@@ -67,7 +67,9 @@ def test_every_classical_method_declares_3d_and_its_volume_field_reproduces_its_
 
 
 # Not greedy: its answer does not depend on the spacing (tests/test_greedy.py)
-@pytest.mark.parametrize("name", ["demons", "syn", "dipy-syn", "convexadam", pytest.param("elastix-bspline", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name", ["demons", "syn", pytest.param("dipy-syn", marks=pytest.mark.slow), "convexadam", pytest.param("elastix-bspline", marks=pytest.mark.slow)]
+)
 def test_register_pair_is_register_on_isotropic_pairs_and_uses_an_anisotropic_spacing(name, stack):
     _needs(EXTRA.get(name, "SimpleITK"))
     method = create_method(name)
@@ -94,6 +96,7 @@ def test_demons_shrinks_in_plane_only_on_a_thick_slice_stack(stack, monkeypatch)
     assert seen == [(4, 4, 4), (4, 4, 4), (2, 2, 2), (2, 2, 2)]
 
 
+@pytest.mark.slow
 def test_elastix_pyramid_schedule_per_axis_on_an_anisotropic_stack():
     _needs("itk-elastix")
     method = create_method("elastix-bspline")

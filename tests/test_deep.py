@@ -1,5 +1,5 @@
-"""Deep registration: the network, the combiners' exact rules on hand-made gradients, the trainer's two
-gradients, training lowers the loss for every variant, and resume equals an uninterrupted run."""
+"""Deep registration: the network, the trainer's two gradients, training lowers the loss for every variant, and
+resume equals an uninterrupted run (the gradient-surgery combiners' rules: tests/test_gradient_surgery.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from regbench import create_method
-from regbench.methods.gradient_surgery import GlobalProjection, LayerwiseProjection, group_sums
+from regbench.methods.gradient_surgery import LayerwiseProjection
 from regbench.methods.voxelmorph import WeightedSum
 from regbench.nn import UNet, count_parameters
 from regbench.trainer import PlainObjective, TrainSettings
@@ -25,143 +25,8 @@ def test_unet_matches_the_reference_network():
     assert flow.abs().max() < 1e-2  # flow head initialised near zero
 
 
-def grads(*arrays):
-    return [torch.tensor(a, dtype=torch.float64) for a in arrays]
-
-
-FORMS = ["per_tensor", "flat"]  # each combiner's loop (CPU) and whole-network (CUDA) forms
-
-
-@pytest.mark.parametrize("form", FORMS)
-def test_layerwise_projection_is_algorithm_1_per_tensor(form):
-    g_sim = grads([1.0, 0.0], [1.0, 1.0])
-    g_reg = grads([-1.0, 1.0], [1.0, 0.0])  # group 0 conflicts (dot −1), group 1 does not (dot 1)
-    update, share = getattr(LayerwiseProjection(), form)(g_sim, g_reg)
-    assert torch.allclose(update[0], torch.tensor([0.5, 0.5], dtype=torch.float64))  # g − (−1/2)·g_reg
-    assert torch.equal(update[1], g_sim[1])  # untouched, and g_reg is not added
-    assert float(share) == 0.5
-    for u, r in zip(update, g_reg):
-        assert float((u * r).sum()) >= -1e-12  # no remaining conflict in any group
-
-
-@pytest.mark.parametrize("form", FORMS)
-def test_global_projection_uses_the_whole_network(form):
-    project = getattr(GlobalProjection(), form)
-    g_sim = grads([1.0, 0.0], [1.0, 1.0])
-    g_reg = grads([-3.0, 1.0], [1.0, 0.0])  # group 0 conflicts, group 1 agrees; total dot = −3 + 1 = −2 < 0
-    update, share = project(g_sim, g_reg)
-    coef = -2.0 / (9 + 1 + 1)
-    assert torch.allclose(update[0], g_sim[0] - coef * g_reg[0])
-    assert torch.allclose(update[1], g_sim[1] - coef * g_reg[1])  # projected too: one decision for all
-    assert float(share) == 1.0
-    total = sum(float((u * r).sum()) for u, r in zip(update, g_reg))
-    assert abs(total) < 1e-12
-    # Whole-network agreement: nothing changes even where a single group conflicts.
-    update, share = project(grads([1.0, 0.0], [5.0, 0.0]), grads([-1.0, 0.0], [1.0, 0.0]))
-    assert torch.equal(update[0], torch.tensor([1.0, 0.0], dtype=torch.float64)) and float(share) == 0.0
-
-
-def unet_gradients(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """FP32 gradients shaped as the U-Net's 75 parameter tensors; g_reg's correlation with g_sim drawn per tensor
-    from −0.5 to 0.5, so that some tensors conflict, some agree and a few are nearly orthogonal."""
-    generator = torch.Generator().manual_seed(seed)
-    g_sim, g_reg = [], []
-    for p in UNet().parameters():
-        s = torch.randn(p.shape, generator=generator)
-        rho = float(torch.rand(1, generator=generator)) - 0.5
-        g_sim.append(s)
-        g_reg.append(0.1 * (rho * s + torch.randn(p.shape, generator=generator)))
-    return g_sim, g_reg
-
-
-@pytest.mark.parametrize("combiner", [LayerwiseProjection, GlobalProjection], ids=lambda c: c.__name__)
-def test_flat_form_equals_the_per_tensor_loop_on_network_sized_gradients(combiner, two_threads):
-    """Both FP32 forms against the loop in FP64: the same conflict decisions and updates within FP32 rounding (the
-    projection coefficient's error is ~ε·Σ|g_sim·g_reg|/‖g_reg‖², a few 1e-6 here on updates of size ~1)."""
-    for seed in range(3):
-        g_sim, g_reg = unet_gradients(seed)
-        exact, exact_share = combiner().per_tensor([g.double() for g in g_sim], [g.double() for g in g_reg])
-        loop, loop_share = combiner().per_tensor(g_sim, g_reg)
-        flat, flat_share = combiner().flat(g_sim, g_reg)
-        assert float(flat_share) == float(loop_share) == float(exact_share)
-        assert [u.shape for u in flat] == [g.shape for g in g_sim]
-        for a, b, e in zip(flat, loop, exact):
-            torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=2e-5)
-            torch.testing.assert_close(b.double(), e, rtol=1e-5, atol=2e-5)
-    if combiner is LayerwiseProjection:
-        assert 0 < float(loop_share) < 1  # the drawn gradients did exercise both branches
-    on_cpu, _ = combiner()(g_sim, g_reg)  # CPU gradients take the loop: CPU results are what they were
-    assert all(torch.equal(a, b) for a, b in zip(on_cpu, loop))
-    assert combiner.form_for(torch.device("cuda", 0)) == "flat" and combiner.form_for(torch.device("cpu")) == "per_tensor"
-
-
-def test_flat_form_keeps_each_gradients_memory_layout(two_threads):
-    """Channels-last similarity gradients (as a channels-last network's), smoothness gradients in mixed layouts
-    and one non-dense tensor: the flat form pairs the same elements as the loop, and hands every dense gradient
-    back with its strides (the trainer then copies nothing into its parameter's layout)."""
-    from regbench.methods.gradient_surgery import AgreementRandom
-
-    g_sim, g_reg = unet_gradients(4)
-    g_sim = [g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g for g in g_sim]
-    g_reg = [g if i % 2 else g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g for i, g in enumerate(g_reg)]
-    g_sim[1] = g_sim[1].transpose(2, 3)  # not dense in a standard order: flattened from a contiguous copy
-    g_reg[1] = g_reg[1].transpose(2, 3)
-    assert g_sim[0].stride() != g_sim[0].contiguous().stride()
-    for combiner in (LayerwiseProjection(), GlobalProjection()):
-        loop, loop_share = combiner.per_tensor(g_sim, g_reg)
-        flat, flat_share = combiner.flat(g_sim, g_reg)
-        assert float(flat_share) == float(loop_share)
-        for i, (a, b, g) in enumerate(zip(flat, loop, g_sim)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5)
-            if i != 1:
-                assert a.stride() == g.stride()
-    agr = AgreementRandom()
-    agr.generator = torch.Generator().manual_seed(0)
-    update, share = agr.flat(g_sim, g_reg)
-    _, loop_share = agr.per_tensor(g_sim, g_reg)
-    assert float(share) == pytest.approx(float(loop_share), abs=1e-6)
-    for u, s_, r in zip(update, g_sim, g_reg):
-        agree = torch.sign(s_) == torch.sign(r)
-        assert torch.equal(u[agree], s_[agree])
-
-
-@pytest.mark.parametrize("name", ["gsmorph", "gs-pcgrad"])
-def test_training_with_the_flat_form_follows_the_loop(monkeypatch, pairs, name):
-    """The CUDA form inside the trainer (views of one flat update handed to fused AdamW), run here on CPU: from the
-    same weights, one step moves every weight as the loop's step does. One step: Adam amplifies rounding where a
-    gradient element is near zero, and after three steps even 1 vs 2 threads differ by a fifth of the movement."""
-    from regbench.methods import gradient_surgery
-
-    lr = 1e-3
-    weights = {}
-    for form in ("per_tensor", "flat"):
-        monkeypatch.setattr(gradient_surgery._Combiner, "__call__", lambda self, s, r, form=form: getattr(self, form)(s, r))
-        method = create_method(name, device="cpu", epochs=1, batch_size=8, lr=lr, seed=3)
-        initial = [p.detach().clone() for p in method.model.parameters()]
-        history = method.fit(pairs[:8])  # one step
-        assert np.isfinite(history[0].loss_sim)
-        weights[form] = (initial, [p.detach().clone() for p in method.model.parameters()])
-    (initial, loop), (flat_initial, flat) = weights["per_tensor"], weights["flat"]
-    assert all(torch.equal(a, b) for a, b in zip(initial, flat_initial))
-    assert max(float((b - a).abs().max()) for a, b in zip(initial, loop)) > 0.5 * lr  # the step moved the weights
-    for a, b in zip(flat, loop):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-3 * lr)
-
-
-def test_group_sums_are_signed_sums_within_a_plain_sums_error(two_threads):
-    generator = torch.Generator().manual_seed(0)
-    sizes = [1, 3, 1000, 7, 250_000, 2]
-    x = torch.randn(sum(sizes), generator=generator) * torch.rand(sum(sizes), generator=generator).exp()
-    x[sizes[0] : sizes[0] + sizes[1]] = 0.0  # an all-zero group
-    exact = torch.stack([piece.double().sum() for piece in x.split(sizes)])
-    bound = torch.stack([piece.double().abs().sum() for piece in x.split(sizes)]) * 1e-6
-    got = group_sums(x, sizes).double()
-    assert torch.all((got - exact).abs() <= bound)
-    assert float(got[1]) == 0.0 and float(got[0]) == float(x[0])
-
-
 def test_weighted_sum():
-    update, share = WeightedSum(0.1)(grads([1.0, 2.0]), grads([10.0, -10.0]))
+    update, share = WeightedSum(0.1)([torch.tensor([1.0, 2.0], dtype=torch.float64)], [torch.tensor([10.0, -10.0], dtype=torch.float64)])
     assert torch.allclose(update[0], torch.tensor([2.0, 1.0], dtype=torch.float64)) and share is None
 
 
@@ -332,6 +197,7 @@ def test_precision_mode_sets_the_tf32_flags_on_cuda_and_restores_them():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@pytest.mark.slow
 def test_tf32_on_a_cpu_trains_exactly_as_fp32(pairs):
     *_, fp32 = _trained_state(pairs, "fp32")
     *_, tf32 = _trained_state(pairs, "tf32")

@@ -312,7 +312,7 @@ def _export_round_trip(tmp_path, methods, dataset="synthetic"):
     return {m: (original.loc[m], scored_back.loc[f"fields.{m}"]) for m in methods}
 
 
-@pytest.mark.parametrize("dataset", ["synthetic", "synthetic3d"])
+@pytest.mark.parametrize("dataset", [pytest.param("synthetic", marks=pytest.mark.slow), "synthetic3d"])
 def test_an_exported_run_scored_back_as_fields_reproduces_its_rows(tmp_path, dataset):
     ((before, after),) = _export_round_trip(tmp_path, ["demons"], dataset).values()
     for metric in ("dice", "hd95", "njd", "ndv", "sdlogj", "epe_mm"):
@@ -343,6 +343,7 @@ def test_an_exported_deep_method_scored_back_reproduces_every_metric(tmp_path):
         np.testing.assert_allclose(after[metric], before[metric], atol=1e-6, err_msg=metric)  # its moved image is regbench's warp
 
 
+@pytest.mark.slow
 def test_keep_flows_raised_on_a_scored_run_computes_only_the_missing_flows_from_the_saved_model(tmp_path, capsys, with_plugins):
     """Export was partial (2 of 12) and its advice, example_pairs, computed nothing on the same run. Now the same
     command with --keep-flows registers only the scored cases lacking a flow, a trained method from its model

@@ -316,6 +316,7 @@ def test_small_things_a_new_user_hits(tmp_path, capsys):
     assert loaded.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_report_ndv_puts_ndv_beside_njd_and_names_its_mask(tmp_path):
     run = fake_run(tmp_path / "run", "acdc", EFFECTS)
     df = pd.read_csv(run / "per_case.csv")
@@ -362,6 +363,7 @@ def grouped_run(tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_report_by_group_tabulates_and_tests_within_each_group(tmp_path):
     report = write_report([grouped_run(tmp_path)], tmp_path / "out", ReportOptions(figures=False, references=("gsmorph",), by="group", resamples=200))
     out = tmp_path / "out"

@@ -155,6 +155,7 @@ def test_train_command_then_run_reuses_the_model(tmp_path):
     assert refused.returncode == 2 and "not trainable" in refused.stderr
 
 
+@pytest.mark.slow
 def test_perf_times_a_classical_method_serially_and_in_parallel():
     """`regbench perf` for per-pair methods (its case loop is the runner's)."""
     from regbench.perf import benchmark_pairs, format_case_timings, time_cases
@@ -340,6 +341,7 @@ def test_trainings_on_one_gpu_run_side_by_side_as_its_free_memory_allows(tmp_pat
     assert _planned(tmp_path, monkeypatch, 139, cuda=False, jobs=2)[1] == 2
 
 
+@pytest.mark.slow
 def test_a_training_whose_process_dies_fails_its_method_only(tmp_path, with_plugins):
     from regbench.runner import run
 
@@ -354,6 +356,7 @@ def test_a_training_whose_process_dies_fails_its_method_only(tmp_path, with_plug
     assert set(table["method"]) == {"trained-identity", "initial"} and (table["status"] == "ok").all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("methods, extra", [(["trained-identity", "initial"], {}), (["trained-identity", "voxelmorph-s"], {"parallel_trainings": 1})])
 def test_one_training_or_parallel_trainings_1_trains_in_the_driver(tmp_path, with_plugins, methods, extra):
     from regbench.runner import run
