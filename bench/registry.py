@@ -430,12 +430,13 @@ class Registry:
         top = module.split(".")[0]
         from importlib import metadata
 
-        try:
-            dists = _packages_distributions().get(top, [])
-        except Exception:  # pragma: no cover - broken metadata of some other package
-            dists = []
-        if not dists and top == "regbench":
+        if top == "regbench":  # a built-in: no scan of every installed distribution's files (0.6 s per process)
             dists = ["regbench"]
+        else:
+            try:
+                dists = _packages_distributions().get(top, [])
+            except Exception:  # pragma: no cover - broken metadata of some other package
+                dists = []
         for dist in dists:
             try:
                 return f"{dist} {metadata.version(dist)}"
