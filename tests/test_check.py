@@ -24,6 +24,8 @@ def _tagged(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [m for m in list_methods() if m not in FAST and not _tagged(m)])
 def test_every_other_registered_method_conforms(name):
+    """check-method on every registered method with its smoke options, as a user runs it. Slow by what it
+    asserts: a deep method trains six times (fit, the known pair, the determinism retraining; 2-D and 3-D), 25-47 s."""
     from regbench.registry import METHODS
 
     if (missing := METHODS.missing_extra(name)) is not None:  # tox installs every extra; a bare venv may not
