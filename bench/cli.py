@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check-method",
         help="run the conformance checks on a registered method",
         description="Build the method with the profile's options (resolved as regbench run resolves them; "
-        "printed first) and run the conformance checks on small synthetic pairs.",
+        "printed first), except that a trainable method validates once, after its last epoch, and run the "
+        "conformance checks on small synthetic pairs.",
     )
     p.add_argument("name", help="a registered method's name (see `regbench methods`)")
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="build it with this profile's options, as regbench run does (default smoke)")

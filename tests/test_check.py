@@ -69,3 +69,16 @@ def test_one_check_runs_by_name_and_a_mistyped_one_is_named(capsys):
     assert report.ok
     assert main(["check-method", "initial", "--check", "lables"]) == 2
     assert "no check named 'lables' (did you mean 'labels'?)" in capsys.readouterr().err
+
+
+def test_a_trainable_method_is_checked_with_its_profile_options_validated_once_unless_given():
+    """The checks' trainings validate after their last epoch only (no check reads the curve); the rest of the
+    options are the profile's, and a val_every the user gives is kept."""
+    from regbench.options import resolve_method_options
+
+    report = check_method("voxelmorph-s", only=["name"])
+    smoke = resolve_method_options("voxelmorph-s", "smoke", dims=2)
+    assert smoke["val_every"] == 1 and report.options["val_every"] == smoke["epochs"] == report.options["epochs"]
+    same = set(smoke) - {"val_every", "device"}  # the device as resolved: cpu for auto here
+    assert {k: report.options[k] for k in same} == {k: smoke[k] for k in same}
+    assert check_method("voxelmorph-s", only=["name"], val_every=1).options["val_every"] == 1

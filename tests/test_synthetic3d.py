@@ -91,25 +91,10 @@ def test_bad_options_are_one_error_naming_them(options, named):
         create_dataset("synthetic3d", **options)
 
 
-@pytest.mark.slow
-def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, capsys):
-    """``regbench run --dataset synthetic3d --profile smoke --methods '*'``: every built-in method registers
-    volumes (no note leaves one out); the classical methods each at least 5 Dice points above Initial, every deep
-    and test-time method above it, VoxelMorph-diff 5 points above it without folding; mid-slice figures drawn."""
-    import json
+def _classical_installed() -> set[str]:
+    """The classical methods that register volumes here: the built-ins and the optional ones whose package is installed."""
     from importlib import metadata
 
-    import pandas as pd
-
-    from regbench.cli import main
-
-    run = tmp_path / "run"
-    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--out", str(run), "--no-progress", "--figures"]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert not [line for line in err if "left out" in line], err
-    table = pd.read_csv(run / "per_case.csv")
-    assert (table["status"] == "ok").all()
-    means = table.groupby("method")[["dice", "ndv"]].mean()
     classical = {"demons", "demons-fastsym", "syn"}
     optional = {"elastix-bspline": "itk-elastix", "fireants-syn": "fireants", "greedy": "picsl-greedy", "dipy-syn": "dipy", "convexadam": "convexadam"}
     for method, distribution in optional.items():
@@ -118,12 +103,59 @@ def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, c
             classical.add(method)
         except metadata.PackageNotFoundError:
             pass
-    deep = {"voxelmorph-s", "voxelmorph-m", "voxelmorph-l", "voxelmorph-diff", "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph"}
-    instance = {"io-gsmorph", "io-lambda"}  # test-time optimisation, nothing trained
-    assert set(means.index) == classical | deep | instance | {"initial"}
+    return classical
+
+
+DEEP = {"voxelmorph-s", "voxelmorph-m", "voxelmorph-l", "voxelmorph-diff", "hypermorph", "gs-agr", "gs-pcgrad", "gsmorph"}
+INSTANCE = {"io-gsmorph", "io-lambda"}  # test-time optimisation, nothing trained
+#: The deep methods of the whole 3-D run: VoxelMorph-diff (scaling and squaring), GSMorph (a gradient-surgery
+#: combiner) and HyperMorph (hyper-convolutions, the λ chosen on validation volumes: a path only a run takes).
+#: The other five differ from these by a loss weight (VoxelMorph-s/m/l) or the combiner (GS-PCGrad, GS-Agr);
+#: each learns 3-D motion in check-method's known-displacement check (tests/test_check.py).
+WHOLE_RUN_DEEP = ("voxelmorph-diff", "gsmorph", "hypermorph")
+
+
+def test_every_method_of_the_star_is_planned_on_volumes_with_the_volume_training(tmp_path, capsys):
+    """``regbench run --dataset synthetic3d --profile smoke --methods '*' --dry-run``: every built-in method
+    registers volumes (no note leaves one out), each deep one with the profile's volume training."""
+    from regbench.cli import main
+
+    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", "*", "--dry-run", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert "left out" not in captured.err, captured.err
+    lines = captured.out.split("methods:\n", 1)[1].splitlines()
+    planned = {line.split()[0]: (line, lines[i + 1]) for i, line in enumerate(lines) if line.startswith("  ") and not line.startswith("    ")}
+    assert set(planned) == _classical_installed() | DEEP | INSTANCE | {"initial"}
+    trained = {name for name, (line, _) in planned.items() if "trained)" in line}
+    assert trained == DEEP
+    assert all("batch_size=2" in planned[name][1] and "epochs=10" in planned[name][1] for name in trained), planned
+
+
+@pytest.mark.slow
+def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, capsys):
+    """The one whole run on volumes (about 3 min on one thread): every method without training and the deep
+    methods of :data:`WHOLE_RUN_DEEP`, through dataset, training, evaluation and report: the classical methods
+    each at least 5 Dice points above Initial, the deep and test-time ones above it, VoxelMorph-diff 5 points
+    above it without folding; mid-slice figures drawn."""
+    import json
+
+    import pandas as pd
+
+    from regbench.cli import main
+
+    run = tmp_path / "run"
+    classical, deep = _classical_installed(), set(WHOLE_RUN_DEEP)
+    methods = ",".join(sorted(classical | deep | INSTANCE | {"initial"}))
+    assert main(["run", "--dataset", "synthetic3d", "--profile", "smoke", "--methods", methods, "--out", str(run), "--no-progress", "--figures"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert not [line for line in err if "left out" in line], err
+    table = pd.read_csv(run / "per_case.csv")
+    assert (table["status"] == "ok").all()
+    means = table.groupby("method")[["dice", "ndv"]].mean()
+    assert set(means.index) == classical | deep | INSTANCE | {"initial"}
     for method in classical:
         assert means.loc[method, "dice"] >= means.loc["initial", "dice"] + 0.05, means
-    for method in deep | instance:
+    for method in deep | INSTANCE:
         assert means.loc[method, "dice"] > means.loc["initial", "dice"], means
     assert means.loc["voxelmorph-diff", "ndv"] == 0.0  # scaling and squaring keeps it invertible
     assert means.loc["voxelmorph-diff", "dice"] > means.loc["initial", "dice"] + 0.05
