@@ -221,6 +221,7 @@ def test_bf16_trains_in_bf16_with_fp32_parameters_and_registers_in_fp32(pairs):
 
 
 @pytest.mark.slow
+@pytest.mark.kernel_independent
 def test_a_method_trained_in_other_arithmetic_is_named_with_it_in_every_table(tmp_path):
     """Table 1 showed a bf16 row as plain "VoxelMorph-m": its precision was only in the manifest's options."""
     from regbench.cli import main

@@ -195,6 +195,7 @@ class _Built(Exception):
 
 
 @pytest.mark.slow
+@pytest.mark.kernel_independent
 def test_run_train_check_method_and_perf_build_gs_agr_with_the_same_options(monkeypatch, tmp_path):
     from regbench.options import resolved_options
 

@@ -218,6 +218,7 @@ def test_bad_options_are_named(options, message):
 
 
 @pytest.mark.slow
+@pytest.mark.kernel_independent
 def test_run_writes_the_lambda_sweep_and_resumes_without_recomputing(tmp_path):
     config = load_config(
         None,
@@ -240,6 +241,7 @@ def test_run_writes_the_lambda_sweep_and_resumes_without_recomputing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.kernel_independent
 def test_each_training_seed_sweeps_its_own_model_and_the_front_has_their_spread(tmp_path):
     from regbench.front import tradeoff_frame
 
@@ -299,10 +301,11 @@ def test_hypernetwork_dense_layers_train_at_hyper_lr():
 
 @pytest.mark.slow
 def test_lambda_changes_the_field_after_a_little_training(small_dataset):
-    # After 120 steps the direction of λ's effect is not settled (of four seeds, two gave rougher fields at λ = 1
-    # than at λ = 0 here); that it has an effect is. The direction is checked at the quick profile's scale in
-    # the run (NJD falls with λ in the sweep).
-    method = create_method("hypermorph", device="cpu", hyper_units=16, epochs=40, batch_size=8, lam=0.5, recalibrate_bn=True)
+    # After this little training the direction of λ's effect is not settled (after 120 steps, of four seeds, two
+    # gave rougher fields at λ = 1 than at λ = 0 here); that it has an effect is: after these 60 steps the fields
+    # at λ = 0 and 1 differ by 0.63 and 2.3 times the mean |flow| (seeds 3407 and 0; 120 steps: 0.97 and 1.31).
+    # The direction is checked at the quick profile's scale in the run (NJD falls with λ in the sweep).
+    method = create_method("hypermorph", device="cpu", hyper_units=16, epochs=20, batch_size=8, lam=0.5, recalibrate_bn=True)
     method.fit(small_dataset.pairs("train"))
     pair = small_dataset.pairs("test")[0]
     flows = {lam: method.register(pair.fixed, pair.moving, lam=lam).flow for lam in (0.0, 1.0)}
