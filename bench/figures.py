@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,10 +138,14 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
                     ax.plot(xs, ys, "--", color="0.5", lw=0.8, label=family)
                     if x == "sdlogj":
                         front = Front.of(xs, ys)
-                        ax.plot(front.cost, front.score, "-", color="0.2", lw=2.2, alpha=0.35, label=f"{family}: front")
+                        ax.plot(front.cost, front.score, "-", color="0.2", lw=2.2, alpha=0.35, label=f"{family}: ARC")
+                        _seed_band(ax, data[data["method"].isin(members)], "method", x, "0.2", f"{family}: ARC seed range")
             for method, curve in sweep.groupby("method") if len(sweep) and x in sweep else []:
                 parameter, symbol = names.sweep_parameters.get(method, ("lam", "λ"))
                 means = curve.groupby(parameter)[["dice", x]].mean().sort_index()
+                if x == "sdlogj":
+                    label = f"{names.method(method)} {symbol} sweep: ARC seed range"
+                    _seed_band(ax, curve, parameter, x, palette.get(method, "k"), label)
                 ax.plot(means[x], 100 * means["dice"], "-", marker=".", color=palette.get(method, "k"), lw=1.0, label=f"{names.method(method)} {symbol} sweep")
                 for value in (means.index.min(), means.index.max()):
                     ax.annotate(
@@ -153,6 +158,24 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     fig.tight_layout()
     return _save(fig, stem)
+
+
+def _seed_band(ax, rows: pd.DataFrame, point: str, x: str, color: Any, label: str) -> None:
+    """Shade the spread of the seeds' ARCs (each seed's front through its mean per ``point``: a family's method, a
+    sweep's λ), where the rows have two or more seeds."""
+    from .front import Front, seed_band
+
+    if "seed" not in rows or rows["seed"].nunique() < 2:
+        return
+    fronts = []
+    for _, seed_rows in rows.groupby("seed"):
+        means = seed_rows.groupby(point)[["dice", x]].mean()
+        finite = np.isfinite(means[x]) & np.isfinite(means["dice"])
+        if finite.any():
+            fronts.append(Front.of(means[x][finite], 100 * means["dice"][finite]))
+    grid, low, high = seed_band(fronts)
+    if np.isfinite(low).any():
+        ax.fill_between(grid, low, high, color=color, alpha=0.12, lw=0, label=label)
 
 
 def _grid_lines(ax, flow: np.ndarray, steps: tuple[int, ...]) -> None:

@@ -13,6 +13,14 @@ For any other method (a hyper-parameter-free one: GSMorph, GS-PCGrad, GS-Agr, Vo
   accuracy tuning λ would have added at equal smoothness; positive lies beyond the front. With several seeds the
   gap is taken per seed against the front of the family's seed means, and its confidence interval is Student's t
   over the seeds (NaN with one seed).
+
+The front is the family's **accuracy–regularity curve** (ARC; Sideri-Lampretsa, Rueckert and Qiu, arXiv
+2503.07185, who draw Dice against a regularity measure over the λ range): the best accuracy tuning λ reaches at
+each regularity. Its **area** (AUC-ARC, :func:`arc_area`) is taken over one regularity range common to the curves
+compared (:func:`common_range`: from the roughest of their smoothest points to the smoothest of their roughest
+points, so each curve spans it by its own points) and divided by the range's width: the mean accuracy the family
+reaches across that range, in the score's units. Per seed, each seed's curve over the same range; a seed's
+curve whose smoothest point is rougher than the range's start has no area (counted, not extrapolated).
 """
 
 from __future__ import annotations
@@ -79,6 +87,44 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return float(v.mean() - half), float(v.mean() + half)
 
 
+def common_range(fronts: Sequence[Front]) -> tuple[float, float]:
+    """The regularity range every front spans by its own points: (the largest smoothest cost, the smallest
+    roughest cost). NaN, NaN when there is no front or the ranges do not overlap in more than a point."""
+    if not fronts:
+        return float("nan"), float("nan")
+    low, high = max(float(f.cost[0]) for f in fronts), min(float(f.cost[-1]) for f in fronts)
+    return (low, high) if high > low else (float("nan"), float("nan"))
+
+
+def arc_area(front: Front, low: float, high: float) -> float:
+    """The area under ``front`` over the costs [low, high], divided by high − low: the front's mean score over
+    that range (linear between its points, flat past its roughest as :meth:`Front.score_at`). NaN where the range
+    is empty or not finite, or the front's smoothest point is rougher than ``low`` (it does not reach the start)."""
+    from scipy.integrate import trapezoid
+
+    if not (np.isfinite(low) and np.isfinite(high)) or high <= low or front.cost[0] > low:
+        return float("nan")
+    inside = front.cost[(front.cost > low) & (front.cost < high)]
+    costs = np.concatenate([[low], inside, [high]])
+    scores = np.array([front.score_at(c) for c in costs])
+    return float(trapezoid(scores, costs) / (high - low))
+
+
+def seed_band(fronts: Sequence[Front], n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The spread of several seeds' fronts (ARCs): ``n`` costs from the smoothest start to the roughest end, and at
+    each the lowest and highest score of the fronts defined there (NaN where fewer than two are)."""
+    if not fronts:
+        empty = np.array([], float)
+        return empty, empty, empty
+    grid = np.linspace(min(float(f.cost[0]) for f in fronts), max(float(f.cost[-1]) for f in fronts), n)
+    scores = np.array([[f.score_at(c) for c in grid] for f in fronts])
+    defined = np.isfinite(scores).sum(axis=0) >= 2
+    with np.errstate(all="ignore"):
+        low = np.where(defined, np.nanmin(np.where(np.isfinite(scores), scores, np.inf), axis=0), np.nan)
+        high = np.where(defined, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), axis=0), np.nan)
+    return grid, low, high
+
+
 def front_verdicts(points: pd.DataFrame, family: Collection[str], cost: str = "sdlogj", score: str = "dice") -> tuple[Front, pd.DataFrame]:
     """The family's front and each method's verdict.
 
@@ -134,11 +180,29 @@ def tradeoff_frame(
     the run (the VoxelMorph λ variants), and each method's sweep curve with two or more values (HyperMorph's
     test-time λ; its points named ``METHOD COLUMN=VALUE``). One row per (dataset, front, method outside the front)
     with :func:`front_verdicts`' columns; the scored cases only, each method's seeds its points."""
-    if per_case.empty or cost not in per_case or score not in per_case:
+    rows = []
+    for dataset, fronts in _fronts_by_dataset(per_case, sweeps, families, sweep_columns, cost, score):
+        for label, (table, family) in fronts.items():
+            _, verdicts = front_verdicts(table, family, cost, score)
+            outside = verdicts[~verdicts["in_family"]].drop(columns=["in_family", "on_front"])
+            rows.append(outside.assign(dataset=dataset, front=label))
+    if not rows:
         return pd.DataFrame()
+    frame = pd.concat(rows, ignore_index=True)
+    return frame[["dataset", "front", *[c for c in frame.columns if c not in ("dataset", "front")]]]
+
+
+def _fronts_by_dataset(
+    per_case: pd.DataFrame, sweeps: pd.DataFrame, families: Mapping[str, Sequence[str]], sweep_columns: Mapping[str, str], cost: str, score: str
+) -> list[tuple[str, dict[str, tuple[pd.DataFrame, set[str]]]]]:
+    """Per dataset, each front's label → (every (method, seed) point of that dataset, the front's members): a
+    declared family with two or more members in the run, a method's sweep curve with two or more values (its
+    points named ``METHOD COLUMN=VALUE``, in place of the method's own)."""
+    if per_case.empty or cost not in per_case or score not in per_case:
+        return []
     ok = per_case[per_case["status"] == "ok"].copy()
     ok["seed"] = ok["seed"] if "seed" in ok else pd.NA
-    rows = []
+    out = []
     for dataset, data in ok.groupby("dataset", sort=False):
         points = _mean_points(data, ["method", "seed"], cost, score)
         fronts: dict[str, tuple[pd.DataFrame, set[str]]] = {}
@@ -156,14 +220,62 @@ def tradeoff_frame(
             curve_points["method"] = [f"{method} {column}={value:g}" for value in curve_points[column]]
             others = points[points["method"] != method]
             fronts[f"{method} {column} sweep"] = (pd.concat([others, curve_points[others.columns]], ignore_index=True), set(curve_points["method"]))
-        for label, (table, family) in fronts.items():
-            _, verdicts = front_verdicts(table, family, cost, score)
-            outside = verdicts[~verdicts["in_family"]].drop(columns=["in_family", "on_front"])
-            rows.append(outside.assign(dataset=dataset, front=label))
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.concat(rows, ignore_index=True)
-    return frame[["dataset", "front", *[c for c in frame.columns if c not in ("dataset", "front")]]]
+        out.append((str(dataset), fronts))
+    return out
+
+
+def arc_frame(
+    per_case: pd.DataFrame,
+    sweeps: pd.DataFrame,
+    families: Mapping[str, Sequence[str]],
+    sweep_columns: Mapping[str, str],
+    cost: str = "sdlogj",
+    score: str = "dice",
+) -> pd.DataFrame:
+    """The area under each ARC (the fronts of :func:`tradeoff_frame`) over its dataset's common range.
+
+    One row per (dataset, front): ``points`` (its members: λ values), ``n_seeds``, ``range_low``/``range_high``
+    (:func:`common_range` of the dataset's fronts through their seed means), ``auc`` (the mean over seeds of each
+    seed's own front's :func:`arc_area` over that range), ``auc_seeds`` (the seeds with an area: their front
+    reaches the range's start), ``auc_low``/``auc_high`` (Student's t interval over those seeds; NaN with fewer
+    than two) and ``auc_mean_curve`` (the area of the front through the seed means)."""
+    rows = []
+    for dataset, fronts in _fronts_by_dataset(per_case, sweeps, families, sweep_columns, cost, score):
+        members_of = {label: table[table["method"].isin(family)] for label, (table, family) in fronts.items()}
+        mean_fronts = {label: Front.of(*_seed_means(members, cost, score)) for label, members in members_of.items()}
+        low, high = common_range(list(mean_fronts.values()))
+        for label, members in members_of.items():
+            seeds = [g for _, g in members.groupby("seed", dropna=False, sort=True)]
+            areas = [_area(g[cost], g[score], low, high) for g in seeds]
+            finite = [a for a in areas if np.isfinite(a)]
+            auc_low, auc_high = t_interval(finite)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "front": label,
+                    "points": int(members["method"].nunique()),
+                    "n_seeds": len(seeds),
+                    "range_low": low,
+                    "range_high": high,
+                    "auc": float(np.mean(finite)) if finite else float("nan"),
+                    "auc_seeds": len(finite),
+                    "auc_low": auc_low,
+                    "auc_high": auc_high,
+                    "auc_mean_curve": arc_area(mean_fronts[label], low, high),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _area(cost: pd.Series, score: pd.Series, low: float, high: float) -> float:
+    """One seed's :func:`arc_area`; NaN where none of its points has a finite cost and score."""
+    finite = np.isfinite(cost.to_numpy(float)) & np.isfinite(score.to_numpy(float))
+    return arc_area(Front.of(cost[finite], score[finite]), low, high) if finite.any() else float("nan")
+
+
+def _seed_means(members: pd.DataFrame, cost: str, score: str) -> tuple[pd.Series, pd.Series]:
+    means = members.groupby("method", sort=False)[[cost, score]].mean()
+    return means[cost], means[score]
 
 
 TRADEOFF_HEADERS = ["Front", "Method", "Seeds", "{cost}", "Dice (%)", "Dominated", "Gap (Dice points)", "95 % CI over seeds"]
@@ -172,10 +284,7 @@ TRADEOFF_HEADERS = ["Front", "Method", "Seeds", "{cost}", "Dice (%)", "Dominated
 def _tradeoff_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> list[list[str]]:
     rows = []
     for _, row in frame.iterrows():
-        front = str(row["front"])
-        if front.endswith(" sweep"):  # "METHOD COLUMN sweep": the method by its display name
-            method, column, _ = front.rsplit(" ", 2)
-            front = f"{method_name(method)} {column} sweep"
+        front = _front_name(str(row["front"]), method_name)
         gap = "–" if np.isnan(row["gap"]) else f"{100 * row['gap']:+.2f}"
         if 0 < row["gap_seeds"] < row["n_seeds"]:  # some seeds smoother than the front reaches
             gap += f" ({row['gap_seeds']} of {row['n_seeds']} seeds)"
@@ -195,9 +304,17 @@ def _tradeoff_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> l
     return rows
 
 
+def _front_name(front: str, method_name: Callable[[str], str]) -> str:
+    """A front's label as tables print it: "METHOD COLUMN sweep" with the method's display name."""
+    if front.endswith(" sweep"):
+        method, column, _ = front.rsplit(" ", 2)
+        return f"{method_name(method)} {column} sweep"
+    return front
+
+
 def tradeoff_caption(cost_label: str = "SDlogJ") -> str:
     return (
-        f"Each method against each front of tuned λ (the non-dominated points of a λ family on {cost_label} against Dice; "
+        f"Each method against each front of tuned λ, the family's accuracy–regularity curve (ARC: the non-dominated points of a λ family on {cost_label} against Dice; "
         "linear between points, flat past the roughest, undefined smoother than the smoothest): Dominated, some λ is at "
         f"least as smooth and as accurate; Gap, the method's Dice minus the front's at its {cost_label}, per seed, mean "
         "(negative: what tuning λ adds at equal smoothness; a seed smoother than the front's smoothest point has none, "
@@ -219,3 +336,45 @@ def tradeoff_latex(frame: pd.DataFrame, method_name: Callable[[str], str], label
 
     headers = [h.format(cost=cost_label) for h in TRADEOFF_HEADERS]
     return booktabs_table(headers, _tradeoff_cells(frame, method_name), tradeoff_caption(cost_label), label, "llrrrlrl")
+
+
+ARC_HEADERS = ["ARC", "Points", "Seeds", "{cost} range", "AUC-ARC (Dice %)", "95 % CI over seeds"]
+
+
+def _arc_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> list[list[str]]:
+    rows = []
+    for _, row in frame.iterrows():
+        span = "– (none common)" if np.isnan(row["range_low"]) else f"{row['range_low']:.3f}–{row['range_high']:.3f}"
+        auc = "–" if np.isnan(row["auc"]) else f"{100 * row['auc']:.2f}"
+        if 0 < row["auc_seeds"] < row["n_seeds"]:  # some seeds' curves start rougher than the range
+            auc += f" ({row['auc_seeds']} of {row['n_seeds']} seeds)"
+        interval = "–" if np.isnan(row["auc_low"]) else f"[{100 * row['auc_low']:.2f}, {100 * row['auc_high']:.2f}]"
+        rows.append([_front_name(str(row["front"]), method_name), str(row["points"]), str(row["n_seeds"]), span, auc, interval])
+    return rows
+
+
+def arc_caption(cost_label: str = "SDlogJ") -> str:
+    return (
+        f"The area under each accuracy–regularity curve (ARC: a λ family's front of Dice against {cost_label}, linear between "
+        f"its points) over the {cost_label} range every curve of the dataset spans by its own points (from the roughest of "
+        "their smoothest points to the smoothest of their roughest), divided by the range's width: the mean Dice the family "
+        "reaches across the range. Per seed, each seed's own curve; AUC-ARC is their mean (a seed whose curve starts rougher "
+        "than the range has none, and the seeds counted are given when fewer than all); CI: Student's t over those seeds "
+        "(– with one)."
+    )
+
+
+def arc_markdown(frame: pd.DataFrame, method_name: Callable[[str], str], cost_label: str = "SDlogJ") -> str:
+    """The AUC-ARC table: each ARC's area over the common range, with its seed interval."""
+    from .tables import markdown_table
+
+    headers = [h.format(cost=cost_label) for h in ARC_HEADERS]
+    return markdown_table(headers, _arc_cells(frame, method_name)) + f"\n\n{arc_caption(cost_label)}\n"
+
+
+def arc_latex(frame: pd.DataFrame, method_name: Callable[[str], str], label: str = "tab:arc", cost_label: str = "SDlogJ") -> str:
+    """The AUC-ARC table in LaTeX (booktabs)."""
+    from .tables import booktabs_table
+
+    headers = [h.format(cost=cost_label) for h in ARC_HEADERS]
+    return booktabs_table(headers, _arc_cells(frame, method_name), arc_caption(cost_label), label, "lrrlrl")

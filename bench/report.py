@@ -32,7 +32,7 @@ from .comparison import compare_with_paper, comparison_markdown
 from .convergence import Verdict, run_verdicts
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
-from .front import tradeoff_frame, tradeoff_latex, tradeoff_markdown
+from .front import arc_frame, arc_latex, arc_markdown, tradeoff_frame, tradeoff_latex, tradeoff_markdown
 from .kit_tables import aggregates_latex, aggregates_markdown, has_kit_columns, kit_aggregates, kit_rank, rank_latex, rank_markdown, sdlogj_rule
 from .learn2reg import POINT_TRE
 from .metrics import with_structures
@@ -324,8 +324,9 @@ def _write_by_group(report: Report, per_case: pd.DataFrame, inputs: Table1Inputs
 
 
 def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame, names: Names) -> None:
-    """tradeoff.{csv,md,tex}: every method against each λ front the runs have (a declared family of two or more
-    methods, a method's sweep curve), where they have one."""
+    """tradeoff.{csv,md,tex}: every method against each λ front, the accuracy–regularity curve (ARC), the runs have
+    (a declared family of two or more methods, a method's sweep curve), where they have one; arc.{csv,md,tex}: the
+    area under each of those curves over their common range."""
     families = names.family_members(list(dict.fromkeys(per_case["method"])))
     columns = {method: column for method, (column, _) in names.sweep_parameters.items()}
     frame = tradeoff_frame(per_case, sweeps, families, columns)
@@ -334,6 +335,13 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
             _write(report.out_dir / "tradeoff.csv", frame.to_csv(index=False)),
             _write(report.out_dir / "tradeoff.md", tradeoff_markdown(frame, names.method)),
             _write(report.out_dir / "tradeoff.tex", tradeoff_latex(frame, names.method)),
+        ]
+    areas = arc_frame(per_case, sweeps, families, columns)
+    if len(areas):
+        report.written += [
+            _write(report.out_dir / "arc.csv", areas.to_csv(index=False)),
+            _write(report.out_dir / "arc.md", arc_markdown(areas, names.method)),
+            _write(report.out_dir / "arc.tex", arc_latex(areas, names.method)),
         ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from regbench import figures
@@ -36,3 +37,22 @@ def test_the_qualitative_figure_stops_growing_at_its_height_cap(tmp_path):
             np.savez(path, **arrays)
     png = figures.qualitative(run.root, tmp_path / "fig" / "qualitative", Names())[0]
     assert Image.open(png).height <= figures.QUALITATIVE_MAX_HEIGHT * 150 + 50  # 150 dpi; tight bounding box margin
+
+
+def test_the_tradeoff_figure_draws_each_arc_with_the_band_of_its_seeds(tmp_path, monkeypatch):
+    """A λ family trained at two seeds: its ARC through the seed means, and the seeds' spread shaded around it
+    (only on the SDlogJ row, where the ARC is)."""
+    import pandas as pd
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, stem: drawn.append(fig) or [])
+    rows = [("a", 0, 0.1, 0.70), ("b", 0, 0.2, 0.80), ("c", 0, 0.4, 0.90), ("a", 1, 0.1, 0.60), ("b", 1, 0.2, 0.70), ("c", 1, 0.4, 0.80)]
+    per_case = pd.DataFrame([{"dataset": "d", "method": m, "seed": s, "sdlogj": c, "njd": 0.0, "dice": d} for m, s, c, d in rows])
+    names = Names(families={"a": ("VM λ", 1.0), "b": ("VM λ", 0.1), "c": ("VM λ", 0.01)})
+    figures.tradeoff(per_case, pd.DataFrame(), tmp_path / "tradeoff", names)
+    sdlogj_row, njd_row = drawn[0].axes[0], drawn[0].axes[1]
+    (band,) = sdlogj_row.collections[-1:]
+    assert band.get_label() == "VM λ: ARC seed range" and not [c for c in njd_row.collections if "seed range" in str(c.get_label())]
+    lows_highs = band.get_paths()[0].vertices[:, 1]
+    assert lows_highs.min() == pytest.approx(60.0) and lows_highs.max() == pytest.approx(90.0)  # seed 1 at 0.1, seed 0 at 0.4
+    assert "VM λ: ARC" in [line.get_label() for line in sdlogj_row.lines]

@@ -123,3 +123,90 @@ def test_a_lambda_grid_is_one_row_per_lambda_and_one_front_in_the_report(tmp_pat
     frame = pd.read_csv(tmp_path / "run" / "report" / "tradeoff.csv")
     assert set(frame["front"]) == {"VoxelMorph λ grid"} and set(frame["method"]) == {"initial", "gsmorph"}
     assert "| VoxelMorph λ grid | GSMorph |" in (tmp_path / "run" / "report" / "tradeoff.md").read_text()
+    # Its ARC's area: over the range of its own points (the only curve), between its lowest and highest Dice.
+    (arc,) = pd.read_csv(tmp_path / "run" / "report" / "arc.csv").to_dict("records")
+    cases = pd.read_csv(tmp_path / "run" / "per_case.csv")
+    grid_points = cases[cases["method"].isin(grid)].groupby("method")[["sdlogj", "dice"]].mean()
+    assert arc["front"] == "VoxelMorph λ grid" and arc["points"] == 3 and arc["n_seeds"] == arc["auc_seeds"] == 1
+    assert arc["range_low"] == pytest.approx(grid_points["sdlogj"].min()) and arc["range_high"] <= grid_points["sdlogj"].max() + 1e-12
+    assert grid_points["dice"].min() <= arc["auc"] <= grid_points["dice"].max()
+    assert "| VoxelMorph λ grid | 3 | 1 |" in (tmp_path / "run" / "report" / "arc.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------- AUC-ARC
+def test_the_area_under_a_front_is_its_mean_score_over_the_range_with_known_answers():
+    from regbench.front import Front, arc_area
+
+    front = Front.of([0.1, 0.3, 0.5, 0.3], [0.6, 0.8, 0.9, 0.5])  # (0.3, 0.5) is dominated: not on the curve
+    assert arc_area(front, 0.1, 0.5) == pytest.approx((0.7 * 0.2 + 0.85 * 0.2) / 0.4)  # 0.775
+    assert arc_area(front, 0.2, 0.4) == pytest.approx((0.75 * 0.1 + 0.825 * 0.1) / 0.2)  # between points: interpolated
+    short = Front.of([0.1, 0.2], [0.6, 0.8])  # ends at 0.2: flat past its roughest point, as the gaps read it
+    assert arc_area(short, 0.1, 0.4) == pytest.approx((0.7 * 0.1 + 0.8 * 0.2) / 0.3)
+    assert arc_area(Front.of([0.05], [0.7]), 0.1, 0.4) == pytest.approx(0.7)  # one point, smoother than the range
+    late = Front.of([0.2, 0.5], [0.7, 0.9])  # starts rougher than the range: no λ reached 0.1, no area
+    assert np.isnan(arc_area(late, 0.1, 0.5)) and np.isnan(arc_area(front, 0.3, 0.3)) and np.isnan(arc_area(front, np.nan, 0.4))
+
+
+def test_the_common_range_is_what_every_front_spans_by_its_own_points():
+    from regbench.front import Front, common_range
+
+    wide, narrow = Front.of([0.1, 0.5], [0.6, 0.9]), Front.of([0.2, 0.3, 0.4], [0.7, 0.8, 0.85])
+    assert common_range([wide, narrow]) == (0.2, 0.4)
+    apart = Front.of([0.6, 0.7], [0.9, 0.95])  # overlaps neither: no common range
+    assert all(np.isnan(common_range([wide, apart]))) and all(np.isnan(common_range([])))
+    assert all(np.isnan(common_range([Front.of([0.3], [0.8])])))  # a single point spans no width
+
+
+def _arc_points(drop=()):
+    """VoxelMorph-like family a, b, c at two seeds (seed 1 is 0.1 Dice below seed 0) and one seed of a λ sweep."""
+    rows = [("a", 0, 0.1, 0.70), ("b", 0, 0.2, 0.80), ("c", 0, 0.4, 0.90), ("a", 1, 0.1, 0.60), ("b", 1, 0.2, 0.70), ("c", 1, 0.4, 0.80)]
+    per_case = pd.DataFrame(
+        [{"dataset": "d", "method": m, "seed": s, "case_id": "c0", "sdlogj": c, "dice": d, "status": "ok"} for m, s, c, d in rows if (m, s) not in drop]
+    )
+    sweeps = pd.DataFrame(
+        [
+            {"dataset": "d", "method": "hm", "lam": lam, "seed": 0, "case_id": "c0", "sdlogj": c, "dice": d}
+            for lam, c, d in ((0.9, 0.15, 0.7), (0.5, 0.25, 0.8), (0.1, 0.3, 0.82))
+        ]
+    )
+    return per_case, sweeps
+
+
+def test_each_arc_has_its_area_over_the_datasets_common_range_with_a_seed_interval():
+    from regbench.front import arc_frame, arc_latex, arc_markdown
+
+    per_case, sweeps = _arc_points()
+    frame = arc_frame(per_case, sweeps, {"VM λ": ["a", "b", "c"]}, {"hm": "lam"}).set_index("front")
+    # The sweep spans 0.15-0.3, the family 0.1-0.4: the common range is the sweep's.
+    assert (frame["range_low"] == 0.15).all() and (frame["range_high"] == 0.3).all()
+    seed0 = (0.775 * 0.05 + 0.825 * 0.1) / 0.15  # 0.8083: the front at 0.15, 0.2 and 0.3 is 0.75, 0.8, 0.85
+    vm = frame.loc["VM λ"]
+    assert vm["auc"] == pytest.approx(seed0 - 0.05) and vm["auc_seeds"] == vm["n_seeds"] == 2 and vm["points"] == 3
+    half = 12.7062 * 0.1 / np.sqrt(2) / np.sqrt(2)  # t(0.975, 1 df) × sd of (seed0, seed0 − 0.1) / √2
+    assert vm["auc_low"] == pytest.approx(seed0 - 0.05 - half, abs=1e-4) and vm["auc_high"] == pytest.approx(seed0 - 0.05 + half, abs=1e-4)
+    assert vm["auc_mean_curve"] == pytest.approx(seed0 - 0.05)  # the seeds are parallel: the same area
+    hm = frame.loc["hm lam sweep"]
+    assert hm["auc"] == pytest.approx((0.75 * 0.1 + 0.81 * 0.05) / 0.15) and hm["n_seeds"] == 1 and np.isnan(hm["auc_low"])
+    text = arc_markdown(frame.reset_index(), {"hm": "HyperMorph"}.get)
+    assert "| VM λ | 3 | 2 | 0.150–0.300 | 75.83 | [12.30, 139.36] |" in text and "| HyperMorph lam sweep | 3 | 1 | 0.150–0.300 | 77.00 | – |" in text
+    latex = arc_latex(frame.reset_index(), str, label="tab:a")
+    assert r"\label{tab:a}" in latex and latex.count(r"\\") == len(frame) + 1
+
+
+def test_a_seed_whose_arc_starts_rougher_than_the_range_has_no_area_and_is_counted():
+    from regbench.front import arc_frame, arc_markdown
+
+    per_case, sweeps = _arc_points(drop={("a", 1)})  # seed 1's curve now starts at 0.2, past the range's 0.15
+    vm = arc_frame(per_case, sweeps, {"VM λ": ["a", "b", "c"]}, {"hm": "lam"}).set_index("front").loc["VM λ"]
+    assert vm["auc_seeds"] == 1 and vm["n_seeds"] == 2 and vm["auc"] == pytest.approx((0.775 * 0.05 + 0.825 * 0.1) / 0.15)
+    assert np.isnan(vm["auc_low"])
+    assert "80.83 (1 of 2 seeds)" in arc_markdown(vm.to_frame().T.reset_index(names="front"), str)
+
+
+def test_the_seed_band_spans_the_seeds_fronts_where_two_are_defined():
+    from regbench.front import Front, seed_band
+
+    grid, low, high = seed_band([Front.of([0.1, 0.3], [0.6, 0.8]), Front.of([0.2, 0.4], [0.5, 0.9])], n=4)  # costs 0.1 .. 0.4
+    assert np.allclose(grid, [0.1, 0.2, 0.3, 0.4])
+    assert np.isnan(low[0]) and np.isnan(high[0])  # only the first seed reaches 0.1
+    assert np.allclose(low[1:], [0.5, 0.7, 0.8]) and np.allclose(high[1:], [0.7, 0.8, 0.9])  # the first is flat past 0.3

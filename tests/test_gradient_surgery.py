@@ -220,4 +220,7 @@ def test_run_train_check_method_and_perf_build_gs_agr_with_the_same_options(monk
         with pytest.raises(_Built):
             main(argv)
     assert built["run"]["epochs"] == 240 and built["run"]["noise_scale"] == "masked-mean"  # the profile's entry for gs-agr
+    # check-method's trainings validate once, after their last epoch (no check reads the curve): the one difference.
+    validation = {command: options.pop("val_every") for command, options in built.items()}
+    assert validation == {"run": 2, "train": 2, "check-method": 240, "perf": 2}
     assert all(options == built["run"] for options in built.values()), built
