@@ -138,6 +138,16 @@ PROFILES: dict[str, Profile] = {
         training={"epochs": 10, "batch_size": 16, "lr_schedule": "cosine", "val_every": 1, "max_val_pairs": 16},
         method_options={"hypermorph": {"hyper_units": 8}},
     ),
+    "stress": Profile(
+        "stress",
+        "stress curves: every method on the quick profile's data with each test pair drawn at 0.25, 0.5, 1, 1.5 and 2 "
+        "times the drawn motion (synthetic's test_motion; 310 test pairs), deep methods trained once at the drawn "
+        "motion as in quick; report/stress_motion.md and figures/stress_motion",
+        {"synthetic": {"n_subjects": 40, "image_size": 64, "test_motion": [0.25, 0.5, 1.0, 1.5, 2.0]}},
+        # The quick profile's training: the networks see only the drawn motion, so the curve also shows how far
+        # what they learnt carries to smaller and larger motion.
+        training={"epochs": 10, "batch_size": 16, "val_every": 1, "max_val_pairs": 16},
+    ),
     "paper": Profile(
         "paper",
         "the paper's settings: 128×128 images, AdamW lr 5e-3, batch 32, 500 epochs, seed 3407 (GPU); synthetic3d: "

@@ -160,6 +160,41 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
     return _save(fig, stem)
 
 
+def stress(frame: pd.DataFrame, axis: str, stem: Path, names: Names) -> list[Path]:
+    """Each metric against a level of the test data (``regbench.levels.level_frame``): a row of panels per metric
+    (Dice, HD95, EPE, NJD where the run has them), a column per dataset, a line per method through its means, the
+    seeds' lowest to highest mean shaded where it has two or more."""
+    from .levels import STRESS_METRICS
+
+    if frame.empty:
+        return []
+    shown = [m for m in STRESS_METRICS if m != "time_s" and f"{m}_mean" in frame and frame[f"{m}_mean"].notna().any()]
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    plt, _ = _pyplot()
+    fig, axes = plt.subplots(len(shown), len(datasets), figsize=(5.5 * len(datasets), 3.2 * len(shown)), squeeze=False, sharex=True)
+    palette = _palette(frame["method"])
+    for column, dataset in enumerate(datasets):
+        data = frame[frame["dataset"] == dataset]
+        for row, metric in enumerate(shown):
+            ax, scale = axes[row, column], METRICS[metric].table_scale
+            for method in _methods(data):
+                points = data[data["method"] == method].sort_values("level")
+                color = palette[method]
+                ax.plot(points["level"], scale * points[f"{metric}_mean"], "-o", ms=3.5, lw=1.2, color=color, label=names.method(method))
+                band = points[points[f"{metric}_seed_low"].notna()] if f"{metric}_seed_low" in points else points.iloc[:0]
+                if len(band) > 1:
+                    ax.fill_between(band["level"], scale * band[f"{metric}_seed_low"], scale * band[f"{metric}_seed_high"], color=color, alpha=0.15, lw=0)
+            ax.set_ylabel(METRICS[metric].label)
+            if row == 0:
+                ax.set_title(names.dataset(dataset))
+            if row == len(shown) - 1:
+                ax.set_xlabel(axis)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
 def _seed_band(ax, rows: pd.DataFrame, point: str, x: str, color: Any, label: str) -> None:
     """Shade the spread of the seeds' ARCs (each seed's front through its mean per ``point``: a family's method, a
     sweep's λ), where the rows have two or more seeds."""

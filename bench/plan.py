@@ -50,6 +50,8 @@ class DatasetFacts:
     split_sizes: Mapping[str, int]  # pairs loaded per split (a dry run loads the test split only)
     test_subjects: int
     split_subjects: Mapping[str, int] = field(default_factory=dict)  # subjects (or cases) per split, where the dataset says
+    # The declared levels (DatasetMeta.levels) its test pairs carry: group name → the quantity's axis label.
+    levels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class RunPlan:
             + f" (scored: {self.test_pairs}, from {d.test_subjects} subjects)"
             + ("; subjects per split: " + ", ".join(f"{split} {n}" for split, n in d.split_subjects.items()) if d.split_subjects else ""),
             "  labels: " + (", ".join(f"{k} = {v}" for k, v in d.labels.items()) or "none"),
+            *[f"  levels: {name} ({label}): the report draws each metric against it" for name, label in d.levels.items()],
             f"scoring: HD95 {self.scoring.hd95_convention}, Jacobian {self.scoring.jacobian_scheme}, NDV over {self.scoring.ndv_mask}"
             + (f", conventions {', '.join(self.scoring.conventions)}" if self.scoring.conventions else ""),
             f"profile: {self.profile}; example pairs {self.example_pairs}; flows kept: "
@@ -167,6 +170,13 @@ def load_pairs(
             kept.append(pair)
         out[split] = kept
     return out
+
+
+def carried_levels(dataset: str, pairs: Sequence[Pair]) -> dict[str, str]:
+    """The dataset's declared levels (DatasetMeta.levels) that ``pairs`` carry as group attributes."""
+    declared = DATASETS.meta(dataset).levels or {}
+    carried = {name for p in pairs for name in p.groups}
+    return {name: str(label) for name, label in declared.items() if name in carried}
 
 
 def run_dims(pairs: Mapping[str, Sequence[Pair]], dataset: str) -> int:
@@ -280,6 +290,7 @@ def plan_run(
         split_sizes=MappingProxyType({split: len(pairs[split]) for split in splits}),
         test_subjects=len({p.subject or p.case_id for p in scored}),
         split_subjects=MappingProxyType({k: len(v) for k, v in dataset.split().items()} if isinstance(dataset, DeclaresSplit) else {}),
+        levels=MappingProxyType(carried_levels(config.dataset, test)),
     )
     entries = []
     for name in names:

@@ -73,6 +73,9 @@ class DatasetMeta:
     option_names: Collection[str] | None = None
     # Metric conventions its runs score beside the strict ones unless the run says otherwise (RunConfig.conventions).
     conventions: tuple[str, ...] = ()
+    # Group attributes of its test pairs (Pair.groups) that are levels of one quantity, numbers as text (name →
+    # the quantity as a figure's axis names it): the report tabulates and draws each metric against them (stress).
+    levels: Mapping[str, str] | None = None
 
 
 _ATTRIBUTE_FIELDS = (

@@ -8,7 +8,8 @@ running the report again gives byte-identical files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -186,12 +187,13 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
 
     sweeps = load_sweeps(run_dirs)  # read once: the trade-off table and its figure
     _write_tradeoff(report, per_case, sweeps, names)
+    stress = _write_stress(report, per_case, manifests, names, options)
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
         _write_kit_tables(report, averaged, names, options, manifests, run_dirs)
     if options.compare_paper:
         _write_paper_comparison(report, main.cells, main.datasets, options, names)
     if options.figures:
-        _draw_figures(report, run_dirs, per_case, averaged, sweeps, seeded=bool((main.spread["n_seeds"] > 1).any()), names=names)
+        _draw_figures(report, run_dirs, per_case, averaged, sweeps, seeded=bool((main.spread["n_seeds"] > 1).any()), names=names, stress=stress)
         _draw_rank_figures(report, main.ranks, main.friedman, names)
     return report
 
@@ -345,6 +347,33 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
         ]
 
 
+def _write_stress(
+    report: Report, per_case: pd.DataFrame, manifests: Sequence[Manifest], names: Names, options: ReportOptions
+) -> dict[str, tuple[str, pd.DataFrame]]:
+    """stress_LEVEL.{csv,md,tex} for each level the runs' datasets declare and their cases carry (regbench.levels);
+    returns level → (its axis label, its frame) for the figures."""
+    from .levels import level_frame, stress_latex, stress_markdown
+
+    axes: dict[str, str] = {}
+    for manifest in manifests:
+        for level, axis in manifest.levels.items():
+            axes.setdefault(level, axis)
+    drawn = {}
+    methods = sorted(dict.fromkeys(per_case["method"]), key=method_sort_key) if len(per_case) else []
+    for level, axis in axes.items():
+        frame = level_frame(per_case, level)
+        if frame.empty:
+            continue
+        out = report.out_dir / f"stress_{level}"
+        report.written += [
+            _write(out.with_suffix(".csv"), frame.to_csv(index=False)),
+            _write(out.with_suffix(".md"), stress_markdown(frame, level, axis, methods, names.method, names.dataset)),
+            _write(out.with_suffix(".tex"), stress_latex(frame, level, axis, methods, names.method, names.dataset, f"{options.label}-stress-{level}")),
+        ]
+        drawn[level] = (axis, frame)
+    return drawn
+
+
 def _write_kit_tables(
     report: Report, averaged: pd.DataFrame, names: Names, options: ReportOptions, manifests: Sequence[Manifest], run_dirs: Sequence[Path]
 ) -> None:
@@ -455,13 +484,24 @@ def _write_paper_comparison(report: Report, cells: pd.DataFrame, datasets: Seque
 
 
 def _draw_figures(
-    report: Report, run_dirs: Sequence[Path], per_case: pd.DataFrame, averaged: pd.DataFrame, sweeps: pd.DataFrame, seeded: bool, names: Names
+    report: Report,
+    run_dirs: Sequence[Path],
+    per_case: pd.DataFrame,
+    averaged: pd.DataFrame,
+    sweeps: pd.DataFrame,
+    seeded: bool,
+    names: Names,
+    stress: Mapping[str, tuple[str, pd.DataFrame]] | None = None,
 ) -> None:
     """figures/*.png|pdf; one figure failing is a problem line, never the loss of the others."""
     from . import figures
 
     ok = averaged[averaged["status"] == "ok"]
-    drawings = [("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem, names))] if seeded else []
+    drawings: list[tuple[str, Callable[[Path], list[Path]]]] = []
+    if seeded:
+        drawings.append(("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem, names)))
+    for level, (axis, frame) in (stress or {}).items():
+        drawings.append((f"stress_{level}", functools.partial(figures.stress, frame, axis, names=names)))
     for name, draw in [
         *drawings,
         ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem, names)),

@@ -314,18 +314,32 @@ class Manifest:
         return manifest
 
     def set_dataset(
-        self, labels: Mapping[str, int], dims: int, groups: Mapping[str, Sequence[str]] | None = None, geometry: Mapping[str, Any] | None = None
+        self,
+        labels: Mapping[str, int],
+        dims: int,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        geometry: Mapping[str, Any] | None = None,
+        levels: Mapping[str, str] | None = None,
     ) -> None:
         """The labels the run's cases are scored on (display name → value), its images' dimensions, the group
-        attributes its test cases carry (name → the values seen; absent when none) and their geometry
-        (``spacing_mm``, ``spacings``, ``through_plane_axis``: regbench.execution.case_geometry), as its dataset
-        declares them."""
+        attributes its test cases carry (name → the values seen; absent when none), their geometry
+        (``spacing_mm``, ``spacings``, ``through_plane_axis``: regbench.execution.case_geometry) and which of the
+        groups are levels of a quantity (name → its axis label; absent when none), as its dataset declares them."""
         info = self.data.setdefault("dataset_info", {})
         info.update(labels=dict(labels), dims=int(dims))
         if groups:
             info["groups"] = {name: list(values) for name, values in groups.items()}
         if geometry:
             info["geometry"] = dict(geometry)
+        if levels:
+            info["levels"] = dict(levels)
+
+    @property
+    def levels(self) -> dict[str, str]:
+        """The group attributes of the run's test cases that are levels of a quantity (name → its axis label)."""
+        info = self.data.get("dataset_info")
+        levels = info.get("levels") if isinstance(info, dict) else None
+        return {str(k): str(v) for k, v in levels.items()} if isinstance(levels, dict) else {}
 
     @property
     def geometry(self) -> dict[str, Any]:

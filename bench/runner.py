@@ -273,7 +273,7 @@ def execute(
     labels, dims = dict(plan.dataset.labels), plan.dataset.dims
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
-    manifest.set_dataset(labels, dims, case_groups(test_pairs), plan.dataset.geometry)
+    manifest.set_dataset(labels, dims, case_groups(test_pairs), plan.dataset.geometry, plan.dataset.levels)
     store = RunStore(config.out_dir)
     inputs = check_methods_against_store(config, manifest, store, built, test_pairs)
     if cluster is not None:

@@ -43,7 +43,7 @@ def format_params(n: Any) -> str:
 
 
 # Characters of display names and captions that pdflatex's default encoding cannot set ("IO-λ" failed to compile).
-LATEX_SYMBOLS = {"λ": r"$\lambda$", "σ": r"$\sigma$", "α": r"$\alpha$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$"}
+LATEX_SYMBOLS = {"λ": r"$\lambda$", "σ": r"$\sigma$", "α": r"$\alpha$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$", "±": r"$\pm$"}
 
 
 def latex_escape(text: str) -> str:

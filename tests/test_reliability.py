@@ -395,7 +395,7 @@ def test_dataset_options_on_the_command_line_are_yaml_values_over_the_profiles(t
     assert main(["run", "--profile", "smoke", "--methods", "initial", "--out", str(out), "--no-progress"]) == 2
     assert "motion" in capsys.readouterr().err
     assert main(["run", "--profile", "smoke", "--methods", "initial", "--dataset-option", "motion=9", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
-    assert "motion must be a number in (0, 1.8]" in capsys.readouterr().err
+    assert "motion must be a number in (0, 2]" in capsys.readouterr().err
 
 
 def test_the_tradeoff_profile_trains_its_study_at_three_seeds_unless_told_otherwise():

@@ -299,7 +299,7 @@ def test_small_things_a_new_user_hits(tmp_path, capsys):
     write_report([run], tmp_path / "out", ReportOptions(figures=False))
     assert "ddagger" not in (tmp_path / "out" / "table2.tex").read_text()  # nothing was trained
     for command, expected in (
-        (["run"], "{smoke,quick,reproduce,tradeoff,paper}"),
+        (["run"], "{smoke,quick,reproduce,tradeoff,stress,paper}"),
         (["run"], "\nprofiles:\n  smoke"),
         (["report"], "run directories (the folders"),
         (["check-method"], "a registered method's name"),

@@ -5,6 +5,7 @@ import pytest
 
 from regbench import create_dataset, create_method
 from regbench.datasets.synthetic import SyntheticCardiac, _draw_subject, _Slice
+from regbench.errors import ConfigError
 from regbench.interface import Registration
 from regbench.metrics import evaluate
 from regbench.warp import warp
@@ -75,7 +76,7 @@ def _initial_dice(ds: SyntheticCardiac) -> float:
 
 def test_motion_option_scales_the_motion_and_its_true_flow_still_inverts_it():
     base = SyntheticCardiac(n_subjects=3, image_size=64)
-    strong = SyntheticCardiac(n_subjects=3, image_size=64, motion=1.6)
+    strong = SyntheticCardiac(n_subjects=3, image_size=64, motion=2.0)  # the largest: contraction down to 0.2
     weak = SyntheticCardiac(n_subjects=3, image_size=64, motion=0.5)
     flows = {
         name: np.mean([np.abs(p.flow_gt).mean() for p in ds.subject_pairs("synth000")]) for name, ds in (("base", base), ("strong", strong), ("weak", weak))
@@ -89,7 +90,7 @@ def test_motion_option_scales_the_motion_and_its_true_flow_still_inverts_it():
     from regbench.datasets.synthetic import scale_motion
 
     anatomies, tissue = _draw_subject(np.random.default_rng([strong.seed, 0]), strong.fov_mm)
-    sl = _Slice(scale_motion(anatomies[1], 1.6), tissue)
+    sl = _Slice(scale_motion(anatomies[1], 2.0), tissue)
     sp, n = strong.spacing[0], strong.image_size
     r, c = np.meshgrid((np.arange(n) + 0.5) * sp, (np.arange(n) + 0.5) * sp, indexing="ij")
     sr, sc = sl.source(r + p.flow_gt[0] * sp, c + p.flow_gt[1] * sp)
@@ -114,10 +115,36 @@ def test_domain_options_at_their_defaults_leave_the_data_and_manifest_unchanged(
 
 
 @pytest.mark.parametrize(
-    "options, named", [({"motion": 0}, "motion"), ({"motion": 2.5}, "motion"), ({"contrast": -1}, "contrast"), ({"contrast": "high"}, "contrast")]
+    "options, named", [({"motion": 0}, "motion"), ({"motion": 2.1}, "motion"), ({"contrast": -1}, "contrast"), ({"contrast": "high"}, "contrast")]
 )
 def test_bad_domain_options_are_one_error_naming_them(options, named):
-    from regbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match=named):
         create_dataset("synthetic", n_subjects=3, image_size=32, **options)
+
+
+def test_test_motion_draws_the_same_test_images_at_each_motion_level():
+    levels = [0.25, 1.0, 2.0]
+    plain = SyntheticCardiac(n_subjects=4, image_size=32)
+    stressed = SyntheticCardiac(n_subjects=4, image_size=32, test_motion=levels)
+    tests = stressed.pairs("test")
+    per_level = len(plain.pairs("test"))
+    assert len(tests) == len(levels) * per_level and stressed.options()["test_motion"] == levels
+    by_level = {level: [p for p in tests if p.groups["motion"] == f"{level:g}"] for level in levels}
+    assert all(len(pairs) == per_level for pairs in by_level.values())
+    assert by_level[2.0][0].case_id == plain.pairs("test")[0].case_id + "+motion2" and by_level[2.0][0].subject == plain.pairs("test")[0].subject
+    # Level 1 is the plain test pair; at every level the ED frame (fixed) is the same, the ES motion scaled.
+    for plain_pair, one, weak, strong in zip(plain.pairs("test"), by_level[1.0], by_level[0.25], by_level[2.0]):
+        assert np.array_equal(plain_pair.moving, one.moving) and np.array_equal(plain_pair.flow_gt, one.flow_gt)
+        assert np.array_equal(weak.fixed, strong.fixed) and np.array_equal(weak.fixed_label, plain_pair.fixed_label)
+    motion = {level: np.mean([np.abs(p.flow_gt).mean() for p in pairs]) for level, pairs in by_level.items()}
+    assert motion[0.25] < 0.5 * motion[1.0] < motion[2.0] / 1.5, motion
+    # Training and validation pairs are those of the dataset without levels.
+    assert [p.case_id for p in stressed.pairs("train")] == [p.case_id for p in plain.pairs("train")]
+    assert np.array_equal(stressed.pairs("train")[0].moving, plain.pairs("train")[0].moving)
+
+
+@pytest.mark.parametrize("levels", [[], [0.5, 0.5], [0.0, 1.0], [1.0, 2.5], "0.5", [True]])
+def test_bad_test_motion_is_one_error_naming_it(levels):
+    with pytest.raises(ConfigError, match="test_motion"):
+        SyntheticCardiac(n_subjects=4, image_size=32, test_motion=levels)

@@ -1,0 +1,72 @@
+"""regbench.levels: metrics against a declared level of the test data (stress curves)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regbench.levels import level_frame, stress_latex, stress_markdown
+
+
+def _cases():
+    """Two methods at motion levels 0.5 and 2 on two subjects (a pair each); ``deep`` trained at two seeds."""
+    rows = []
+    for level, drop in (("0.5", 0.0), ("2", 0.3)):
+        for subject, offset in (("s1", 0.0), ("s2", 0.1)):
+            case = f"{subject}-0+motion{level}"
+            rows.append({"method": "initial", "seed": np.nan, "dice": 0.7 - drop + offset, "hd95": 5.0 + 10 * drop})
+            for seed, noise in ((0, 0.02), (1, -0.02)):
+                rows.append({"method": "deep", "seed": seed, "dice": 0.9 - drop / 3 + offset + noise, "hd95": 3.0 + drop})
+            for row in rows[-3:]:
+                row.update(dataset="synthetic", case_id=case, subject=subject, by_motion=level, status="ok")
+    rows.append({"dataset": "synthetic", "method": "initial", "seed": np.nan, "case_id": "x+motion2", "subject": "s3", "by_motion": "2", "status": "failed"})
+    return pd.DataFrame(rows)
+
+
+def test_each_point_is_the_mean_over_pairs_of_the_seed_means_with_the_seeds_spread():
+    frame = level_frame(_cases(), "motion").set_index(["method", "level"])
+    assert list(frame.index) == [("deep", 0.5), ("deep", 2.0), ("initial", 0.5), ("initial", 2.0)]  # levels as numbers, in order
+    initial = frame.loc[("initial", 2.0)]
+    assert initial["dice_mean"] == pytest.approx(0.45) and initial["n_pairs"] == 2 and initial["n_subjects"] == 2  # the failed case: not a point
+    assert initial["dice_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1)) and initial["n_seeds"] == 1 and np.isnan(initial["dice_seed_low"])
+    deep = frame.loc[("deep", 2.0)]
+    assert deep["dice_mean"] == pytest.approx(0.85) and deep["n_seeds"] == 2  # the seeds' noise cancels in each pair's mean
+    assert deep["dice_seed_low"] == pytest.approx(0.83) and deep["dice_seed_high"] == pytest.approx(0.87)
+    assert "epe_mm_mean" not in frame and level_frame(_cases(), "vendor").empty  # absent metrics and levels: nothing
+
+
+def test_the_tables_put_levels_in_columns_and_methods_in_rows_in_table_units():
+    frame = level_frame(_cases(), "motion")
+    names = {"deep": "Deep", "initial": "Initial"}
+    text = stress_markdown(frame, "motion", "motion (× as drawn)", ["initial", "deep"], names.get, str)
+    assert "### Dice (%) against motion (× as drawn): synthetic" in text and "| Method | 0.5 | 2 |" in text
+    assert "| Initial | 75.00 ± 7.07 | 45.00 ± 7.07 |" in text and "| Deep | 95.00 ± 7.07 | 85.00 ± 7.07 |" in text
+    assert "### HD95 (mm) against motion" in text and "| Initial | 5.00 ± 0.00 | 8.00 ± 0.00 |" in text
+    latex = stress_latex(frame, "motion", "motion (× as drawn)", ["initial", "deep"], names.get, str, "tab:s")
+    assert r"\label{tab:s-dice}" in latex and r"\label{tab:s-hd95}" in latex and r"Dice (\%) against motion" in latex
+    assert r"Initial & 75.00 $\pm$ 7.07 & 45.00 $\pm$ 7.07 \\" in latex
+
+
+@pytest.mark.slow
+def test_a_run_with_motion_levels_writes_the_stress_table_and_figure(tmp_path, capsys):
+    """The declared level reaches the plan, the manifest, the stress table and its figure, and ``--by`` (about 8 s: a
+    whole run of two methods, figures drawn because they are what is tested)."""
+    import json
+
+    from regbench.cli import main
+
+    run = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--methods", "initial,demons", "--dataset-option", "test_motion=[0.5, 1, 2]", "--out", str(run), "--no-progress"]
+    assert main([*args, "--dry-run"]) == 0
+    assert "  levels: motion (motion (× as drawn)): the report draws each metric against it" in capsys.readouterr().out
+    assert main([*args, "--figures"]) == 0
+    assert json.loads((run / "manifest.json").read_text())["dataset_info"]["levels"] == {"motion": "motion (× as drawn)"}
+    frame = pd.read_csv(run / "report" / "stress_motion.csv")
+    assert sorted(frame["level"].unique()) == [0.5, 1.0, 2.0] and set(frame["method"]) == {"initial", "demons"}
+    assert (frame.groupby("method")["n_pairs"].sum() == 12).all()  # the smoke profile's 12 pairs: 4 slices at each level
+    initial = frame[frame["method"] == "initial"].set_index("level")["dice_mean"]
+    assert initial[0.5] > initial[1.0] > initial[2.0]  # the overlap left to recover shrinks as the motion grows
+    demons = frame[frame["method"] == "demons"].set_index("level")["dice_mean"]
+    assert (demons > initial).all()
+    assert "| Method | 0.5 | 1 | 2 |" in (run / "report" / "stress_motion.md").read_text()
+    assert (run / "report" / "figures" / "stress_motion.png").stat().st_size > 10_000
+    assert main(["report", str(run), "--by", "motion", "--no-figures"]) == 0
