@@ -141,12 +141,17 @@ PROFILES: dict[str, Profile] = {
     "stress": Profile(
         "stress",
         "stress curves: every method on the quick profile's data with each test pair drawn at 0.25, 0.5, 1, 1.5 and 2 "
-        "times the drawn motion (synthetic's test_motion; 310 test pairs), deep methods trained once at the drawn "
-        "motion as in quick; report/stress_motion.md and figures/stress_motion",
-        {"synthetic": {"n_subjects": 40, "image_size": 64, "test_motion": [0.25, 0.5, 1.0, 1.5, 2.0]}},
+        "times the drawn motion (test_motion; 310 test pairs, synthetic3d 40 volumes), deep methods trained once at the "
+        "drawn motion as in quick; report/stress_motion.md and figures/stress_motion",
+        {
+            "synthetic": {"n_subjects": 40, "image_size": 64, "test_motion": [0.25, 0.5, 1.0, 1.5, 2.0]},
+            "synthetic3d": {"n_subjects": 40, "image_size": 48, "test_motion": [0.25, 0.5, 1.0, 1.5, 2.0]},
+        },
         # The quick profile's training: the networks see only the drawn motion, so the curve also shows how far
         # what they learnt carries to smaller and larger motion.
         training={"epochs": 10, "batch_size": 16, "val_every": 1, "max_val_pairs": 16},
+        volume_training={"epochs": 8, "batch_size": 2, "lr_schedule": "cosine"},
+        volume_method_options={"hypermorph": {"hyper_units": 8}},
     ),
     "paper": Profile(
         "paper",

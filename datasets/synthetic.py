@@ -246,8 +246,12 @@ class SyntheticCardiac:
             for p in self._subject_pairs(subject, level)
         ]
 
-    @cache  # noqa: B019 - a dataset lives as long as its run; its pairs are what it caches
     def _subject_pairs(self, subject: str, motion: float) -> tuple[Pair, ...]:
+        """The subject's pairs at motion scale ``motion`` (a subclass draws its own: a volume's one pair)."""
+        return self._slice_pairs(subject, motion)
+
+    @cache  # noqa: B019 - a dataset lives as long as its run; its pairs are what it caches
+    def _slice_pairs(self, subject: str, motion: float) -> tuple[Pair, ...]:
         index = self.subjects().index(subject)
         rng = np.random.default_rng([self.seed, index])
         anatomies, tissue = _draw_subject(rng, self.fov_mm)

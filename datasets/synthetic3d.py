@@ -16,6 +16,8 @@ tissue comes from; both fade to zero away from the heart. The ground-truth flow 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -26,7 +28,7 @@ from ..errors import ConfigError
 from ..interface import Pair
 from ..registry import DatasetMeta, register_dataset
 from .labels import CARDIAC_LABELS
-from .synthetic import FIXED_POINT_ITERATIONS, SliceAnatomy, SyntheticCardiac, _bias_field, _draw_tissue, _normalise, _rician, _Slice
+from .synthetic import DAMPED_ITERATIONS, FIXED_POINT_ITERATIONS, SliceAnatomy, SyntheticCardiac, _bias_field, _draw_tissue, _normalise, _rician, _Slice
 
 # The three planes (as fractions of the slice spacing) whose mean is a slice's intensity: an 8 mm thick slice
 # profile at 10 mm spacing, roughly.
@@ -61,6 +63,17 @@ class _Heart:
         self.shape_phase0 = rng.uniform(0, 2 * np.pi, 2)
         self.shape_phase_turn = rng.normal(0, 0.5, 2)  # the outline's harmonics turn slowly toward the apex
         self.tissue = _draw_tissue(rng, fov, centre)
+
+    def scaled(self, scale: float) -> _Heart:
+        """This heart with its ED→ES motion's amplitude scaled (the 2-D dataset's ``motion``): contraction 1 − k,
+        long-axis shortening, RV wall motion, twist and shift; the same anatomy at ED."""
+        heart = copy.copy(self)
+        heart.contraction = 1.0 - scale * (1.0 - self.contraction)
+        heart.shortening = scale * self.shortening
+        heart.rv_motion0 = scale * self.rv_motion0
+        heart.twist_base, heart.twist_apex = scale * self.twist_base, scale * self.twist_apex
+        heart.shift = (scale * self.shift[0], scale * self.shift[1])
+        return heart
 
     def level(self, z: np.ndarray) -> np.ndarray:
         """Long-axis position t (0 base, 1 apex) of the plane at ``z`` mm."""
@@ -120,7 +133,7 @@ class _Heart:
         return _Slice(self.anatomy(z, for_labels=True), self.tissue).intensity(r, c)
 
 
-@register_dataset("synthetic3d", DatasetMeta(display_name="Synthetic 3-D", labels=CARDIAC_LABELS, dims=(3,)))
+@register_dataset("synthetic3d", DatasetMeta(display_name="Synthetic 3-D", labels=CARDIAC_LABELS, dims=(3,), levels={"motion": "motion (× as drawn)"}))
 class SyntheticCardiac3D(SyntheticCardiac):
     """Embedded 3-D synthetic cardiac cine volume pairs (ES moving, ED fixed) with ground-truth flows: the 2-D
     dataset's options, subjects and split, one volume pair per subject.
@@ -128,7 +141,8 @@ class SyntheticCardiac3D(SyntheticCardiac):
     Options: ``n_subjects`` (default 40, one volume pair each), ``image_size`` (in-plane pixels per side,
     default 64), ``fov_mm`` (in-plane field of view, default 192 mm: 3 mm pixels at 64), ``depth`` (slices,
     default 10), ``slice_mm`` (slice spacing, default 10 mm), ``seed`` (default 0: anatomy, motion, noise and
-    the 75/5/20 subject split), ``noise`` (Rician σ range, default 0.015–0.035).
+    the 75/5/20 subject split), ``noise`` (Rician σ range, default 0.015–0.035), ``motion`` and ``test_motion``
+    as the 2-D dataset's (the motion's amplitude, long-axis shortening included; the test split at several).
     """
 
     name = "synthetic3d"
@@ -144,8 +158,11 @@ class SyntheticCardiac3D(SyntheticCardiac):
         seed: int = 0,
         noise: tuple[float, float] = (0.015, 0.035),
         split: tuple[float, float, float] = (0.75, 0.05, 0.20),
+        *,
+        motion: float = 1.0,
+        test_motion: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(n_subjects, image_size, fov_mm, seed, noise, split)
+        super().__init__(n_subjects, image_size, fov_mm, seed, noise, split, motion=motion, test_motion=test_motion)
         if not float(slice_mm) > 0:
             raise ConfigError(f"synthetic3d: slice_mm must be positive, got {slice_mm!r}")
         # The heart (at most 75 mm + its apical cap) must fit below the top slice.
@@ -160,7 +177,10 @@ class SyntheticCardiac3D(SyntheticCardiac):
         return {**super().options(), "depth": self.depth, "slice_mm": self.slice_mm}
 
     def subject_pairs(self, subject: str) -> list[Pair]:
-        return [self._pair(subject)]
+        return [self._pair(subject, self.motion)]
+
+    def _subject_pairs(self, subject: str, motion: float) -> tuple[Pair, ...]:
+        return (self._pair(subject, motion),)
 
     def heart(self, subject: str) -> tuple[_Heart, np.random.Generator]:
         """The subject's heart, and the generator that goes on to draw its bias field and noise."""
@@ -175,8 +195,10 @@ class SyntheticCardiac3D(SyntheticCardiac):
         return z, r, c
 
     @cache  # noqa: B019 - a dataset lives as long as its run; its pairs are what it caches
-    def _pair(self, subject: str) -> Pair:
+    def _pair(self, subject: str, motion: float) -> Pair:
         heart, rng = self.heart(subject)
+        if motion != 1.0:
+            heart = heart.scaled(motion)
         sp, dz = self.spacing[1], self.slice_mm
         z, r, c = self.grid()
         es_sources = {f: heart.source(z + f * dz, r, c) for f in SLICE_PROFILE}  # the centre plane's (0.0) gives the labels
@@ -189,11 +211,13 @@ class SyntheticCardiac3D(SyntheticCardiac):
         bias = _bias_field(rng, r, c, self.fov_mm)
         sigma = rng.uniform(*self.noise)
         frames = [_normalise(_rician(img * bias, sigma, rng)) for img in (ed, es)]
-        # Ground truth: u(x) with S(x + u(x)) = x, by fixed-point iteration u ← u + x − S(x + u).
+        # Ground truth: u(x) with S(x + u(x)) = x, by fixed-point iteration u ← u + step · (x − S(x + u)); scaled
+        # motion takes damped steps, as in 2-D.
+        step, iterations = (1.0, FIXED_POINT_ITERATIONS) if motion == 1.0 else (min(heart.contraction, 1.0), DAMPED_ITERATIONS)
         u = [np.zeros_like(z), np.zeros_like(r), np.zeros_like(c)]
-        for _ in range(FIXED_POINT_ITERATIONS):
+        for _ in range(iterations):
             src = heart.source(z + u[0], r + u[1], c + u[2])
-            u = [uk + (xk - sk) for uk, xk, sk in zip(u, (z, r, c), src)]
+            u = [uk + step * (xk - sk) for uk, xk, sk in zip(u, (z, r, c), src)]
         flow = np.stack([uk / spacing for uk, spacing in zip(u, self.spacing)]).astype(np.float32)
         return Pair(
             fixed=frames[0],

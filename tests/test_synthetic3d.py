@@ -82,6 +82,26 @@ def test_true_flow_registers_the_pair(volume_pairs):
         assert ((p.fixed - warp(p.moving, p.flow_gt)) ** 2).mean() < 0.4 * ((p.fixed - p.moving) ** 2).mean()
 
 
+def test_test_motion_draws_each_test_volume_at_each_motion_level_and_the_true_flow_inverts_it():
+    """The same ED volume at every level, the ES motion (shortening included) scaled; S(x + u(x)) = x at 2, where
+    the contraction falls to 1 − 2(1 − k)."""
+    plain = create_dataset("synthetic3d", n_subjects=5, image_size=32, seed=0)
+    stressed = create_dataset("synthetic3d", n_subjects=5, image_size=32, seed=0, test_motion=[0.5, 1.0, 2.0])
+    tests = stressed.pairs("test")
+    assert [p.case_id for p in tests] == [f"{p.case_id}+motion{m}" for p in plain.pairs("test") for m in ("0.5", "1", "2")]
+    weak, one, strong = tests[:3]
+    assert np.array_equal(one.moving, plain.pairs("test")[0].moving) and np.array_equal(weak.fixed, strong.fixed)
+    size = [np.abs(p.flow_gt).mean() for p in (weak, one, strong)]
+    assert size[0] < 0.6 * size[1] and size[2] > 1.6 * size[1], size
+    assert np.abs(strong.flow_gt[0]).max() > 1.5 * np.abs(one.flow_gt[0]).max()  # the long axis shortens further
+    heart, _ = stressed.heart(strong.subject)
+    x = stressed.grid()
+    moved_to = [xk + uk * sk for xk, uk, sk in zip(x, strong.flow_gt, strong.spacing)]
+    source = heart.scaled(2.0).source(*moved_to)
+    assert max(np.abs(sk - xk).max() for sk, xk in zip(source, x)) < 1e-3
+    assert [p.case_id for p in stressed.pairs("train")] == [p.case_id for p in plain.pairs("train")]
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [({"n_subjects": 2}, "n_subjects"), ({"image_size": 8}, "image_size"), ({"depth": 4}, "depth"), ({"slice_mm": 0}, "slice_mm")],
