@@ -70,3 +70,27 @@ def test_a_run_with_motion_levels_writes_the_stress_table_and_figure(tmp_path, c
     assert "| Method | 0.5 | 1 | 2 |" in (run / "report" / "stress_motion.md").read_text()
     assert (run / "report" / "figures" / "stress_motion.png").stat().st_size > 10_000
     assert main(["report", str(run), "--by", "motion", "--no-figures"]) == 0
+
+
+@pytest.mark.slow
+def test_the_stress_and_arc_tables_compile(tmp_path):
+    """Both new LaTeX tables through pdflatex (the ±, ×, λ and – their cells and captions hold)."""
+    import os
+    import shutil
+    import subprocess
+
+    from regbench.front import arc_frame, arc_latex
+
+    engine = shutil.which("pdflatex") or shutil.which("lualatex")
+    if engine is None:
+        if os.environ.get("REGBENCH_REQUIRE_LATEX"):
+            pytest.fail("REGBENCH_REQUIRE_LATEX is set but no pdflatex is on PATH")
+        pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
+    stress = stress_latex(level_frame(_cases(), "motion"), "motion", "motion (× as drawn)", ["initial", "deep"], str, str, "tab:s")
+    points = pd.DataFrame(
+        [{"dataset": "d", "method": m, "seed": s, "case_id": "c", "sdlogj": c, "dice": d, "status": "ok"} for m, s, c, d in [("a", 0, 0.1, 0.7), ("b", 0, 0.3, 0.8), ("a", 1, 0.1, 0.6), ("b", 1, 0.3, 0.75)]]
+    )
+    arc = arc_latex(arc_frame(points, pd.DataFrame(), {"VoxelMorph λ grid": ["a", "b"]}, {}), str)
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + stress + "\n" + arc + "\n\\end{document}\n")
+    done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
