@@ -88,7 +88,10 @@ def test_the_stress_and_arc_tables_compile(tmp_path):
         pytest.skip("no LaTeX engine installed (apt install texlive-latex-base texlive-latex-recommended)")
     stress = stress_latex(level_frame(_cases(), "motion"), "motion", "motion (× as drawn)", ["initial", "deep"], str, str, "tab:s")
     points = pd.DataFrame(
-        [{"dataset": "d", "method": m, "seed": s, "case_id": "c", "sdlogj": c, "dice": d, "status": "ok"} for m, s, c, d in [("a", 0, 0.1, 0.7), ("b", 0, 0.3, 0.8), ("a", 1, 0.1, 0.6), ("b", 1, 0.3, 0.75)]]
+        [
+            {"dataset": "d", "method": m, "seed": s, "case_id": "c", "sdlogj": c, "dice": d, "status": "ok"}
+            for m, s, c, d in [("a", 0, 0.1, 0.7), ("b", 0, 0.3, 0.8), ("a", 1, 0.1, 0.6), ("b", 1, 0.3, 0.75)]
+        ]
     )
     arc = arc_latex(arc_frame(points, pd.DataFrame(), {"VoxelMorph λ grid": ["a", "b"]}, {}), str)
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + stress + "\n" + arc + "\n\\end{document}\n")
