@@ -18,9 +18,10 @@ The front is the family's **accuracy–regularity curve** (ARC; Sideri-Lampretsa
 2503.07185, who draw Dice against a regularity measure over the λ range): the best accuracy tuning λ reaches at
 each regularity. Its **area** (AUC-ARC, :func:`arc_area`) is taken over one regularity range common to the curves
 compared (:func:`common_range`: from the roughest of their smoothest points to the smoothest of their roughest
-points, so each curve spans it by its own points) and divided by the range's width: the mean accuracy the family
-reaches across that range, in the score's units. Per seed, each seed's curve over the same range; a seed's
-curve whose smoothest point is rougher than the range's start has no area (counted, not extrapolated).
+points, over every seed's curve, so each spans it by its own points) and divided by the range's width: the mean
+accuracy the family reaches across that range, in the score's units, as the mean of its seeds' areas. A curve
+is never extended on its smooth side, where no λ reached; where the curves share no range, each is over its own
+seeds' shared span and says so.
 """
 
 from __future__ import annotations
@@ -235,18 +236,23 @@ def arc_frame(
     """The area under each ARC (the fronts of :func:`tradeoff_frame`) over its dataset's common range.
 
     One row per (dataset, front): ``points`` (its members: λ values), ``n_seeds``, ``range_low``/``range_high``
-    (:func:`common_range` of the dataset's fronts through their seed means), ``auc`` (the mean over seeds of each
-    seed's own front's :func:`arc_area` over that range), ``auc_seeds`` (the seeds with an area: their front
-    reaches the range's start), ``auc_low``/``auc_high`` (Student's t interval over those seeds; NaN with fewer
-    than two) and ``auc_mean_curve`` (the area of the front through the seed means)."""
+    (:func:`common_range` of every seed's front of every ARC of the dataset, so each seed's curve spans it; an ARC
+    whose own seeds share no range bounds nothing and gets no area; where the others share none, each is over the
+    range its own seeds share, and ``range_common`` is False: such areas do not compare across rows), ``auc`` (the
+    mean over seeds of each seed's :func:`arc_area` over that range), ``auc_seeds`` (the seeds with an area),
+    ``auc_low``/``auc_high`` (Student's t interval over those seeds; NaN with fewer than two) and
+    ``auc_mean_curve`` (the area of the front through the seed means, NaN where it starts rougher)."""
     rows = []
     for dataset, fronts in _fronts_by_dataset(per_case, sweeps, families, sweep_columns, cost, score):
         members_of = {label: table[table["method"].isin(family)] for label, (table, family) in fronts.items()}
-        mean_fronts = {label: Front.of(*_seed_means(members, cost, score)) for label, members in members_of.items()}
-        low, high = common_range(list(mean_fronts.values()))
+        seed_fronts = {label: _seed_fronts(members, cost, score) for label, members in members_of.items()}
+        own_spans = {label: common_range([f for f in curves if f is not None]) for label, curves in seed_fronts.items()}
+        common_low, common_high = _intersection(list(own_spans.values()))
+        shared = bool(np.isfinite(common_low))
         for label, members in members_of.items():
-            seeds = [g for _, g in members.groupby("seed", dropna=False, sort=True)]
-            areas = [_area(g[cost], g[score], low, high) for g in seeds]
+            # No range common to the dataset's ARCs: each over the span its own seeds share, said so.
+            low, high = (common_low, common_high) if shared else own_spans[label]
+            areas = [arc_area(f, low, high) if f is not None else float("nan") for f in seed_fronts[label]]
             finite = [a for a in areas if np.isfinite(a)]
             auc_low, auc_high = t_interval(finite)
             rows.append(
@@ -254,23 +260,37 @@ def arc_frame(
                     "dataset": dataset,
                     "front": label,
                     "points": int(members["method"].nunique()),
-                    "n_seeds": len(seeds),
+                    "n_seeds": len(areas),
                     "range_low": low,
                     "range_high": high,
+                    "range_common": shared,
                     "auc": float(np.mean(finite)) if finite else float("nan"),
                     "auc_seeds": len(finite),
                     "auc_low": auc_low,
                     "auc_high": auc_high,
-                    "auc_mean_curve": arc_area(mean_fronts[label], low, high),
+                    "auc_mean_curve": arc_area(Front.of(*_seed_means(members, cost, score)), low, high),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def _area(cost: pd.Series, score: pd.Series, low: float, high: float) -> float:
-    """One seed's :func:`arc_area`; NaN where none of its points has a finite cost and score."""
-    finite = np.isfinite(cost.to_numpy(float)) & np.isfinite(score.to_numpy(float))
-    return arc_area(Front.of(cost[finite], score[finite]), low, high) if finite.any() else float("nan")
+def _seed_fronts(members: pd.DataFrame, cost: str, score: str) -> list[Front | None]:
+    """Each seed's front through its own points (None for a seed with no finite point)."""
+    fronts: list[Front | None] = []
+    for _, g in members.groupby("seed", dropna=False, sort=True):
+        finite = np.isfinite(g[cost].to_numpy(float)) & np.isfinite(g[score].to_numpy(float))
+        fronts.append(Front.of(g[cost][finite], g[score][finite]) if finite.any() else None)
+    return fronts
+
+
+def _intersection(spans: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The range inside every (low, high) span that is one (an ARC whose seeds share no range has none and
+    bounds nothing); NaN, NaN where none is or they do not overlap."""
+    spans = [s for s in spans if np.isfinite(s[0])]
+    if not spans:
+        return float("nan"), float("nan")
+    low, high = max(s[0] for s in spans), min(s[1] for s in spans)
+    return (low, high) if high > low else (float("nan"), float("nan"))
 
 
 def _seed_means(members: pd.DataFrame, cost: str, score: str) -> tuple[pd.Series, pd.Series]:
@@ -344,9 +364,11 @@ ARC_HEADERS = ["ARC", "Points", "Seeds", "{cost} range", "AUC-ARC (Dice %)", "95
 def _arc_cells(frame: pd.DataFrame, method_name: Callable[[str], str]) -> list[list[str]]:
     rows = []
     for _, row in frame.iterrows():
-        span = "– (none common)" if np.isnan(row["range_low"]) else f"{row['range_low']:.3f}–{row['range_high']:.3f}"
+        span = "–" if np.isnan(row["range_low"]) else f"{row['range_low']:.3f}–{row['range_high']:.3f}"
+        if not row.get("range_common", True):
+            span += " (own)"
         auc = "–" if np.isnan(row["auc"]) else f"{100 * row['auc']:.2f}"
-        if 0 < row["auc_seeds"] < row["n_seeds"]:  # some seeds' curves start rougher than the range
+        if row["auc_seeds"] < row["n_seeds"]:  # some seeds' curves do not span the range
             auc += f" ({row['auc_seeds']} of {row['n_seeds']} seeds)"
         interval = "–" if np.isnan(row["auc_low"]) else f"[{100 * row['auc_low']:.2f}, {100 * row['auc_high']:.2f}]"
         rows.append([_front_name(str(row["front"]), method_name), str(row["points"]), str(row["n_seeds"]), span, auc, interval])
@@ -358,9 +380,10 @@ def arc_caption(cost_label: str = "SDlogJ") -> str:
         f"The area under each accuracy–regularity curve (ARC: a λ family's front of Dice against {cost_label}, linear between "
         f"its points) over the {cost_label} range every curve of the dataset spans by its own points (from the roughest of "
         "their smoothest points to the smoothest of their roughest), divided by the range's width: the mean Dice the family "
-        "reaches across the range. Per seed, each seed's own curve; AUC-ARC is their mean (a seed whose curve starts rougher "
-        "than the range has none, and the seeds counted are given when fewer than all); CI: Student's t over those seeds "
-        "(– with one)."
+        "reaches across the range. Where the dataset's curves share no range, each is over its own span, marked (own): "
+        "those areas do not compare across rows. Per seed, each seed's own curve; AUC-ARC is their mean (a seed whose curve "
+        "starts rougher than the range has none, and the seeds counted are given when fewer than all); CI: Student's t over "
+        "those seeds (– with one)."
     )
 
 

@@ -193,14 +193,17 @@ def test_each_arc_has_its_area_over_the_datasets_common_range_with_a_seed_interv
     assert r"\label{tab:a}" in latex and latex.count(r"\\") == len(frame) + 1
 
 
-def test_a_seed_whose_arc_starts_rougher_than_the_range_has_no_area_and_is_counted():
+def test_a_seed_whose_arc_starts_rougher_narrows_the_common_range_and_one_without_points_is_counted_out():
     from regbench.front import arc_frame, arc_markdown
 
-    per_case, sweeps = _arc_points(drop={("a", 1)})  # seed 1's curve now starts at 0.2, past the range's 0.15
-    vm = arc_frame(per_case, sweeps, {"VM λ": ["a", "b", "c"]}, {"hm": "lam"}).set_index("front").loc["VM λ"]
-    assert vm["auc_seeds"] == 1 and vm["n_seeds"] == 2 and vm["auc"] == pytest.approx((0.775 * 0.05 + 0.825 * 0.1) / 0.15)
-    assert np.isnan(vm["auc_low"])
-    assert "80.83 (1 of 2 seeds)" in arc_markdown(vm.to_frame().T.reset_index(names="front"), str)
+    per_case, sweeps = _arc_points(drop={("a", 1)})  # seed 1's curve now starts at 0.2: every curve spans 0.2-0.3
+    unscored = per_case[per_case["seed"] == 0].assign(seed=2, sdlogj=np.nan)  # a seed with no finite point
+    frame = arc_frame(pd.concat([per_case, unscored]), sweeps, {"VM λ": ["a", "b", "c"]}, {"hm": "lam"}).set_index("front")
+    assert (frame["range_low"] == 0.2).all() and (frame["range_high"] == 0.3).all() and frame["range_common"].all()
+    vm = frame.loc["VM λ"]
+    assert vm["auc_seeds"] == 2 and vm["n_seeds"] == 3 and vm["auc"] == pytest.approx((0.825 + 0.725) / 2)  # seeds 0 and 1, 0.2-0.3
+    assert frame.loc["hm lam sweep", "auc"] == pytest.approx((0.775 * 0.05 + 0.81 * 0.05) / 0.1)
+    assert "| VM λ | 3 | 3 | 0.200–0.300 | 77.50 (2 of 3 seeds) |" in arc_markdown(frame.reset_index(), str)
 
 
 def test_the_seed_band_spans_the_seeds_fronts_where_two_are_defined():
@@ -210,3 +213,38 @@ def test_the_seed_band_spans_the_seeds_fronts_where_two_are_defined():
     assert np.allclose(grid, [0.1, 0.2, 0.3, 0.4])
     assert np.isnan(low[0]) and np.isnan(high[0])  # only the first seed reaches 0.1
     assert np.allclose(low[1:], [0.5, 0.7, 0.8]) and np.allclose(high[1:], [0.7, 0.8, 0.9])  # the first is flat past 0.3
+
+
+def test_arcs_that_share_no_range_each_get_their_own_span_marked_own():
+    from regbench.front import arc_frame, arc_markdown
+
+    per_case, _ = _arc_points()
+    rough = pd.DataFrame(
+        [{"dataset": "d", "method": "hm", "lam": lam, "seed": 0, "case_id": "c0", "sdlogj": c, "dice": d} for lam, c, d in ((0.9, 1.0, 0.8), (0.1, 2.0, 0.9))]
+    )
+    frame = arc_frame(per_case, rough, {"VM λ": ["a", "b", "c"]}, {"hm": "lam"}).set_index("front")
+    assert not frame["range_common"].any()
+    assert (frame.loc["VM λ", "range_low"], frame.loc["VM λ", "range_high"]) == (0.1, 0.4)
+    assert frame.loc["hm lam sweep", "auc"] == pytest.approx(0.85)  # 0.8 to 0.9 across 1.0-2.0
+    seed0 = (0.75 * 0.1 + 0.85 * 0.2) / 0.3  # the seed-0 front 0.7, 0.8, 0.9 at 0.1, 0.2, 0.4
+    assert frame.loc["VM λ", "auc"] == pytest.approx(seed0 - 0.05)
+    assert "| hm lam sweep | 2 | 1 | 1.000–2.000 (own) | 85.00 | – |" in arc_markdown(frame.reset_index(), str)
+
+
+def test_an_arc_whose_seeds_share_no_range_bounds_nothing_and_gets_no_area():
+    from regbench.front import arc_frame, arc_markdown
+
+    per_case, _ = _arc_points()
+    # Two seeds of a sweep whose curves do not overlap in SDlogJ (0.15-0.25 and 0.5-0.6): no range of its own.
+    sweeps = pd.DataFrame(
+        [
+            {"dataset": "d", "method": "hm", "lam": lam, "seed": seed, "case_id": "c0", "sdlogj": c, "dice": d}
+            for seed, points in ((0, ((0.9, 0.15, 0.7), (0.1, 0.25, 0.8))), (1, ((0.9, 0.5, 0.7), (0.1, 0.6, 0.8))))
+            for lam, c, d in points
+        ]
+    )
+    frame = arc_frame(per_case, sweeps, {"VM λ": ["a", "b", "c"]}, {"hm": "lam"}).set_index("front")
+    assert (frame.loc["VM λ", "range_low"], frame.loc["VM λ", "range_high"]) == (0.1, 0.4) and frame["range_common"].all()
+    hm = frame.loc["hm lam sweep"]
+    assert np.isnan(hm["auc"]) and hm["auc_seeds"] == 0 and hm["n_seeds"] == 2  # neither seed's curve spans 0.1-0.4
+    assert "| hm lam sweep | 2 | 2 | 0.100–0.400 | – (0 of 2 seeds) | – |" in arc_markdown(frame.reset_index(), str)
