@@ -98,11 +98,12 @@ def load_sweeps(run_dirs: Sequence[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Names) -> list[Path]:
+def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Names, per_seed: pd.DataFrame | None = None) -> list[Path]:
     """Dice (%) against a continuous smoothness measure, SDlogJ (top row; each λ family's front drawn, as
     ``tradeoff.md`` reads it), and against folding, NJD (bottom row): each method a point with std error bars; the
     points of a declared family (the VoxelMorph λ variants) joined in the order of their value; each method's
-    sweep curve (test split; HyperMorph's λ) when the run has one. One column per dataset."""
+    sweep curve (test split; HyperMorph's λ) when the run has one. One column per dataset. ``per_seed``: the
+    cases of each training seed (``per_case`` may hold their means), for the band of the seeds' ARCs."""
     from .front import Front
 
     if per_case.empty or "dice" not in per_case or "njd" not in per_case:
@@ -139,7 +140,8 @@ def tradeoff(per_case: pd.DataFrame, sweeps: pd.DataFrame, stem: Path, names: Na
                     if x == "sdlogj":
                         front = Front.of(xs, ys)
                         ax.plot(front.cost, front.score, "-", color="0.2", lw=2.2, alpha=0.35, label=f"{family}: ARC")
-                        _seed_band(ax, data[data["method"].isin(members)], "method", x, "0.2", f"{family}: ARC seed range")
+                        seeded = data if per_seed is None else per_seed[per_seed["dataset"] == dataset]
+                        _seed_band(ax, seeded[seeded["method"].isin(members)], "method", x, "0.2", f"{family}: ARC seed range")
             for method, curve in sweep.groupby("method") if len(sweep) and x in sweep else []:
                 parameter, symbol = names.sweep_parameters.get(method, ("lam", "λ"))
                 means = curve.groupby(parameter)[["dice", x]].mean().sort_index()

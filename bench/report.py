@@ -505,7 +505,7 @@ def _draw_figures(
     for name, draw in [
         *drawings,
         ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem, names)),
-        ("tradeoff", lambda stem: figures.tradeoff(ok, sweeps, stem, names)),
+        ("tradeoff", lambda stem: figures.tradeoff(ok, sweeps, stem, names, per_seed=per_case[per_case["status"] == "ok"])),
         ("qualitative", lambda stem: figures.qualitative(run_dirs[0], stem, names)),
         ("training", lambda stem: figures.training_curves(run_dirs, stem, list(per_case["method"].unique()), names)),
     ]:

@@ -56,3 +56,9 @@ def test_the_tradeoff_figure_draws_each_arc_with_the_band_of_its_seeds(tmp_path,
     lows_highs = band.get_paths()[0].vertices[:, 1]
     assert lows_highs.min() == pytest.approx(60.0) and lows_highs.max() == pytest.approx(90.0)  # seed 1 at 0.1, seed 0 at 0.4
     assert "VM λ: ARC" in [line.get_label() for line in sdlogj_row.lines]
+    # The report draws the seed means' points and passes the seeds' own cases for the band.
+    means = per_case.groupby(["dataset", "method"], as_index=False)[["sdlogj", "njd", "dice"]].mean()
+    figures.tradeoff(means, pd.DataFrame(), tmp_path / "tradeoff", names, per_seed=per_case)
+    assert drawn[1].axes[0].collections[-1].get_label() == "VM λ: ARC seed range"
+    figures.tradeoff(means, pd.DataFrame(), tmp_path / "tradeoff", names)
+    assert not [c for c in drawn[2].axes[0].collections if "seed range" in str(c.get_label())]  # no seeds, no band
