@@ -64,6 +64,7 @@ def _cells(frame: pd.DataFrame, metric: str, methods: Sequence[str], method_name
     """One metric's table of one dataset: a row per method, a column per level, "mean ± std" in table units."""
     scale = METRICS[metric].table_scale
     levels = sorted(frame["level"].unique())
+    most = frame.groupby("level")["n_pairs"].max()  # a level's pairs: what the method with most of them scored
     rows = []
     for method in methods:
         points = frame[frame["method"] == method].set_index("level")
@@ -73,7 +74,10 @@ def _cells(frame: pd.DataFrame, metric: str, methods: Sequence[str], method_name
                 cells.append("–")
                 continue
             mean, std = scale * points.loc[value, f"{metric}_mean"], scale * points.loc[value, f"{metric}_std"]
-            cells.append(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if np.isfinite(std) else ""))
+            cell = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if np.isfinite(std) else "")
+            if points.loc[value, "n_pairs"] < most[value]:  # some of its cases failed: over fewer pairs, said so
+                cell += f" ({points.loc[value, 'n_pairs']} of {most[value]})"
+            cells.append(cell)
         rows.append(cells)
     return [_level_header(v) for v in levels], rows
 
@@ -92,7 +96,8 @@ def _tables(frame: pd.DataFrame, methods: Sequence[str]) -> list[tuple[str, str,
 def stress_caption(level: str, axis: str) -> str:
     return (
         f"Each method's metrics at each level of {axis} (the test pairs' group attribute {level!r}): mean ± standard "
-        "deviation over the pairs of that level, each pair's mean over the training seeds; the same subjects at every level."
+        "deviation over the pairs of that level, each pair's mean over the training seeds; the same subjects at every level; "
+        "(n of N): the method scored n of the level's N pairs (its other cases failed)."
     )
 
 

@@ -41,6 +41,12 @@ def test_the_tables_put_levels_in_columns_and_methods_in_rows_in_table_units():
     assert "### Dice (%) against motion (× as drawn): synthetic" in text and "| Method | 0.5 | 2 |" in text
     assert "| Initial | 75.00 ± 7.07 | 45.00 ± 7.07 |" in text and "| Deep | 95.00 ± 7.07 | 85.00 ± 7.07 |" in text
     assert "### HD95 (mm) against motion" in text and "| Initial | 5.00 ± 0.00 | 8.00 ± 0.00 |" in text
+    # A method whose case failed at a level: its cell says over how many of the level's pairs.
+    cases = _cases()
+    failed = (cases["method"] == "deep") & (cases["case_id"] == "s2-0+motion2")
+    cases.loc[failed, "status"] = "failed"
+    text = stress_markdown(level_frame(cases, "motion"), "motion", "motion (× as drawn)", ["initial", "deep"], names.get, str)
+    assert "| Deep | 95.00 ± 7.07 | 80.00 (1 of 2) |" in text and "| Initial | 75.00 ± 7.07 | 45.00 ± 7.07 |" in text
     latex = stress_latex(frame, "motion", "motion (× as drawn)", ["initial", "deep"], names.get, str, "tab:s")
     assert r"\label{tab:s-dice}" in latex and r"\label{tab:s-hd95}" in latex and r"Dice (\%) against motion" in latex
     assert r"Initial & 75.00 $\pm$ 7.07 & 45.00 $\pm$ 7.07 \\" in latex
