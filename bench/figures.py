@@ -200,19 +200,14 @@ def stress(frame: pd.DataFrame, axis: str, stem: Path, names: Names) -> list[Pat
 def _seed_band(ax, rows: pd.DataFrame, point: str, x: str, color: Any, label: str) -> None:
     """Shade the spread of the seeds' ARCs (each seed's front through its mean per ``point``: a family's method, a
     sweep's λ), where the rows have two or more seeds."""
-    from .front import Front, seed_band
+    from .front import seed_band, seed_fronts
 
     if "seed" not in rows or rows["seed"].nunique() < 2:
         return
-    fronts = []
-    for _, seed_rows in rows.groupby("seed"):
-        means = seed_rows.groupby(point)[["dice", x]].mean()
-        finite = np.isfinite(means[x]) & np.isfinite(means["dice"])
-        if finite.any():
-            fronts.append(Front.of(means[x][finite], 100 * means["dice"][finite]))
-    grid, low, high = seed_band(fronts)
+    means = rows.groupby([point, "seed"], as_index=False)[["dice", x]].mean()  # each seed's point: its cases' mean
+    grid, low, high = seed_band([f for f in seed_fronts(means, x, "dice") if f is not None])
     if np.isfinite(low).any():
-        ax.fill_between(grid, low, high, color=color, alpha=0.12, lw=0, label=label)
+        ax.fill_between(grid, 100 * low, 100 * high, color=color, alpha=0.12, lw=0, label=label)
 
 
 def _grid_lines(ax, flow: np.ndarray, steps: tuple[int, ...]) -> None:

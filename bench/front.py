@@ -245,14 +245,14 @@ def arc_frame(
     rows = []
     for dataset, fronts in _fronts_by_dataset(per_case, sweeps, families, sweep_columns, cost, score):
         members_of = {label: table[table["method"].isin(family)] for label, (table, family) in fronts.items()}
-        seed_fronts = {label: _seed_fronts(members, cost, score) for label, members in members_of.items()}
-        own_spans = {label: common_range([f for f in curves if f is not None]) for label, curves in seed_fronts.items()}
+        curves_of = {label: seed_fronts(members, cost, score) for label, members in members_of.items()}
+        own_spans = {label: common_range([f for f in curves if f is not None]) for label, curves in curves_of.items()}
         common_low, common_high = _intersection(list(own_spans.values()))
         shared = bool(np.isfinite(common_low))
         for label, members in members_of.items():
             # No range common to the dataset's ARCs: each over the span its own seeds share, said so.
             low, high = (common_low, common_high) if shared else own_spans[label]
-            areas = [arc_area(f, low, high) if f is not None else float("nan") for f in seed_fronts[label]]
+            areas = [arc_area(f, low, high) if f is not None else float("nan") for f in curves_of[label]]
             finite = [a for a in areas if np.isfinite(a)]
             auc_low, auc_high = t_interval(finite)
             rows.append(
@@ -274,8 +274,8 @@ def arc_frame(
     return pd.DataFrame(rows)
 
 
-def _seed_fronts(members: pd.DataFrame, cost: str, score: str) -> list[Front | None]:
-    """Each seed's front through its own points (None for a seed with no finite point)."""
+def seed_fronts(members: pd.DataFrame, cost: str, score: str) -> list[Front | None]:
+    """Each seed's front through its own points, one row per (point, seed) (None for a seed with no finite point)."""
     fronts: list[Front | None] = []
     for _, g in members.groupby("seed", dropna=False, sort=True):
         finite = np.isfinite(g[cost].to_numpy(float)) & np.isfinite(g[score].to_numpy(float))

@@ -333,18 +333,10 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
     columns = {method: column for method, (column, _) in names.sweep_parameters.items()}
     frame = tradeoff_frame(per_case, sweeps, families, columns)
     if len(frame):
-        report.written += [
-            _write(report.out_dir / "tradeoff.csv", frame.to_csv(index=False)),
-            _write(report.out_dir / "tradeoff.md", tradeoff_markdown(frame, names.method)),
-            _write(report.out_dir / "tradeoff.tex", tradeoff_latex(frame, names.method)),
-        ]
+        report.written += _table_files(report.out_dir, "tradeoff", frame, tradeoff_markdown(frame, names.method), tradeoff_latex(frame, names.method))
     areas = arc_frame(per_case, sweeps, families, columns)
     if len(areas):
-        report.written += [
-            _write(report.out_dir / "arc.csv", areas.to_csv(index=False)),
-            _write(report.out_dir / "arc.md", arc_markdown(areas, names.method)),
-            _write(report.out_dir / "arc.tex", arc_latex(areas, names.method)),
-        ]
+        report.written += _table_files(report.out_dir, "arc", areas, arc_markdown(areas, names.method), arc_latex(areas, names.method))
 
 
 def _write_stress(
@@ -364,12 +356,13 @@ def _write_stress(
         frame = level_frame(per_case, level)
         if frame.empty:
             continue
-        out = report.out_dir / f"stress_{level}"
-        report.written += [
-            _write(out.with_suffix(".csv"), frame.to_csv(index=False)),
-            _write(out.with_suffix(".md"), stress_markdown(frame, level, axis, methods, names.method, names.dataset)),
-            _write(out.with_suffix(".tex"), stress_latex(frame, level, axis, methods, names.method, names.dataset, f"{options.label}-stress-{level}")),
-        ]
+        report.written += _table_files(
+            report.out_dir,
+            f"stress_{level}",
+            frame,
+            stress_markdown(frame, level, axis, methods, names.method, names.dataset),
+            stress_latex(frame, level, axis, methods, names.method, names.dataset, f"{options.label}-stress-{level}"),
+        )
         drawn[level] = (axis, frame)
     return drawn
 
@@ -388,17 +381,21 @@ def _write_kit_tables(
     aggregates = kit_aggregates(averaged)
     ranks, notes = kit_rank(averaged, options.alpha, points, tasks)
     report.problems += notes
-    report.written += [
-        _write(out / "learn2reg.csv", aggregates.to_csv(index=False)),
-        _write(out / "learn2reg.md", aggregates_markdown(aggregates, names, rule=rule)),
-        _write(out / "learn2reg.tex", aggregates_latex(aggregates, names, options.label + "-learn2reg", rule=rule)),
-    ]
+    report.written += _table_files(
+        out,
+        "learn2reg",
+        aggregates,
+        aggregates_markdown(aggregates, names, rule=rule),
+        aggregates_latex(aggregates, names, options.label + "-learn2reg", rule=rule),
+    )
     if len(ranks):
-        report.written += [
-            _write(out / "learn2reg_rank.csv", ranks.to_csv(index=False)),
-            _write(out / "learn2reg_rank.md", rank_markdown(ranks, names, notes, rule=rule)),
-            _write(out / "learn2reg_rank.tex", rank_latex(ranks, names, notes, options.label + "-learn2reg-rank", rule=rule)),
-        ]
+        report.written += _table_files(
+            out,
+            "learn2reg_rank",
+            ranks,
+            rank_markdown(ranks, names, notes, rule=rule),
+            rank_latex(ranks, names, notes, options.label + "-learn2reg-rank", rule=rule),
+        )
 
 
 def untimed_methods(per_case: pd.DataFrame, names: Names) -> list[str]:
@@ -554,6 +551,11 @@ def dataset_verdicts(run_dirs: Sequence[Path], frames: Sequence[pd.DataFrame]) -
 def _write(path: Path, text: str) -> Path:
     atomic_write_text(path, text)
     return path
+
+
+def _table_files(out_dir: Path, stem: str, frame: pd.DataFrame, markdown: str, latex: str) -> list[Path]:
+    """One report table in its three forms: STEM.csv (the frame), STEM.md and STEM.tex, in that order."""
+    return [_write(out_dir / f"{stem}.csv", frame.to_csv(index=False)), _write(out_dir / f"{stem}.md", markdown), _write(out_dir / f"{stem}.tex", latex)]
 
 
 def write_run_tables(run_dir: Path, rows: Sequence[dict[str, Any]], labels: Mapping[str, int] | None = None) -> dict[str, Path]:
