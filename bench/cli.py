@@ -143,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--retrain", action="store_true", help="train deep methods again even if the run holds a final model")
     p.add_argument(
+        "--retrain-per-level",
+        dest="retrain_per_level",
+        action="store_true",
+        default=None,
+        help="where the test pairs carry a declared level (the synthetic heart's motion with test_motion, as in --profile "
+        "stress): train each trained method again at each level value, every split drawn at it, and score it on that "
+        "value's pairs (a run per value in RUN/retrained/LEVEL-VALUE/); the stress table adds a row 'METHOD (retrained per level)'",
+    )
+    p.add_argument(
         "--no-sweep",
         dest="sweep",
         action="store_false",
@@ -378,6 +387,7 @@ def _config_from_args(args: argparse.Namespace):
         conventions=getattr(args, "conventions", None),
         sweep=getattr(args, "sweep", None),
         figures=getattr(args, "figures", None),
+        retrain_per_level=getattr(args, "retrain_per_level", None),
         dataset_options=dataset_options,
         seeds=parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None,
         backend=getattr(args, "backend", None),

@@ -197,6 +197,11 @@ class RunConfig:
     conventions: list[str] | None = None
     max_test_pairs: int | None = None
     sweep: bool = True  # methods with a sweep (HyperMorph's λ) also score their grid on the test split
+    # Each trained method trained again at each value of the test pairs' declared level (DatasetMeta.levels: the
+    # synthetic heart's motion, with test_motion), every split drawn at that value, and scored on that value's pairs:
+    # a run of the trained methods per value in RUN/retrained/LEVEL-VALUE/ (at the value the run's own training
+    # pairs are drawn at, the run's own models). The stress table adds a row "METHOD (retrained per level)". Not bound.
+    retrain_per_level: bool = False
     example_pairs: int = 2  # the first N test pairs keep each method's moved image and flow (figures)
     # The report written at the end of a run draws its figures (PNG and PDF); false: its tables and statistics only
     # (`regbench report RUN` draws them later). Where neither the config nor --no-figures says, $REGBENCH_FIGURES=0
@@ -263,6 +268,8 @@ class RunConfig:
             raise ConfigError(f"keep_flows must be true, false or a list of method names or patterns (--keep-flows [METHODS]), got {self.keep_flows!r}")
         if not isinstance(self.figures, bool):
             raise ConfigError(f"figures must be true or false, got {self.figures!r}")
+        if not isinstance(self.retrain_per_level, bool):
+            raise ConfigError(f"retrain_per_level (--retrain-per-level) must be true or false, got {self.retrain_per_level!r}")
         if isinstance(self.example_pairs, bool) or not isinstance(self.example_pairs, int) or self.example_pairs < 0:
             raise ConfigError(f"example_pairs must be a non-negative integer, got {self.example_pairs!r}")
         if self.hd95_convention not in HD95_CONVENTIONS:

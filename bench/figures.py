@@ -166,7 +166,7 @@ def stress(frame: pd.DataFrame, axis: str, stem: Path, names: Names) -> list[Pat
     """Each metric against a level of the test data (``regbench.levels.level_frame``): a row of panels per metric
     (Dice, HD95, EPE, NJD where the run has them), a column per dataset, a line per method through its means, the
     seeds' lowest to highest mean shaded where it has two or more."""
-    from .levels import STRESS_METRICS
+    from .levels import STRESS_METRICS, retrained_base, with_retrained
 
     if frame.empty:
         return []
@@ -174,15 +174,16 @@ def stress(frame: pd.DataFrame, axis: str, stem: Path, names: Names) -> list[Pat
     datasets = list(dict.fromkeys(frame["dataset"]))
     plt, _ = _pyplot()
     fig, axes = plt.subplots(len(shown), len(datasets), figsize=(5.5 * len(datasets), 3.2 * len(shown)), squeeze=False, sharex=True)
-    palette = _palette(frame["method"])
+    bases = {m: retrained_base(m) or m for m in frame["method"]}  # a retrained method: its base's colour, dashed
+    palette = _palette(list(dict.fromkeys(bases.values())))
     for column, dataset in enumerate(datasets):
         data = frame[frame["dataset"] == dataset]
         for row, metric in enumerate(shown):
             ax, scale = axes[row, column], METRICS[metric].table_scale
-            for method in _methods(data):
+            for method in with_retrained(sorted({bases[m] for m in data["method"]}, key=method_sort_key), list(data["method"])):
                 points = data[data["method"] == method].sort_values("level")
-                color = palette[method]
-                ax.plot(points["level"], scale * points[f"{metric}_mean"], "-o", ms=3.5, lw=1.2, color=color, label=names.method(method))
+                color, style = palette[bases[method]], "--o" if retrained_base(method) else "-o"
+                ax.plot(points["level"], scale * points[f"{metric}_mean"], style, ms=3.5, lw=1.2, color=color, label=names.method(method))
                 band = points[points[f"{metric}_seed_low"].notna()] if f"{metric}_seed_low" in points else points.iloc[:0]
                 if len(band) > 1:
                     ax.fill_between(band["level"], scale * band[f"{metric}_seed_low"], scale * band[f"{metric}_seed_high"], color=color, alpha=0.15, lw=0)

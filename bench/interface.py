@@ -176,6 +176,17 @@ class DeclaresSplit(Protocol):
 
 
 @runtime_checkable
+class DrawsAtLevel(Protocol):
+    """Draws every split at one value of a declared level (``DatasetMeta.levels``): what a run that retrains its
+    trained methods per level (``retrain_per_level``) builds for each level value its test pairs carry.
+    ``level_options(level, value)``: this dataset's options with every split drawn at ``value`` of ``level`` (the
+    test split at that value alone, its pairs the same cases as this dataset's pairs at that value), or None where
+    this dataset's training pairs are at that value already (its own trained methods are the retrained ones)."""
+
+    def level_options(self, level: str, value: float) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
 class ChecksItself(Protocol):
     """Validates its files for ``regbench data check``: the returned summary prints itself and has ``ok``."""
 

@@ -21,6 +21,38 @@ from .rundir import group_column
 
 #: The metrics a stress table and figure show, where the run has them.
 STRESS_METRICS = ("dice", "hd95", "epe_mm", "njd", "ndv", "time_s")
+#: A retrained method's key in a stress frame (``retrain_per_level``): its own name with this suffix, a row and
+#: a line of its own beside the method trained once.
+RETRAINED_SUFFIX = "+retrained"
+RETRAINED_NAME = "retrained per level"
+
+
+def retrained_base(method: str) -> str | None:
+    """The method a stress frame's ``METHOD+retrained`` key retrains; None for a method trained once."""
+    return method.removesuffix(RETRAINED_SUFFIX) if method.endswith(RETRAINED_SUFFIX) else None
+
+
+def with_retrained(ordered: Sequence[str], present: Sequence[str]) -> list[str]:
+    """``ordered`` methods, each followed by its retrained key where ``present`` has it."""
+    keys = set(present)
+    return [key for method in ordered for key in (method, method + RETRAINED_SUFFIX) if key in keys]
+
+
+def retrained_rows(own: pd.DataFrame, runs: dict[str, dict[str, pd.DataFrame | None]], methods: Sequence[str]) -> pd.DataFrame:
+    """The cases of ``methods`` retrained per level, keyed ``METHOD+retrained``: level → value (as text) → the
+    cases of the run that trained them at that value, or None where ``own`` (the run's own cases) was trained at
+    it. Each run contributes its cases at that value only."""
+    parts = []
+    for level, by_value in runs.items():
+        column = group_column(level)
+        for value, cases in by_value.items():
+            source = own if cases is None else cases
+            if column not in source:
+                continue
+            at = source[source["method"].isin(methods) & (pd.to_numeric(source[column], errors="coerce") == float(value))].copy()
+            at["method"] = at["method"] + RETRAINED_SUFFIX
+            parts.append(at)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def level_frame(per_case: pd.DataFrame, level: str, metrics: Sequence[str] = STRESS_METRICS) -> pd.DataFrame:
@@ -97,7 +129,8 @@ def stress_caption(level: str, axis: str) -> str:
     return (
         f"Each method's metrics at each level of {axis} (the test pairs' group attribute {level!r}): mean ± standard "
         "deviation over the pairs of that level, each pair's mean over the training seeds; the same subjects at every level; "
-        "(n of N): the method scored n of the level's N pairs (its other cases failed)."
+        "(n of N): the method scored n of the level's N pairs (its other cases failed); a method "
+        f"{RETRAINED_NAME}: trained again at each level, every split drawn at it."
     )
 
 

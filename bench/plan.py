@@ -26,7 +26,7 @@ from .catalogue import declarations_only
 from .config import RunConfig
 from .errors import ConfigError, DataError, InputError
 from .execution import build_dataset, case_geometry, dataset_pairs, run_labels
-from .interface import DeclaresSplit, DeclaresStructures, HasOptions, Pair, validate_pair
+from .interface import DeclaresSplit, DeclaresStructures, DrawsAtLevel, HasOptions, Pair, validate_pair
 from .metrics import ScoringSettings
 from .options import resolve_method_options
 from .registry import DATASETS, METHODS, method_sort_key
@@ -69,6 +69,20 @@ class MethodPlan:
 
 
 @dataclass(frozen=True)
+class LevelRun:
+    """With ``retrain_per_level``: the run's trained methods at one value of a declared level of its test pairs.
+    ``dataset_options``: the dataset drawn at that value (every split; :class:`regbench.interface.DrawsAtLevel`),
+    trained and scored in ``out_dir`` on its ``test_pairs`` pairs (the same cases as the run's at that value);
+    None where the run's own training pairs are at that value (its own models are the retrained ones)."""
+
+    level: str
+    value: float
+    dataset_options: Mapping[str, Any] | None
+    out_dir: Path | None
+    test_pairs: int
+
+
+@dataclass(frozen=True)
 class RunPlan:
     out_dir: Path
     profile: str
@@ -80,6 +94,7 @@ class RunPlan:
     example_pairs: int
     keep_flows: bool | tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    level_runs: tuple[LevelRun, ...] = ()  # retrain_per_level: one per value of each level the test pairs carry
 
     def method(self, name: str) -> MethodPlan:
         return next(m for m in self.methods if m.name == name)
@@ -113,6 +128,12 @@ class RunPlan:
             lines.append(f"  {m.name} ({m.display_name}{', trained' if m.trainable else ''}{seeds}): {m.stored} stored, {m.to_compute} to compute{estimate}")
             lines.append(f"    options: {_options_text(m.options)}")
         lines += [f"  left out: {name}: {why}" for name, why in self.left_out.items()]
+        if self.level_runs:
+            trained = ", ".join(m.name for m in self.methods if m.trainable)
+            lines.append(f"retrained per level: {trained}")
+            for r in self.level_runs:
+                where = "this run's own models (its training pairs are drawn at it)" if r.out_dir is None else f"trained and scored in {r.out_dir}"
+                lines.append(f"  {r.level} {r.value:g}: {r.test_pairs} pairs, {where}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -312,6 +333,7 @@ def plan_run(
                 estimate_s=per_case * to_compute if per_case is not None and math.isfinite(per_case) else None,
             )
         )
+    level_runs = plan_level_runs(config, dataset, scored, facts.levels, [e.name for e in entries if e.trainable]) if config.retrain_per_level else ()
     plan = RunPlan(
         out_dir=config.out_dir,
         profile=config.profile,
@@ -322,8 +344,43 @@ def plan_run(
         test_pairs=len(scored),
         example_pairs=min(config.example_pairs, len(scored)),
         keep_flows=config.keep_flows if isinstance(config.keep_flows, bool) else tuple(config.keep_flows),
+        level_runs=level_runs,
     )
     return LoadedRun(plan, dataset, pairs)
+
+
+def plan_level_runs(config: RunConfig, dataset: Any, scored: Sequence[Pair], levels: Mapping[str, str], trained: Sequence[str]) -> tuple[LevelRun, ...]:
+    """``retrain_per_level``: a :class:`LevelRun` per value of each declared level the scored pairs carry, in
+    ``RUN/retrained/LEVEL-VALUE``. Refused, naming what is missing, where the pairs carry no declared level, the
+    dataset cannot draw its splits at a level, or none of the run's methods is trained."""
+    if not levels:
+        raise ConfigError(
+            f"retrain_per_level: the test pairs of dataset {config.dataset!r} carry no level it declares (DatasetMeta.levels), so "
+            "there is no level to retrain at; draw the test split at several levels (the synthetic heart: --dataset-option "
+            "test_motion=[0.5,1,2], or --profile stress) or leave --retrain-per-level out"
+        )
+    if not isinstance(dataset, DrawsAtLevel):
+        raise ConfigError(
+            f"retrain_per_level: dataset {config.dataset!r} cannot draw its training pairs at a level (it has no "
+            "level_options(level, value): regbench.interface.DrawsAtLevel); leave --retrain-per-level out"
+        )
+    if not trained:
+        raise ConfigError(
+            f"retrain_per_level retrains the run's trained methods, and none of {', '.join(config.methods or [])} is trained; "
+            "add one (e.g. --methods initial,voxelmorph-m) or leave --retrain-per-level out"
+        )
+    runs = []
+    for level in levels:
+        counts: dict[float, int] = {}
+        for pair in scored:
+            if level in pair.groups:
+                value = float(pair.groups[level])
+                counts[value] = counts.get(value, 0) + 1
+        for value in sorted(counts):
+            options = dataset.level_options(level, value)
+            out_dir = None if options is None else RunDir(config.out_dir).retrained_dir(level, value)
+            runs.append(LevelRun(level, value, None if options is None else MappingProxyType(dict(options)), out_dir, counts[value]))
+    return tuple(runs)
 
 
 def check_device(device: str) -> None:

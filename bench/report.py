@@ -187,7 +187,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
 
     sweeps = load_sweeps(run_dirs)  # read once: the trade-off table and its figure
     _write_tradeoff(report, per_case, sweeps, names)
-    stress = _write_stress(report, per_case, manifests, names, options)
+    stress = _write_stress(report, per_case, run_dirs, frames, manifests, names, options)
     if has_kit_columns(per_case):  # the run also scored the Learn2Reg kit's convention: its tables, never Table 1's columns
         _write_kit_tables(report, averaged, names, options, manifests, run_dirs)
     if options.compare_paper:
@@ -340,31 +340,69 @@ def _write_tradeoff(report: Report, per_case: pd.DataFrame, sweeps: pd.DataFrame
 
 
 def _write_stress(
-    report: Report, per_case: pd.DataFrame, manifests: Sequence[Manifest], names: Names, options: ReportOptions
-) -> dict[str, tuple[str, pd.DataFrame]]:
-    """stress_LEVEL.{csv,md,tex} for each level the runs' datasets declare and their cases carry (regbench.levels);
-    returns level → (its axis label, its frame) for the figures."""
-    from .levels import level_frame, stress_latex, stress_markdown
+    report: Report,
+    per_case: pd.DataFrame,
+    run_dirs: Sequence[Path],
+    frames: Sequence[pd.DataFrame],
+    manifests: Sequence[Manifest],
+    names: Names,
+    options: ReportOptions,
+) -> dict[str, tuple[str, pd.DataFrame, Names]]:
+    """stress_LEVEL.{csv,md,tex} for each level the runs' datasets declare and their cases carry (regbench.levels),
+    with a row per method retrained per level where a run did (``retrain_per_level``); returns level → (its axis
+    label, its frame, the names with the retrained rows') for the figures."""
+    from .levels import RETRAINED_NAME, RETRAINED_SUFFIX, level_frame, stress_latex, stress_markdown, with_retrained
 
     axes: dict[str, str] = {}
     for manifest in manifests:
         for level, axis in manifest.levels.items():
             axes.setdefault(level, axis)
+    retrained = [_retrained_cases(run_dir, frame, manifest, report.problems) for run_dir, frame, manifest in zip(run_dirs, frames, manifests)]
+    cases = pd.concat([per_case, *(r for r in retrained if len(r))], ignore_index=True) if any(len(r) for r in retrained) else per_case
+    stress_names = replace(names, methods={**names.methods})
+    for key in dict.fromkeys(cases["method"]) if len(cases) else ():
+        if key.endswith(RETRAINED_SUFFIX):
+            stress_names.methods[key] = f"{names.method(key.removesuffix(RETRAINED_SUFFIX))} ({RETRAINED_NAME})"
     drawn = {}
-    methods = sorted(dict.fromkeys(per_case["method"]), key=method_sort_key) if len(per_case) else []
+    methods = with_retrained(sorted(dict.fromkeys(per_case["method"]), key=method_sort_key), list(cases["method"])) if len(cases) else []
     for level, axis in axes.items():
-        frame = level_frame(per_case, level)
+        frame = level_frame(cases, level)
         if frame.empty:
             continue
         report.written += _table_files(
             report.out_dir,
             f"stress_{level}",
             frame,
-            stress_markdown(frame, level, axis, methods, names.method, names.dataset),
-            stress_latex(frame, level, axis, methods, names.method, names.dataset, f"{options.label}-stress-{level}"),
+            stress_markdown(frame, level, axis, methods, stress_names.method, names.dataset),
+            stress_latex(frame, level, axis, methods, stress_names.method, names.dataset, f"{options.label}-stress-{level}"),
         )
-        drawn[level] = (axis, frame)
+        drawn[level] = (axis, frame, stress_names)
     return drawn
+
+
+def _retrained_cases(run_dir: Path, own: pd.DataFrame, manifest: Manifest, problems: list[str]) -> pd.DataFrame:
+    """The run's methods retrained per level (its manifest's ``retrained_per_level``), from the runs that trained
+    them at each level value (regbench.levels.retrained_rows); a level run not yet scored is a problem line."""
+    from .levels import retrained_rows
+
+    methods, runs = manifest.retrained()
+    if not methods:
+        return pd.DataFrame()
+    loaded: dict[str, dict[str, pd.DataFrame | None]] = {}
+    for level, by_value in runs.items():
+        for value, where in by_value.items():
+            if where == ".":
+                loaded.setdefault(level, {})[value] = None
+                continue
+            level_run = Path(run_dir) / where
+            if not RunDir(level_run).per_case.is_file():
+                problems.append(
+                    f"{', '.join(methods)} retrained at {level} {value}: {level_run} has no scored cases yet (run the same command again to "
+                    "train and score them there): the stress table's retrained rows leave that level out"
+                )
+                continue
+            loaded.setdefault(level, {})[value] = load_per_case(level_run, problems)
+    return retrained_rows(own, loaded, methods)
 
 
 def _write_kit_tables(
@@ -488,7 +526,7 @@ def _draw_figures(
     sweeps: pd.DataFrame,
     seeded: bool,
     names: Names,
-    stress: Mapping[str, tuple[str, pd.DataFrame]] | None = None,
+    stress: Mapping[str, tuple[str, pd.DataFrame, Names]] | None = None,
 ) -> None:
     """figures/*.png|pdf; one figure failing is a problem line, never the loss of the others."""
     from . import figures
@@ -497,8 +535,8 @@ def _draw_figures(
     drawings: list[tuple[str, Callable[[Path], list[Path]]]] = []
     if seeded:
         drawings.append(("seeds", lambda stem: figures.seed_means(per_case[per_case["status"] == "ok"], stem, names)))
-    for level, (axis, frame) in (stress or {}).items():
-        drawings.append((f"stress_{level}", functools.partial(figures.stress, frame, axis, names=names)))
+    for level, (axis, frame, stress_names) in (stress or {}).items():
+        drawings.append((f"stress_{level}", functools.partial(figures.stress, frame, axis, names=stress_names)))
     for name, draw in [
         *drawings,
         ("boxplots", lambda stem: figures.boxplots(ok, [m for m in TABLE1_METRICS if m in ok], stem, names)),

@@ -58,6 +58,7 @@ CURVES_DIR = "curves"
 EXAMPLES_DIR = "examples"
 EXAMPLE_PAIRS_DIR = "pairs"
 FLOWS_DIR = "flows"
+RETRAINED_DIR = "retrained"  # retrain_per_level: a run of the trained methods per level value
 SWEEP_SUFFIX = "_sweep.csv"
 SEED_DIR_PREFIX = "seed-"
 # In a model directory (the ``workdir`` a trainable method's fit() gets): written by regbench's trainer and runner.
@@ -171,6 +172,10 @@ class RunDir:
     @property
     def models(self) -> Path:
         return self.root / MODELS_DIR
+
+    def retrained_dir(self, level: str, value: float) -> Path:
+        """The run of the trained methods retrained at ``value`` of ``level`` (``retrain_per_level``)."""
+        return self.root / RETRAINED_DIR / f"{level}-{value:g}"
 
     def model_dir(self, method: str, seed: int | None = None) -> Path:
         """``models/METHOD/`` for the method's own seed, ``models/METHOD/seed-S/`` per training seed."""
@@ -333,6 +338,29 @@ class Manifest:
             info["geometry"] = dict(geometry)
         if levels:
             info["levels"] = dict(levels)
+
+    def set_retrained(self, methods: Sequence[str], runs: Mapping[str, Mapping[float, Path | None]], root: Path) -> None:
+        """``retrain_per_level``: the methods retrained and, per level and value, the directory of the run that
+        trained them at it (relative to the run's; "." where the run's own training is at that value)."""
+        self.data["retrained_per_level"] = {
+            "methods": list(methods),
+            "runs": {
+                level: {f"{value:g}": "." if path is None else Path(path).relative_to(root).as_posix() for value, path in by_value.items()}
+                for level, by_value in runs.items()
+            },
+        }
+
+    def retrained(self) -> tuple[list[str], dict[str, dict[str, str]]]:
+        """What :meth:`set_retrained` recorded: the retrained methods and level → value (as text) → run directory
+        relative to this run's ("." for its own); empty where the run retrained nothing per level."""
+        record = self.data.get("retrained_per_level")
+        if not isinstance(record, dict):
+            return [], {}
+        runs = record.get("runs")
+        runs = runs if isinstance(runs, dict) else {}
+        return [str(m) for m in record.get("methods") or []], {
+            str(k): {str(v): str(d) for v, d in by.items()} for k, by in runs.items() if isinstance(by, dict)
+        }
 
     @property
     def levels(self) -> dict[str, str]:

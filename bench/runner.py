@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ from .fileio import atomic_write_npz, atomic_write_text
 from .interface import CONSISTENCY_MESSAGE, BindsInputs, BindsRun, DeclaresSplit, HasOptions, Pair, ProbesInputs, ReportsProgress, num_parameters
 from .lock import RunDirectoryLock
 from .options import resolved_options
-from .plan import LoadedRun, RunPlan, check_device, load_pairs, plan_run, precheck, run_dims
+from .plan import LevelRun, LoadedRun, RunPlan, check_device, load_pairs, plan_run, precheck, run_dims
 from .pool import SideBySide
 from .provenance import environment
 from .registry import DATASETS, METHODS, is_trainable
@@ -235,8 +235,42 @@ def run(config: RunConfig, progress: bool = True, retrain: bool = False, report:
         from .distributed import open_cluster
 
         # On dask, the workers' versions are checked here, before any work.
+        level_runs = [r for r in loaded.plan.level_runs if r.out_dir is not None]
         with open_cluster(config) if config.backend == "dask" else contextlib.nullcontext() as cluster:
-            return execute(config, loaded, built, cluster, progress, retrain, report)
+            result = execute(config, loaded, built, cluster, progress, retrain, report and not level_runs)
+        for level_run in level_runs:
+            retrained_at(config, loaded.plan, level_run, result, progress, retrain, refresh)
+        if report and level_runs:
+            result.report = write_report([config.out_dir], options=ReportOptions(figures=config.figures))
+        return result
+
+
+def retrained_at(config: RunConfig, plan: RunPlan, level_run: LevelRun, result: RunResult, progress: bool, retrain: bool, refresh: bool) -> None:
+    """``retrain_per_level``: the run's trained methods trained and scored at one level value, in a run of their own
+    (``level_run.out_dir``: resumable as any run; no report, examples, flows or sweeps of its own: the run's report
+    reads its cases into the stress table). What failed there is added to ``result``, named with the level."""
+    assert level_run.out_dir is not None and level_run.dataset_options is not None
+    at = f"retrained at {level_run.level} {level_run.value:g}"
+    log.info("%s: %s in %s", at, ", ".join(m.name for m in plan.methods if m.trainable), level_run.out_dir)
+    sub = replace(
+        config,
+        out=str(level_run.out_dir),
+        dataset_options=dict(level_run.dataset_options),
+        methods=[m.name for m in plan.methods if m.trainable],
+        max_test_pairs=level_run.test_pairs,  # the run's pairs at this value: the first slices of each subject, as there
+        example_pairs=0,
+        keep_flows=False,
+        sweep=False,
+        figures=False,
+        retrain_per_level=False,
+    )
+    sub_result = run(sub, progress, retrain, report=False, refresh=refresh)
+    for name, why in sub_result.failed_methods.items():
+        result.failed_methods[f"{name} ({at})"] = why
+    for name, why in sub_result.all_cases_failed.items():
+        result.all_cases_failed[f"{name} ({at})"] = why
+    for name, n in sub_result.some_cases_failed.items():
+        result.some_cases_failed[f"{name} ({at})"] = n
 
 
 @dataclass
@@ -274,6 +308,11 @@ def execute(
     test_pairs = pairs["test"]
     manifest = bind(config, dataset)
     manifest.set_dataset(labels, dims, case_groups(test_pairs), plan.dataset.geometry, plan.dataset.levels)
+    if plan.level_runs:
+        runs: dict[str, dict[float, Path | None]] = {}
+        for level_run in plan.level_runs:
+            runs.setdefault(level_run.level, {})[level_run.value] = level_run.out_dir
+        manifest.set_retrained([m.name for m in plan.methods if m.trainable], runs, config.out_dir)
     store = RunStore(config.out_dir)
     inputs = check_methods_against_store(config, manifest, store, built, test_pairs)
     if cluster is not None:

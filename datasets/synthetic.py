@@ -219,6 +219,16 @@ class SyntheticCardiac:
             **({"test_motion": list(self.test_motion)} if self.test_motion else {}),
         }
 
+    def level_options(self, level: str, value: float) -> dict[str, Any] | None:
+        """This dataset's options with every split at motion scale ``value`` (``motion``) and the test split at that
+        scale alone (``test_motion``: the same case ids and images as this dataset's ``+motionM`` pairs); None at
+        ``motion``, the scale its training pairs are drawn at. ``motion`` is the one level it declares."""
+        if level != "motion":
+            raise ConfigError(f"{self.name}: declares the level 'motion' only, not {level!r}")
+        if float(value) == self.motion:
+            return None
+        return {**self.options(), "motion": float(value), "test_motion": [float(value)]}
+
     def subjects(self) -> list[str]:
         return [f"{self.subject_prefix}{i:03d}" for i in range(self.n_subjects)]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regbench.levels import level_frame, stress_latex, stress_markdown
+from regbench.levels import level_frame, retrained_rows, stress_latex, stress_markdown, with_retrained
 
 
 def _cases():
@@ -50,6 +50,23 @@ def test_the_tables_put_levels_in_columns_and_methods_in_rows_in_table_units():
     latex = stress_latex(frame, "motion", "motion (× as drawn)", ["initial", "deep"], names.get, str, "tab:s")
     assert r"\label{tab:s-dice}" in latex and r"\label{tab:s-hd95}" in latex and r"Dice (\%) against motion" in latex
     assert r"Initial & 75.00 $\pm$ 7.07 & 45.00 $\pm$ 7.07 \\" in latex
+
+
+def test_retrained_rows_take_each_level_from_the_run_trained_at_it():
+    own = _cases()
+    half = own[own["by_motion"] == "0.5"].assign(dice=0.99)  # a run retrained at 0.5: its own scores
+    half = pd.concat([half, half.assign(by_motion="2", case_id="stray")])  # a value it was not trained at: not read
+    rows = retrained_rows(own, {"motion": {"0.5": half, "2": None}}, ["deep"])
+    assert set(rows["method"]) == {"deep+retrained"} and "stray" not in set(rows["case_id"])
+    at_half, at_two = rows[rows["by_motion"] == "0.5"], rows[rows["by_motion"] == "2"]
+    assert len(at_half) == 4 and (at_half["dice"] == 0.99).all()  # two pairs × two seeds, from the level run
+    own_deep_two = own[(own["method"] == "deep") & (own["by_motion"] == "2")]
+    assert at_two["dice"].tolist() == own_deep_two["dice"].tolist()  # "." : the run's own models were trained at 2
+    assert with_retrained(["initial", "deep"], ["deep", "initial", "deep+retrained"]) == ["initial", "deep", "deep+retrained"]
+    frame = level_frame(pd.concat([own, rows]), "motion")
+    names = {"deep": "Deep", "initial": "Initial", "deep+retrained": "Deep (retrained per level)"}
+    text = stress_markdown(frame, "motion", "motion", with_retrained(["initial", "deep"], list(frame["method"])), names.get, str)
+    assert "| Deep (retrained per level) | 99.00 ± 0.00 | 85.00 ± 7.07 |" in text
 
 
 @pytest.mark.slow
@@ -103,3 +120,36 @@ def test_the_stress_and_arc_tables_compile(tmp_path):
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + stress + "\n" + arc + "\n\\end{document}\n")
     done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_retrain_per_level_trains_again_at_each_other_level_and_reports_it_beside(tmp_path, capsys, with_plugins):
+    """``--retrain-per-level`` (about 6 s: a run and its level run, of a trainable identity): planned, a run at the
+    level its own training is not at, rows of its own in the stress table; refused where there is nothing to retrain."""
+    import json
+
+    from regbench.cli import main
+
+    run = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--methods", "initial,trained-identity", "--out", str(run), "--no-progress", "--no-figures"]
+    levels = ["--dataset-option", "test_motion=[0.5, 1]", "--retrain-per-level"]
+    assert main([*args, *levels, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "retrained per level: trained-identity\n" in plan and f"  motion 0.5: 6 pairs, trained and scored in {run / 'retrained' / 'motion-0.5'}" in plan
+    assert "  motion 1: 6 pairs, this run's own models (its training pairs are drawn at it)" in plan
+    assert main([*args, *levels]) == 0
+    level_run = run / "retrained" / "motion-0.5"
+    assert (level_run / "models" / "trained-identity" / "fitted_in.txt").is_file() and not (run / "retrained" / "motion-1").exists()
+    manifest = json.loads((level_run / "manifest.json").read_text())
+    assert manifest["fingerprint"]["dataset_options"]["motion"] == 0.5 and list(manifest["methods"]) == ["trained-identity"]
+    frame = pd.read_csv(run / "report" / "stress_motion.csv").set_index(["method", "level"])
+    assert frame.loc[("trained-identity+retrained", 0.5), "n_pairs"] == frame.loc[("trained-identity", 0.5), "n_pairs"] == 6
+    assert ("initial+retrained", 0.5) not in frame.index  # nothing trained, nothing retrained
+    # The identity leaves each pair as it is: retrained or not, the same scores on the same cases.
+    assert frame.loc[("trained-identity+retrained", 0.5), "dice_mean"] == pytest.approx(frame.loc[("initial", 0.5), "dice_mean"])
+    assert "| trained-identity (retrained per level) |" in (run / "report" / "stress_motion.md").read_text()
+    smoke = ["run", "--profile", "smoke", "--no-progress", "--dry-run"]
+    assert main([*smoke, "--methods", "initial,trained-identity", "--out", str(tmp_path / "x"), "--retrain-per-level"]) == 2
+    assert "retrain_per_level: the test pairs of dataset 'synthetic' carry no level it declares" in capsys.readouterr().err
+    assert main([*smoke, "--methods", "initial", "--out", str(tmp_path / "y"), *levels]) == 2
+    assert "retrain_per_level retrains the run's trained methods, and none of initial is trained" in capsys.readouterr().err

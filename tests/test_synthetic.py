@@ -144,6 +144,25 @@ def test_test_motion_draws_the_same_test_images_at_each_motion_level():
     assert np.array_equal(stressed.pairs("train")[0].moving, plain.pairs("train")[0].moving)
 
 
+def test_a_dataset_drawn_at_a_level_has_the_same_test_cases_and_trains_at_that_level():
+    """What retrain_per_level builds: every split at one motion scale, its test pairs the stressed dataset's at it."""
+    stressed = SyntheticCardiac(n_subjects=4, image_size=32, test_motion=[0.5, 1.0])
+    assert stressed.level_options("motion", 1.0) is None  # its own training pairs are drawn at 1
+    options = stressed.level_options("motion", 0.5)
+    assert options is not None and options["motion"] == 0.5 and options["test_motion"] == [0.5]
+    at = create_dataset("synthetic", **options)
+    at_half = [p for p in stressed.pairs("test") if p.groups["motion"] == "0.5"]
+    assert [p.case_id for p in at.pairs("test")] == [p.case_id for p in at_half]
+    for mine, theirs in zip(at.pairs("test"), at_half):
+        assert np.array_equal(mine.moving, theirs.moving) and np.array_equal(mine.flow_gt, theirs.flow_gt)
+    # Training pairs: the same subjects and ED frames, the motion halved.
+    trained, own = at.pairs("train")[0], stressed.pairs("train")[0]
+    assert trained.case_id == own.case_id and np.array_equal(trained.fixed, own.fixed)
+    assert np.abs(trained.flow_gt).mean() < 0.7 * np.abs(own.flow_gt).mean()
+    with pytest.raises(ConfigError, match="'motion' only, not 'contrast'"):
+        stressed.level_options("contrast", 0.5)
+
+
 @pytest.mark.parametrize("levels", [[], [0.5, 0.5], [0.0, 1.0], [1.0, 2.5], "0.5", [True]])
 def test_bad_test_motion_is_one_error_naming_it(levels):
     with pytest.raises(ConfigError, match="test_motion"):
