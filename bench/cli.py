@@ -215,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-dataset", choices=list(DEFAULT_STUDY.published_datasets), help="compare with this dataset of the paper (default: the run's own)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
     p.add_argument(
+        "--html",
+        action=argparse.BooleanOptionalAction,
+        default=REPORT.html,
+        help="also write index.html: the report as one self-contained page that opens from the disk (sortable tables, "
+        "figures, every case with the example pairs' pictures, the runs' provenance); --no-html: not (default: written)",
+    )
+    p.add_argument(
         "--by",
         metavar="NAME",
         help="also write Table 1, the tests and the ranks per value of a group attribute the cases carry (per_case.csv's "
@@ -504,6 +511,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         compare_paper=args.compare_paper or bool(args.paper_dataset),
         paper_dataset=args.paper_dataset,
         figures=not args.no_figures,
+        html=args.html,
         layout=args.layout,
         by=args.by,
         resamples=args.resamples,

@@ -246,14 +246,17 @@ class _View:
         return np.stack([flow[(c,) + self.index] for c in self.channels])
 
 
-def _views(shape: tuple[int, ...], spacing: Sequence[float]) -> list[_View]:
+def _views(shape: tuple[int, ...], spacing: Sequence[float], every_axis: bool = False) -> list[_View]:
     """2-D: the image. 3-D: two mid-slices with their pixels' true aspect: across the through-plane axis (an
     in-plane view: short axis for a short-axis stack) and across the first other axis (a view along the stack),
-    whichever axis the thick slices lie along; across axes 0 and 1 where no axis is thick."""
+    whichever axis the thick slices lie along; across axes 0 and 1 where no axis is thick. ``every_axis``: the
+    mid-slice across each of the three axes, the through-plane one first."""
     if len(shape) == 2:
         return [_View("", (slice(None), slice(None)), (0, 1), float(spacing[0]) / float(spacing[1]))]
     thick = through_plane_axis(spacing)
-    across = (0, 1) if thick is None else (thick, min(k for k in range(3) if k != thick))
+    across: tuple[int, ...] = (0, 1) if thick is None else (thick, min(k for k in range(3) if k != thick))
+    if every_axis:
+        across = (*across, *(k for k in range(3) if k not in across))
     views = []
     for axis in across:
         middle = shape[axis] // 2
@@ -318,6 +321,75 @@ def qualitative(run_dir: Path, stem: Path, names: Names, methods: Sequence[str] 
         ax.set_yticks([])
     fig.tight_layout(pad=0.3)
     return _save(fig, stem)
+
+
+#: The HTML report's case view: a column per panel, a row per method.
+CASE_PANELS = ("Fixed", "Moving", "Moved", "|Moved − Fixed|", "Grid", "Jacobian", "Labels")
+
+
+def case_panels(run_dir: Path, pair_file: Path, names: Names, methods: Sequence[str] | None = None, dpi: int = 72) -> list[tuple[str, bytes]]:
+    """One example pair of a run, for every method that kept it: per view (2-D: the image; 3-D: the mid-slice
+    across each axis) a picture with a row per method and the columns of :data:`CASE_PANELS`: the fixed and moving
+    images, the moved image, its absolute difference from the fixed image, the deformation as a warped grid over
+    the moving image, det(I + ∇u) (red below 0: folding) and the fixed labels' contours (solid) over the moved
+    image with the warped moving labels' (dashed). Returns (view name, JPEG bytes) per view."""
+    import io
+
+    from .metrics import jacobian_determinant
+    from .warp import warp_label
+
+    plt, _ = _pyplot()
+    folder = RunDir(run_dir)
+    pair = np.load(pair_file)
+    case = folder.example_case(pair_file)
+    methods = sorted(methods or folder.example_methods(), key=method_sort_key)
+    loaded = {m: np.load(path) for m in methods if (path := folder.example(m, case)).exists()}
+    if not loaded:
+        return []
+    spacing = pair["spacing"] if "spacing" in pair else (1.0,) * pair["fixed"].ndim
+    fixed_label = pair["fixed_label"] if "fixed_label" in pair else None
+    moving_label = pair["moving_label"] if "moving_label" in pair else None
+    label_levels = np.unique(np.concatenate([np.ravel(a) for a in (fixed_label, moving_label) if a is not None] or [np.zeros(1)]))[1:] - 0.5
+    derived = {}
+    for method, arrays in loaded.items():
+        flow = arrays["flow"]
+        derived[method] = (jacobian_determinant(flow), None if moving_label is None else warp_label(moving_label, flow))
+    out = []
+    for view in _views(pair["fixed"].shape, spacing, every_axis=True):
+        fixed = view.image(pair["fixed"])
+        steps = tuple(max(n // 16, 2) if n >= 16 else 1 for n in fixed.shape)
+        height = 1.6 * min(max(fixed.shape[0] * view.aspect / fixed.shape[1], 0.25), 1.5)
+        fig, axes = plt.subplots(len(loaded), len(CASE_PANELS), figsize=(1.6 * len(CASE_PANELS), (height + 0.25) * len(loaded)), squeeze=False)
+        shown = dict(cmap="gray", vmin=0, vmax=1, aspect=view.aspect)
+        for row, (method, arrays) in enumerate(loaded.items()):
+            moved = view.image(arrays["moved"])
+            jacobian, moved_label = derived[method]
+            ax = axes[row]
+            ax[0].imshow(fixed, **shown)
+            ax[1].imshow(view.image(pair["moving"]), **shown)
+            ax[2].imshow(moved, **shown)
+            ax[3].imshow(np.abs(moved - fixed), cmap="magma", vmin=0, vmax=0.5, aspect=view.aspect)
+            ax[4].imshow(view.image(pair["moving"]), **{**shown, "alpha": 0.35})
+            _grid_lines(ax[4], view.flow(arrays["flow"]), steps)
+            ax[4].set_aspect(view.aspect)
+            ax[5].imshow(view.image(jacobian), cmap="RdBu", vmin=0, vmax=2, aspect=view.aspect)
+            ax[6].imshow(moved, **shown)
+            if fixed_label is not None and len(label_levels):
+                ax[6].contour(view.image(fixed_label), levels=label_levels, colors="#2ca02c", linewidths=0.6)
+            if moved_label is not None and len(label_levels):
+                ax[6].contour(view.image(moved_label), levels=label_levels, colors="#d62728", linewidths=0.6, linestyles="dashed")
+            ax[0].set_ylabel(names.method(method), fontsize=7)
+            for c, title in enumerate(CASE_PANELS):
+                if row == 0:
+                    ax[c].set_title(title, fontsize=7)
+                ax[c].set_xticks([])
+                ax[c].set_yticks([])
+        fig.tight_layout(pad=0.3)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="jpeg", dpi=dpi, pil_kwargs={"quality": 85})  # noisy images: a PNG is ~6 times larger
+        plt.close(fig)
+        out.append((view.name, buffer.getvalue()))
+    return out
 
 
 def training_curves(run_dirs: Sequence[Path], stem: Path, all_methods: Sequence[str] = (), names: Names | None = None) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -170,17 +171,9 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.by is not None:
         _write_by_group(report, per_case, table1, options)
     table2 = table2_frame(per_case, merged_verdicts(verdicts, names), study.baselines)
+    table2_text = table2_caption(manifests, trained=bool(verdicts and any(verdicts.values())), untimed=untimed_methods(per_case, names))
     report.written += [
-        _write(
-            out / "table2.tex",
-            table2_latex(
-                table2,
-                table2_caption(manifests, trained=bool(verdicts and any(verdicts.values())), untimed=untimed_methods(per_case, names)),
-                options.label + "-speed",
-                options.digits,
-                names,
-            ),
-        ),
+        _write(out / "table2.tex", table2_latex(table2, table2_text, options.label + "-speed", options.digits, names)),
         _write(out / "table2.csv", table2.to_csv(index=False)),
     ]
     from .figures import load_sweeps
@@ -195,7 +188,114 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.figures:
         _draw_figures(report, run_dirs, per_case, averaged, sweeps, seeded=bool((main.spread["n_seeds"] > 1).any()), names=names, stress=stress)
         _draw_rank_figures(report, main.ranks, main.friedman, names)
+    if options.html:
+        from .html import write_page
+
+        page = _html_page(report, run_dirs, manifests, per_case, main, table2, table2_text, names, metrics, options)
+        report.written.append(write_page(out, page))
     return report
+
+
+def _html_page(
+    report: Report,
+    run_dirs: Sequence[Path],
+    manifests: Sequence[Manifest],
+    per_case: pd.DataFrame,
+    main: Table1,
+    table2: pd.DataFrame,
+    table2_text: str,
+    names: Names,
+    metrics: Sequence[str],
+    options: ReportOptions,
+) -> Any:
+    """index.html's content (regbench.html) from what the report wrote: Table 1 and 2 with their marks and
+    captions, the other tables from their CSVs, the PNG figures, every case, the first run's example pairs'
+    pictures (with figures only: they are drawn) and each run's manifest."""
+    from .html import HtmlCell, HtmlPage, HtmlTable, Point, frame_table, number, scatter_svg, text_cell
+    from .tables import DDAGGER, caption_text, format_params, table1_grid
+
+    i = main.inputs
+    headers, grid = table1_grid(main.cells, main.datasets, i.metrics, i.unconverged, i.names, i.suspects)
+    rows1 = [
+        [
+            text_cell(label, index),
+            *(
+                text_cell("")
+                if c is None
+                else HtmlCell(
+                    ("<b>{}</b>" if c.best else "{}").format(html_escape(c.main)) + html_escape(f" {c.bracket}" if c.bracket else "") + html_escape(c.mark),
+                    number(c.mean),
+                    f"{label}: {h}",
+                )
+                for c, h in zip(row, headers)
+            ),
+        ]
+        for index, (label, row) in enumerate(grid)
+    ]
+    rows2 = []
+    for index, rec in enumerate(table2.itertuples()):
+        time = (
+            "n/a"
+            if pd.isna(rec.time_ms_mean)
+            else f"{rec.time_ms_mean:.{options.digits}f}" + ("" if pd.isna(rec.time_ms_std) else f"±{rec.time_ms_std:.{options.digits}f}")
+        )
+        trained = pd.notna(rec.epochs)
+        rows2.append(
+            [
+                text_cell(names.method(rec.method), index),
+                text_cell(format_params(rec.params), number(rec.params)),
+                text_cell(time, number(rec.time_ms_mean)),
+                text_cell(f"{int(rec.epochs)}" + ("" if rec.converged is True else DDAGGER) if trained else "–", number(rec.epochs)),
+                text_cell(f"{rec.train_minutes:.1f}" if trained else "–", number(rec.train_minutes) if trained else None),
+            ]
+        )
+    tables = [
+        HtmlTable("table1", "Table 1", ["Method", *headers], rows1, caption_text(options.caption or main.caption)),
+        HtmlTable("table2", "Table 2", ["Method", "Params", "Time (ms/pair)", "Epochs", "Training (min)"], rows2, caption_text(table2_text)),
+    ]
+    described = {
+        "stats": "Statistics (stats.csv): paired tests against the reference",
+        "ranks": "Rank stability (ranks.csv)",
+        "friedman": "Friedman tests (friedman.csv)",
+    }
+    for path in report.written:
+        if path.suffix == ".csv" and path.parent == report.out_dir and path.stem not in ("table1", "table2"):
+            frame = pd.read_csv(path)
+            if len(frame):
+                tables.append(frame_table(frame, f"csv-{path.stem}", described.get(path.stem, f"{path.stem.replace('_', ' ')} ({path.name})")))
+    examples: dict[str, list[tuple[str, bytes]]] = {}
+    if options.figures:
+        from .figures import case_panels
+
+        folder = RunDir(run_dirs[0])
+        for pair_file in folder.example_pairs():
+            views = case_panels(run_dirs[0], pair_file, names)
+            if views:
+                examples[folder.example_case(pair_file)] = views
+    shown = [m for m in [*metrics, "ndv", "sdlogj", "time_s"] if m in per_case]
+    averaged = main.averaged[main.averaged["status"] == "ok"] if "status" in main.averaged else main.averaged
+    overview = ""
+    if {"dice", "sdlogj"} <= set(averaged.columns) and len(averaged):
+        means = averaged.groupby(["dataset", "method"], sort=False)[["dice", "sdlogj"]].mean().reset_index()
+        overview = scatter_svg(
+            [Point(names.dataset(r.dataset), names.method(r.method), float(r.sdlogj), 100 * float(r.dice)) for r in means.itertuples()], "SDlogJ", "Dice (%)"
+        )
+    return HtmlPage(
+        overview=overview,
+        title="regbench report: " + ", ".join(Path(d).name for d in run_dirs),
+        tables=tables,
+        figures=[p for p in report.written if p.suffix == ".png"],
+        per_case=per_case,
+        metrics=list(dict.fromkeys(shown)),
+        names=names,
+        examples=examples,
+        provenance=[(str(d), m.provenance(), m.method_provenance()) for d, m in zip(run_dirs, manifests)],
+        no_pictures=(
+            "The example pairs' pictures are drawn with the figures, and this report was written without them: `regbench report RUN` draws both."
+            if not options.figures
+            else "This run kept no example pairs (example_pairs: 0): no pictures."
+        ),
+    )
 
 
 @dataclass(frozen=True)

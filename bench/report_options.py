@@ -30,6 +30,7 @@ class ReportOptions:
     compare_paper: bool = False
     paper_dataset: str | None = None  # compare this run with the paper's acdc or mnm numbers
     figures: bool = True
+    html: bool = True  # report/index.html: the report as one self-contained page (regbench.html)
     layout: str = "auto"  # Table 1's LaTeX: plain | fit | wide | auto (see LAYOUTS)
     by: str | None = None  # also Table 1, tests and ranks per value of this group attribute (per_case.csv's by_NAME)
     resamples: int = RANK_RESAMPLES  # bootstrap resamples of the units for ranks.csv and the bold cells' stability

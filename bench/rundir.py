@@ -456,6 +456,54 @@ class Manifest:
     def params(self, method: str) -> int | None:
         return (self.data.get("methods_params") or {}).get(method)
 
+    def provenance(self) -> dict[str, Any]:
+        """What the run was made with, as a reader wants it (name → value, in reading order; absent facts
+        left out): regbench's version and commit, when, the profile, the dataset and its facts, the test pairs,
+        the seeds, the device, machine and packages, the scoring conventions."""
+        environment = self.data.get("environment") or {}
+        config = self.data.get("config") or {}
+        recorded = self.data.get("dataset_info")
+        info: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+        packages = environment.get("packages") or {}
+        fingerprint = self.fingerprint
+        facts = {
+            "regbench": f"{packages.get('regbench', '?')} (commit {environment.get('git_commit') or 'unknown'})",
+            "written": environment.get("time"),
+            "profile": fingerprint.get("profile"),
+            "dataset": f"{self.dataset_display_name or fingerprint.get('dataset')} ({fingerprint.get('dataset')})"
+            + (f", {info['dims']}-D" if "dims" in info else ""),
+            "dataset options": json.dumps(fingerprint.get("dataset_options") or {}, sort_keys=True),
+            "labels": json.dumps(self.labels) if self.labels else None,
+            "geometry": json.dumps(self.geometry, sort_keys=True) if self.geometry else None,
+            "levels": json.dumps(self.levels) if self.levels else None,
+            "test pairs": self.data.get("test_pairs"),
+            "seeds": ", ".join(map(str, config["seeds"])) if config.get("seeds") else f"each trained method's own (run seed {fingerprint.get('seed')})",
+            "device": environment.get("device"),
+            "machine": json.dumps({**(environment.get("machine") or {}), **(environment.get("determinism") or {})}, sort_keys=True),
+            "python and packages": f"Python {environment.get('python')}; " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())),
+            "scoring": f"HD95 {fingerprint.get('hd95_convention')}, Jacobian {fingerprint.get('jacobian_scheme')}, NDV over {fingerprint.get('ndv_mask') or 'none'}"
+            + (f", conventions {', '.join(fingerprint['conventions'])}" if fingerprint.get("conventions") else ""),
+        }
+        return {k: v for k, v in facts.items() if v not in (None, "")}
+
+    def method_provenance(self) -> dict[str, dict[str, Any]]:
+        """Per method the run recorded: its display name, provider, resolved options and where it trained."""
+        out = {}
+        for method in self.data.get("method_info") or {}:
+            info = self.method_info(method)
+            out[method] = {
+                k: v
+                for k, v in {
+                    "display name": info.get("display_name"),
+                    "provider": info.get("provider"),
+                    "resolved options": json.dumps(info.get("resolved_options") or {}, sort_keys=True, default=str),
+                    "trained on": json.dumps(info["trained_on"], sort_keys=True, default=str) if info.get("trained_on") else None,
+                    "parameters": self.params(method),
+                }.items()
+                if v not in (None, "")
+            }
+        return out
+
     # ---- recording
     def check_method(self, run_dir: Path, method: str, options: Mapping[str, Any], nothing_scored: bool = False) -> str | None:
         """Refuse options for ``method`` that differ from those its stored results were computed with.

@@ -247,6 +247,57 @@ def caption_text(caption: str) -> str:
     return caption.replace("$", "").replace("\0", "$")
 
 
+@dataclass(frozen=True)
+class Table1Cell:
+    """One printed cell of Table 1: its number (``main``, the mean ± std), the seeds' spread in brackets, bold,
+    its mark as text and the mean to sort by (NaN where it prints none)."""
+
+    main: str
+    bracket: str
+    best: bool
+    mark: str
+    mean: float
+
+
+def table1_grid(
+    cells: pd.DataFrame,
+    datasets: Sequence[str],
+    metrics: Sequence[str],
+    unconverged: Collection[str] = (),
+    names: Names | None = None,
+    suspects: Collection[str] = (),
+) -> tuple[list[str], list[tuple[str, list[Table1Cell | None]]]]:
+    """Table 1 as the Markdown and HTML reports print it: the column headers (a dataset's name before each
+    metric where there are several) and per method (paper order) its printed name, marks included, and its cells
+    (None where it has no value)."""
+    names = names or Names()
+    methods = _order(cells["method"])
+    metrics = [m for m in metrics if m in set(cells["metric"])]
+    index = cells.set_index(["dataset", "method", "metric"])
+    headers = [
+        names.metric(metric).label if len(datasets) == 1 else f"{names.dataset(dataset)} {names.metric(metric).label}"
+        for dataset in datasets
+        for metric in metrics
+    ]
+    rows = []
+    for method in methods:
+        label = names.method(method) + (DDAGGER if method in unconverged else "") + (SUSPECT_MARK if method in suspects else "")
+        row: list[Table1Cell | None] = []
+        for dataset in datasets:
+            for metric in metrics:
+                key = (dataset, method, metric)
+                if key not in index.index:
+                    row.append(None)
+                    continue
+                cell = index.loc[key]
+                main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
+                row.append(
+                    Table1Cell(main, f"[{bracket}" if bracket else "", bool(cell["best"]), MARK_TEXT.get(cell["mark"], cell["mark"]), float(cell["mean"]))
+                )
+        rows.append((label, row))
+    return headers, rows
+
+
 def table1_markdown(
     cells: pd.DataFrame,
     datasets: Sequence[str],
@@ -256,25 +307,11 @@ def table1_markdown(
     suspects: Collection[str] = (),
     caption: str | None = None,
 ) -> str:
-    names = names or Names()
-    methods = _order(cells["method"])
-    metrics = [m for m in metrics if m in set(cells["metric"])]
-    index = cells.set_index(["dataset", "method", "metric"])
+    headers, rows = table1_grid(cells, datasets, metrics, unconverged, names, suspects)
     records = []
-    for method in methods:
-        rec = {"Method": names.method(method) + (DDAGGER if method in unconverged else "") + (SUSPECT_MARK if method in suspects else "")}
-        for dataset in datasets:
-            for metric in metrics:
-                key = (dataset, method, metric)
-                text = ""
-                if key in index.index:
-                    cell = index.loc[key]
-                    main, bracket = (cell["text"].split(" [", 1) + [""])[:2]
-                    text = (f"**{main}**" if cell["best"] else main) + (f" [{bracket}" if bracket else "")
-                    text += MARK_TEXT.get(cell["mark"], cell["mark"])
-                column = names.metric(metric).label if len(datasets) == 1 else f"{names.dataset(dataset)} {names.metric(metric).label}"
-                rec[column] = text
-        records.append(rec)
+    for label, row in rows:
+        texts = ["" if c is None else (f"**{c.main}**" if c.best else c.main) + (f" {c.bracket}" if c.bracket else "") + c.mark for c in row]
+        records.append(dict(zip(["Method", *headers], [label, *texts])))
     table = pd.DataFrame(records).to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (len(records[0]) - 1)) + "\n"
     return table + (f"\n{caption_text(caption)}\n" if caption else "")
 
