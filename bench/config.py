@@ -142,7 +142,7 @@ PROFILES: dict[str, Profile] = {
         "stress",
         "stress curves: every method on the quick profile's data with each test pair drawn at 0.25, 0.5, 1, 1.5 and 2 "
         "times the drawn motion (test_motion; 310 test pairs, synthetic3d 40 volumes), deep methods trained once at the "
-        "drawn motion as in quick; report/stress_motion.md and figures/stress_motion",
+        "drawn motion as in quick (--retrain-per-level: also at each level); report/stress_motion.md and figures/stress_motion",
         {
             "synthetic": {"n_subjects": 40, "image_size": 64, "test_motion": [0.25, 0.5, 1.0, 1.5, 2.0]},
             "synthetic3d": {"n_subjects": 40, "image_size": 48, "test_motion": [0.25, 0.5, 1.0, 1.5, 2.0]},

@@ -34,7 +34,9 @@ def _fetched(page: str) -> list[str]:
     return re.findall(r'(?:src|href)="(?!data:|#)([^"]*)"', page)
 
 
+@pytest.mark.slow
 def test_the_page_holds_table_1_as_the_markdown_prints_it_every_case_and_fetches_nothing(tmp_path):
+    """(about 4 s: the golden run's whole report, without figures.)"""
     run = _report(tmp_path, figures=False)
     page = (run / "report" / "index.html").read_text()
     assert _fetched(page) == [] and "default-src 'none'" in page  # the browser is told so too

@@ -1,6 +1,8 @@
 """The embedded 3-D synthetic heart: short-axis stacks, true 3-D motion (longitudinal shortening, twist,
 contraction), labels and an invertible ground-truth flow."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -181,6 +183,11 @@ def test_the_3d_smoke_run_scores_every_method_that_registers_volumes(tmp_path, c
     assert means.loc["voxelmorph-diff", "dice"] > means.loc["initial", "dice"] + 0.05
     assert json.loads((run / "manifest.json").read_text())["dataset_info"]["dims"] == 3
     assert (run / "report" / "figures" / "qualitative.png").exists() and (run / "report" / "table1.md").exists()
+    # The page's case view: each example volume across each of its three axes, the through-plane slice first.
+    page = (run / "report" / "index.html").read_text()
+    views = re.findall(r"<figcaption>(synth3d[^<,]+), ([^<]+)</figcaption>", page)
+    first = views[0][0]
+    assert [v for c, v in views if c == first] == ["in-plane, axis 0 = 5", "through-plane, axis 1 = 24", "through-plane, axis 2 = 24"], views
 
 
 def test_figures_show_a_volume_as_two_mid_slices_with_their_true_aspect():
@@ -193,6 +200,8 @@ def test_figures_show_a_volume_as_two_mid_slices_with_their_true_aspect():
     assert across_rows.image(image).shape == (10, 48) and across_rows.aspect == 2.5  # 10 mm slices, 4 mm pixels
     assert np.array_equal(across_slices.flow(flow), flow[1:, 5])  # in-plane components: rows, columns
     assert np.array_equal(across_rows.flow(flow), flow[[0, 2], :, 24])  # through-plane view: slices, columns
+    *_, across_columns = _views((10, 48, 48), (10.0, 4.0, 4.0), every_axis=True)  # the case view's third
+    assert across_columns.image(image).shape == (10, 48) and np.array_equal(across_columns.flow(flow), flow[[0, 1], :, :, 24])
     (whole,) = _views((20, 30), (1.5, 2.0))
     assert whole.image(np.zeros((20, 30))).shape == (20, 30) and whole.aspect == 0.75
 
