@@ -7,7 +7,9 @@ and the example cases' pictures as JPEG data URIs. Its sections:
   captions, the statistics (``stats.csv``) and the rank stability (``ranks.csv``), the stress and ARC tables
   where the report has them; a click on a column header sorts the rows by it (numbers as numbers), again to
   reverse.
-- **Figures**: every PNG figure of the report.
+- **Figures**: interactive charts as inline SVG (:func:`chart_svg`; hovering a point shows its method and values:
+  each method's mean Dice against SDlogJ, the trainings' validation Dice per epoch, Dice against a stress level),
+  then every PNG figure of the report.
 - **Cases**: every scored case of every method (``per_case.csv``) with its metrics, filtered by method and
   sortable; a case that is an example pair (``examples/``) opens its pictures for every method side by side
   (:func:`regbench.figures.case_panels`: fixed, moving, moved, difference, warped grid, Jacobian, label
@@ -62,7 +64,7 @@ class HtmlPage:
     title: str
     tables: list[HtmlTable] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)  # PNG files
-    overview: str = ""  # an inline SVG shown first among the figures (scatter_svg)
+    charts: list[tuple[str, str]] = field(default_factory=list)  # (caption, inline SVG: chart_svg), before the figures
     per_case: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: Sequence[str] = ()
     names: Names = field(default_factory=Names)
@@ -145,27 +147,34 @@ document.querySelectorAll('#cases tbody tr.example').forEach(r=>r.addEventListen
 
 
 @dataclass(frozen=True)
-class Point:
-    """A method's mean over a dataset's cases, for the interactive overview."""
+class Series:
+    """A line (or a set of dots) of an interactive chart: its legend label and its points (x, y, hover text)."""
 
-    dataset: str
-    method: str
-    x: float
-    y: float
+    label: str
+    points: Sequence[tuple[float, float, str]]
+    dashed: bool = False
 
 
-def scatter_svg(points: Sequence[Point], x_label: str, y_label: str, width: int = 720, height: int = 420) -> str:
-    """An inline SVG scatter, a dot per point coloured by dataset; hovering a dot shows its method, dataset and
-    both values (an SVG ``<title>``: no script, no library)."""
-    finite = [p for p in points if np.isfinite(p.x) and np.isfinite(p.y)]
-    if not finite:
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def chart_svg(series: Sequence[Series], x_label: str, y_label: str, joined: bool = True, width: int = 760, height: int = 380) -> str:
+    """An inline SVG chart: per series its points (joined by a line where ``joined``), a colour each and a
+    legend; hovering a point shows its text (an SVG ``<title>``: no script, no library). Empty where no point
+    is finite."""
+    drawn = [(k, s, [(x, y, t) for x, y, t in s.points if np.isfinite(x) and np.isfinite(y)]) for k, s in enumerate(series)]
+    drawn = [(k, s, pts) for k, s, pts in drawn if pts]
+    if not drawn:
         return ""
-    left, right, top, bottom = 70, 20, 15, 45
-    xs, ys = [p.x for p in finite], [p.y for p in finite]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    x0, x1 = (x0 - 0.5, x1 + 0.5) if x1 == x0 else (x0 - 0.05 * (x1 - x0), x1 + 0.05 * (x1 - x0))
-    y0, y1 = (y0 - 0.5, y1 + 0.5) if y1 == y0 else (y0 - 0.05 * (y1 - y0), y1 + 0.05 * (y1 - y0))
+    legend_width = 230
+    left, right, top, bottom = 64, legend_width, 12, 44
+    xs = [x for _, _, pts in drawn for x, _, _ in pts]
+    ys = [y for _, _, pts in drawn for _, y, _ in pts]
+
+    def padded(lo: float, hi: float) -> tuple[float, float]:
+        return (lo - 0.5, hi + 0.5) if hi == lo else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+
+    (x0, x1), (y0, y1) = padded(min(xs), max(xs)), padded(min(ys), max(ys))
 
     def px(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - right)
@@ -173,23 +182,26 @@ def scatter_svg(points: Sequence[Point], x_label: str, y_label: str, width: int 
     def py(y: float) -> float:
         return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
 
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-    datasets = list(dict.fromkeys(p.dataset for p in finite))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="scatter">']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="chart">']
     parts.append(f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="none" stroke="#aab4be"/>')
     for k in range(5):
         xv, yv = x0 + (k + 0.5) / 5 * (x1 - x0), y0 + (k + 0.5) / 5 * (y1 - y0)
         parts.append(f'<text x="{px(xv):.1f}" y="{height - bottom + 16}" text-anchor="middle" font-size="11">{xv:.3g}</text>')
         parts.append(f'<text x="{left - 6}" y="{py(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.3g}</text>')
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 8}" text-anchor="middle" font-size="12">{html.escape(x_label)}</text>')
-    parts.append(f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle" font-size="12">{html.escape(y_label)}</text>')
-    for p in finite:
-        colour = colours[datasets.index(p.dataset) % len(colours)]
-        hover = f"{p.method} ({p.dataset}): {y_label} {p.y:.4g}, {x_label} {p.x:.4g}"
-        parts.append(
-            f'<circle cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="5" fill="{colour}" fill-opacity="0.8" data-method="{html.escape(p.method, quote=True)}">'
-            f"<title>{html.escape(hover)}</title></circle>"
-        )
+    parts.append(f'<text transform="translate(14 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle" font-size="12">{html.escape(y_label)}</text>')
+    for row, (k, one, pts) in enumerate(drawn):
+        colour = COLOURS[k % len(COLOURS)]
+        dash = ' stroke-dasharray="5 3"' if one.dashed else ""
+        if joined and len(pts) > 1:
+            path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in sorted(pts))
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>')
+        for x, y, text in pts:
+            parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4" fill="{colour}" fill-opacity="0.85"><title>{html.escape(text)}</title></circle>')
+        ly = top + 10 + 15 * row
+        if ly < height - 10:
+            parts.append(f'<line x1="{width - right + 12}" y1="{ly}" x2="{width - right + 30}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>')
+            parts.append(f'<text x="{width - right + 35}" y="{ly + 4}" font-size="11">{html.escape(one.label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -216,12 +228,8 @@ def _data_uri(data: bytes, kind: str) -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _overview_html(svg: str) -> str:
-    return (
-        f"<figure id=\"overview\">{svg}<figcaption>Each method's mean over each dataset's cases: hover a dot for its method and values.</figcaption></figure>"
-        if svg
-        else ""
-    )
+def _charts_html(charts: Sequence[tuple[str, str]]) -> str:
+    return "".join(f"<figure>{svg}<figcaption>{html.escape(caption)} Hover a point for its values.</figcaption></figure>" for caption, svg in charts if svg)
 
 
 def _figures_html(figures: Sequence[Path]) -> str:
@@ -315,7 +323,7 @@ def page_html(page: HtmlPage) -> str:
         f"<header><h1>{html.escape(page.title)}</h1></header>"
         '<nav><a href="#tables">Tables</a><a href="#figures">Figures</a><a href="#cases-section">Cases</a><a href="#provenance">Provenance</a></nav><main>'
         f'<section id="tables"><h2>Tables</h2>{tables}</section>'
-        f'<section id="figures"><h2>Figures</h2>{_overview_html(page.overview)}{_figures_html(page.figures)}</section>'
+        f'<section id="figures"><h2>Figures</h2>{_charts_html(page.charts)}{_figures_html(page.figures)}</section>'
         f'<section id="cases-section"><h2>Cases</h2>{_cases_html(page.per_case, page.metrics, page.names, page.examples, page.no_pictures)}</section>'
         f'<section id="provenance"><h2>Provenance</h2>{_provenance_html(page.provenance)}</section>'
         f"</main><script>{SCRIPT}</script></body></html>\n"

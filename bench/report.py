@@ -191,7 +191,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path | None = None, options:
     if options.html:
         from .html import write_page
 
-        page = _html_page(report, run_dirs, manifests, per_case, main, table2, table2_text, names, metrics, options)
+        page = _html_page(report, run_dirs, manifests, per_case, main, table2, table2_text, names, metrics, options, stress)
         report.written.append(write_page(out, page))
     return report
 
@@ -207,11 +207,12 @@ def _html_page(
     names: Names,
     metrics: Sequence[str],
     options: ReportOptions,
+    stress: Mapping[str, tuple[str, pd.DataFrame, Names]] | None = None,
 ) -> Any:
     """index.html's content (regbench.html) from what the report wrote: Table 1 and 2 with their marks and
     captions, the other tables from their CSVs, the PNG figures, every case, the first run's example pairs'
     pictures (with figures only: they are drawn) and each run's manifest."""
-    from .html import HtmlCell, HtmlPage, HtmlTable, Point, frame_table, number, scatter_svg, text_cell
+    from .html import HtmlCell, HtmlPage, HtmlTable, frame_table, number, text_cell
     from .tables import DDAGGER, caption_text, format_params, table1_grid
 
     i = main.inputs
@@ -273,15 +274,16 @@ def _html_page(
             if views:
                 examples[folder.example_case(pair_file)] = views
     shown = [m for m in [*metrics, "ndv", "sdlogj", "time_s"] if m in per_case]
-    averaged = main.averaged[main.averaged["status"] == "ok"] if "status" in main.averaged else main.averaged
-    overview = ""
-    if {"dice", "sdlogj"} <= set(averaged.columns) and len(averaged):
-        means = averaged.groupby(["dataset", "method"], sort=False)[["dice", "sdlogj"]].mean().reset_index()
-        overview = scatter_svg(
-            [Point(names.dataset(r.dataset), names.method(r.method), float(r.sdlogj), 100 * float(r.dice)) for r in means.itertuples()], "SDlogJ", "Dice (%)"
-        )
+    charts = [
+        ("Each method's mean Dice against its mean SDlogJ over each dataset's cases: the accuracy–regularity overview.", _overview_chart(main.averaged, names)),
+        ("Validation Dice per epoch of each training (a line per method and seed, from models/*/history.csv).", _training_chart(run_dirs, names)),
+        *(
+            (f"Dice against {axis} (stress_{level}.csv; dashed: retrained per level).", _stress_chart(frame, axis, stress_names))
+            for level, (axis, frame, stress_names) in (stress or {}).items()
+        ),
+    ]
     return HtmlPage(
-        overview=overview,
+        charts=[(caption, svg) for caption, svg in charts if svg],
         title="regbench report: " + ", ".join(Path(d).name for d in run_dirs),
         tables=tables,
         figures=[p for p in report.written if p.suffix == ".png"],
@@ -478,6 +480,69 @@ def _write_stress(
         )
         drawn[level] = (axis, frame, stress_names)
     return drawn
+
+
+def _overview_chart(averaged: pd.DataFrame, names: Names) -> str:
+    """Dice against SDlogJ, a dot per method and dataset (its mean over the scored cases), a colour per dataset."""
+    from .html import Series, chart_svg
+
+    ok = averaged[averaged["status"] == "ok"] if "status" in averaged else averaged
+    if not {"dice", "sdlogj"} <= set(ok.columns) or ok.empty:
+        return ""
+    means = ok.groupby(["dataset", "method"], sort=False)[["dice", "sdlogj"]].mean().reset_index()
+    series = []
+    for dataset, rows in means.groupby("dataset", sort=False):
+        label = names.dataset(str(dataset))
+        series.append(
+            Series(
+                label,
+                [
+                    (r.sdlogj, 100 * r.dice, f"{names.method(r.method)} ({label}): Dice (%) {100 * r.dice:.4g}, SDlogJ {r.sdlogj:.4g}")
+                    for r in rows.itertuples()
+                ],
+            )
+        )
+    return chart_svg(series, "SDlogJ", "Dice (%)", joined=False)
+
+
+def _training_chart(run_dirs: Sequence[Path], names: Names) -> str:
+    """Validation Dice per epoch, a line per trained method and seed."""
+    from .html import Series, chart_svg
+
+    series = []
+    for run_dir in run_dirs:
+        for (method, seed), path in RunDir(run_dir).history_files().items():
+            history = pd.read_csv(path)
+            if "val_dice" not in history or "epoch" not in history:
+                continue
+            label = names.method(method) + ("" if seed is None else f" (seed {seed})")
+            points = [
+                (float(e), 100 * float(v), f"{label}: epoch {int(e)}, validation Dice {100 * float(v):.2f} %")
+                for e, v in zip(history["epoch"], history["val_dice"])
+                if pd.notna(v)
+            ]
+            series.append(Series(label, points))
+    return chart_svg(series, "epoch", "validation Dice (%)")
+
+
+def _stress_chart(frame: pd.DataFrame, axis: str, names: Names) -> str:
+    """Dice against a level of the test data, a line per method (regbench.levels.level_frame), a retrained one dashed."""
+    from .html import Series, chart_svg
+    from .levels import retrained_base, with_retrained
+
+    if "dice_mean" not in frame:
+        return ""
+    methods = with_retrained(sorted({retrained_base(m) or m for m in frame["method"]}, key=method_sort_key), list(frame["method"]))
+    series = []
+    for method in methods:
+        rows = frame[frame["method"] == method].sort_values("level")
+        label = names.method(method)
+        points = [
+            (float(r.level), 100 * float(r.dice_mean), f"{label}: {axis} {r.level:g}, Dice {100 * float(r.dice_mean):.2f} % over {r.n_pairs} pairs")
+            for r in rows.itertuples()
+        ]
+        series.append(Series(label, points, dashed=retrained_base(method) is not None))
+    return chart_svg(series, axis, "Dice (%)")
 
 
 def _retrained_cases(run_dir: Path, own: pd.DataFrame, manifest: Manifest, problems: list[str]) -> pd.DataFrame:

@@ -29,6 +29,12 @@ def _report(tmp_path: Path, figures: bool) -> Path:
     return run
 
 
+def _history() -> list[tuple[int, float]]:
+    """The golden run's VoxelMorph-s validation Dice per epoch, in %."""
+    history = pd.read_csv(GOLDEN / "models" / "voxelmorph-s" / "history.csv")
+    return [(int(e), 100 * v) for e, v in zip(history["epoch"], history["val_dice"])]
+
+
 def _fetched(page: str) -> list[str]:
     """Every address the page would fetch: a src or href that is not a data: URI or a link within the page."""
     return re.findall(r'(?:src|href)="(?!data:|#)([^"]*)"', page)
@@ -55,7 +61,9 @@ def test_the_page_holds_table_1_as_the_markdown_prints_it_every_case_and_fetches
     assert sorted(rows) == sorted(zip(per_case["method"], per_case["case_id"].astype(str)))
     assert 'class="example"' not in page and "pictures are drawn with the figures" in page  # without figures, none drawn
     # The overview: a dot per method and dataset, its values on hover, as Table 1's means.
-    dots = re.findall(r"<circle [^>]*><title>([^<]+)</title>", page)
+    hovers = re.findall(r"<circle [^>]*><title>([^<]+)</title>", page)
+    dots = [h for h in hovers if "(Synthetic): Dice (%)" in h]
+    assert [h for h in hovers if h.startswith("VoxelMorph-s: epoch ")] == [f"VoxelMorph-s: epoch {e}, validation Dice {v:.2f} %" for e, v in _history()]
     dice = float(re.search(r"\| VoxelMorph-s\S* \| \**([\d.]+)", "\n".join(markdown))[1])
     hovered = {re.match(r"(.+) \(Synthetic\): Dice \(%\) ([\d.]+), SDlogJ", d)[1]: float(re.match(r".+: Dice \(%\) ([\d.]+)", d)[1]) for d in dots}
     assert set(hovered) == {"Initial", "VoxelMorph-s"} and hovered["VoxelMorph-s"] == pytest.approx(dice, abs=0.006), dots
