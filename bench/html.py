@@ -70,7 +70,7 @@ class HtmlPage:
     names: Names = field(default_factory=Names)
     examples: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)  # case id -> (view name, JPEG)
     no_pictures: str = "This run kept no example pairs (example_pairs: 0): no pictures."  # said where examples is empty
-    # Per run directory: (its path, Manifest.provenance(), Manifest.method_provenance()).
+    # Per run directory: (a heading, Manifest.provenance(), Manifest.method_provenance()).
     provenance: list[tuple[str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]] = field(default_factory=list)
 
 
@@ -300,7 +300,7 @@ def _cases_html(per_case: pd.DataFrame, metrics: Sequence[str], names: Names, ex
 
 def _provenance_html(provenance: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]) -> str:
     parts = []
-    for run_dir, facts, methods in provenance:
+    for heading, facts, methods in provenance:
         rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items())
         details = []
         for method, info in methods.items():
@@ -308,7 +308,7 @@ def _provenance_html(provenance: Sequence[tuple[str, Mapping[str, Any], Mapping[
             details.append(
                 f"<details><summary>{html.escape(str(info.get('display name') or method))} ({html.escape(method)})</summary><dl>{body}</dl></details>"
             )
-        parts.append(f"<h3>{html.escape(run_dir)}</h3><dl>{rows}</dl><h4>Methods</h4>{''.join(details)}")
+        parts.append(f"<h3>{html.escape(heading)}</h3><dl>{rows}</dl><h4>Methods</h4>{''.join(details)}")
     return "".join(parts)
 
 

@@ -284,14 +284,17 @@ def _html_page(
     ]
     return HtmlPage(
         charts=[(caption, svg) for caption, svg in charts if svg],
-        title="regbench report: " + ", ".join(Path(d).name for d in run_dirs),
+        # Named by what the runs hold, not where they lie: a copied run directory gives the same page.
+        title="regbench report: " + ", ".join(f"{m.dataset_display_name or m.dataset} ({m.profile})" for m in manifests),
         tables=tables,
         figures=[p for p in report.written if p.suffix == ".png"],
         per_case=per_case,
         metrics=list(dict.fromkeys(shown)),
         names=names,
         examples=examples,
-        provenance=[(str(d), m.provenance(), m.method_provenance()) for d, m in zip(run_dirs, manifests)],
+        provenance=[
+            (f"Run {i}: {m.dataset_display_name or m.dataset} ({m.profile})", m.provenance(), m.method_provenance()) for i, m in enumerate(manifests, start=1)
+        ],
         no_pictures=(
             "The example pairs' pictures are drawn with the figures, and this report was written without them: `regbench report RUN` draws both."
             if not options.figures

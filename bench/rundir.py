@@ -469,6 +469,7 @@ class Manifest:
         facts = {
             "regbench": f"{packages.get('regbench', '?')} (commit {environment.get('git_commit') or 'unknown'})",
             "written": environment.get("time"),
+            "run directory when run": config.get("out"),
             "profile": fingerprint.get("profile"),
             "dataset": f"{self.dataset_display_name or fingerprint.get('dataset')} ({fingerprint.get('dataset')})"
             + (f", {info['dims']}-D" if "dims" in info else ""),
