@@ -386,7 +386,7 @@ def case_panels(run_dir: Path, pair_file: Path, names: Names, methods: Sequence[
                 ax[c].set_yticks([])
         fig.tight_layout(pad=0.3)
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="jpeg", dpi=dpi, pil_kwargs={"quality": 85})  # noisy images: a PNG is ~6 times larger
+        fig.savefig(buffer, format="jpeg", dpi=dpi, pil_kwargs={"quality": 85})  # noisy images: a PNG is ~4.5 times larger
         plt.close(fig)
         out.append((view.name, buffer.getvalue()))
     return out
