@@ -206,16 +206,18 @@ def chart_svg(series: Sequence[Series], x_label: str, y_label: str, joined: bool
     return "".join(parts)
 
 
+def _cell_html(cell: HtmlCell) -> str:
+    """A ``<td>`` with the value it sorts by (``data-v``) and its hover text."""
+    sort = html.escape(str(cell.sort), quote=True) if cell.sort is not None else ""
+    title = f' title="{html.escape(cell.title, quote=True)}"' if cell.title else ""
+    return f'<td data-v="{sort}"{title}>{cell.html}</td>'
+
+
 def _table_html(table: HtmlTable) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
     body = []
     for row in table.rows:
-        cells = "".join(
-            f'<td data-v="{html.escape(str(c.sort), quote=True) if c.sort is not None else ""}"'
-            + (f' title="{html.escape(c.title, quote=True)}"' if c.title else "")
-            + f">{c.html}</td>"
-            for c in row
-        )
+        cells = "".join(_cell_html(c) for c in row)
         body.append(f"<tr>{cells}</tr>")
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     return (
@@ -268,12 +270,7 @@ def _cases_html(per_case: pd.DataFrame, metrics: Sequence[str], names: Names, ex
             label = METRICS[metric].label if metric in METRICS else metric
             cells.append(text_cell("" if x is None else f"{scale * x:.4g}", x, f"{names.method(method)}, {case}: {label}"))
         cells.append(text_cell(str(record.get("reason") or "")))
-        row = "".join(
-            f'<td data-v="{html.escape(str(c.sort), quote=True) if c.sort is not None else ""}"'
-            + (f' title="{html.escape(c.title, quote=True)}"' if c.title else "")
-            + f">{c.html}</td>"
-            for c in cells
-        )
+        row = "".join(_cell_html(c) for c in cells)
         attributes = f'data-method="{html.escape(method, quote=True)}" data-case="{html.escape(case, quote=True)}"' + (' class="example"' if example else "")
         rows.append(f"<tr {attributes}>{row}</tr>")
     options = "".join(f'<option value="{html.escape(m, quote=True)}">{html.escape(names.method(m))}</option>' for m in methods)
