@@ -166,7 +166,7 @@ def stress(frame: pd.DataFrame, axis: str, stem: Path, names: Names) -> list[Pat
     """Each metric against a level of the test data (``regbench.levels.level_frame``): a row of panels per metric
     (Dice, HD95, EPE, NJD where the run has them), a column per dataset, a line per method through its means, the
     seeds' lowest to highest mean shaded where it has two or more."""
-    from .levels import STRESS_METRICS, retrained_base, with_retrained
+    from .levels import STRESS_METRICS, retrained_base, stress_order
 
     if frame.empty:
         return []
@@ -180,7 +180,7 @@ def stress(frame: pd.DataFrame, axis: str, stem: Path, names: Names) -> list[Pat
         data = frame[frame["dataset"] == dataset]
         for row, metric in enumerate(shown):
             ax, scale = axes[row, column], METRICS[metric].table_scale
-            for method in with_retrained(sorted({bases[m] for m in data["method"]}, key=method_sort_key), list(data["method"])):
+            for method in stress_order(data["method"]):
                 points = data[data["method"] == method].sort_values("level")
                 color, style = palette[bases[method]], "--o" if retrained_base(method) else "-o"
                 ax.plot(points["level"], scale * points[f"{metric}_mean"], style, ms=3.5, lw=1.2, color=color, label=names.method(method))

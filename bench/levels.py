@@ -11,12 +11,13 @@ over those pairs, and with two or more seeds the lowest and highest seed mean (t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .metrics import METRICS
+from .registry import method_sort_key
 from .rundir import group_column
 
 #: The metrics a stress table and figure show, where the run has them.
@@ -32,10 +33,12 @@ def retrained_base(method: str) -> str | None:
     return method.removesuffix(RETRAINED_SUFFIX) if method.endswith(RETRAINED_SUFFIX) else None
 
 
-def with_retrained(ordered: Sequence[str], present: Sequence[str]) -> list[str]:
-    """``ordered`` methods, each followed by its retrained key where ``present`` has it."""
-    keys = set(present)
-    return [key for method in ordered for key in (method, method + RETRAINED_SUFFIX) if key in keys]
+def stress_order(methods: Iterable[str]) -> list[str]:
+    """A stress frame's method keys in the tables' order (paper order), each retrained key
+    (``METHOD+retrained``) right after its method."""
+    keys = set(methods)
+    bases = sorted({retrained_base(m) or m for m in keys}, key=method_sort_key)
+    return [key for method in bases for key in (method, method + RETRAINED_SUFFIX) if key in keys]
 
 
 def retrained_rows(own: pd.DataFrame, runs: dict[str, dict[str, pd.DataFrame | None]], methods: Sequence[str]) -> pd.DataFrame:

@@ -456,7 +456,7 @@ def _write_stress(
     """stress_LEVEL.{csv,md,tex} for each level the runs' datasets declare and their cases carry (regbench.levels),
     with a row per method retrained per level where a run did (``retrain_per_level``); returns level → (its axis
     label, its frame, the names with the retrained rows') for the figures."""
-    from .levels import RETRAINED_NAME, RETRAINED_SUFFIX, level_frame, stress_latex, stress_markdown, with_retrained
+    from .levels import RETRAINED_NAME, RETRAINED_SUFFIX, level_frame, stress_latex, stress_markdown, stress_order
 
     axes: dict[str, str] = {}
     for manifest in manifests:
@@ -469,7 +469,7 @@ def _write_stress(
         if key.endswith(RETRAINED_SUFFIX):
             stress_names.methods[key] = f"{names.method(key.removesuffix(RETRAINED_SUFFIX))} ({RETRAINED_NAME})"
     drawn = {}
-    methods = with_retrained(sorted(dict.fromkeys(per_case["method"]), key=method_sort_key), list(cases["method"])) if len(cases) else []
+    methods = stress_order(cases["method"]) if len(cases) else []
     for level, axis in axes.items():
         frame = level_frame(cases, level)
         if frame.empty:
@@ -531,11 +531,11 @@ def _training_chart(run_dirs: Sequence[Path], names: Names) -> str:
 def _stress_chart(frame: pd.DataFrame, axis: str, names: Names) -> str:
     """Dice against a level of the test data, a line per method (regbench.levels.level_frame), a retrained one dashed."""
     from .html import Series, chart_svg
-    from .levels import retrained_base, with_retrained
+    from .levels import retrained_base, stress_order
 
     if "dice_mean" not in frame:
         return ""
-    methods = with_retrained(sorted({retrained_base(m) or m for m in frame["method"]}, key=method_sort_key), list(frame["method"]))
+    methods = stress_order(frame["method"])
     series = []
     for method in methods:
         rows = frame[frame["method"] == method].sort_values("level")
