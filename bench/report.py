@@ -213,7 +213,7 @@ def _html_page(
     captions, the other tables from their CSVs, the PNG figures, every case, the first run's example pairs'
     pictures (with figures only: they are drawn) and each run's manifest."""
     from .html import HtmlCell, HtmlPage, HtmlTable, frame_table, number, text_cell
-    from .tables import DDAGGER, caption_text, format_params, table1_grid
+    from .tables import caption_text, table1_grid, table2_texts
 
     i = main.inputs
     headers, grid = table1_grid(main.cells, main.datasets, i.metrics, i.unconverged, i.names, i.suspects)
@@ -235,19 +235,15 @@ def _html_page(
     ]
     rows2 = []
     for index, rec in enumerate(table2.itertuples()):
-        time = (
-            "n/a"
-            if pd.isna(rec.time_ms_mean)
-            else f"{rec.time_ms_mean:.{options.digits}f}" + ("" if pd.isna(rec.time_ms_std) else f"±{rec.time_ms_std:.{options.digits}f}")
-        )
+        params, time, epochs, minutes = table2_texts(rec, options.digits)
         trained = pd.notna(rec.epochs)
         rows2.append(
             [
                 text_cell(names.method(rec.method), index),
-                text_cell(format_params(rec.params), number(rec.params)),
+                text_cell(params, number(rec.params)),
                 text_cell(time, number(rec.time_ms_mean)),
-                text_cell(f"{int(rec.epochs)}" + ("" if rec.converged is True else DDAGGER) if trained else "–", number(rec.epochs)),
-                text_cell(f"{rec.train_minutes:.1f}" if trained else "–", number(rec.train_minutes) if trained else None),
+                text_cell(epochs, number(rec.epochs)),
+                text_cell(minutes, number(rec.train_minutes) if trained else None),
             ]
         )
     tables = [

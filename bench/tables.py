@@ -341,6 +341,15 @@ def table2_frame(per_case: pd.DataFrame, verdicts: dict[str, Verdict] | None = N
     return frame.astype({"params": "Int64", "epochs": "Int64"})
 
 
+def table2_texts(rec: Any, digits: int) -> tuple[str, str, str, str]:
+    """One row of Table 2 (a row of :func:`table2_frame`) as text, the LaTeX's and the page's numbers: parameters,
+    ms per pair (mean±std; n/a untimed), epochs (‡: not converged) and training minutes, DASH where untrained."""
+    time = "n/a" if pd.isna(rec.time_ms_mean) else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else f"±{rec.time_ms_std:.{digits}f}")
+    trained = pd.notna(rec.epochs)
+    epochs = f"{int(rec.epochs)}" + ("" if rec.converged is True else DDAGGER) if trained else DASH
+    return format_params(rec.params), time, epochs, f"{rec.train_minutes:.1f}" if trained else DASH
+
+
 def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int, names: Names | None = None) -> str:
     names = names or Names()
     lines = [
@@ -354,16 +363,8 @@ def table2_latex(frame: pd.DataFrame, caption: str, label: str, digits: int, nam
         r"\midrule",
     ]
     for rec in frame.itertuples():
-        time_text = (
-            "n/a"
-            if pd.isna(rec.time_ms_mean)
-            else f"{rec.time_ms_mean:.{digits}f}" + ("" if pd.isna(rec.time_ms_std) else rf"$\pm${rec.time_ms_std:.{digits}f}")
-        )
-        params = format_params(rec.params)
-        trained = pd.notna(rec.epochs)
-        epochs = f"{int(rec.epochs)}" + ("" if rec.converged is True else r"$^{\ddagger}$") if trained else "--"
-        minutes = f"{rec.train_minutes:.1f}" if trained else "--"
-        lines.append(f"{latex_escape(names.method(rec.method))} & {'--' if params == DASH else params} & {time_text} & {epochs} & {minutes} \\\\")
+        cells = [t.replace("±", r"$\pm$").replace(DDAGGER, r"$^{\ddagger}$") for t in table2_texts(rec, digits)]
+        lines.append(" & ".join([latex_escape(names.method(rec.method)), *("--" if t == DASH else t for t in cells)]) + " \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
